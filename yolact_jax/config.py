@@ -1,0 +1,463 @@
+"""Configuration: the schema (frozen, typed dataclasses) and every preset in one place.
+
+Each field carries a one-line meaning. Presets mirror the original's ``data/config.py``
+(``yolact_base`` and its descendants); every value of spec section 1 is in force. Names follow the
+original's field names where one exists, so a reader of the original finds each knob here.
+
+Get a preset with ``get_config('yolact_base')``; override any field from the command line with
+``--config.train.lr=1e-4`` style arguments (see :func:`apply_overrides`). An unknown field is an
+error that names it and suggests the closest field.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from yolact_jax.coco_classes import COCO_CLASSES
+
+# --------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+  """The feature extractor and the anchors attached to its selected layers."""
+  kind: str = 'resnet'  # 'resnet' (bottleneck ResNet v1.5) or 'darknet' (DarkNet-53 style).
+  layers: tuple[int, ...] = (3, 4, 23, 3)  # blocks per stage (ResNet: 4 stages, DarkNet: 5).
+  base_width: int = 64  # ResNet stem / first-stage planes (64 in the original); DarkNet: 32.
+  selected_layers: tuple[int, ...] = (1, 2, 3)  # stage outputs fed to the FPN (C3, C4, C5).
+  pretrained_weights: str = 'resnet101_reducedfc.pth'  # ImageNet file the original trains from.
+  transform: str = 'resnet'  # input normalisation: 'resnet' (BGR mean/std, then RGB), 'darknet' (x/255).
+  pred_scales: tuple[tuple[float, ...], ...] = ((24,), (48,), (96,), (192,), (384,))  # per level.
+  pred_aspect_ratios: tuple[tuple[float, ...], ...] = ((1, 0.5, 2),) * 5  # per level (one group).
+  use_pixel_scales: bool = True  # scales are in pixels of max_size (divided by max_size).
+  preapply_sqrt: bool = False  # False: the aspect ratio is square-rooted inside make_priors.
+  use_square_anchors: bool = True  # h := w, so the ratios act as extra scales (all v1 presets).
+  dcn_layers: tuple[int, ...] = (0, 0, 0, 0)  # YOLACT++ DCNv2: per stage, how many last blocks.
+  dcn_interval: int = 1  # YOLACT++ DCNv2: every n-th block of those uses DCN.
+
+  @property
+  def num_anchors(self) -> int:
+    """Priors per feature-map location (3 for YOLACT, 9 for YOLACT++)."""
+    return len(self.pred_scales[0]) * len(self.pred_aspect_ratios[0])
+
+
+@dataclass(frozen=True)
+class FPNConfig:
+  """Feature pyramid on top of the selected backbone layers."""
+  num_features: int = 256  # channels of every pyramid level.
+  interpolation: str = 'bilinear'  # top-down resize mode (to the exact lateral size).
+  num_downsample: int = 2  # extra levels (P6, P7) made by stride-2 convs from P5.
+  use_conv_downsample: bool = True  # P6/P7 from 3x3 stride-2 convs (not max-pooling).
+  pad: bool = True  # pad the 3x3 prediction convs (padding 1).
+  relu_pred_layers: bool = True  # ReLU after the P3-P5 3x3 convs.
+  relu_downsample_layers: bool = False  # ReLU after P6/P7 (off, and buggy in the original).
+
+
+# One entry of a ProtoNet: (out_channels, kernel, padding); out_channels None with kernel -2 is a
+# bilinear x2 upsample (the original's make_net encoding).
+ProtoLayer = tuple[int | None, int, int]
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+  """Prototype branch and lincomb mask assembly."""
+  mask_dim: int = 32  # number of prototypes k (= coefficients per anchor).
+  proto_src: int = 0  # FPN level feeding ProtoNet (0 = P3).
+  proto_net: tuple[ProtoLayer, ...] = (
+      (256, 3, 1), (256, 3, 1), (256, 3, 1), (None, -2, 0), (256, 3, 1), (32, 1, 0))
+  proto_prototype_activation: str = 'relu'  # applied after the last proto conv.
+  proto_coeff_activation: str = 'tanh'  # applied to the head's mask coefficients.
+  proto_crop: bool = True  # crop assembled masks by their box (padding 1 proto pixel).
+  binarize_downsampled_gt: bool = True  # GT masks downsampled to proto size then > 0.5.
+  normalize_emulate_roi_pooling: bool = True  # mask loss normalised by GT box area.
+  masks_to_train: int = 100  # cap on masks per image in the mask loss (random subset).
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+  """The prediction head shared by all pyramid levels."""
+  extra_head_net: tuple[int, ...] = (256,)  # 3x3 'upfeature' convs (+ReLU) before the branches.
+  head_kernel: int = 3  # kernel of the bbox/conf/mask convs.
+  head_padding: int = 1  # padding of the bbox/conf/mask convs.
+  share_prediction_module: bool = True  # one parameter set used at every level.
+
+
+@dataclass(frozen=True)
+class LossConfig:
+  """Matching thresholds and the weights of the multi-task loss."""
+  positive_iou_threshold: float = 0.5  # prior IoU >= this: positive.
+  negative_iou_threshold: float = 0.4  # prior IoU < this: background; between: neutral.
+  crowd_iou_threshold: float = 0.7  # IoA of a prior inside a crowd box > this: neutral.
+  ohem_negpos_ratio: int = 3  # hard negatives per positive (per image).
+  bbox_alpha: float = 1.5  # weight of the box smooth-L1 term B.
+  conf_alpha: float = 1.0  # weight of the OHEM classification term C.
+  mask_alpha: float = 6.125  # weight of the lincomb mask BCE term M.
+  use_semantic_segmentation_loss: bool = True  # add the semantic segmentation term S.
+  semantic_segmentation_alpha: float = 1.0  # weight of S.
+  use_maskiou: bool = False  # YOLACT++ mask-IoU term I.
+  maskiou_alpha: float = 25.0  # weight of I (YOLACT++).
+  discard_mask_area: int = -1  # YOLACT++: masks with GT area <= this skip the mask-IoU term.
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+  """Inference-time box selection (the original's Detect)."""
+  nms: str = 'fast'  # 'fast' (eval.py default), 'cross_class' (fast, one IoU matrix), 'standard'.
+  nms_top_k: int = 200  # candidates per class kept before NMS.
+  nms_conf_thresh: float = 0.05  # a prior is considered if its best fg score is > this.
+  nms_thresh: float = 0.5  # IoU above which a lower-scored box is suppressed.
+  max_num_detections: int = 100  # detections kept per image after NMS.
+  rescore_mask: bool = False  # YOLACT++: mask scores = box score x predicted mask IoU.
+  rescore_bbox: bool = False  # YOLACT++: also rescore boxes.
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+  """The original's training transform (SSDAugmentation) switches."""
+  photometric_distort: bool = True  # brightness, contrast, saturation, hue (no clipping).
+  expand: bool = True  # zoom out on a mean-filled canvas (p=1/2, ratio up to 4).
+  random_sample_crop: bool = True  # random crop (its min-IoU test never rejects, as original).
+  random_mirror: bool = True  # horizontal flip with p=1/2.
+  discard_box_width: float = 4 / 550  # boxes narrower than this are dropped ...
+  discard_box_height: float = 4 / 550  # ... (compared in PIXELS in training: original bug).
+  fix_discard_box_units: bool = False  # True: compare relative sizes (fixes the unit bug).
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+  """Optimiser, schedule and batch (values for batch 8; autoscaled for other sizes)."""
+  batch_size: int = 8  # images per step (the original's --batch_size).
+  lr: float = 1e-3  # base learning rate.
+  momentum: float = 0.9  # SGD momentum.
+  decay: float = 5e-4  # weight decay added to every parameter's gradient (coupled, as torch).
+  gamma: float = 0.1  # lr factor at each step.
+  lr_steps: tuple[int, ...] = (280000, 600000, 700000, 750000)  # iterations of the lr steps.
+  max_iter: int = 800000  # total iterations.
+  lr_warmup_init: float = 1e-4  # lr at iteration 0 of the warmup.
+  lr_warmup_until: int = 500  # warmup length in iterations (linear).
+  autoscale: bool = True  # scale lr, max_iter and lr_steps by batch_size / 8 as the original.
+  freeze_bn: bool | None = None  # None: freeze iff batch_size < 6 (as train.py); or force.
+  max_instances: int = 100  # ground-truth slots per image (padded, with a validity mask).
+  seed: int = 0  # seed of initialisation, data order and augmentation.
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+  """Where the data lives and what its classes are."""
+  name: str = 'COCO 2017'
+  train_images: str = './data/coco/images/'  # image folder of the training split.
+  train_info: str = './data/coco/annotations/instances_train2017.json'
+  valid_images: str = './data/coco/images/'
+  valid_info: str = './data/coco/annotations/instances_val2017.json'
+  class_names: tuple[str, ...] = COCO_CLASSES  # foreground class names, 0-based order.
+  has_gt: bool = True  # annotations available (False for test-dev).
+
+
+@dataclass(frozen=True)
+class YolactConfig:
+  """A complete experiment: network, loss, inference, augmentation, optimiser and data."""
+  name: str = 'yolact_base'
+  max_size: int = 550  # network input is max_size x max_size (images are squashed).
+  backbone: BackboneConfig = field(default_factory=BackboneConfig)
+  fpn: FPNConfig = field(default_factory=FPNConfig)
+  mask: MaskConfig = field(default_factory=MaskConfig)
+  head: HeadConfig = field(default_factory=HeadConfig)
+  loss: LossConfig = field(default_factory=LossConfig)
+  detect: DetectConfig = field(default_factory=DetectConfig)
+  augment: AugmentConfig = field(default_factory=AugmentConfig)
+  train: TrainConfig = field(default_factory=TrainConfig)
+  dataset: DatasetConfig = field(default_factory=DatasetConfig)
+  use_maskiou: bool = False  # YOLACT++ fast mask re-scoring network (reserved).
+  maskiou_net: tuple[tuple[int, int, int], ...] = ()  # YOLACT++: (channels, kernel, stride).
+
+  @property
+  def num_classes(self) -> int:
+    """Classes including background (index 0)."""
+    return len(self.dataset.class_names) + 1
+
+  @property
+  def num_levels(self) -> int:
+    return len(self.backbone.selected_layers) + self.fpn.num_downsample
+
+
+# --------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------
+
+_BASE_SCALES = (24, 48, 96, 192, 384)
+
+
+def _scaled_pred_scales(max_size: int) -> tuple[tuple[float, ...], ...]:
+  """The original's im400/im700 rule: int(s / 550 * max_size) per level."""
+  return tuple((int(s / 550 * max_size),) for s in _BASE_SCALES)
+
+
+def yolact_base() -> YolactConfig:
+  """ResNet-101 FPN, 550 px. Original: 29.8 mask mAP test-dev, 33.5 fps (Titan Xp)."""
+  return YolactConfig()
+
+
+def yolact_im400() -> YolactConfig:
+  base = yolact_base()
+  return replace(base, name='yolact_im400', max_size=400,
+                 backbone=replace(base.backbone, pred_scales=_scaled_pred_scales(400)))
+
+
+def yolact_im700() -> YolactConfig:
+  base = yolact_base()
+  return replace(base, name='yolact_im700', max_size=700,
+                 backbone=replace(base.backbone, pred_scales=_scaled_pred_scales(700)),
+                 mask=replace(base.mask, masks_to_train=300))
+
+
+def yolact_darknet53() -> YolactConfig:
+  base = yolact_base()
+  return replace(base, name='yolact_darknet53', backbone=replace(
+      base.backbone, kind='darknet', layers=(1, 2, 8, 8, 4), base_width=32,
+      selected_layers=(2, 3, 4), pretrained_weights='darknet53.pth', transform='darknet'))
+
+
+def yolact_resnet50() -> YolactConfig:
+  base = yolact_base()
+  return replace(base, name='yolact_resnet50', backbone=replace(
+      base.backbone, layers=(3, 4, 6, 3), pretrained_weights='resnet50-19c8e357.pth'))
+
+
+# Synthetic-shapes classes (the built-in dataset of yolact_jax.data.synthetic).
+SYNTHETIC_CLASSES = ('circle', 'square', 'triangle', 'star')
+
+
+def _small_preset(name: str, max_size: int, layers: tuple[int, ...], base_width: int,
+                  features: int, mask_dim: int) -> YolactConfig:
+  """Same architecture as yolact_resnet50, shrunk in size, depth and width."""
+  base = yolact_resnet50()
+  scales = tuple((s * max_size / 550,) for s in _BASE_SCALES)
+  proto = ((features, 3, 1),) * 3 + ((None, -2, 0), (features, 3, 1), (mask_dim, 1, 0))
+  return replace(
+      base, name=name, max_size=max_size,
+      backbone=replace(base.backbone, layers=layers, base_width=base_width, pred_scales=scales,
+                       pretrained_weights=''),
+      fpn=replace(base.fpn, num_features=features),
+      mask=replace(base.mask, mask_dim=mask_dim, proto_net=proto),
+      head=replace(base.head, extra_head_net=(features,)),
+      dataset=DatasetConfig(name='synthetic shapes', train_images='', train_info='',
+                            valid_images='', valid_info='', class_names=SYNTHETIC_CLASSES))
+
+
+def yolact_tiny() -> YolactConfig:
+  """A few-thousand-parameter model at 64 px for fast tests (same architecture)."""
+  cfg = _small_preset('yolact_tiny', 64, (1, 1, 1, 1), 8, 16, 8)
+  return replace(cfg, train=replace(cfg.train, batch_size=2, max_instances=8, lr=1e-3,
+                                    max_iter=100, lr_steps=(80,), lr_warmup_until=10,
+                                    autoscale=False),
+                 detect=replace(cfg.detect, nms_top_k=50, max_num_detections=20))
+
+
+def yolact_cpu() -> YolactConfig:
+  """The CPU demo model: ResNet with 1-2 blocks per stage, half width, 256 px, 128-d FPN."""
+  cfg = _small_preset('yolact_cpu', 256, (1, 2, 2, 1), 32, 128, 32)
+  return replace(cfg, train=replace(cfg.train, batch_size=8, lr=2e-3, max_iter=2000,
+                                    lr_steps=(1400, 1800), lr_warmup_until=100,
+                                    autoscale=False, max_instances=16))
+
+
+PRESETS: dict[str, Callable[[], YolactConfig]] = {
+    'yolact_base': yolact_base,
+    'yolact_im400': yolact_im400,
+    'yolact_im700': yolact_im700,
+    'yolact_darknet53': yolact_darknet53,
+    'yolact_resnet50': yolact_resnet50,
+    'yolact_tiny': yolact_tiny,
+    'yolact_cpu': yolact_cpu,
+}
+
+
+def get_config(name: str, overrides: typing.Sequence[str] = ()) -> YolactConfig:
+  """The preset ``name`` with ``overrides`` (``'train.lr=1e-4'`` strings) applied."""
+  if name not in PRESETS:
+    close = difflib.get_close_matches(name, PRESETS, n=3)
+    hint = f' Did you mean {", ".join(close)}?' if close else ''
+    raise KeyError(f'Unknown preset {name!r}.{hint} Presets: {", ".join(PRESETS)}.')
+  return apply_overrides(PRESETS[name](), overrides)
+
+
+# --------------------------------------------------------------------------------------------
+# Overrides
+# --------------------------------------------------------------------------------------------
+
+
+class ConfigError(ValueError):
+  """A bad config override: unknown field or a value of the wrong type."""
+
+
+def _coerce(value: Any, annotation: Any, path: str) -> Any:
+  """Converts a literal parsed from the command line to the field's declared type."""
+  origin = typing.get_origin(annotation)
+  args = typing.get_args(annotation)
+  if origin in (typing.Union, types.UnionType):
+    if value is None and type(None) in args:
+      return None
+    errors = []
+    for arg in args:
+      if arg is type(None):
+        continue
+      try:
+        return _coerce(value, arg, path)
+      except ConfigError as e:
+        errors.append(str(e))
+    raise ConfigError('; '.join(errors))
+  if origin is tuple:
+    if not isinstance(value, (list, tuple)):
+      raise ConfigError(f'{path}: expected a tuple, got {value!r}')
+    if len(args) == 2 and args[1] is Ellipsis:
+      return tuple(_coerce(v, args[0], path) for v in value)
+    if len(args) != len(value):
+      raise ConfigError(f'{path}: expected {len(args)} items, got {value!r}')
+    return tuple(_coerce(v, a, path) for v, a in zip(value, args))
+  if annotation is Any:
+    return value
+  if annotation is bool:
+    if isinstance(value, bool):
+      return value
+    raise ConfigError(f'{path}: expected True or False, got {value!r}')
+  if annotation is float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+    raise ConfigError(f'{path}: expected a number, got {value!r}')
+  if annotation is int:
+    if isinstance(value, int) and not isinstance(value, bool):
+      return value
+    if isinstance(value, float) and value.is_integer():
+      return int(value)
+    raise ConfigError(f'{path}: expected an integer, got {value!r}')
+  if annotation is str:
+    if isinstance(value, str):
+      return value
+    raise ConfigError(f'{path}: expected a string, got {value!r}')
+  if annotation is type(None):
+    if value is None:
+      return None
+    raise ConfigError(f'{path}: expected None, got {value!r}')
+  return value
+
+
+def _parse_literal(text: str) -> Any:
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text  # a bare string such as a path or a name
+
+
+def _set_field(cfg: Any, keys: list[str], raw: str, full: str) -> Any:
+  if not dataclasses.is_dataclass(cfg):
+    raise ConfigError(f'{full}: {".".join(keys)} is below a leaf field')
+  names = {f.name: f for f in dataclasses.fields(cfg)}
+  key = keys[0]
+  if key not in names:
+    close = difflib.get_close_matches(key, names, n=3)
+    hint = f' Did you mean {", ".join(close)}?' if close else ''
+    raise ConfigError(f'Unknown config field {full!r}: {type(cfg).__name__} has no field '
+                      f'{key!r}.{hint} Fields: {", ".join(names)}.')
+  current = getattr(cfg, key)
+  if len(keys) > 1:
+    return replace(cfg, **{key: _set_field(current, keys[1:], raw, full)})
+  if dataclasses.is_dataclass(current):
+    raise ConfigError(f'{full!r} is a group of fields; set one of its fields instead')
+  hints = typing.get_type_hints(type(cfg))
+  value = _coerce(_parse_literal(raw), hints[key], full)
+  return replace(cfg, **{key: value})
+
+
+def apply_overrides(cfg: YolactConfig, overrides: typing.Sequence[str]) -> YolactConfig:
+  """Applies ``'a.b=value'`` overrides (an optional ``--config.`` prefix is accepted).
+
+  Values are Python literals (``1e-4``, ``True``, ``(1, 2)``); anything else is a string.
+  Raises ConfigError naming an unknown field or a value of the wrong type.
+  """
+  for item in overrides:
+    text = item[2:] if item.startswith('--') else item
+    if text.startswith('config.'):
+      text = text[len('config.'):]
+    if '=' not in text:
+      raise ConfigError(f'Override {item!r} must look like --config.field.sub=value')
+    path, raw = text.split('=', 1)
+    cfg = _set_field(cfg, path.split('.'), raw, path)
+  validate(cfg)
+  return cfg
+
+
+def validate(cfg: YolactConfig) -> None:
+  """Checks relations between fields that a typo could break."""
+  b = cfg.backbone
+  if b.kind not in ('resnet', 'darknet'):
+    raise ConfigError(f"backbone.kind must be 'resnet' or 'darknet', got {b.kind!r}")
+  if b.transform not in ('resnet', 'darknet'):
+    raise ConfigError(f"backbone.transform must be 'resnet' or 'darknet', got {b.transform!r}")
+  num_stages = len(b.layers)
+  if any(not 0 <= i < num_stages for i in b.selected_layers):
+    raise ConfigError(f'backbone.selected_layers {b.selected_layers} out of range for '
+                      f'{num_stages} stages')
+  if len(b.pred_scales) != cfg.num_levels or len(b.pred_aspect_ratios) != cfg.num_levels:
+    raise ConfigError(f'backbone.pred_scales/pred_aspect_ratios need one entry per level '
+                      f'({cfg.num_levels}), got {len(b.pred_scales)}/{len(b.pred_aspect_ratios)}')
+  if cfg.detect.nms not in ('fast', 'cross_class', 'standard'):
+    raise ConfigError(f"detect.nms must be 'fast', 'cross_class' or 'standard', got "
+                      f'{cfg.detect.nms!r}')
+  if cfg.mask.proto_net[-1][0] != cfg.mask.mask_dim:
+    raise ConfigError(f'mask.proto_net must end with mask_dim={cfg.mask.mask_dim} channels')
+  if cfg.max_size < 32:
+    raise ConfigError(f'max_size {cfg.max_size} too small')
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+  """A JSON-friendly nested dict (for logs and checkpoints)."""
+  return dataclasses.asdict(cfg)
+
+
+def feature_sizes(cfg: YolactConfig, size: int | None = None) -> list[int]:
+  """Spatial size of each pyramid level (P3..P7) for a square input of ``size``.
+
+  Follows conv arithmetic out = floor((in + 2p - k) / s) + 1; e.g. 550 -> [69, 35, 18, 9, 5].
+  """
+  size = cfg.max_size if size is None else size
+  conv = lambda n, k, s, p: (n + 2 * p - k) // s + 1  # noqa: E731
+  if cfg.backbone.kind == 'resnet':
+    n = conv(conv(size, 7, 2, 3), 3, 2, 1)  # stem conv and max-pool: C2
+    stage_sizes = [n]
+    for _ in cfg.backbone.layers[1:]:
+      n = conv(n, 3, 2, 1)
+      stage_sizes.append(n)
+  else:
+    n = size
+    stage_sizes = []
+    for _ in cfg.backbone.layers:
+      n = conv(n, 3, 2, 1)
+      stage_sizes.append(n)
+  sizes = [stage_sizes[i] for i in cfg.backbone.selected_layers]
+  for _ in range(cfg.fpn.num_downsample):
+    sizes.append(conv(sizes[-1], 3, 2, 1))
+  return sizes
+
+
+def proto_size(cfg: YolactConfig, size: int | None = None) -> int:
+  """Prototype resolution (138 at 550): the source level's size times the upsamples."""
+  n = feature_sizes(cfg, size)[cfg.mask.proto_src]
+  for channels, kernel, padding in cfg.mask.proto_net:
+    if kernel == -2:
+      n *= 2
+    elif channels is not None:
+      n = n + 2 * padding - kernel + 1
+  return n
+
+
+def num_priors(cfg: YolactConfig, size: int | None = None) -> int:
+  return sum(n * n for n in feature_sizes(cfg, size)) * cfg.backbone.num_anchors
+
