@@ -1,0 +1,58 @@
+"""The YOLACT network: backbone -> FPN -> (ProtoNet on P3, shared head on P3..P7, seg conv).
+
+``Yolact(cfg)(images, train=...)`` takes normalised NHWC images [B, S, S, 3] and returns a dict:
+``loc`` [B, P, 4] encoded offsets, ``conf`` [B, P, C] class logits (softmax is Detect's job),
+``mask`` [B, P, k] tanh'd coefficients, ``proto`` [B, Hp, Wp, k] prototypes and, in training
+(or when ``return_segm``), ``segm`` [B, H3, W3, C-1] semantic logits. Priors come from
+``yolact_jax.anchors.make_priors(cfg, S)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from yolact_jax.config import YolactConfig
+from yolact_jax.model.backbone import make_backbone
+from yolact_jax.model.fpn import FPN
+from yolact_jax.model.head import PredictionModule
+from yolact_jax.model.layers import conv
+from yolact_jax.model.protonet import ProtoNet
+
+
+class Yolact(nn.Module):
+  """The whole network. ``freeze_bn`` runs every BatchNorm on running stats without gradients."""
+  cfg: YolactConfig
+  freeze_bn: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jnp.ndarray, train: bool = False,
+               return_segm: bool | None = None) -> dict[str, jnp.ndarray]:
+    cfg = self.cfg
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f'Yolact expects NHWC images [B, H, W, 3], got shape {images.shape}')
+    b = cfg.backbone
+    x = images.astype(self.dtype)
+    stages = make_backbone(b.kind, b.layers, b.base_width, self.freeze_bn, self.dtype)(x, train)
+    pyramid = FPN(cfg.fpn.num_features, cfg.fpn.num_downsample, cfg.fpn.relu_pred_layers,
+                  cfg.fpn.relu_downsample_layers, self.dtype,
+                  name='fpn')([stages[i] for i in b.selected_layers])
+    proto = ProtoNet(cfg.mask.proto_net, cfg.mask.proto_prototype_activation, self.dtype,
+                     name='proto_net')(pyramid[cfg.mask.proto_src])
+    head = PredictionModule(cfg.num_classes, cfg.mask.mask_dim, b.num_anchors,
+                            cfg.head.extra_head_net, cfg.head.head_kernel, cfg.head.head_padding,
+                            cfg.mask.proto_coeff_activation, self.dtype,
+                            name='prediction_layers_0')
+    levels = [head(p) for p in pyramid]
+    out = {k: jnp.concatenate([level[k] for level in levels], axis=1).astype(jnp.float32)
+           for k in ('loc', 'conf', 'mask')}
+    out['proto'] = proto.astype(jnp.float32)
+    if train if return_segm is None else return_segm:
+      segm = conv(cfg.num_classes - 1, 1, name='semantic_seg_conv', dtype=self.dtype)(pyramid[0])
+      out['segm'] = segm.astype(jnp.float32)
+    elif self.is_initializing():
+      conv(cfg.num_classes - 1, 1, name='semantic_seg_conv', dtype=self.dtype)(pyramid[0])
+    return out
