@@ -1,0 +1,145 @@
+"""Priors <-> ground truth matching (the original's ``layers/box_utils.py::match``), batched.
+
+Ground truth arrives padded to a fixed number of slots G per image with a validity mask, crowd
+annotations flagged (and placed after the non-crowd ones, so a slot index equals the original's
+index into its crowd-free ``truths``). Everything is fixed-shape and jit/vmap friendly.
+
+Per image, as the original:
+1. IoU [G, P] of every non-crowd GT with every point-form prior.
+2. Best GT per prior (first index on ties, as ``torch.max(dim)``).
+3. Greedy forced assignment, highest remaining overlap first: the GT j whose best remaining
+   overlap is largest takes its argmax prior i; column i and row j are retired; prior i gets
+   overlap 2 (always positive) and GT j.
+4. Labels: IoU >= 0.5 positive (class + 1), [0.4, 0.5) neutral (-1), < 0.4 background (0).
+5. Crowds: a non-positive prior whose intersection-over-its-own-area with any crowd box exceeds
+   ``crowd_iou_threshold`` becomes neutral.
+6. Regression targets: ``encode`` of each prior's matched GT box.
+
+Padded slots and crowd slots never enter steps 1-3 (their overlap rows are -1, below any real
+IoU), so they can never be forced or matched.
+
+Images without any valid non-crowd GT (the original would crash on an empty ``truths``; its data
+loader resamples such images instead): every prior is background (0) unless the crowd rule makes
+it neutral, ``idx_t`` is 0, and ``loc_t`` / ``gt_box_t`` are zeros (finite, never used since
+there are no positives).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from yolact_jax import boxes as box_utils
+from yolact_jax.config import LossConfig
+
+RETIRED = -1.0  # overlap value of retired / padded / crowd rows and taken columns
+FORCED = 2.0  # overlap given to a force-assigned prior, so it is never thresholded away
+
+
+class MatchTargets(NamedTuple):
+  """Per-prior training targets for a batch (a pytree).
+
+  conf_t: int32 [B, P]: -1 neutral, 0 background, 1..C-1 class (0-based label + 1).
+  idx_t: int32 [B, P]: slot of each prior's matched GT in the image's padded GT arrays.
+  loc_t: float32 [B, P, 4]: encoded offsets of the matched GT box against the prior.
+  gt_box_t: float32 [B, P, 4]: the matched GT box (relative x1y1x2y2).
+  """
+  conf_t: jnp.ndarray
+  idx_t: jnp.ndarray
+  loc_t: jnp.ndarray
+  gt_box_t: jnp.ndarray
+
+
+def force_best_priors(overlaps: jnp.ndarray, best_overlap: jnp.ndarray,
+                      best_idx: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """The original's greedy forced assignment on one image.
+
+  Args:
+    overlaps: [G, P] IoU of each GT with each prior; rows that must not take part (padding,
+      crowds) hold ``RETIRED`` (-1).
+    best_overlap: [P] best IoU per prior.
+    best_idx: int32 [P] best GT slot per prior.
+  Returns:
+    (best_overlap [P], best_idx [P]) with each taking-part GT's forced prior set to
+    (``FORCED``, that GT). Runs once per taking-part GT (a while loop, at most G trips).
+  """
+  num_gt = overlaps.shape[0]
+
+  def has_remaining_gt(state):
+    step, overlaps, _, _ = state
+    return (step < num_gt) & jnp.any(overlaps > RETIRED)
+
+  def assign_one(state):
+    step, overlaps, best_overlap, best_idx = state
+    row_best = jnp.max(overlaps, axis=1)  # [G]
+    row_argbest = jnp.argmax(overlaps, axis=1)  # [G], first max as torch
+    j = jnp.argmax(row_best)
+    i = row_argbest[j]
+    overlaps = overlaps.at[:, i].set(RETIRED)
+    overlaps = overlaps.at[j, :].set(RETIRED)
+    best_overlap = best_overlap.at[i].set(FORCED)
+    best_idx = best_idx.at[i].set(j.astype(best_idx.dtype))
+    return step + 1, overlaps, best_overlap, best_idx
+
+  _, _, best_overlap, best_idx = jax.lax.while_loop(
+      has_remaining_gt, assign_one, (jnp.int32(0), overlaps, best_overlap, best_idx))
+  return best_overlap, best_idx
+
+
+def match_image(priors: jnp.ndarray, gt_boxes: jnp.ndarray, gt_labels: jnp.ndarray,
+                gt_is_crowd: jnp.ndarray, gt_valid: jnp.ndarray,
+                cfg: LossConfig) -> MatchTargets:
+  """Matches one image's priors [P, 4] (cx, cy, w, h) to its GT slots.
+
+  Args:
+    gt_boxes: [G, 4] relative x1y1x2y2; gt_labels: int [G] 0-based (crowd: any);
+    gt_is_crowd, gt_valid: bool [G].
+  Returns:
+    MatchTargets with shapes [P], [P], [P, 4], [P, 4].
+  """
+  priors = priors.astype(jnp.float32)
+  gt_boxes = gt_boxes.astype(jnp.float32)
+  prior_boxes = box_utils.point_form(priors)  # [P, 4]
+  real = gt_valid & ~gt_is_crowd  # [G]
+  crowd = gt_valid & gt_is_crowd  # [G]
+
+  inter = box_utils.intersection(gt_boxes, prior_boxes)  # [G, P]
+  gt_area = box_utils.area(gt_boxes)[:, None]  # [G, 1]
+  prior_area = box_utils.area(prior_boxes)[None, :]  # [1, P]
+  iou = inter / (gt_area + prior_area - inter)  # as boxes.jaccard(gt, priors)
+  overlaps = jnp.where(real[:, None], iou, RETIRED)
+
+  best_overlap = jnp.max(overlaps, axis=0)  # [P]
+  best_idx = jnp.argmax(overlaps, axis=0).astype(jnp.int32)  # [P], first max as torch
+  best_overlap, best_idx = force_best_priors(overlaps, best_overlap, best_idx)
+
+  labels = gt_labels.astype(jnp.int32)[best_idx] + 1
+  conf = jnp.where(best_overlap < cfg.positive_iou_threshold, -1, labels)
+  conf = jnp.where(best_overlap < cfg.negative_iou_threshold, 0, conf)
+
+  if cfg.crowd_iou_threshold < 1:
+    prior_in_crowd = jnp.where(crowd[:, None], inter / prior_area, RETIRED)  # [G, P] IoA
+    best_crowd = jnp.max(prior_in_crowd, axis=0)  # [P]
+    conf = jnp.where((conf <= 0) & (best_crowd > cfg.crowd_iou_threshold), -1, conf)
+
+  has_gt = jnp.any(real)
+  matched = gt_boxes[best_idx]  # [P, 4]
+  loc = jnp.where(has_gt, box_utils.encode(matched, priors), 0.0)
+  matched = jnp.where(has_gt, matched, 0.0)
+  return MatchTargets(conf_t=conf.astype(jnp.int32), idx_t=best_idx, loc_t=loc,
+                      gt_box_t=matched)
+
+
+def match(priors: jnp.ndarray, gt_boxes: jnp.ndarray, gt_labels: jnp.ndarray,
+          gt_is_crowd: jnp.ndarray, gt_valid: jnp.ndarray, cfg: LossConfig) -> MatchTargets:
+  """Batched matching: priors [P, 4]; GT arrays [B, G, ...] -> MatchTargets [B, P, ...].
+
+  ``cfg`` is the (static) LossConfig holding the three thresholds. No gradient flows through.
+  """
+  def one(boxes, labels, is_crowd, valid):
+    return match_image(priors, boxes, labels, is_crowd, valid, cfg)
+
+  targets = jax.vmap(one)(gt_boxes, gt_labels, gt_is_crowd, gt_valid)
+  return jax.tree.map(jax.lax.stop_gradient, targets)
