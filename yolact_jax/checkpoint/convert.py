@@ -186,7 +186,7 @@ def variables_to_state_dict(variables: Mapping[str, Any], dtype: Any = None
       value = _to_torch_layout(value)
       if dtype is not None:
         value = value.astype(dtype)
-    entries.append((key, np.ascontiguousarray(value)))
+    entries.append((key, np.array(value, order='C')))
   entries.sort(key=lambda kv: torch_key_order(kv[0]))
   return collections.OrderedDict(entries)
 
@@ -253,7 +253,7 @@ def save_pth(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike) -> N
   """Writes a state_dict as the original's ``torch.save(model.state_dict())``."""
   torch = _torch()
   tensors = collections.OrderedDict(
-      (k, torch.from_numpy(np.ascontiguousarray(v))) for k, v in state_dict.items())
+      (k, torch.from_numpy(np.array(v, order='C'))) for k, v in state_dict.items())
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   torch.save(tensors, path)
 

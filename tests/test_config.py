@@ -1,0 +1,84 @@
+"""Config presets and command-line overrides."""
+
+import dataclasses
+
+import pytest
+
+from yolact_jax import config as C
+
+
+@pytest.mark.parametrize('name,max_size,layers,selected,scales,masks_to_train', [
+    ('yolact_base', 550, (3, 4, 23, 3), (1, 2, 3), ((24,), (48,), (96,), (192,), (384,)), 100),
+    ('yolact_im400', 400, (3, 4, 23, 3), (1, 2, 3), ((17,), (34,), (69,), (139,), (279,)), 100),
+    ('yolact_im700', 700, (3, 4, 23, 3), (1, 2, 3), ((30,), (61,), (122,), (244,), (488,)), 300),
+    ('yolact_resnet50', 550, (3, 4, 6, 3), (1, 2, 3), ((24,), (48,), (96,), (192,), (384,)), 100),
+    ('yolact_darknet53', 550, (1, 2, 8, 8, 4), (2, 3, 4), ((24,), (48,), (96,), (192,), (384,)),
+     100),
+])
+def test_presets_match_the_original(name, max_size, layers, selected, scales, masks_to_train):
+  cfg = C.get_config(name)
+  assert cfg.name == name and cfg.max_size == max_size
+  assert cfg.backbone.layers == layers and cfg.backbone.selected_layers == selected
+  assert cfg.backbone.pred_scales == scales
+  assert cfg.backbone.pred_aspect_ratios == ((1, 0.5, 2),) * 5
+  assert cfg.backbone.use_square_anchors and cfg.backbone.use_pixel_scales
+  assert not cfg.backbone.preapply_sqrt
+  assert cfg.mask.masks_to_train == masks_to_train
+  assert cfg.num_classes == 81 and cfg.backbone.num_anchors == 3
+  assert (cfg.loss.bbox_alpha, cfg.loss.conf_alpha, cfg.loss.mask_alpha) == (1.5, 1.0, 6.125)
+  d = cfg.detect
+  assert (d.nms, d.nms_top_k, d.nms_conf_thresh, d.nms_thresh, d.max_num_detections) == (
+      'fast', 200, 0.05, 0.5, 100)
+  t = cfg.train
+  assert (t.lr, t.momentum, t.decay, t.lr_steps, t.max_iter) == (
+      1e-3, 0.9, 5e-4, (280000, 600000, 700000, 750000), 800000)
+  assert cfg.backbone.transform == ('darknet' if 'darknet' in name else 'resnet')
+
+
+@pytest.mark.parametrize('name,sizes,proto,priors', [
+    ('yolact_base', [69, 35, 18, 9, 5], 138, 19248),
+    ('yolact_im400', [50, 25, 13, 7, 4], 100, 10077),
+    ('yolact_im700', [88, 44, 22, 11, 6], 176, 30963),
+    ('yolact_darknet53', [69, 35, 18, 9, 5], 138, 19248),
+])
+def test_shape_facts(name, sizes, proto, priors):  # spec section 17
+  cfg = C.get_config(name)
+  assert C.feature_sizes(cfg) == sizes
+  assert C.proto_size(cfg) == proto
+  assert C.num_priors(cfg) == priors
+
+
+def test_configs_are_frozen():
+  cfg = C.get_config('yolact_base')
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    cfg.max_size = 3  # type: ignore[misc]
+
+
+def test_overrides_are_typed():
+  cfg = C.get_config('yolact_base', ['--config.train.lr=1e-4', 'train.lr_steps=[10, 20]',
+                                     'detect.nms=standard', 'train.freeze_bn=True',
+                                     'dataset.train_images=/data/imgs', 'max_size=600.0'])
+  assert cfg.train.lr == 1e-4 and cfg.train.lr_steps == (10, 20)
+  assert cfg.detect.nms == 'standard' and cfg.train.freeze_bn is True
+  assert cfg.dataset.train_images == '/data/imgs' and cfg.max_size == 600
+  assert isinstance(cfg.max_size, int)
+
+
+@pytest.mark.parametrize('override,message', [
+    ('train.lrr=1', "no field 'lrr'. Did you mean lr?"),
+    ('trian.lr=1', "no field 'trian'. Did you mean train?"),
+    ('train.lr=fast', 'expected a number'),
+    ('train.freeze_bn=3', 'expected'),
+    ('train=3', 'group of fields'),
+    ('detect.nms=fastest', "detect.nms must be"),
+    ('train.lr', 'must look like'),
+])
+def test_bad_overrides_name_the_problem(override, message):
+  with pytest.raises(C.ConfigError) as info:
+    C.get_config('yolact_base', [override])
+  assert message in str(info.value)
+
+
+def test_unknown_preset_suggests():
+  with pytest.raises(KeyError, match='yolact_base'):
+    C.get_config('yolact_bas')
