@@ -1,0 +1,175 @@
+"""Mask assembly and postprocess (spec section 13): Detect output -> boxes and masks in pixels.
+
+Per detection, as the original's ``layers/output_utils.py::postprocess``:
+
+1. soft mask = sigmoid(proto @ coefficients) at prototype resolution (Hp x Wp, 138 x 138);
+2. crop with the unsanitised relative detection box, padding 1 proto pixel (``boxes.crop``);
+3. bilinear upsampling (align_corners=False, no antialias) to the ORIGINAL image size (h, w);
+4. binarise with ``> 0.5``;
+5. boxes: scale by (w, h), min/max swap, clamp to [0, w] / [0, h], truncate to int.
+
+Mixed original sizes in one batch, one compilation
+--------------------------------------------------
+Output arrays have a fixed canvas shape ``(Hc, Wc)`` chosen by the caller (static; e.g. the
+largest image of the stream, rounded up), and every image's own size ``(h, w) <= (Hc, Wc)`` is a
+traced int32 value. The upsampling is separable, so it is written as two small matrix products
+with per-image interpolation matrices built from the traced sizes::
+
+    mask_b,d [Hc, Wc] = Ry_b [Hc, Hp] @ M_b,d [Hp, Wp] @ Rx_b [Wc, Wp]^T
+
+Row r < h of ``Ry_b`` holds PyTorch's two bilinear weights for output row r (source coordinate
+``(r + 0.5) * Hp / h - 0.5`` clamped at 0, neighbours floor and floor + 1 clamped at Hp - 1);
+rows r >= h are zero, so everything outside the image's own (h, w) is 0 (and False after the
+threshold). The result in the top-left (h, w) corner equals
+``torch.nn.functional.interpolate(M, (h, w), mode='bilinear', align_corners=False)`` up to float
+rounding (tests/test_postprocess.py proves it), so one compiled program serves any mix of sizes
+up to the canvas. Matrix products (no gathers) map well onto accelerators; they run with
+``Precision.HIGHEST`` so that TPUs/GPUs do not drop to bfloat16/TF32 (the 0.5 threshold is
+sensitive to that), and so does the mask assembly product.
+
+Cost: the canvas output is [B, D, Hc, Wc]; a canvas much larger than the images wastes memory
+and time but changes no value.
+
+:func:`to_numpy_results` turns the padded batch into per-image numpy results on the host.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from yolact_jax.boxes import crop, sanitize_coordinates
+
+HIGHEST = lax.Precision.HIGHEST
+
+
+def assemble_masks(proto: jnp.ndarray, coefs: jnp.ndarray) -> jnp.ndarray:
+  """Soft masks sigmoid(proto @ coefs^T): proto [B, Hp, Wp, k], coefs [B, D, k] -> [B, Hp, Wp, D]."""
+  return jax.nn.sigmoid(jnp.einsum('bhwk,bdk->bhwd', proto, coefs, precision=HIGHEST))
+
+
+def proto_masks(proto: jnp.ndarray, coefs: jnp.ndarray, boxes: jnp.ndarray,
+                valid: jnp.ndarray) -> jnp.ndarray:
+  """Cropped soft masks at prototype resolution, detection-major: -> [B, D, Hp, Wp].
+
+  Args: proto [B, Hp, Wp, k], coefs [B, D, k], boxes [B, D, 4] relative x1y1x2y2 (unsanitised),
+  valid [B, D] (invalid slots come out all zero).
+  """
+  masks = crop(assemble_masks(proto, coefs), boxes, padding=1)  # [B, Hp, Wp, D]
+  masks = masks * valid[:, None, None, :].astype(masks.dtype)
+  return jnp.transpose(masks, (0, 3, 1, 2))
+
+
+def bilinear_matrix(in_size: int, out_size: jnp.ndarray, canvas: int) -> jnp.ndarray:
+  """Interpolation matrix [canvas, in_size] of 1-D bilinear resizing (align_corners=False).
+
+  Row r < ``out_size`` (a traced int scalar) gives output sample r as a weighted sum of the
+  ``in_size`` inputs, with PyTorch's source index rule; rows r >= ``out_size`` are zero.
+  """
+  out_size = jnp.asarray(out_size)
+  scale = jnp.float32(in_size) / out_size.astype(jnp.float32)
+  dst = jnp.arange(canvas, dtype=jnp.float32)
+  src = jnp.maximum(scale * (dst + 0.5) - 0.5, 0.0)  # [canvas]
+  lo = jnp.floor(src).astype(jnp.int32)
+  hi_weight = jnp.minimum(src - lo.astype(jnp.float32), 1.0)
+  lo = jnp.minimum(lo, in_size - 1)  # only reached by rows beyond out_size
+  hi = jnp.minimum(lo + 1, in_size - 1)
+  cols = jnp.arange(in_size)
+  matrix = ((1.0 - hi_weight)[:, None] * (cols == lo[:, None])
+            + hi_weight[:, None] * (cols == hi[:, None]))
+  inside = (jnp.arange(canvas) < out_size)[:, None]
+  return jnp.where(inside, matrix, 0.0).astype(jnp.float32)
+
+
+def resize_to_canvas(masks: jnp.ndarray, image_sizes: jnp.ndarray,
+                     canvas_hw: tuple[int, int]) -> jnp.ndarray:
+  """Bilinear upsampling of each image's masks to its own size inside a fixed canvas.
+
+  Args:
+    masks: [B, D, Hp, Wp].
+    image_sizes: [B, 2] int (h, w) per image, each <= ``canvas_hw``.
+    canvas_hw: static (Hc, Wc).
+
+  Returns:
+    [B, D, Hc, Wc]; the top-left (h, w) of image b is its resized mask, the rest is 0.
+  """
+  height, width = masks.shape[-2:]
+  rows = jax.vmap(lambda h: bilinear_matrix(height, h, canvas_hw[0]))(image_sizes[:, 0])
+  cols = jax.vmap(lambda w: bilinear_matrix(width, w, canvas_hw[1]))(image_sizes[:, 1])
+  wide = jnp.einsum('bdij,bwj->bdiw', masks, cols, precision=HIGHEST)  # [B, D, Hp, Wc]
+  return jnp.einsum('bhi,bdiw->bdhw', rows, wide, precision=HIGHEST)  # [B, D, Hc, Wc]
+
+
+def pixel_boxes(boxes: jnp.ndarray, image_sizes: jnp.ndarray) -> jnp.ndarray:
+  """Relative x1y1x2y2 [B, D, 4] -> int32 pixel boxes [B, D, 4] as the original.
+
+  Scale by (w, h), min/max swap, clamp x1 >= 0 and x2 <= w (y likewise), then truncate toward
+  zero (a box entirely left of / above the image keeps a negative x2 / y2, as the original).
+  """
+  h = image_sizes[:, 0, None].astype(boxes.dtype)  # [B, 1]
+  w = image_sizes[:, 1, None].astype(boxes.dtype)
+  x1, x2 = sanitize_coordinates(boxes[..., 0], boxes[..., 2], w)
+  y1, y2 = sanitize_coordinates(boxes[..., 1], boxes[..., 3], h)
+  return jnp.stack([x1, y1, x2, y2], axis=-1).astype(jnp.int32)
+
+
+def postprocess(detections: dict[str, jnp.ndarray], proto: jnp.ndarray,
+                image_sizes: jnp.ndarray, canvas_hw: tuple[int, int],
+                mask_threshold: float = 0.5) -> dict[str, jnp.ndarray]:
+  """Masks and pixel boxes at each image's original size (jit with ``canvas_hw`` static).
+
+  Args:
+    detections: :func:`yolact_jax.detect.detect` output (``boxes``, ``coefs``, ``valid``, ...).
+    proto: [B, Hp, Wp, k] prototypes, channels-last.
+    image_sizes: [B, 2] int (h, w) original sizes, each within ``canvas_hw``.
+    canvas_hw: static (Hc, Wc) output canvas.
+    mask_threshold: binarisation threshold (strict ``>``).
+
+  Returns:
+    The detection dict (``classes``, ``scores``, ``valid``, ``num_detections``, ...) plus
+    ``boxes_px [B,D,4]`` int32 pixels, ``masks [B,D,Hc,Wc]`` bool (False outside (h, w) and in
+    invalid slots) and ``proto_masks [B,D,Hp,Wp]`` cropped soft masks.
+  """
+  image_sizes = jnp.asarray(image_sizes, jnp.int32)
+  soft = proto_masks(proto, detections['coefs'], detections['boxes'], detections['valid'])
+  masks = resize_to_canvas(soft, image_sizes, canvas_hw) > mask_threshold
+  masks = masks & detections['valid'][:, :, None, None]
+  boxes_px = jnp.where(detections['valid'][..., None],
+                       pixel_boxes(detections['boxes'], image_sizes), 0)
+  return dict(detections, boxes_px=boxes_px, masks=masks, proto_masks=soft)
+
+
+def to_numpy_results(results: dict, image_sizes, score_threshold: float = 0.0,
+                     top_k: int | None = None) -> list[dict[str, np.ndarray]]:
+  """Per-image numpy results from the padded batch of :func:`postprocess` (host side).
+
+  Args:
+    results: :func:`postprocess` output (device or numpy arrays).
+    image_sizes: [B, 2] (h, w) as given to :func:`postprocess`.
+    score_threshold: keep detections with score > this (0 keeps all valid ones, as eval).
+    top_k: keep at most this many (detections are already sorted by score).
+
+  Returns:
+    One dict per image: ``boxes [n,4]`` int64 pixels x1y1x2y2, ``classes [n]`` int64 0-based,
+    ``scores [n]`` float32, ``masks [n,h,w]`` uint8 in {0, 1}.
+  """
+  valid = np.asarray(results['valid'])
+  scores = np.asarray(results['scores'])
+  classes = np.asarray(results['classes'])
+  boxes = np.asarray(results['boxes_px'])
+  masks = np.asarray(results['masks'])
+  sizes = np.asarray(image_sizes)
+  out = []
+  for b in range(valid.shape[0]):
+    keep = valid[b] & (scores[b] > score_threshold) if score_threshold > 0 else valid[b].copy()
+    index = np.flatnonzero(keep)[:top_k]
+    h, w = int(sizes[b, 0]), int(sizes[b, 1])
+    out.append({
+        'boxes': boxes[b, index].astype(np.int64),
+        'classes': classes[b, index].astype(np.int64),
+        'scores': scores[b, index].astype(np.float32),
+        'masks': masks[b, index, :h, :w].astype(np.uint8),
+    })
+  return out
