@@ -82,3 +82,16 @@ def test_bad_overrides_name_the_problem(override, message):
 def test_unknown_preset_suggests():
   with pytest.raises(KeyError, match='yolact_base'):
     C.get_config('yolact_bas')
+
+
+def test_config_files_select_their_preset():
+  import pathlib
+  root = pathlib.Path(__file__).resolve().parents[1]
+  files = sorted((root / 'configs').glob('*.py'))
+  assert {f.stem for f in files} == set(C.PRESETS)
+  for f in files:
+    cfg = C.load_config(str(f), ['train.seed=3'])
+    assert cfg.name == f.stem and cfg.train.seed == 3
+    assert 'python train.py --config configs/' in f.read_text()
+  with pytest.raises(FileNotFoundError, match='nope.py'):
+    C.load_config('configs/nope.py')

@@ -157,3 +157,18 @@ def test_imagenet_backbone_from_torchvision_layout(tmp_path):
   torch.save(torchvision, tmp_path / 'partial.pth')
   with pytest.raises(convert.CheckpointError, match='missing key backbone.layers.0.0.conv1'):
     convert.load_imagenet_backbone(tmp_path / 'partial.pth', cfg, variables)
+
+
+def test_cli_round_trip_through_a_flax_directory(tmp_path):
+  require_reference('yolact_resnet50/weights.pth')
+  from scripts import convert_weights
+  src = RESNET50_DIR / 'weights.pth'
+  assert convert_weights.main(['--config', 'yolact_resnet50', str(src), str(tmp_path / 'w')]) == 0
+  assert convert_weights.main(['--config', 'yolact_resnet50', '--dtype', 'float16',
+                               str(tmp_path / 'w'), str(tmp_path / 'back.pth')]) == 0
+  original, back = convert.load_pth(src), convert.load_pth(tmp_path / 'back.pth')
+  assert list(original) == list(back)
+  for key in original:
+    np.testing.assert_array_equal(original[key], back[key], err_msg=key)
+  # the wrong preset is reported, not a traceback
+  assert convert_weights.main(['--config', 'yolact_base', str(src), str(tmp_path / 'x')]) == 1

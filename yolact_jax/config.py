@@ -461,3 +461,20 @@ def proto_size(cfg: YolactConfig, size: int | None = None) -> int:
 def num_priors(cfg: YolactConfig, size: int | None = None) -> int:
   return sum(n * n for n in feature_sizes(cfg, size)) * cfg.backbone.num_anchors
 
+
+
+def load_config(spec: str, overrides: typing.Sequence[str] = ()) -> YolactConfig:
+  """A preset name (``yolact_base``) or a config file (``configs/yolact_base.py`` defining
+  ``get()``), with overrides applied."""
+  if spec.endswith('.py'):
+    import importlib.util
+    import os
+    if not os.path.isfile(spec):
+      raise FileNotFoundError(f'Config file not found: {spec}')
+    module_spec = importlib.util.spec_from_file_location('_yolact_config_file', spec)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, 'get'):
+      raise ConfigError(f'{spec} must define get() returning a YolactConfig')
+    return apply_overrides(module.get(), overrides)
+  return get_config(spec, overrides)

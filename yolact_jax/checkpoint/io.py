@@ -1,0 +1,64 @@
+"""Reading and writing model weights: Flax (orbax) directories and the original's ``.pth``.
+
+A *weights directory* is an orbax checkpoint of ``{'params', 'batch_stats'}`` plus a small
+``yolact.json`` naming the preset it belongs to. :func:`load_weights` accepts such a directory, a
+training run directory (the latest checkpoint of ``train.py``'s CheckpointManager), or an
+original ``.pth`` file, and always returns Flax variables for the given config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from yolact_jax.checkpoint import convert
+from yolact_jax.config import YolactConfig
+
+_META = 'yolact.json'
+
+
+def save_weights(path: str | os.PathLike, variables: dict[str, Any], cfg: YolactConfig) -> None:
+  """Writes ``variables`` ({'params', 'batch_stats'}) as an orbax weights directory."""
+  path = pathlib.Path(path).absolute()
+  tree = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path / 'variables', jax.device_get(tree), force=True)
+  checkpointer.wait_until_finished()
+  (path / _META).write_text(json.dumps({'preset': cfg.name, 'format': 'yolact-jax weights'}))
+
+
+def _restore_tree(directory: pathlib.Path, cfg: YolactConfig) -> dict[str, Any]:
+  abstract = convert.abstract_variables(cfg)
+  target = {'params': abstract['params'], 'batch_stats': abstract.get('batch_stats', {})}
+  try:
+    return ocp.StandardCheckpointer().restore(directory, target)
+  except Exception as e:  # orbax raises several types for shape / structure mismatches
+    raise convert.CheckpointError(
+        f'Cannot restore {directory} as {cfg.name!r} weights: {type(e).__name__}: '
+        f'{str(e).splitlines()[0] if str(e) else ""}') from e
+
+
+def load_weights(path: str | os.PathLike, cfg: YolactConfig) -> dict[str, Any]:
+  """Flax variables for ``cfg`` from a ``.pth``, a weights directory or a training run directory.
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise convert.CheckpointError(f'Weights not found: {path}')
+  if path.is_file():
+    return convert.load_original_weights(path, cfg)
+  if (path / 'variables').is_dir():
+    meta = path / _META
+    if meta.exists():
+      preset = json.loads(meta.read_text()).get('preset')
+      if preset and preset != cfg.name:
+        print(f'warning: weights in {path} were saved for preset {preset!r}, loading into '
+              f'{cfg.name!r}')
+    return jax.tree_util.tree_map(np.asarray, _restore_tree(path / 'variables', cfg))
+  raise convert.CheckpointError(
+      f'{path} is neither a .pth file nor a yolact-jax weights directory (no variables/ inside)')
