@@ -149,3 +149,67 @@ def test_hand_made_case(hand_made, name):
     np.testing.assert_array_equal(targets.idx_t, 0)
     np.testing.assert_array_equal(targets.loc_t, 0)
     np.testing.assert_array_equal(targets.gt_box_t, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Random dense cases against a direct numpy transcription of the original loop
+# --------------------------------------------------------------------------------------------
+
+
+def original_match_np(priors, boxes, labels, crowd_boxes, cfg):
+  """Spec section 10 step by step on the full [G, P] matrix (float32, numpy, first-max ties)."""
+  prior_boxes = np.concatenate([priors[:, :2] - priors[:, 2:] / 2,
+                                priors[:, :2] + priors[:, 2:] / 2], 1)
+
+  def intersection(a, b):
+    wh = np.maximum(np.minimum(a[:, None, 2:], b[None, :, 2:])
+                    - np.maximum(a[:, None, :2], b[None, :, :2]), 0)
+    return wh[..., 0] * wh[..., 1]
+
+  def area(a):
+    return (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+
+  inter = intersection(boxes, prior_boxes)
+  overlaps = inter / (area(boxes)[:, None] + area(prior_boxes)[None, :] - inter)
+  best_overlap, best_idx = overlaps.max(0), overlaps.argmax(0)
+  for _ in range(len(boxes)):
+    j = overlaps.max(1).argmax()
+    i = overlaps[j].argmax()
+    overlaps[:, i] = -1
+    overlaps[j, :] = -1
+    best_overlap[i], best_idx[i] = 2, j
+  conf = labels[best_idx] + 1
+  conf[best_overlap < cfg.positive_iou_threshold] = -1
+  conf[best_overlap < cfg.negative_iou_threshold] = 0
+  if len(crowd_boxes):
+    in_crowd = (intersection(prior_boxes, crowd_boxes) / area(prior_boxes)[:, None]).max(1)
+    conf[(conf <= 0) & (in_crowd > cfg.crowd_iou_threshold)] = -1
+  return conf, best_idx
+
+
+def test_random_dense_cases_match_the_original_loop():
+  """Many overlapping, duplicated and grid-snapped GTs (ties everywhere), up to all slots used."""
+  cfg = get_config('yolact_tiny')
+  priors = make_priors(cfg)
+  rng = np.random.default_rng(0)
+  batch_size, num_slots = 12, 12
+  corners = rng.integers(0, 8, (batch_size, num_slots, 2))
+  sizes = rng.integers(1, 5, (batch_size, num_slots, 2))
+  boxes = (np.concatenate([corners, np.minimum(corners + sizes, 8)], -1) / 8).astype(np.float32)
+  boxes[:, 1::4] = boxes[:, 0::4]  # exact duplicates
+  labels = rng.integers(0, 4, (batch_size, num_slots)).astype(np.int32)
+  num_real = rng.integers(0, num_slots + 1, batch_size)
+  num_crowd = rng.integers(0, 3, batch_size)
+  slot = np.arange(num_slots)[None]
+  is_crowd = (slot >= num_real[:, None]) & (slot < (num_real + num_crowd)[:, None])
+  valid = slot < np.minimum(num_real + num_crowd, num_slots)[:, None]
+  targets = jax.jit(match, static_argnames='cfg')(priors, boxes, labels, is_crowd, valid,
+                                                   cfg=cfg.loss)
+  for b in range(batch_size):
+    real_slots = valid[b] & ~is_crowd[b]
+    if not real_slots.any():
+      continue
+    conf, idx = original_match_np(priors, boxes[b][real_slots], labels[b][real_slots],
+                                  boxes[b][valid[b] & is_crowd[b]], cfg.loss)
+    np.testing.assert_array_equal(np.asarray(targets.conf_t[b]), conf, err_msg=f'image {b}')
+    np.testing.assert_array_equal(np.asarray(targets.idx_t[b]), idx, err_msg=f'image {b}')

@@ -56,35 +56,41 @@ def force_best_priors(overlaps: jnp.ndarray, best_overlap: jnp.ndarray,
                       best_idx: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
   """The original's greedy forced assignment on one image.
 
+  Each trip takes the remaining (GT j, prior i) pair of largest overlap (first GT, then first
+  prior on ties, as ``torch.max``), retires row j and column i, and sets prior i to
+  (``FORCED``, j). A GT is taken after at most G - 1 columns have been retired, so its pick is
+  always among its G best priors: the loop runs on those candidates ([G, G], from ``top_k``,
+  which puts the lower prior index first on ties) instead of the whole [G, P] matrix.
+
   Args:
     overlaps: [G, P] IoU of each GT with each prior; rows that must not take part (padding,
       crowds) hold ``RETIRED`` (-1).
     best_overlap: [P] best IoU per prior.
     best_idx: int32 [P] best GT slot per prior.
   Returns:
-    (best_overlap [P], best_idx [P]) with each taking-part GT's forced prior set to
-    (``FORCED``, that GT). Runs once per taking-part GT (a while loop, at most G trips).
+    (best_overlap [P], best_idx [P]) after forcing; one trip per taking-part GT.
   """
-  num_gt = overlaps.shape[0]
+  num_gt, num_priors = overlaps.shape
+  cand_overlap, cand_prior = jax.lax.top_k(overlaps, min(num_gt, num_priors))  # [G, K] each
 
   def has_remaining_gt(state):
-    step, overlaps, _, _ = state
-    return (step < num_gt) & jnp.any(overlaps > RETIRED)
+    step, cand_overlap, _, _ = state
+    return (step < num_gt) & jnp.any(cand_overlap > RETIRED)
 
   def assign_one(state):
-    step, overlaps, best_overlap, best_idx = state
-    row_best = jnp.max(overlaps, axis=1)  # [G]
-    row_argbest = jnp.argmax(overlaps, axis=1)  # [G], first max as torch
+    step, cand_overlap, best_overlap, best_idx = state
+    row_best = jnp.max(cand_overlap, axis=1)  # [G]
+    row_argbest = jnp.argmax(cand_overlap, axis=1)  # [G] candidate position
     j = jnp.argmax(row_best)
-    i = row_argbest[j]
-    overlaps = overlaps.at[:, i].set(RETIRED)
-    overlaps = overlaps.at[j, :].set(RETIRED)
+    i = cand_prior[j, row_argbest[j]]
+    cand_overlap = jnp.where(cand_prior == i, RETIRED, cand_overlap)  # column i
+    cand_overlap = cand_overlap.at[j].set(RETIRED)  # row j
     best_overlap = best_overlap.at[i].set(FORCED)
     best_idx = best_idx.at[i].set(j.astype(best_idx.dtype))
-    return step + 1, overlaps, best_overlap, best_idx
+    return step + 1, cand_overlap, best_overlap, best_idx
 
   _, _, best_overlap, best_idx = jax.lax.while_loop(
-      has_remaining_gt, assign_one, (jnp.int32(0), overlaps, best_overlap, best_idx))
+      has_remaining_gt, assign_one, (jnp.int32(0), cand_overlap, best_overlap, best_idx))
   return best_overlap, best_idx
 
 
