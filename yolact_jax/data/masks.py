@@ -78,6 +78,13 @@ def decode_rles(rles: Sequence[dict], height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(stacked, (2, 0, 1)))
 
 
+def decode_rle(rle: dict) -> np.ndarray:
+    """One compressed RLE -> uint8 mask [H, W] (C-contiguous)."""
+    with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning
+        warnings.simplefilter('ignore', DeprecationWarning)
+        return np.ascontiguousarray(mask_utils.decode(rle))
+
+
 def encode_masks(masks: np.ndarray) -> list[dict]:
     """uint8 masks ``[n, H, W]`` -> list of compressed RLE dicts (``counts`` bytes)."""
     if len(masks) == 0:
