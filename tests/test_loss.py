@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.reference_data import load_npz
+from tests.reference_data import load_npz, require_reference
 from tests.reference_losses import reference_batch, reference_losses, reference_predictions
 from yolact_jax import loss as L
 from yolact_jax.anchors import make_priors
@@ -302,3 +302,29 @@ def test_loss_and_gradients_finite(name):
   else:
     assert int(terms['num_pos']) > 0 and float(terms['M']) > 0
     assert np.any(np.asarray(grads['mask'])) and np.any(np.asarray(grads['proto']))
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: our network on the original's weights and input, then our loss
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_reference_losses_through_our_network():
+  """weights.pth + input.npy -> Flax YOLACT (train mode, BN on running stats as the reference
+  run's freeze_bn) -> loss: each term within 1e-3 relative of the original (measured ~4e-6)."""
+  from yolact_jax.checkpoint.convert import load_original_weights
+  from yolact_jax.model.yolact import Yolact
+
+  cfg = get_config('yolact_resnet50')
+  variables = load_original_weights(require_reference('yolact_resnet50', 'weights.pth'), cfg)
+  images = np.load(require_reference('yolact_resnet50', 'input.npy'))
+  images = np.transpose(images, (0, 2, 3, 1))  # NCHW -> NHWC
+  preds = jax.jit(lambda v, x: Yolact(cfg, freeze_bn=True).apply(v, x, train=True))(
+      variables, images)
+  total, terms = yolact_loss_jit(preds, make_priors(cfg), reference_batch(), cfg=cfg)
+  ref = reference_losses()
+  for term in 'BCMS':
+    assert float(terms[term]) == pytest.approx(ref[term], rel=1e-3), term
+  assert float(total) == pytest.approx(ref['total'], rel=1e-3)
+
