@@ -7,7 +7,7 @@ index into its crowd-free ``truths``). Everything is fixed-shape and jit/vmap fr
 Per image, as the original:
 1. IoU [G, P] of every non-crowd GT with every point-form prior.
 2. Best GT per prior (first index on ties, as ``torch.max(dim)`` on CPU: in the reference run
-   ~31k priors with zero IoU to every GT all resolve to slot 0, and ``idx_t`` matches exactly).
+   21265 priors with zero IoU to every GT all resolve to slot 0, and ``idx_t`` matches exactly).
 3. Greedy forced assignment, highest remaining overlap first: the GT j whose best remaining
    overlap is largest takes its argmax prior i; column i and row j are retired; prior i gets
    overlap 2 (always positive) and GT j.
