@@ -82,3 +82,20 @@ def test_zero_instance_examples_and_every_annotation_form(tmp_path):
     # The form TFDS may use for a zero-instance example: an empty dict.
     record = tfds_builder.example_to_record({**source[1], 'objects': {}})
     assert record['boxes_xywh'].shape == (0, 4) and record['segmentations'] == []
+
+
+def test_train_and_eval_loaders_over_the_tfds_source(built):
+    manual, _, builder_dir, _ = built
+    options = loader.PipelineOptions(max_size=64, max_instances=5, proto_hw=(16, 16),
+                                     segm_hw=(8, 8))
+    train = loader.open_tfds_source(builder_dir, 'train')
+    in_memory = loader.InMemoryRecordSource.from_coco(
+        coco.CocoDataset(*synthetic.dataset_paths(manual, 'train')))
+    from_tfds = next(iter(loader.make_train_loader(train, batch_size=2, seed=1, options=options)))
+    from_json = next(iter(loader.make_train_loader(in_memory, batch_size=2, seed=1,
+                                                   options=options)))
+    for key in from_json:  # same records in the same order: identical batches
+        np.testing.assert_array_equal(from_tfds[key], from_json[key], err_msg=key)
+    validation = loader.open_tfds_source(builder_dir, 'validation', keep='all')
+    batches = list(loader.EvalBatches(validation, batch_size=4, options=options))
+    assert len(batches) == 1 and batches[0]['image_valid'].tolist() == [True, True, False, False]
