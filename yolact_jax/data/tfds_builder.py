@@ -44,7 +44,7 @@ from yolact_jax.data import masks as mask_lib
 log = logging.getLogger(__name__)
 
 _DEFAULT_SPLIT_TAGS = {'train': 'train', 'validation': 'val'}
-_CONFIG_SPLIT_TAGS = {
+CONFIG_SPLIT_TAGS = {
     'synthetic': _DEFAULT_SPLIT_TAGS,
     'custom': _DEFAULT_SPLIT_TAGS,
     'coco2017': {'train': 'train2017', 'validation': 'val2017'},
@@ -58,7 +58,7 @@ class CocoFormatInstances(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version('1.0.0')
     RELEASE_NOTES = {'1.0.0': 'Initial release.'}
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name, description=f'splits {tags}')
-                       for name, tags in _CONFIG_SPLIT_TAGS.items()]
+                       for name, tags in CONFIG_SPLIT_TAGS.items()]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         'Put a COCO-format dataset in the manual directory: annotations/instances_<tag>.json and '
         'the images in <tag>/ for each split tag (train/val, or train2017/val2017 for COCO).')
@@ -81,7 +81,7 @@ class CocoFormatInstances(tfds.core.GeneratorBasedBuilder):
     def split_tags(self) -> dict[str, str]:
         if self._split_tags_override is not None:
             return dict(self._split_tags_override)
-        return dict(_CONFIG_SPLIT_TAGS.get(self.builder_config.name, _DEFAULT_SPLIT_TAGS))
+        return dict(CONFIG_SPLIT_TAGS.get(self.builder_config.name, _DEFAULT_SPLIT_TAGS))
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
