@@ -1,0 +1,481 @@
+"""Inference API: images in, per-image boxes, classes, class names, scores and masks out (numpy).
+
+    from yolact_jax.config import load_config
+    from yolact_jax.predict import Predictor
+
+    cfg = load_config('yolact_base')
+    predictor = Predictor(cfg, 'yolact_base_54_800000.pth')    # or a weights dir, or variables
+    results = predictor(images, channel_order='rgb')          # one Detections per image
+    results[0].boxes, results[0].class_names, results[0].masks
+
+``channel_order`` ('rgb' or 'bgr') is a REQUIRED keyword: arrays from PIL/matplotlib/imageio are
+RGB, arrays from ``cv2.imread`` / ``cv2.VideoCapture`` are BGR. There is no guessing.
+
+Accepted images: uint8 numpy arrays of any size, ``[H, W, 3]`` in the stated channel order,
+grayscale ``[H, W]`` or ``[H, W, 1]`` (replicated to three channels, as ``cv2.imread`` in colour
+mode does), or ``[H, W, 4]`` RGBA / BGRA (the alpha channel is dropped, not composited, as
+``cv2.imread`` in colour mode does). Anything else (another dtype, rank or channel count, an
+empty image) is a ``TypeError`` / ``ValueError`` naming the image.
+
+What runs where
+---------------
+host:   validate and convert each image to RGB uint8; copy it into the top-left corner of a fixed
+        canvas ``[B, Hc, Wc, 3]`` (zeros elsewhere) and put its size ``(h, w)`` in an int32 array
+        ``[B, 2]``; a partial last batch is padded with empty slots to ``max_batch``.
+device: ONE jit-compiled program with fixed shapes and no host round trip:
+
+        1. preprocessing, the original's eval transform (``FastBaseTransform``, spec 2.2/2.3):
+           bilinear resize of the float image from its own (h, w) to ``max_size x max_size``
+           (align_corners=False, no antialias, aspect ratio not kept), then ResNet
+           normalisation ``(x - mean) / std`` with the BGR constants applied to their channels,
+           or DarkNet ``x / 255``; channels in RGB order for the network;
+        2. the network (eval mode), 3. Detect (:mod:`yolact_jax.detect`),
+        4. mask assembly and postprocess (:mod:`yolact_jax.postprocess`): masks at each image's
+           own size inside the canvas, pixel boxes;
+        5. masks packed to bits along the width (8x less to copy to the host).
+host:   unpack the valid detections of each image and cut them to its (h, w).
+
+Mixed sizes without recompiling: the resize in step 1 reads each image through index/weight
+vectors computed from its traced (h, w) (the separable form of bilinear interpolation: per output
+column two source columns and a weight, then the same for rows, exactly the sums
+``F.interpolate`` computes, width first), and step 4 uses per-image interpolation matrices (see
+:mod:`yolact_jax.postprocess`). So one compiled program serves every mix of sizes up to the
+canvas. The canvas is ``canvas_hw`` when given (larger images are an error); otherwise it starts
+at the first batch's largest size rounded up to a multiple of ``CANVAS_STEP`` and only grows
+(each growth compiles once more). The masks' cost grows with the canvas area.
+
+Compiled programs are cached per (config, dtype) for the process, so several Predictors or
+repeated :func:`predict` calls with the same config and shapes compile once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yolact_jax.anchors import make_priors
+from yolact_jax.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
+from yolact_jax.config import YolactConfig, validate
+from yolact_jax.detect import detect_from_logits, detect_kwargs
+from yolact_jax.model.yolact import Yolact
+from yolact_jax.postprocess import postprocess
+
+# The original's normalisation constants, BGR-ordered (spec 2.2), and the same per RGB channel.
+RESNET_MEAN_BGR = (103.94, 116.78, 123.68)
+RESNET_STD_BGR = (57.38, 57.12, 58.40)
+RESNET_MEAN_RGB = RESNET_MEAN_BGR[::-1]
+RESNET_STD_RGB = RESNET_STD_BGR[::-1]
+
+CHANNEL_ORDERS = ('rgb', 'bgr')
+CANVAS_STEP = 128  # an automatic canvas is rounded up to a multiple of this (fewer recompiles)
+DEFAULT_MAX_BATCH = 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclasses.dataclass(frozen=True)
+class Detections:
+  """The detections of one image, best score first (n detections, original size h x w).
+
+  boxes [n, 4] int64 pixels x1 y1 x2 y2 (the original's rule: scaled, ordered, clamped to the
+  image, truncated); classes [n] int64 0-based; class_names: n names; scores [n] float32;
+  masks [n, h, w] uint8 in {0, 1}; image_size (h, w).
+  """
+  boxes: np.ndarray
+  classes: np.ndarray
+  class_names: tuple[str, ...]
+  scores: np.ndarray
+  masks: np.ndarray
+  image_size: tuple[int, int]
+
+  def __len__(self) -> int:
+    return len(self.scores)
+
+  def select(self, score_threshold: float = 0.0, top_k: int | None = None) -> 'Detections':
+    """The detections with score > ``score_threshold`` (0: all), at most the best ``top_k``."""
+    keep = np.arange(len(self))
+    if score_threshold > 0:
+      keep = keep[self.scores > score_threshold]
+    keep = keep[:top_k]
+    return Detections(self.boxes[keep], self.classes[keep],
+                      tuple(self.class_names[i] for i in keep), self.scores[keep],
+                      self.masks[keep], self.image_size)
+
+
+def coco_category_ids(class_names: Sequence[str]) -> tuple[int, ...]:
+  """Category id per 0-based class: COCO's ids for the 80 COCO classes, else index + 1."""
+  if tuple(class_names) == COCO_CLASSES:
+    return COCO_CATEGORY_IDS
+  return tuple(range(1, len(class_names) + 1))
+
+
+def to_coco_results(detections: Detections, image_id: int, category_ids: Sequence[int]
+                    ) -> tuple[list[dict], list[dict]]:
+  """COCO results records (bbox, segm) of one image, as the original's ``eval.py`` writes them.
+
+  Detections whose box area ``(y2 - y1) * (x2 - x1)`` is not positive are skipped (the original's
+  test, verbatim); bbox = [x1, y1, x2 - x1, y2 - y1] rounded to 0.1; segmentation = pycocotools
+  RLE of the full-size mask with ASCII counts; category ids via ``category_ids[class]``.
+  """
+  from pycocotools import mask as mask_util
+  bbox_records, segm_records = [], []
+  for i in range(len(detections)):
+    x1, y1, x2, y2 = (int(v) for v in detections.boxes[i])
+    if (y2 - y1) * (x2 - x1) <= 0:
+      continue
+    category_id = int(category_ids[int(detections.classes[i])])
+    score = float(detections.scores[i])
+    bbox = [round(float(v) * 10) / 10 for v in (x1, y1, x2 - x1, y2 - y1)]
+    bbox_records.append({'image_id': int(image_id), 'category_id': category_id, 'bbox': bbox,
+                         'score': score})
+    rle = mask_util.encode(np.asfortranarray(detections.masks[i].astype(np.uint8)))
+    rle['counts'] = rle['counts'].decode('ascii')
+    segm_records.append({'image_id': int(image_id), 'category_id': category_id,
+                         'segmentation': rle, 'score': score})
+  return bbox_records, segm_records
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side: image checks, canvas and batch padding
+
+
+def as_rgb_uint8(image: Any, channel_order: str, name: str = 'image') -> np.ndarray:
+  """A view of ``image`` as RGB uint8 [h, w, 3] (see the module docstring for what is accepted).
+  """
+  if channel_order not in CHANNEL_ORDERS:
+    raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    raise TypeError(f'{name}: expected a uint8 image (0..255), got dtype {image.dtype}; '
+                    'convert it first, e.g. np.clip(x * 255, 0, 255).astype(np.uint8)')
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+    raise ValueError(f'{name}: expected [H, W, 3] (or grayscale [H, W] / [H, W, 1], or '
+                     f'[H, W, 4] with alpha), got shape {image.shape}')
+  if image.shape[0] == 0 or image.shape[1] == 0:
+    raise ValueError(f'{name}: empty image of shape {image.shape}')
+  if image.shape[-1] == 1:
+    return np.broadcast_to(image, image.shape[:2] + (3,))
+  rgb = image[..., :3]
+  return rgb[..., ::-1] if channel_order == 'bgr' else rgb
+
+
+def round_up(value: int, step: int) -> int:
+  return -(-value // step) * step
+
+
+def pad_batch(images: Sequence[np.ndarray], canvas_hw: tuple[int, int], batch_size: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+  """RGB uint8 images -> canvas [batch_size, Hc, Wc, 3] uint8 and sizes [batch_size, 2] int32.
+
+  Image i sits in the top-left corner of slot i; the rest of the canvas is 0. Empty slots (past
+  ``len(images)``) get size (1, 1) so that they compute harmless values.
+  """
+  if len(images) > batch_size:
+    raise ValueError(f'{len(images)} images for a batch of {batch_size}')
+  canvas = np.zeros((batch_size,) + tuple(canvas_hw) + (3,), np.uint8)
+  sizes = np.ones((batch_size, 2), np.int32)
+  for i, image in enumerate(images):
+    h, w = image.shape[:2]
+    if h > canvas_hw[0] or w > canvas_hw[1]:
+      raise ValueError(f'image of size {h}x{w} does not fit the canvas {canvas_hw[0]}x'
+                       f'{canvas_hw[1]}; pass a larger canvas_hw (or None to grow it)')
+    canvas[i, :h, :w] = image
+    sizes[i] = h, w
+  return canvas, sizes
+
+
+def unpack_detections(outputs: dict[str, np.ndarray], image_sizes: np.ndarray, count: int,
+                      class_names: Sequence[str], score_threshold: float = 0.0,
+                      top_k: int | None = None) -> list[Detections]:
+  """Per-image :class:`Detections` from the program's padded outputs (host side).
+
+  Args:
+    outputs: numpy ``boxes [B,D,4]`` int pixels, ``classes [B,D]``, ``scores [B,D]``,
+      ``valid [B,D]`` (a prefix), ``masks_packed [B,D,Hc,ceil(Wc/8)]`` uint8 bits.
+    image_sizes: [B, 2] (h, w).
+    count: the first ``count`` slots are real images.
+    score_threshold: keep score > this (0 keeps all, as eval); top_k: keep at most this many.
+  """
+  results = []
+  for b in range(count):
+    keep = outputs['valid'][b]
+    if score_threshold > 0:
+      keep = keep & (outputs['scores'][b] > score_threshold)
+    index = np.flatnonzero(keep)[:top_k]
+    h, w = int(image_sizes[b, 0]), int(image_sizes[b, 1])
+    masks = np.unpackbits(outputs['masks_packed'][b, index, :h], axis=-1, count=w)
+    classes = outputs['classes'][b, index].astype(np.int64)
+    results.append(Detections(
+        boxes=outputs['boxes'][b, index].astype(np.int64),
+        classes=classes,
+        class_names=tuple(class_names[c] for c in classes),
+        scores=outputs['scores'][b, index].astype(np.float32),
+        masks=masks,
+        image_size=(h, w)))
+  return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Device side: preprocessing (pure functions of traced sizes)
+
+
+def bilinear_taps(in_size: jnp.ndarray, out_size: int) -> tuple[jnp.ndarray, ...]:
+  """1-D bilinear resizing from a traced ``in_size`` to a static ``out_size`` (align_corners
+  False, no antialias), as PyTorch: output i reads source ``lo[i]`` with weight ``1 - t[i]`` and
+  ``hi[i]`` with weight ``t[i]``. Returns lo, hi [out_size] int32 and t [out_size] float32.
+
+  Source coordinate ``max((i + 0.5) * in / out - 0.5, 0)``; lo = its floor, hi = lo + 1 clamped
+  to ``in_size - 1``. Indices never reach ``in_size``, so canvas padding is never read.
+  """
+  scale = jnp.asarray(in_size).astype(jnp.float32) / jnp.float32(out_size)
+  src = jnp.maximum(scale * (jnp.arange(out_size, dtype=jnp.float32) + 0.5) - 0.5, 0.0)
+  lo = jnp.floor(src).astype(jnp.int32)
+  t = jnp.clip(src - lo.astype(jnp.float32), 0.0, 1.0)
+  last = jnp.asarray(in_size, jnp.int32) - 1
+  return jnp.minimum(lo, last), jnp.minimum(lo + 1, last), t
+
+
+def resize_image(image: jnp.ndarray, size: jnp.ndarray, out_hw: tuple[int, int]) -> jnp.ndarray:
+  """Bilinear resize of the top-left ``size`` = (h, w) of ``image`` [Hc, Wc, C] to [*out_hw, C].
+
+  Equals ``F.interpolate(image[:h, :w], out_hw, mode='bilinear', align_corners=False)`` (width
+  pass, then height pass: the same two-level sum PyTorch's kernel forms).
+  """
+  row_lo, row_hi, row_t = bilinear_taps(size[0], out_hw[0])
+  col_lo, col_hi, col_t = bilinear_taps(size[1], out_hw[1])
+  col_t = col_t[None, :, None]
+  wide = image[:, col_lo] * (1 - col_t) + image[:, col_hi] * col_t  # [Hc, W', C]
+  row_t = row_t[:, None, None]
+  return wide[row_lo] * (1 - row_t) + wide[row_hi] * row_t  # [H', W', C]
+
+
+def normalise(rgb: jnp.ndarray, transform: str) -> jnp.ndarray:
+  """Float RGB [..., 3] in 0..255 -> network input: 'resnet' (x - mean) / std, 'darknet' x / 255.
+
+  The ResNet constants are the original's BGR ones applied to their own channels, so this equals
+  normalising the BGR image and then reordering to RGB (spec 2.2).
+  """
+  if transform == 'resnet':
+    return (rgb - jnp.asarray(RESNET_MEAN_RGB, jnp.float32)) / jnp.asarray(RESNET_STD_RGB,
+                                                                          jnp.float32)
+  if transform == 'darknet':
+    return rgb / jnp.float32(255.0)
+  raise ValueError(f"transform must be 'resnet' or 'darknet', got {transform!r}")
+
+
+def preprocess(images: jnp.ndarray, image_sizes: jnp.ndarray, max_size: int,
+               transform: str) -> jnp.ndarray:
+  """The eval transform on a canvas batch: uint8 RGB [B, Hc, Wc, 3], sizes [B, 2] (h, w) ->
+  float32 network input [B, max_size, max_size, 3] (RGB, normalised)."""
+  floats = images.astype(jnp.float32)
+  sizes = jnp.asarray(image_sizes, jnp.int32)
+  resized = jax.vmap(lambda x, s: resize_image(x, s, (max_size, max_size)))(floats, sizes)
+  return normalise(resized, transform)
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled program
+
+
+class InferenceProgram:
+  """The jit-compiled inference of one (config, dtype); ``trace_count`` counts compilations.
+
+  ``from_images(variables, images [B,Hc,Wc,3] uint8 RGB, image_sizes [B,2])`` and
+  ``from_network_input(variables, net_input [B,S,S,3] float, image_sizes [B,2], canvas_hw)``
+  (the same program after preprocessing) both return device arrays: ``boxes [B,D,4]`` int32
+  pixels, ``classes [B,D]``, ``scores [B,D]``, ``valid [B,D]``, ``num_detections [B]``,
+  ``masks_packed [B,D,Hc,ceil(Wc/8)]`` uint8 (bits of the binary masks along the width).
+  """
+
+  def __init__(self, cfg: YolactConfig, dtype: Any = jnp.float32):
+    self.cfg = cfg
+    self.model = Yolact(cfg, dtype=dtype)
+    self.priors = make_priors(cfg)
+    self.detect_kwargs = detect_kwargs(cfg)
+    self.trace_count = 0
+    self.from_images = jax.jit(self._from_images)
+    self.from_network_input = jax.jit(self._from_network_input, static_argnames='canvas_hw')
+
+  def _detections(self, variables, net_input, image_sizes, canvas_hw):
+    out = self.model.apply(variables, net_input, train=False)
+    dets = detect_from_logits(out['loc'], out['conf'], out['mask'], self.priors,
+                              **self.detect_kwargs)
+    res = postprocess(dets, out['proto'], image_sizes, canvas_hw)
+    return {
+        'boxes': res['boxes_px'],
+        'classes': res['classes'],
+        'scores': res['scores'],
+        'valid': res['valid'],
+        'num_detections': res['num_detections'],
+        'masks_packed': jnp.packbits(res['masks'], axis=-1),
+    }
+
+  def _from_images(self, variables, images, image_sizes):
+    self.trace_count += 1  # runs only while tracing
+    net_input = preprocess(images, image_sizes, self.cfg.max_size, self.cfg.backbone.transform)
+    return self._detections(variables, net_input, image_sizes, images.shape[1:3])
+
+  def _from_network_input(self, variables, net_input, image_sizes, canvas_hw):
+    self.trace_count += 1
+    return self._detections(variables, net_input, jnp.asarray(image_sizes, jnp.int32),
+                            tuple(canvas_hw))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_program(cfg: YolactConfig, dtype_name: str) -> InferenceProgram:
+  return InferenceProgram(cfg, jnp.dtype(dtype_name))
+
+
+def inference_program(cfg: YolactConfig, dtype: Any = jnp.float32) -> InferenceProgram:
+  """The process-wide :class:`InferenceProgram` of ``cfg`` and ``dtype``."""
+  return _cached_program(cfg, jnp.dtype(dtype).name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def resolve_variables(variables: Any, cfg: YolactConfig) -> Any:
+  """Flax variables from variables themselves or a path (``.pth``, weights/run directory)."""
+  if isinstance(variables, (str, os.PathLike)):
+    from yolact_jax.checkpoint.io import load_weights
+    return load_weights(variables, cfg)
+  if not isinstance(variables, dict) or 'params' not in variables:
+    raise TypeError('variables must be Flax variables ({"params", "batch_stats"}) or a path to a '
+                    f'.pth file or weights directory, got {type(variables).__name__}')
+  return variables
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+  chunk = []
+  for item in items:
+    chunk.append(item)
+    if len(chunk) == size:
+      yield chunk
+      chunk = []
+  if chunk:
+    yield chunk
+
+
+class Predictor:
+  """YOLACT inference with fixed compiled shapes: ``predictor(images, channel_order=...)``.
+
+  Args:
+    cfg: the model config (``load_config('yolact_base')``).
+    variables: Flax variables, or a path to an original ``.pth`` / a weights directory.
+    max_batch: images per compiled call; every call is padded to this batch size.
+    canvas_hw: fixed (Hc, Wc) that every image must fit, or None to grow it as needed.
+    nms: override ``cfg.detect.nms`` ('fast', 'cross_class', 'standard').
+    dtype: network compute dtype (float32 default; bfloat16 on accelerators).
+  """
+
+  def __init__(self, cfg: YolactConfig, variables: Any, *, max_batch: int = DEFAULT_MAX_BATCH,
+               canvas_hw: tuple[int, int] | None = None, nms: str | None = None,
+               dtype: Any = jnp.float32):
+    if nms is not None:
+      cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, nms=nms))
+      validate(cfg)
+    if max_batch < 1:
+      raise ValueError(f'max_batch must be >= 1, got {max_batch}')
+    self.cfg = cfg
+    self.max_batch = int(max_batch)
+    self.fixed_canvas = canvas_hw is not None
+    self.canvas_hw = tuple(int(v) for v in canvas_hw) if canvas_hw is not None else None
+    self.program = inference_program(cfg, dtype)
+    self.variables = jax.device_put(resolve_variables(variables, cfg))
+
+  @property
+  def class_names(self) -> tuple[str, ...]:
+    return self.cfg.dataset.class_names
+
+  def _fit_canvas(self, images: Sequence[np.ndarray]) -> tuple[int, int]:
+    need_h = max(image.shape[0] for image in images)
+    need_w = max(image.shape[1] for image in images)
+    if self.fixed_canvas:
+      return self.canvas_hw  # pad_batch reports an image that does not fit
+    current = self.canvas_hw or (0, 0)
+    if need_h > current[0] or need_w > current[1]:
+      self.canvas_hw = (max(current[0], round_up(need_h, CANVAS_STEP)),
+                        max(current[1], round_up(need_w, CANVAS_STEP)))
+    return self.canvas_hw
+
+  def stream(self, images: Iterable[Any], *, channel_order: str, score_threshold: float = 0.0,
+             top_k: int | None = None) -> Iterator[Detections]:
+    """Detections for each image of an iterable (e.g. video frames), in order.
+
+    Batches of ``max_batch`` are dispatched one ahead of the host-side unpacking, so the device
+    works on batch k + 1 while the host converts batch k.
+    """
+    pending = None
+    index = 0
+    for chunk in _chunks(images, self.max_batch):
+      rgb = [as_rgb_uint8(image, channel_order, f'image {index + i}')
+             for i, image in enumerate(chunk)]
+      index += len(chunk)
+      canvas, sizes = pad_batch(rgb, self._fit_canvas(rgb), self.max_batch)
+      outputs = self.program.from_images(self.variables, canvas, sizes)
+      if pending is not None:
+        yield from self._unpack(*pending, score_threshold, top_k)
+      pending = (outputs, sizes, len(chunk))
+    if pending is not None:
+      yield from self._unpack(*pending, score_threshold, top_k)
+
+  def _unpack(self, outputs, sizes, count, score_threshold, top_k) -> list[Detections]:
+    outputs = jax.device_get(outputs)
+    return unpack_detections(outputs, sizes, count, self.class_names, score_threshold, top_k)
+
+  def __call__(self, images: Sequence[Any], *, channel_order: str, score_threshold: float = 0.0,
+               top_k: int | None = None) -> list[Detections]:
+    """Detections for a list of images (see the module docstring for accepted arrays).
+
+    ``channel_order`` is required: 'rgb' or 'bgr'. ``score_threshold`` (keep > it; 0 keeps all)
+    and ``top_k`` are display filters; the defaults return every detection, as eval does.
+    A 4-D uint8 array [B, H, W, C] is taken as a list of B images.
+    """
+    if isinstance(images, np.ndarray) and images.ndim < 4:
+      raise TypeError(f'expected a list of images, got one array of shape {images.shape}; '
+                      'for a single image pass [image]')
+    return list(self.stream(images, channel_order=channel_order,
+                            score_threshold=score_threshold, top_k=top_k))
+
+  def predict_network_input(self, net_input: Any, image_sizes: Any,
+                            canvas_hw: tuple[int, int] | None = None, *,
+                            score_threshold: float = 0.0,
+                            top_k: int | None = None) -> list[Detections]:
+    """The program after preprocessing: already normalised input [B, S, S, 3] (NHWC, RGB) with
+    the original sizes [B, 2] (h, w) of the images it came from; masks come out at those sizes.
+    ``canvas_hw`` defaults to the largest size (each new canvas compiles once)."""
+    sizes = np.asarray(image_sizes, np.int32).reshape(-1, 2)
+    if canvas_hw is None:
+      canvas_hw = (int(sizes[:, 0].max()), int(sizes[:, 1].max()))
+    outputs = self.program.from_network_input(self.variables, jnp.asarray(net_input), sizes,
+                                              canvas_hw=tuple(canvas_hw))
+    return self._unpack(outputs, sizes, len(sizes), score_threshold, top_k)
+
+
+def predict(images: Sequence[Any], cfg: YolactConfig, variables: Any, *, channel_order: str,
+            max_batch: int | None = None, canvas_hw: tuple[int, int] | None = None,
+            nms: str | None = None, dtype: Any = jnp.float32, score_threshold: float = 0.0,
+            top_k: int | None = None) -> list[Detections]:
+  """One-shot inference: ``Predictor(cfg, variables, ...)(images, channel_order=...)``.
+
+  ``max_batch`` defaults to min(len(images), 8). For repeated calls build a :class:`Predictor`
+  once (weights given as a path are loaded on every call here).
+  """
+  if max_batch is None:
+    max_batch = max(1, min(len(images), 8))
+  predictor = Predictor(cfg, variables, max_batch=max_batch, canvas_hw=canvas_hw, nms=nms,
+                        dtype=dtype)
+  return predictor(images, channel_order=channel_order, score_threshold=score_threshold,
+                   top_k=top_k)
