@@ -293,7 +293,7 @@ def test_small_box_filter_unit_bug_and_fix():
         image, masks, boxes, np.array([0, 1]), 0, np.random.default_rng(0),
         flags=augment.AugmentFlags(photometric_distort=False, expand=False,
                                    random_sample_crop=False, random_mirror=False,
-                                   fix_small_box_filter=True))
+                                   fix_discard_box_units=True))
     np.testing.assert_array_equal(fixed.labels, [0])
 
 

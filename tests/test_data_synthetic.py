@@ -27,7 +27,7 @@ def test_writes_coco_format_readable_by_the_reader(tmp_path):
         ds = coco.CocoDataset(ann_file, image_dir, keep='all')
         assert ds.problems == []
         assert ds.label_map == {1: 0, 3: 1, 5: 2, 7: 3}
-        assert ds.class_names == ('circle', 'rectangle', 'triangle', 'star')
+        assert ds.class_names == ('circle', 'square', 'triangle', 'star')
         for index in range(len(ds)):
             sample = ds[index]
             h, w = sample.orig_hw

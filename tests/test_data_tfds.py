@@ -44,7 +44,7 @@ def test_metadata_label_map_and_selection(built):
     data_source, metadata = tfds_builder.load_tfds_split(builder_dir, 'train')
     label_map = tfds_builder.label_map_from_metadata(metadata)
     assert label_map.category_ids == (1, 3, 5, 7)
-    assert label_map.class_names == ('circle', 'rectangle', 'triangle', 'star')
+    assert label_map.class_names == ('circle', 'square', 'triangle', 'star')
     reader = coco.CocoDataset(*synthetic.dataset_paths(manual, 'train'), keep='all')
     assert metadata['train/image_ids'] == reader.image_ids
     assert [data_source[i]['image_id'] for i in range(len(data_source))] == reader.image_ids

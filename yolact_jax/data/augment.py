@@ -17,7 +17,7 @@ Faithfulness notes (pitfalls 18-21):
   ``uniform(low=width - w, high=1.0)``: the crop's left edge is uniform between 1 and W - w (not
   0 and W - w); reproduced (likewise for ``top``).
 * The small-box filter compares ``4/550`` with widths in 550-pixel units, so it only drops
-  degenerate boxes; ``fix_small_box_filter=True`` compares in relative units instead.
+  degenerate boxes; ``fix_discard_box_units=True`` compares in relative units instead.
 * Photometric distortion never clips; Expand fills with the BGR means (~0 after normalising).
 * Expand followed by a crop is computed without building the whole expanded canvas (up to 16x the
   image): only the cropped window is filled and the image pasted into it. The result is identical.
@@ -47,7 +47,7 @@ class AugmentFlags:
 
     photometric_distort, expand, random_sample_crop, random_mirror: the cfg.augment_* flags.
     discard_box_width / discard_box_height: cfg.discard_box_* (relative, 4/550).
-    fix_small_box_filter: False = the original's unit bug (threshold compared with pixel widths);
+    fix_discard_box_units: False = the original's unit bug (threshold compared with pixel widths);
       True = compare with relative widths as intended.
     """
     photometric_distort: bool = True
@@ -56,7 +56,7 @@ class AugmentFlags:
     random_mirror: bool = True
     discard_box_width: float = 4 / 550
     discard_box_height: float = 4 / 550
-    fix_small_box_filter: bool = False
+    fix_discard_box_units: bool = False
 
 
 @dataclasses.dataclass
@@ -306,7 +306,7 @@ def train_transform(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, lab
                                           interpolation=cv2.INTER_LINEAR)
     masks = resized_masks
     boxes = boxes * [max_size / win_w, max_size / win_h, max_size / win_w, max_size / win_h]
-    if flags.fix_small_box_filter:
+    if flags.fix_discard_box_units:
         keep = _small_box_keep(boxes / max_size, flags.discard_box_width, flags.discard_box_height)
     else:
         keep = _small_box_keep(boxes, flags.discard_box_width, flags.discard_box_height)

@@ -8,10 +8,11 @@
   out_dir/annotations/instances_val.json
   out_dir/manifest.json                       parameters + counts; written last
 
-Four shape classes with NON-contiguous category ids (1 circle, 3 rectangle, 5 triangle, 7 star),
-so the label map is exercised. Each image has a smooth random colour field with stripes and noise
-as background and 1..``max_objects`` shapes of random size, colour (with a shading gradient),
-rotation and aspect. Shapes are painted in order, so later shapes occlude earlier ones; the
+Four shape classes with NON-contiguous category ids (1 circle, 3 square, 5 triangle, 7 star; the
+names of ``yolact_jax.config.SYNTHETIC_CLASSES``), so the label map is exercised. Each image has a
+smooth random colour field with stripes and noise as background and 1..``max_objects`` shapes of
+random size, colour (with a shading gradient) and rotation. Shapes are painted in order, so later
+shapes occlude earlier ones; the
 annotations describe the VISIBLE part (placements that would hide more than half of an earlier
 instance are redrawn). Annotation encodings, as in COCO:
   * an unoccluded shape: its polygon (the painted pixels are exactly pycocotools' rasterisation
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 CATEGORIES = (
     {'id': 1, 'name': 'circle', 'supercategory': 'shape'},
-    {'id': 3, 'name': 'rectangle', 'supercategory': 'shape'},
+    {'id': 3, 'name': 'square', 'supercategory': 'shape'},
     {'id': 5, 'name': 'triangle', 'supercategory': 'shape'},
     {'id': 7, 'name': 'star', 'supercategory': 'shape'},
 )
@@ -97,10 +98,9 @@ def _shape_polygon(kind: str, center: np.ndarray, radius: float, angle: float,
     if kind == 'circle':
         theta = np.linspace(0, 2 * np.pi, 40, endpoint=False)
         local = np.stack([np.cos(theta), np.sin(theta)], 1) * radius
-    elif kind == 'rectangle':
-        half_w, half_h = radius, radius * rng.uniform(0.5, 1.0)
-        local = np.array([[-half_w, -half_h], [half_w, -half_h], [half_w, half_h],
-                          [-half_w, half_h]])
+    elif kind == 'square':
+        half = radius * 0.85  # about the area of the circle of the same radius
+        local = np.array([[-half, -half], [half, -half], [half, half], [-half, half]])
     elif kind == 'triangle':
         theta = np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3]) + rng.uniform(-0.3, 0.3, 3)
         local = np.stack([np.cos(theta), np.sin(theta)], 1) * radius
