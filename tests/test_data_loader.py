@@ -188,3 +188,21 @@ def test_prefetch_to_device_values_and_state(rect_source):
     np.testing.assert_array_equal(next(resumed)['image'], expected[3]['image'])
     prefetched.set_state(state)
     np.testing.assert_array_equal(np.asarray(next(prefetched)['image']), expected[3]['image'])
+
+
+def test_state_round_trips_through_an_orbax_checkpoint(rect_source, tmp_path):
+    ocp = pytest.importorskip('orbax.checkpoint')
+    grain = loader.grain
+    _, source = rect_source
+    iterator = iter(loader.make_train_loader(source, batch_size=2, seed=3, options=SMALL))
+    for _ in range(3):
+        next(iterator)
+    manager = ocp.CheckpointManager(tmp_path / 'ckpt', item_names=('data',))
+    manager.save(3, args=ocp.args.Composite(data=grain.PyGrainCheckpointSave(iterator)))
+    manager.wait_until_finished()
+    expected = next(iterator)
+    resumed = iter(loader.make_train_loader(source, batch_size=2, seed=3, options=SMALL))
+    manager.restore(3, args=ocp.args.Composite(data=grain.PyGrainCheckpointRestore(resumed)))
+    got = next(resumed)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)

@@ -12,9 +12,8 @@ Four shape classes with NON-contiguous category ids (1 circle, 3 square, 5 trian
 names of ``yolact_jax.config.SYNTHETIC_CLASSES``), so the label map is exercised. Each image has a
 smooth random colour field with stripes and noise as background and 1..``max_objects`` shapes of
 random size, colour (with a shading gradient) and rotation. Shapes are painted in order, so later
-shapes occlude earlier ones; the
-annotations describe the VISIBLE part (placements that would hide more than half of an earlier
-instance are redrawn). Annotation encodings, as in COCO:
+shapes occlude earlier ones; the annotations describe the VISIBLE part (placements that would hide
+more than half of an earlier instance are redrawn). Annotation encodings, as in COCO:
   * an unoccluded shape: its polygon (the painted pixels are exactly pycocotools' rasterisation
     of that polygon, so the mask and the picture agree);
   * an occluded shape: the polygons of its visible outline (several parts when the occluder splits
