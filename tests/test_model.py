@@ -62,7 +62,7 @@ def test_head_is_shared_and_anchor_fastest():
   prior = offset + (y * sizes[1] + xx) * 3 + 2
   np.testing.assert_allclose(out['conf'][0, prior], conf[0, y, xx, 2 * n:3 * n], rtol=1e-5,
                              atol=1e-5)
-  del a
+
 
 
 def test_eval_mode_is_batch_independent_and_deterministic():

@@ -1,6 +1,5 @@
 """The optimiser, the schedule and the jitted train step on the tiny preset."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -150,4 +149,3 @@ def test_frozen_batchnorm_is_not_trained():
     np.testing.assert_array_equal(a, b)
   conv_before = before.params['fpn']['lat_layers_0']['kernel']
   assert not np.array_equal(conv_before, after.params['fpn']['lat_layers_0']['kernel'])
-  del dataclasses
