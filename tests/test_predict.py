@@ -142,6 +142,8 @@ def test_channel_order_is_required_and_checked(tiny_variables):
     predictor([image], channel_order='RGBA')
   with pytest.raises(TypeError, match='single image'):
     predictor(image, channel_order='rgb')
+  with pytest.raises(TypeError, match='image 1: expected a uint8'):
+    predictor([image, image.astype(np.float32)], channel_order='rgb')
 
 
 def test_pad_batch_layout():
@@ -272,6 +274,7 @@ def test_coco_records_reproduce_the_original_json():
   assert json.loads(json.dumps(segm)) == expected['segm']
 
 
+@pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')  # pycocotools
 def test_coco_records_skip_empty_boxes_and_map_categories():
   masks = np.zeros((3, 4, 6), np.uint8)
   masks[0, 1:3, 2:5] = 1
@@ -334,6 +337,7 @@ def nms_max_iou(box_px, cls, score, candidates, image_hw):
   return 0.0 if j == 0 else float(pairwise_iou(boxes[cls, j][None], boxes[cls, :j])[0].max())
 
 
+@pytest.mark.slow
 def test_end_to_end_reference_parity(reference_predictions):
   results, ref = reference_predictions
   for b, result in enumerate(results):
