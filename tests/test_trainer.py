@@ -80,3 +80,31 @@ def test_validation_keeps_best_and_latest(tiny_source, tmp_path):
   evals = [json.loads(l) for l in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()
            if '"eval"' in l]
   assert [e['step'] for e in evals] == [2, 4, 6, 8]
+
+
+def test_train_cli_runs_exports_and_resumes(tmp_path):
+  import train as train_cli
+  from yolact_jax.checkpoint import convert, io
+  args = ['--config', 'yolact_tiny', '--workdir', str(tmp_path / 'run'), '--data_dir',
+          str(tmp_path / 'data'), '--synthetic_train', '6', '--synthetic_val', '0', '--steps', '2',
+          '--no_eval', '--no_progress', '--export_pth', str(tmp_path / 'final.pth'),
+          '--config.train.freeze_bn=False']
+  assert train_cli.main(args) == 0
+  cfg = get_config('yolact_tiny', ['train.freeze_bn=False'])
+  from_pth = convert.load_original_weights(tmp_path / 'final.pth', cfg)
+  from_run = io.load_weights(tmp_path / 'run', cfg)  # a run directory loads like weights
+  for a, b in zip(jax.tree_util.tree_leaves(from_pth), jax.tree_util.tree_leaves(from_run)):
+    np.testing.assert_array_equal(a, b)
+  args[args.index('--steps') + 1] = '3'
+  assert train_cli.main(args) == 0  # resumes from step 2
+  steps = [json.loads(l)['step'] for l in (tmp_path / 'run' / 'metrics.jsonl').read_text()
+           .splitlines()]
+  assert steps[-1] == 3
+
+
+def test_train_cli_rejects_a_config_typo(tmp_path):
+  import train as train_cli
+  from yolact_jax.config import ConfigError
+  with pytest.raises(ConfigError, match='lrr'):
+    train_cli.main(['--config', 'yolact_tiny', '--workdir', str(tmp_path), '--data_dir',
+                    str(tmp_path / 'd'), '--config.train.lrr=1'])

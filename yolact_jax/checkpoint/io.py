@@ -2,7 +2,7 @@
 
 A *weights directory* is an orbax checkpoint of ``{'params', 'batch_stats'}`` plus a small
 ``yolact.json`` naming the preset it belongs to. :func:`load_weights` accepts such a directory, a
-training run directory (the latest checkpoint of ``train.py``'s CheckpointManager), or an
+training run directory (the newest checkpoint of ``train.py``'s CheckpointManager), or an
 original ``.pth`` file, and always returns Flax variables for the given config.
 """
 
@@ -60,5 +60,9 @@ def load_weights(path: str | os.PathLike, cfg: YolactConfig) -> dict[str, Any]:
         print(f'warning: weights in {path} were saved for preset {preset!r}, loading into '
               f'{cfg.name!r}')
     return jax.tree_util.tree_map(np.asarray, _restore_tree(path / 'variables', cfg))
+  if (path / 'checkpoints').is_dir():  # a train.py run directory: its newest checkpoint
+    from yolact_jax import trainer
+    return trainer.load_variables_from_run(path, cfg)
   raise convert.CheckpointError(
-      f'{path} is neither a .pth file nor a yolact-jax weights directory (no variables/ inside)')
+      f'{path} is neither a .pth file, a yolact-jax weights directory (variables/) nor a '
+      f'train.py run directory (checkpoints/)')
