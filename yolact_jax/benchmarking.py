@@ -1,0 +1,279 @@
+"""Inference timing: what the original's ``eval.py --benchmark`` times, plus a per-stage breakdown.
+
+    from yolact_jax.benchmarking import benchmark_inference
+    report = benchmark_inference(cfg, variables, images_rgb, batch_size=1, num_images=100)
+    report['fps'], report['ms_per_image'], report['stages']['network']['ms_per_batch']
+
+What is timed (end to end), per batch of ``batch_size`` images already on the device as a uint8
+canvas (decoding, the host canvas copy and the transfer are data loading, excluded as the
+original excludes its 'Load Data'): the compiled inference program of :mod:`yolact_jax.predict`
+(eval preprocessing resize + normalise, network, Detect/NMS, mask assembly, crop, upsampling to
+the original size, pixel boxes, bit-packing) and the copy of its outputs to the host, unpacked
+into per-image numpy detections of the best ``top_k`` (the original copies its top_k, default 5,
+to the CPU; here every detection's packed masks are copied and the top_k unpacked, a superset).
+Compilation is timed separately (``compile_s``: lowering + XLA compile of that program), and
+``warmup`` batches after it are not counted (the original skips its first 2 images). fps =
+images / total time, so ``ms_per_image`` = 1000 / fps; the per-batch median is also given.
+
+Per stage, each as its own jitted function timed with ``block_until_ready`` (median over
+``repeats``): ``network`` (preprocessing + backbone/FPN/ProtoNet/head), ``detect`` (decode, score
+filter, NMS, top-k), ``postprocess`` (mask assembly, crop, upsample, binarise, pixel boxes,
+packing), ``host_copy`` (device -> host and unpacking). Separately compiled stages cannot fuse
+across their boundaries, so their sum is usually a little above the end-to-end time.
+
+Wall-clock numbers depend on the machine and its load; nothing here asserts on them.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yolact_jax.config import YolactConfig
+
+STAGES = ('network', 'detect', 'postprocess', 'host_copy')
+
+
+def summarize_times(seconds: Sequence[float]) -> dict[str, float]:
+  """Median, mean, min and max of durations in seconds -> milliseconds."""
+  ms = [1000.0 * s for s in seconds]
+  return {'median_ms': statistics.median(ms), 'mean_ms': statistics.fmean(ms),
+          'min_ms': min(ms), 'max_ms': max(ms)}
+
+
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
+  """Durations (s) of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones; each call's
+  result is waited for with ``jax.block_until_ready``."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  durations = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    durations.append(time.perf_counter() - start)
+  return durations
+
+
+def compile_timed(jitted: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+  """(compiled executable, seconds) of ``jitted.lower(*args, **kwargs).compile()``."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args, **kwargs).compile()
+  return compiled, time.perf_counter() - start
+
+
+def device_description() -> dict[str, Any]:
+  device = jax.devices()[0]
+  return {'platform': device.platform, 'device_kind': device.device_kind,
+          'num_devices': jax.device_count(), 'jax_version': jax.__version__}
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def make_batches(images_rgb: Sequence[np.ndarray], batch_size: int, canvas_hw: tuple[int, int]
+                 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+  """Consecutive batches of the images: (canvas [B, Hc, Wc, 3] uint8, sizes [B, 2] int32, count).
+  """
+  from yolact_jax.predict import pad_batch
+  batches = []
+  for start in range(0, len(images_rgb), batch_size):
+    chunk = list(images_rgb[start:start + batch_size])
+    canvas, sizes = pad_batch(chunk, canvas_hw, batch_size)
+    batches.append((canvas, sizes, len(chunk)))
+  return batches
+
+
+def fit_canvas(images: Sequence[np.ndarray]) -> tuple[int, int]:
+  """The predictor's canvas rule: the largest (h, w) rounded up to ``CANVAS_STEP``."""
+  from yolact_jax.predict import CANVAS_STEP, round_up
+  return (round_up(max(i.shape[0] for i in images), CANVAS_STEP),
+          round_up(max(i.shape[1] for i in images), CANVAS_STEP))
+
+
+def cycle_to(images: Sequence[np.ndarray], count: int) -> list[np.ndarray]:
+  """``count`` images, repeating the list as needed."""
+  if not images:
+    raise ValueError('no image to benchmark with')
+  return [images[i % len(images)] for i in range(count)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The inference program split into stages
+
+
+class InferenceStages:
+  """The stages of :class:`yolact_jax.predict.InferenceProgram`, each its own jitted function,
+  built from the same model, priors and Detect settings:
+
+  network(variables, images [B,Hc,Wc,3] uint8, sizes [B,2]) -> {loc, conf, mask, proto}
+  detect(network_out) -> Detect dict (boxes [B,D,4], classes, scores, coefs, valid, ...)
+  postprocess(detections, proto, sizes) -> the program's outputs (boxes, classes, scores, valid,
+    num_detections, masks_packed [B,D,Hc,ceil(Wc/8)])
+  """
+
+  def __init__(self, program: Any, canvas_hw: tuple[int, int]):
+    from yolact_jax.detect import detect_from_logits
+    from yolact_jax.postprocess import postprocess
+    from yolact_jax.predict import preprocess
+    cfg = program.cfg
+
+    def network(variables, images, sizes):
+      net_input = preprocess(images, sizes, cfg.max_size, cfg.backbone.transform)
+      out = program.model.apply(variables, net_input, train=False)
+      return {k: out[k] for k in ('loc', 'conf', 'mask', 'proto')}
+
+    def detect(out):
+      return detect_from_logits(out['loc'], out['conf'], out['mask'], program.priors,
+                                **program.detect_kwargs)
+
+    def finish(detections, proto, sizes):
+      res = postprocess(detections, proto, sizes, canvas_hw)
+      return {'boxes': res['boxes_px'], 'classes': res['classes'], 'scores': res['scores'],
+              'valid': res['valid'], 'num_detections': res['num_detections'],
+              'masks_packed': jnp.packbits(res['masks'], axis=-1)}
+
+    self.network = jax.jit(network)
+    self.detect = jax.jit(detect)
+    self.postprocess = jax.jit(finish)
+
+
+def host_copy(outputs: dict[str, Any], sizes: np.ndarray, count: int,
+              class_names: Sequence[str], top_k: int | None) -> list[Any]:
+  """Device outputs -> host -> per-image ``predict.Detections`` (best ``top_k``)."""
+  from yolact_jax.predict import unpack_detections
+  return unpack_detections(jax.device_get(outputs), sizes, count, class_names, top_k=top_k)
+
+
+def time_stages(program: Any, variables: Any, batch: tuple[np.ndarray, np.ndarray, int],
+                canvas_hw: tuple[int, int], repeats: int, top_k: int | None
+                ) -> dict[str, dict[str, float]]:
+  """Per-stage timing on one device-resident batch: {stage: compile_s, median_ms, ...}."""
+  canvas, sizes, count = batch
+  stages = InferenceStages(program, canvas_hw)
+  images, sizes_dev = jax.device_put(canvas), jax.device_put(sizes)
+  report = {}
+
+  compiled, seconds = compile_timed(stages.network, variables, images, sizes_dev)
+  out = compiled(variables, images, sizes_dev)
+  report['network'] = {'compile_s': seconds, **summarize_times(
+      time_calls(lambda: compiled(variables, images, sizes_dev), repeats))}
+
+  compiled_detect, seconds = compile_timed(stages.detect, out)
+  detections = compiled_detect(out)
+  report['detect'] = {'compile_s': seconds, **summarize_times(
+      time_calls(lambda: compiled_detect(out), repeats))}
+
+  compiled_post, seconds = compile_timed(stages.postprocess, detections, out['proto'], sizes_dev)
+  outputs = jax.block_until_ready(compiled_post(detections, out['proto'], sizes_dev))
+  report['postprocess'] = {'compile_s': seconds, **summarize_times(
+      time_calls(lambda: compiled_post(detections, out['proto'], sizes_dev), repeats))}
+
+  names = program.cfg.dataset.class_names
+  report['host_copy'] = {'compile_s': 0.0, **summarize_times(
+      time_calls(lambda: host_copy(outputs, sizes, count, names, top_k), repeats))}
+  return report
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end
+
+
+def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[np.ndarray],
+                        batch_size: int = 1, num_images: int = 100, *, repeats: int = 10,
+                        warmup: int = 2, top_k: int | None = 5, dtype: Any = jnp.float32,
+                        canvas_hw: tuple[int, int] | None = None, stages: bool = True
+                        ) -> dict[str, Any]:
+  """Times inference over ``num_images`` images (the list repeated as needed, rounded up to whole
+  batches); see the module docstring for what is timed.
+
+  Args:
+    cfg: model config (its detect settings are the NMS used).
+    variables: Flax variables or a weights path.
+    images_rgb: RGB uint8 [h, w, 3] images (any sizes; one canvas fits them all).
+    batch_size: images per compiled call.
+    num_images: images timed (after ``warmup`` untimed batches).
+    repeats: calls per stage for the per-stage medians.
+    top_k: detections per image unpacked on the host (the original's --top_k, 5).
+    dtype: network compute dtype.
+    canvas_hw: fixed canvas (default: the images' largest size rounded up).
+    stages: also time the stages separately.
+  Returns:
+    A JSON-friendly dict: fps, ms_per_image, ms_per_batch (median/mean/min/max), compile_s,
+    batch_size, num_images, num_batches, canvas_hw, top_k, dtype, config, device, stages.
+  """
+  from yolact_jax.predict import inference_program, resolve_variables
+  if batch_size < 1 or num_images < 1:
+    raise ValueError(f'batch_size and num_images must be >= 1, got {batch_size}, {num_images}')
+  program = inference_program(cfg, dtype)
+  variables = jax.device_put(resolve_variables(variables, cfg))
+  canvas_hw = tuple(canvas_hw) if canvas_hw is not None else fit_canvas(images_rgb)
+  num_batches = math.ceil(num_images / batch_size)
+  batches = make_batches(cycle_to(images_rgb, min(num_batches * batch_size,
+                                                  math.ceil(len(images_rgb) / batch_size)
+                                                  * batch_size)), batch_size, canvas_hw)
+  on_device = [(jax.device_put(c), jax.device_put(s), s, n) for c, s, n in batches]
+  jax.block_until_ready([(c, s) for c, s, _, _ in on_device])
+
+  compiled, compile_s = compile_timed(program.from_images, variables, *on_device[0][:2])
+  names = cfg.dataset.class_names
+
+  def run(index: int) -> list[Any]:
+    canvas, sizes, sizes_host, count = on_device[index % len(on_device)]
+    return host_copy(compiled(variables, canvas, sizes), sizes_host, count, names, top_k)
+
+  for index in range(warmup):
+    run(index)
+  durations = []
+  for index in range(num_batches):
+    start = time.perf_counter()
+    run(index)
+    durations.append(time.perf_counter() - start)
+  timed_images = num_batches * batch_size
+  total = sum(durations)
+  report = {
+      'config': cfg.name,
+      'batch_size': batch_size,
+      'num_images': timed_images,
+      'num_batches': num_batches,
+      'distinct_images': len(images_rgb),
+      'canvas_hw': list(canvas_hw),
+      'top_k': top_k,
+      'dtype': jnp.dtype(dtype).name,
+      'nms': cfg.detect.nms,
+      'compile_s': compile_s,
+      'warmup_batches': warmup,
+      'total_s': total,
+      'fps': timed_images / total,
+      'ms_per_image': 1000.0 * total / timed_images,
+      'ms_per_batch': summarize_times(durations),
+      'device': device_description(),
+  }
+  if stages:
+    stage_report = time_stages(program, variables, batches[0], canvas_hw, repeats, top_k)
+    for values in stage_report.values():
+      values['ms_per_image'] = values['median_ms'] / batch_size
+    report['stages'] = stage_report
+    report['stages_sum_ms_per_image'] = sum(v['ms_per_image'] for v in stage_report.values())
+  return report
+
+
+def format_benchmark(report: dict[str, Any]) -> str:
+  """A few lines: the original's 'Average: X fps, Y ms' and the stage table."""
+  lines = [f'Average: {report["fps"]:.2f} fps, {report["ms_per_image"]:.2f} ms per image '
+           f'({report["num_images"]} images, batch {report["batch_size"]}, canvas '
+           f'{report["canvas_hw"][0]}x{report["canvas_hw"][1]}, {report["device"]["device_kind"]})',
+           f'compile: {report["compile_s"]:.2f} s (not included)']
+  if 'stages' in report:
+    lines.append(f'{"stage":12}{"ms/batch":>10}{"ms/image":>10}{"compile s":>11}')
+    for name, values in report['stages'].items():
+      lines.append(f'{name:12}{values["median_ms"]:>10.2f}{values["ms_per_image"]:>10.2f}'
+                   f'{values["compile_s"]:>11.2f}')
+  return '\n'.join(lines)
