@@ -1,0 +1,211 @@
+"""scripts/benchmark.py on the tiny preset: every section runs and the JSON has every field.
+
+Time values are only checked to be positive and finite (the machine is shared and noisy).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from scripts import benchmark as bench
+from yolact_jax.config import feature_sizes, get_config, proto_size
+
+TINY_ARGS = ['--presets', 'yolact_tiny', '--batch-sizes', '1', '--train-presets', 'yolact_tiny',
+             '--repeats', '2', '--warmup', '1', '--image-hw', '48,64', '--nms-classes', '8',
+             '--nms-top-k', '50', '--matmul-probe-size', '64', '--quiet']
+
+TIMING_FIELDS = ('lower_s', 'compile_s', 'median_ms', 'p10_ms', 'p90_ms', 'mean_ms', 'min_ms')
+MEMORY_FIELDS = ('argument_bytes', 'output_bytes', 'temp_bytes', 'alias_bytes',
+                 'program_total_bytes')
+
+
+def positive_finite(value) -> bool:
+  return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def check_stage(stage: dict, name: str) -> None:
+  assert stage['stage'] == name
+  for field in TIMING_FIELDS:
+    assert positive_finite(stage[field]), (name, field, stage[field])
+  assert stage['p10_ms'] <= stage['median_ms'] <= stage['p90_ms']
+  assert stage['runs'] == 2  # --repeats 2
+  assert positive_finite(stage['flops']), (name, stage['flops'])
+  for field in MEMORY_FIELDS:
+    assert isinstance(stage['memory'][field], int), (name, field)
+  assert stage['memory']['program_total_bytes'] > 0
+
+
+@pytest.fixture(scope='module')
+def report(tmp_path_factory):
+  out = tmp_path_factory.mktemp('bench') / 'bench.json'
+  returned = bench.main(TINY_ARGS + ['--out', str(out)])
+  written = json.loads(out.read_text())
+  return returned, written, out
+
+
+def test_json_is_written_and_matches_the_return_value(report):
+  returned, written, out = report
+  assert returned == written
+  markdown = out.with_suffix('.md').read_text()
+  for heading in ('## Inference', '## NMS', '## Train step', '## FLOPs'):
+    assert heading in markdown
+  assert 'yolact_tiny' in markdown
+
+
+def test_machine_info(report):
+  m = report[1]['machine']
+  for field in ('jax', 'flax', 'platform', 'device_kind', 'cpu_model', 'date_utc', 'xla_flags'):
+    assert isinstance(m[field], str), field
+  assert m['cpu_cores_usable'] >= 1 and m['device_count'] >= 1
+  for field in ('load_average_start', 'load_average_end'):
+    assert len(m[field]) == 3 and all(x >= 0 for x in m[field])
+  assert positive_finite(m['max_rss_bytes_end'])
+
+
+def test_inference_stages(report):
+  (case,) = report[1]['inference']
+  assert 'error' not in case, case.get('traceback')
+  assert (case['preset'], case['batch'], case['dtype']) == ('yolact_tiny', 1, 'float32')
+  names = [s['stage'] for s in case['stages']]
+  assert names == ['network', 'detect_fast', 'detect_cross_class', 'detect_standard',
+                   'postprocess', 'end_to_end', 'end_to_end_uint8']
+  for stage in case['stages']:
+    check_stage(stage, stage['stage'])
+  assert case['image_hw'] == [48, 64]
+  assert positive_finite(case['max_rss_bytes'])
+
+
+def test_nms_variants(report):
+  nms = report[1]['nms']
+  assert (nms['num_classes'], nms['top_k']) == (8, 50)
+  assert [v['nms'] for v in nms['variants']] == ['fast', 'cross_class', 'standard']
+  for v in nms['variants']:
+    assert 'error' not in v, v.get('traceback')
+    assert [s['stage'] for s in v['stages']] == ['nms_only', 'detect']
+    for stage in v['stages']:
+      check_stage(stage, stage['stage'])
+    assert 0 < v['kept_by_nms'] <= v['candidates_valid']
+  per_class = nms['variants'][0]['candidate_shape']
+  assert per_class == [1, 8, 50] and nms['variants'][1]['candidate_shape'] == [1, 50]
+
+
+def test_train_step(report):
+  (case,) = report[1]['train']
+  assert 'error' not in case, case.get('traceback')
+  (stage,) = case['stages']
+  check_stage(stage, 'train_step')
+  assert positive_finite(stage['images_per_s'])
+  assert case['loss_finite'] and case['batch'] == 2
+  assert positive_finite(case['max_rss_bytes'])
+
+
+def test_flops_section(report):
+  flops = report[1]['flops']
+  assert '2 FLOPs' in flops['convention']
+  assert positive_finite(flops['peak']['float32']['tflops'])
+  programs = {(r['section'], r['stage']) for r in flops['rows']}
+  assert {('inference', 'network'), ('inference', 'end_to_end'),
+          ('train', 'train_step')} <= programs
+  for row in flops['rows']:
+    assert positive_finite(row['gflops']) and positive_finite(row['achieved_tflops'])
+    assert positive_finite(row['fraction_of_peak'])
+  (probe,) = flops['matmul_probe']
+  assert probe['xla_flops'] == probe['convention_flops'] == 2 * 64 ** 3
+  assert positive_finite(probe['achieved_tflops'])
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def test_summarize_times_percentiles():
+  s = bench.summarize_times([0.001 * i for i in range(1, 11)])
+  assert s['runs'] == 10 and s['min_ms'] == pytest.approx(1.0)
+  assert s['median_ms'] == pytest.approx(5.5)
+  assert s['p10_ms'] == pytest.approx(1.9) and s['p90_ms'] == pytest.approx(9.1)
+
+
+def test_time_calls_stops_after_the_budget_but_keeps_the_minimum():
+  calls = []
+  times = bench.time_calls(lambda: calls.append(1), warmup=2, repeats=100, max_seconds=0.0)
+  assert len(times) == bench.MIN_TIMED_RUNS and len(calls) == 2 + bench.MIN_TIMED_RUNS
+
+
+def test_cpu_peak_assumption():
+  assert bench.fp32_flops_per_cycle(['avx2', 'fma'], 'AuthenticAMD') == 32
+  assert bench.fp32_flops_per_cycle(['avx512f', 'fma'], 'GenuineIntel') == 64
+  assert bench.fp32_flops_per_cycle(['sse2'], None) == 16
+  assert bench.cpu_peak_gflops(2, 2500.0, 32) == pytest.approx(160.0)
+  assert bench.cpu_peak_gflops(2, None, 32) is None
+
+
+def test_gpu_peak_table_matches_device_kinds():
+  cpu = {'flags': [], 'vendor': None, 'mhz': None}
+  peak, _ = bench.device_peak_tflops('NVIDIA H100 80GB HBM3', 'gpu', 'bfloat16', cpu, 1)
+  assert peak == pytest.approx(989.4)
+  peak, _ = bench.device_peak_tflops('NVIDIA H100 PCIe', 'gpu', 'float32', cpu, 1)
+  assert peak == pytest.approx(51.2)
+  peak, _ = bench.device_peak_tflops('NVIDIA H200', 'gpu', 'float32', cpu, 1)
+  assert peak == pytest.approx(66.9)
+  assert bench.device_peak_tflops('Some GPU', 'gpu', 'float32', cpu, 1)[0] is None
+  assert bench.device_peak_tflops('Some GPU', 'gpu', 'float32', cpu, 1, override=5.0)[0] == 5.0
+
+
+def test_synthetic_train_batch_layout():
+  cfg = get_config('yolact_tiny')
+  batch = bench.synthetic_train_batch(cfg, 3, objects=2)
+  slots, hp, hs = cfg.train.max_instances, proto_size(cfg), feature_sizes(cfg)[0]
+  assert batch['image'].shape == (3, cfg.max_size, cfg.max_size, 3)
+  assert batch['masks_proto'].shape == (3, slots, hp, hp)
+  assert batch['masks_segm'].shape == (3, slots, hs, hs)
+  assert batch['valid'].sum() == 6 and not batch['is_crowd'].any()
+  assert batch['masks_proto'][:, :2].reshape(6, -1).any(axis=1).all()  # every object drawn
+  assert not batch['masks_proto'][:, 2:].any()  # empty slots stay empty
+  assert (batch['boxes'][..., 2:] > batch['boxes'][..., :2]).all(axis=-1)[batch['valid']].all()
+
+
+def test_object_masks_rectangle_and_ellipse():
+  boxes = np.array([[0.25, 0.25, 0.75, 0.75]] * 2, np.float32)
+  rect, ellipse = bench.object_masks(boxes, np.array([0, 1]), 8)
+  assert rect.sum() == 16 and rect[2:6, 2:6].all()
+  assert 0 < ellipse.sum() < 16 and not ellipse[2, 2]
+
+
+def test_synthetic_detect_inputs_are_peaked():
+  inputs = bench.synthetic_detect_inputs(2, num_priors=2000, num_classes=80, objects=10)
+  assert inputs['conf'].shape == (2, 2000, 81)
+  np.testing.assert_allclose(inputs['conf'].sum(-1), 1.0, rtol=1e-5)
+  best_fg = inputs['conf'][..., 1:].max(-1)
+  assert (best_fg > 0.05).sum() > 50 and best_fg.max() > 0.5  # confident clusters
+  assert np.median(best_fg) < 0.05  # most priors are background
+
+
+def test_resolve_cases():
+  args = bench.build_parser().parse_args([])
+  inference, train = bench.resolve_cases(args, 'cpu')
+  assert inference == list(bench.CPU_INFERENCE_CASES) and train == list(bench.CPU_TRAIN_CASES)
+  inference, _ = bench.resolve_cases(args, 'full')
+  assert len(inference) == len(bench.FULL_INFERENCE_PRESETS) * 2 * 2
+  args = bench.build_parser().parse_args(['--presets', 'yolact_base', '--batch-sizes', '1,8',
+                                          '--dtypes', 'bfloat16'])
+  assert bench.resolve_cases(args, 'cpu')[0] == [('yolact_base', 1, 'bfloat16'),
+                                                 ('yolact_base', 8, 'bfloat16')]
+  with pytest.raises(SystemExit):
+    bench.resolve_cases(bench.build_parser().parse_args(['--presets', 'yolact_tiny', '--dtypes',
+                                                         'float16']), 'cpu')
+
+
+def test_unknown_section_is_an_error():
+  with pytest.raises(SystemExit):
+    bench.main(['--only', 'inferense'])
+
+
+def test_machine_slug():
+  assert bench.machine_slug({'platform': 'cpu', 'cpu_model': 'AMD EPYC',
+                             'cpu_cores_usable': 2}) == 'cpu-amd-epyc-2c'
+  assert bench.machine_slug({'platform': 'gpu',
+                             'device_kind': 'NVIDIA H100 80GB HBM3'}) == 'nvidia-h100-80gb-hbm3'
