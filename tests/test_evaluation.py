@@ -324,6 +324,24 @@ def test_evaluate_model_compiles_once_and_repeats_identically(eval_set, tiny_var
   assert bbox == json.loads((tmp_path / 'bbox_detections.json').read_text())
 
 
+def test_evaluate_model_on_a_record_source_with_its_annotation_file(synthetic_dir, eval_set,
+                                                                   tiny_variables):
+  """train.py's validation hook: the same source every call; the EvalSet is built once."""
+  cfg = get_config('yolact_tiny', [DETECT_ALL])
+  ann_file, image_dir = synthetic.dataset_paths(synthetic_dir, 'val')
+  source = loader.InMemoryRecordSource.from_coco(
+      coco_lib.CocoDataset(ann_file, image_dir, keep='with_annotations'))
+  built = ev.cached_eval_set(source, None, ann_file)
+  assert ev.cached_eval_set(source, None, ann_file) is built
+  assert built.image_ids == eval_set.image_ids and built.category_ids == (1, 3, 5, 7)
+  via_source = ev.evaluate_model(cfg, tiny_variables, source, batch_size=4, ann_file=ann_file,
+                                 max_images=3)
+  via_set = ev.evaluate_model(cfg, tiny_variables, eval_set.first(3), batch_size=4)
+  assert via_source == via_set and via_source['num_images'] == 3
+  with pytest.raises(TypeError, match='record source with ann_file'):
+    ev.as_eval_set(source)
+
+
 def test_unreadable_image_is_skipped_and_left_out_of_the_metric(synthetic_dir, tiny_variables,
                                                                tmp_path):
   import shutil

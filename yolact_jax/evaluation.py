@@ -14,17 +14,19 @@ Pieces (each usable alone):
   id). Build one with :func:`coco_eval_set` (a COCO-format annotation file and image folder, e.g.
   COCO val2017 or the synthetic dataset), :func:`tfds_eval_set` (a split prepared by
   ``scripts/prepare_tfds.py``), :func:`synthetic_eval_set` (generated if absent) or
-  :func:`records_eval_set` (any record source). Only images with at least one annotation (crowds
-  included) are kept, as the original's ``eval.py`` (its dataset skips the others).
+  :func:`records_eval_set` (any record source, ground truth from an annotation file or from the
+  records). Only images with at least one annotation (crowds included) are kept, as the
+  original's ``eval.py`` (its dataset skips the others).
 * :func:`stream_inference` / :func:`run_inference`: the jitted program of
   :mod:`yolact_jax.predict` over an EvalSet in fixed-shape batches (the last one padded), on a
   canvas fixed from the largest image of the set, so the whole set compiles once; images are
   decoded on host threads ahead of the device; a tqdm progress bar.
 * :func:`detections_to_coco_results`: the original's ``--output_coco_json`` records.
 * :func:`coco_evaluate`: pycocotools ``COCOeval`` for 'bbox' and 'segm' -> a summary dict.
-* :func:`evaluate_model`: all of the above; what a training loop calls for validation. Repeated
-  calls with the same config, batch size and EvalSet reuse the compiled program (the program is
-  cached per config by :func:`yolact_jax.predict.inference_program`, and the shapes stay fixed).
+* :func:`evaluate_model`: all of the above; what a training loop calls for validation (with an
+  EvalSet, or a record source and its ``ann_file``: the EvalSet is then built once and cached).
+  Repeated calls with the same config, batch size and set reuse the compiled program (cached per
+  config by :func:`yolact_jax.predict.inference_program`; the shapes stay fixed).
 
 Metric values are pycocotools' own: fractions in [0, 1], and -1 where the evaluated images have
 no ground truth in that area range (or, per class, of that class). mAP over all images with no
@@ -253,11 +255,28 @@ def coco_eval_set(ann_file: str | os.PathLike, image_dir: str | os.PathLike,
   return eval_set.first(max_images)
 
 
-def records_eval_set(source: Any, category_ids: Sequence[int], class_names: Sequence[str],
-                     name: str = 'records', max_images: int | None = None) -> EvalSet:
-  """EvalSet of any record source (``len`` / ``[i]`` -> record), ground truth built from the
-  records (:func:`ground_truth_from_records`). Records without any annotation are skipped.
-  Reads every record once (images included, for sources that store them)."""
+def records_eval_set(source: Any, category_ids: Sequence[int] | None = None,
+                     class_names: Sequence[str] | None = None, name: str = 'records',
+                     max_images: int | None = None, ground_truth: Any = None) -> EvalSet:
+  """EvalSet of any record source (``len`` / ``[i]`` -> record, e.g. ``InMemoryRecordSource``).
+
+  The ground truth is ``ground_truth`` (a ``COCO``, dict or annotation file path) when given,
+  and then the label map defaults to its categories (ids sorted, as ``coco.build_label_map``);
+  otherwise it is built from the records (:func:`ground_truth_from_records`) with the given
+  ``category_ids`` / ``class_names``. Records without any annotation are skipped. Reads every
+  record once (images included, for sources that store them).
+  """
+  gt = None
+  if ground_truth is not None:
+    gt = load_ground_truth(ground_truth)
+    if category_ids is None:
+      from yolact_jax.data.coco import build_label_map
+      label_map = build_label_map(gt.dataset['categories'])
+      category_ids, class_names = label_map.category_ids, label_map.class_names
+  if category_ids is None:
+    raise ValueError(f'{name}: pass category_ids (the label map) or the ground truth')
+  if class_names is None:
+    class_names = tuple(str(c) for c in category_ids)
   count = len(source) if max_images is None else min(len(source), max_images)
   kept, gt_records = [], []
   for index in range(len(source)):
@@ -270,11 +289,16 @@ def records_eval_set(source: Any, category_ids: Sequence[int], class_names: Sequ
     gt_records.append({k: v for k, v in record.items() if k != 'image_bytes'})
   if not kept:
     raise ValueError(f'{name}: no image with annotations to evaluate')
-  selected = _Indexed(source, kept)
-  gt = ground_truth_from_dict(ground_truth_from_records(gt_records, category_ids, class_names))
+  if gt is None:
+    gt = ground_truth_from_dict(ground_truth_from_records(gt_records, category_ids, class_names))
+  else:
+    missing = sorted({int(r['image_id']) for r in gt_records} - set(gt.getImgIds()))
+    if missing:
+      raise ValueError(f'{name}: image ids {missing[:10]} are not in the ground truth')
   return EvalSet(
-      source=selected, ground_truth=gt, category_ids=tuple(int(c) for c in category_ids),
-      class_names=tuple(class_names), image_ids=tuple(int(r['image_id']) for r in gt_records),
+      source=_Indexed(source, kept), ground_truth=gt,
+      category_ids=tuple(int(c) for c in category_ids), class_names=tuple(class_names),
+      image_ids=tuple(int(r['image_id']) for r in gt_records),
       image_sizes=np.array([(r['height'], r['width']) for r in gt_records],
                            np.int64).reshape(-1, 2),
       name=name if max_images is None else f'{name} (first {count})')
@@ -324,21 +348,49 @@ def synthetic_eval_set(out_dir: str | os.PathLike, num_val: int = 50,
   return coco_eval_set(ann_file, image_dir, max_images=max_images)
 
 
-def as_eval_set(data: Any, max_images: int | None = None) -> EvalSet:
-  """An EvalSet from an EvalSet, a ``CocoDataset`` (its annotation file and folder) or a
-  ``TfdsRecordSource``."""
+def as_eval_set(data: Any, max_images: int | None = None, ann_file: Any = None) -> EvalSet:
+  """An EvalSet from an EvalSet, a ``CocoDataset`` (its annotation file and folder), a
+  ``TfdsRecordSource`` (ground truth from its records), or any record source with ``ann_file``
+  (its ground truth: a path, dict or ``COCO``)."""
   if isinstance(data, EvalSet):
     return data.first(max_images)
   from yolact_jax.data.coco import CocoDataset
   if isinstance(data, CocoDataset):
-    return coco_eval_set(data.ann_file, data.image_dir, max_images)
+    if ann_file is None:
+      return coco_eval_set(data.ann_file, data.image_dir, max_images)
+    data = data.records
   label_map = getattr(data, 'label_map', None)
-  if label_map is not None and hasattr(label_map, 'category_ids'):
-    return records_eval_set(data, label_map.category_ids, label_map.class_names,
-                            name=repr(data), max_images=max_images)
-  raise TypeError(f'cannot evaluate on a {type(data).__name__}: pass an EvalSet (coco_eval_set, '
-                  'tfds_eval_set, synthetic_eval_set, records_eval_set), a CocoDataset or a '
-                  'TfdsRecordSource')
+  if not hasattr(label_map, 'category_ids'):
+    label_map = None
+  if label_map is not None or ann_file is not None:
+    return records_eval_set(
+        data, label_map.category_ids if label_map else None,
+        label_map.class_names if label_map else None,
+        name=os.fspath(ann_file) if isinstance(ann_file, (str, os.PathLike)) else repr(data),
+        max_images=max_images, ground_truth=ann_file)
+  raise TypeError(f'cannot evaluate on a {type(data).__name__} alone: pass an EvalSet '
+                  '(coco_eval_set, tfds_eval_set, synthetic_eval_set, records_eval_set), a '
+                  'CocoDataset, a TfdsRecordSource, or a record source with ann_file')
+
+
+# Eval sets built by evaluate_model for sources given without an EvalSet, so that a training
+# loop calling it every few epochs reads the ground truth once: (id, source, ann, max) -> set.
+_EVAL_SET_CACHE: collections.OrderedDict = collections.OrderedDict()
+
+
+def cached_eval_set(data: Any, max_images: int | None = None, ann_file: Any = None) -> EvalSet:
+  """:func:`as_eval_set`, remembered for the last 4 (source, ann_file, max_images) (the source
+  object is kept alive by the cache, so its id stays unique)."""
+  if isinstance(data, EvalSet):
+    return data.first(max_images)
+  key = (id(data), id(ann_file) if not isinstance(ann_file, (str, os.PathLike)) else
+         os.fspath(ann_file), max_images)
+  if key not in _EVAL_SET_CACHE:
+    _EVAL_SET_CACHE[key] = (data, as_eval_set(data, max_images, ann_file))
+    while len(_EVAL_SET_CACHE) > 4:
+      _EVAL_SET_CACHE.popitem(last=False)
+  _EVAL_SET_CACHE.move_to_end(key)
+  return _EVAL_SET_CACHE[key][1]
 
 
 def check_classes(cfg: YolactConfig, eval_set: EvalSet) -> None:
@@ -693,16 +745,20 @@ def coco_evaluate(gt: Any, bbox_results: Sequence[dict] | str | os.PathLike | No
 
 
 def evaluate_model(cfg: YolactConfig, variables: Any, data: Any, batch_size: int = 8, *,
-                   output_dir: str | os.PathLike | None = None, **kwargs) -> dict[str, Any]:
-  """Runs the model over ``data`` (an EvalSet or what :func:`as_eval_set` accepts) and returns
-  :func:`coco_evaluate`'s summary over the images that ran, plus ``skipped_images``.
+                   ann_file: Any = None, output_dir: str | os.PathLike | None = None,
+                   **kwargs) -> dict[str, Any]:
+  """Runs the model over ``data`` and returns :func:`coco_evaluate`'s summary over the images
+  that ran, plus ``skipped_images``.
 
-  For periodic validation during training build the EvalSet once and pass it each time; the
-  compiled program is reused. ``output_dir``: also write the two results files there.
-  ``kwargs``: :func:`stream_inference` options (nms, dtype, max_images, progress, ...).
+  ``data``: an EvalSet or what :func:`as_eval_set` accepts (e.g. ``InMemoryRecordSource`` with
+  ``ann_file``, or a ``TfdsRecordSource``); for the latter the EvalSet is built once and cached,
+  so a training loop can pass the same source every time. The compiled program is reused across
+  calls (same config, batch size and set). ``output_dir``: also write the two results files.
+  ``kwargs``: :func:`stream_inference` options (nms, dtype, max_images, progress (default off),
+  decode_workers).
   """
   kwargs.setdefault('progress', False)
-  eval_set = as_eval_set(data, kwargs.pop('max_images', None))
+  eval_set = cached_eval_set(data, kwargs.pop('max_images', None), ann_file)
   results = predict_coco_results(cfg, variables, eval_set, batch_size, **kwargs)
   if output_dir is not None:
     write_results(output_dir, results.bbox, results.segm)
