@@ -115,6 +115,8 @@ def make_eval_fn(cfg, val_source, val_ann):
 
 def main(argv=None) -> int:
   logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+  for noisy in ('absl', 'orbax', 'jax'):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
   args, overrides = parse_args(argv)
   import jax
   import numpy as np

@@ -215,6 +215,7 @@ def train(cfg: YolactConfig, workdir: str | os.PathLike, train_source: Any,
       if options.on_step is not None:
         options.on_step(step, metrics)
       if step % options.log_every == 0 or step == num_steps:
+        jax.block_until_ready(metrics)  # time the device work, not the dispatch
         elapsed = time.perf_counter() - interval_start
         rate = interval_steps * cfg.train.batch_size / max(elapsed, 1e-9)
         last = metrics_log.flush_steps(step, rate, int(state.num_skipped))
