@@ -94,6 +94,18 @@ def test_ground_truth_as_predictions_scores_ap_one(eval_set, tmp_path):
   assert summary['box_map'] == summary['mask_map'] == 1.0
 
 
+def test_ground_truth_without_area_gets_the_mask_area(eval_set):
+  data = copy.deepcopy(eval_set.ground_truth.dataset)
+  areas = [ann.pop('area') for ann in data['annotations']]
+  gt = ev.load_ground_truth(data)
+  assert all('area' not in ann for ann in data['annotations'])  # the caller's dict is kept
+  # the synthetic file's areas are the masks' pixel counts too
+  assert [gt.anns[ann['id']]['area'] for ann in data['annotations']] == areas
+  no_segmentation = dict(data['annotations'][0], bbox=[1, 2, 3, 4])
+  del no_segmentation['segmentation']
+  assert ev.annotation_area(no_segmentation, 100, 100) == 12.0
+
+
 def test_ground_truth_from_records_and_tfds_equal_the_annotation_file(synthetic_dir, eval_set,
                                                                       tmp_path):
   bbox, segm = ev.detections_to_coco_results(gt_as_detections(eval_set), eval_set.category_ids)

@@ -78,23 +78,33 @@ def _quiet(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-def ground_truth_from_dict(data: dict) -> Any:
-  """A pycocotools ``COCO`` from a COCO-format dict (annotations without ``area`` get their
-  segmentation's area, or the box area without a segmentation: COCOeval needs it)."""
+def annotation_area(ann: dict, height: int | None, width: int | None) -> float:
+  """The area COCOeval needs of a GT annotation: its segmentation's pixel count, or the box area
+  when there is no usable segmentation."""
   from pycocotools import mask as mask_util
-  from pycocotools.coco import COCO
   from yolact_jax.data import masks as mask_lib
+  try:
+    if height is None or 'segmentation' not in ann:
+      raise mask_lib.SegmentationError('no segmentation')
+    return float(mask_util.area(mask_lib.segmentation_to_rle(ann['segmentation'], height, width)))
+  except (mask_lib.SegmentationError, TypeError, ValueError):
+    bbox = ann.get('bbox') or [0, 0, 0, 0]
+    return float(bbox[2] * bbox[3])
+
+
+def ground_truth_from_dict(data: dict) -> Any:
+  """A pycocotools ``COCO`` from a COCO-format dict (not modified; annotations without ``area``
+  get :func:`annotation_area` in the copy COCOeval uses)."""
+  from pycocotools.coco import COCO
   sizes = {int(image['id']): (int(image['height']), int(image['width']))
            for image in data.get('images', [])}
-  for ann in data.get('annotations', []):
-    if 'area' in ann:
-      continue
-    try:
-      h, w = sizes[int(ann['image_id'])]
-      ann['area'] = float(mask_util.area(mask_lib.segmentation_to_rle(ann['segmentation'], h, w)))
-    except (KeyError, mask_lib.SegmentationError):
-      bbox = ann.get('bbox', [0, 0, 0, 0])
-      ann['area'] = float(bbox[2] * bbox[3])
+  annotations = data.get('annotations', [])
+  if any('area' not in ann for ann in annotations):
+    annotations = [ann if 'area' in ann else
+                   dict(ann, area=annotation_area(ann, *sizes.get(int(ann['image_id']),
+                                                                  (None, None))))
+                   for ann in annotations]
+    data = dict(data, annotations=annotations)
   gt = COCO()
   gt.dataset = data
   _quiet(gt.createIndex)
