@@ -6,7 +6,7 @@
   # any COCO-format dataset, a prepared TFDS split, or the synthetic shapes (made if absent)
   python evaluate.py --config yolact_base --weights w.pth --ann_file a.json --image_dir imgs/
   python evaluate.py --config yolact_cpu --weights runs/demo --tfds_dir tfds/coco_format_instances/synthetic/1.0.0
-  python evaluate.py --config configs/yolact_cpu.py --weights runs/demo --synthetic data_cache/synthetic
+  python evaluate.py --config configs/yolact_cpu.py --weights runs/demo --synthetic data/synthetic
   # score existing results files (the original's names, or scripts/predict.py's --coco_json)
   python evaluate.py --config yolact_base --results_only results/bbox_detections.json,results/mask_detections.json
   # time inference the way the original's --benchmark does (no mAP)
@@ -35,7 +35,7 @@ import json
 import os
 import sys
 
-DEFAULT_SYNTHETIC_DIR = os.path.join('data_cache', 'synthetic')
+DEFAULT_SYNTHETIC_DIR = os.path.join('data', 'synthetic')
 SYNTHETIC_DATASET_NAME = 'synthetic shapes'  # cfg.dataset.name of the synthetic-class presets
 
 

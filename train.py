@@ -78,8 +78,10 @@ def build_sources(cfg, args):
     directory = kind[len('tfds:'):]
     train = loader.open_tfds_source(directory, 'train')
     try:
-      val_source = loader.open_tfds_source(directory, 'val', keep='with_annotations')
-    except Exception:  # a dataset prepared without a val split
+      val_source = loader.open_tfds_source(directory, 'validation', keep='with_annotations')
+    except (KeyError, ValueError, FileNotFoundError) as e:
+      logging.warning('no validation split in %s (%s): training without validation',
+                      directory, e)
       val_source = None
     return train, val_source, None
   else:

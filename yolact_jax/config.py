@@ -135,6 +135,7 @@ class AugmentConfig:
 class TrainConfig:
   """Optimiser, schedule and batch (values for batch 8; autoscaled for other sizes)."""
   batch_size: int = 8  # images per step (the original's --batch_size).
+  optimizer: str = 'sgd'  # 'sgd' (the original: momentum SGD) or 'adam' (CPU demo; not original).
   lr: float = 1e-3  # base learning rate.
   momentum: float = 0.9  # SGD momentum.
   decay: float = 5e-4  # weight decay added to every parameter's gradient (coupled, as torch).
@@ -408,6 +409,8 @@ def validate(cfg: YolactConfig) -> None:
   if len(b.pred_scales) != cfg.num_levels or len(b.pred_aspect_ratios) != cfg.num_levels:
     raise ConfigError(f'backbone.pred_scales/pred_aspect_ratios need one entry per level '
                       f'({cfg.num_levels}), got {len(b.pred_scales)}/{len(b.pred_aspect_ratios)}')
+  if cfg.train.optimizer not in ('sgd', 'adam'):
+    raise ConfigError(f"train.optimizer must be 'sgd' or 'adam', got {cfg.train.optimizer!r}")
   if cfg.detect.nms not in ('fast', 'cross_class', 'standard'):
     raise ConfigError(f"detect.nms must be 'fast', 'cross_class' or 'standard', got "
                       f'{cfg.detect.nms!r}')
