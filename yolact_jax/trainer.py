@@ -260,18 +260,29 @@ def _scalars(tree: dict) -> dict:
 
 def load_variables_from_run(workdir: str | os.PathLike, cfg: YolactConfig,
                             step: int | None = None) -> dict:
-  """Params and batch stats of a run's newest (or given) checkpoint."""
+  """Params and batch stats of a run's newest (or given) checkpoint.
+
+  The state is restored from its own stored metadata, so this works whatever optimiser the run
+  used; only the variables are checked against ``cfg``'s model.
+  """
+  from yolact_jax.checkpoint import convert
   directory = pathlib.Path(workdir) / 'checkpoints'
   manager = ocp.CheckpointManager(directory.absolute(),
                                   options=ocp.CheckpointManagerOptions(read_only=True))
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'no checkpoint in {directory}')
-  freeze_bn = ts.uses_frozen_bn(cfg)
-  model = Yolact(cfg, freeze_bn=freeze_bn)
-  tx = ts.make_optimizer(cfg, _abstract_params(cfg), freeze_bn)
-  abstract = _abstract_state(cfg, model, tx)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract)))
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   manager.close()
-  return jax.device_get(state_variables(restored['state']))
+  state = restored['state']
+  variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
+  expected = convert.abstract_variables(cfg)
+  got = jax.tree_util.tree_map(lambda x: tuple(x.shape), variables)
+  want = jax.tree_util.tree_map(lambda x: tuple(x.shape),
+                                {'params': expected['params'],
+                                 'batch_stats': expected['batch_stats']})
+  if got != want:
+    raise convert.CheckpointError(
+        f'the checkpoint in {directory} (step {step}) does not fit preset {cfg.name!r}: '
+        f'different variable shapes (was it trained with other --config overrides?)')
+  return jax.tree_util.tree_map(np.asarray, variables)
