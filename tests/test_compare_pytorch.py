@@ -1,0 +1,523 @@
+"""scripts/compare_pytorch.py without the original: its shims, matching and reporting logic on
+synthetic inputs, and one whole run against a FAKE checkout.
+
+The fake checkout (written to a temporary folder below) has the original's module layout and its
+import-time hazards (``torch.cuda.current_device()``, ``import torchvision``, a TorchScript FPN,
+``np.float``), but computes yolact-jax's own outputs plus small noise: it tests the glue, not the
+original. It contains no code of the original.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+
+from scripts import compare_pytorch as cmp  # noqa: E402
+from yolact_jax.checkpoint.convert import expected_state_dict_shapes  # noqa: E402
+from yolact_jax.config import get_config  # noqa: E402
+
+NUMPY_ALIASES_MISSING = [n for n in cmp.NUMPY_LEGACY_ALIASES if n not in np.__dict__]
+
+# ---------------------------------------------------------------------------------------------
+# Shims
+
+
+def test_cuda_shim_makes_current_device_harmless_and_restores():
+  if torch.cuda.is_available():
+    pytest.skip('CUDA present: the shim is a no-op')
+  with pytest.raises((AssertionError, RuntimeError)):
+    torch.cuda.current_device()
+  before = torch.cuda.current_device
+  with cmp.cuda_calls_for_cpu(torch):
+    assert torch.cuda.current_device() == 0
+    torch.cuda.synchronize()  # a no-op
+  assert torch.cuda.current_device is before
+  with pytest.raises((AssertionError, RuntimeError)):
+    torch.cuda.current_device()
+
+
+def test_torchvision_stub_serves_imports_and_is_removed():
+  if cmp.module_available('torchvision'):
+    pytest.skip('torchvision installed: no stub needed')
+  with cmp.stub_missing_module('torchvision') as stubbed:
+    assert stubbed
+    import torchvision  # noqa: F401
+    from torchvision.models.resnet import Bottleneck
+    from torchvision import transforms, ops  # noqa: F401
+    assert torchvision.models.resnet.Bottleneck is Bottleneck
+    with pytest.raises(cmp.PlaceholderError, match='placeholder'):
+      Bottleneck(64, 16)
+  assert not any(n == 'torchvision' or n.startswith('torchvision.') for n in sys.modules)
+  with pytest.raises(ImportError):
+    import torchvision  # noqa: F401,F811
+
+
+def test_stub_is_not_used_for_an_installed_module():
+  with cmp.stub_missing_module('json') as stubbed:
+    assert not stubbed
+    assert not getattr(sys.modules['json'], '__is_stub__', False)
+
+
+def test_torchscript_shim_gives_plain_modules_and_restores():
+  script_module, script_method = torch.jit.ScriptModule, torch.jit.script_method
+  with cmp.plain_torchscript_classes(torch):
+    class Block(torch.jit.ScriptModule):
+      @torch.jit.script_method
+      def forward(self, x):
+        return x * 2 + float(np.sum([1]))  # not scriptable: fine on a plain module
+
+  assert not issubclass(Block, script_module) and issubclass(Block, torch.nn.Module)
+  assert float(Block()(torch.ones(1))) == 3.0
+  assert torch.jit.ScriptModule is script_module and torch.jit.script_method is script_method
+
+
+def test_numpy_aliases_only_where_missing_and_restored():
+  missing = [n for n in cmp.NUMPY_LEGACY_ALIASES if n not in np.__dict__]
+  with cmp.numpy_legacy_aliases():
+    assert np.float is float and np.int is int
+    assert np.zeros(2, np.float).dtype == np.float64
+  for name in missing:
+    assert name not in np.__dict__
+
+
+def test_torch_load_defaults_to_cpu_and_restores(tmp_path):
+  if torch.cuda.is_available():
+    pytest.skip('CUDA present: the shim is a no-op')
+  path = tmp_path / 'w.pth'
+  torch.save({'a': torch.ones(2)}, path)
+  original = torch.load
+  seen = []
+  with cmp.patched_attributes(torch, {'load': lambda *a, **k: seen.append(k)}):
+    with cmp.torch_load_on_cpu(torch):
+      torch.load(path)
+      torch.load(path, map_location='meta')  # an explicit map_location is kept
+  assert seen == [{'map_location': 'cpu'}, {'map_location': 'meta'}]
+  with cmp.torch_load_on_cpu(torch):
+    assert float(torch.load(path)['a'].sum()) == 2.0
+  assert torch.load is original
+
+
+def test_patched_attributes_deletes_what_did_not_exist():
+  import types
+  module = types.ModuleType('m')
+  with cmp.patched_attributes(module, {'x': 1}):
+    assert module.x == 1
+  assert not hasattr(module, 'x')
+
+
+def test_conflicting_modules_are_reported(tmp_path, monkeypatch):
+  import types
+  fake = types.ModuleType('utils')
+  fake.__file__ = '/somewhere/else/utils/__init__.py'
+  monkeypatch.setitem(sys.modules, 'utils', fake)
+  assert cmp.conflicting_modules(tmp_path) == ['utils (/somewhere/else/utils/__init__.py)']
+
+
+def test_import_original_rejects_a_folder_that_is_not_a_checkout(tmp_path):
+  with pytest.raises(FileNotFoundError, match='dbolya/yolact checkout'):
+    cmp.import_original(tmp_path, torch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output capture and result conversion
+
+
+class FakeDetect:
+  def __init__(self):
+    self.use_fast_nms = False
+    self.calls = 0
+
+  def __call__(self, predictions, net=None):
+    self.calls += 1
+    return ['detections']
+
+
+def test_output_capture_records_bypasses_and_forwards_settings():
+  net = torch.nn.Module()
+  net.detect = FakeDetect()
+  inner = net.detect
+  capture = cmp.install_output_capture(net)
+  assert net.detect is capture
+  preds = {'loc': torch.ones(1, 3, 4), 'note': 'not a tensor'}
+  assert net.detect(preds, net) == ['detections'] and capture.outputs is None
+  capture.record = True
+  net.detect(preds, net)
+  preds['loc'] += 1  # the record is a copy
+  assert float(capture.outputs['loc'].sum()) == 12.0 and 'note' not in capture.outputs
+  capture.bypass = True
+  assert net.detect(preds) is preds and inner.calls == 2
+  capture.use_fast_nms = True  # forwarded to the real Detect
+  assert inner.use_fast_nms and capture.use_fast_nms
+
+
+def test_output_capture_replaces_a_detect_module():
+  net = torch.nn.Module()
+  net.detect = torch.nn.Identity()
+  capture = cmp.install_output_capture(net)
+  assert net.detect is capture and 'detect' not in net._modules
+
+
+def test_original_result_handles_detections_and_empty_images():
+  res = cmp.original_result(torch.tensor([3, 1]), torch.tensor([0.9, 0.5]),
+                            torch.tensor([[0, 0, 4, 4], [1, 1, 2, 3]]),
+                            torch.zeros(2, 5, 6).index_fill_(1, torch.tensor([2]), 1.0), 5, 6)
+  assert res['classes'].tolist() == [3, 1] and res['boxes'].shape == (2, 4)
+  assert res['masks'].dtype == np.uint8 and res['masks'].sum() == 12
+  empty = cmp.original_result(*[torch.Tensor()] * 4, 5, 6)
+  assert empty['masks'].shape == (0, 5, 6) and empty['boxes'].shape == (0, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison logic
+
+
+def detections(boxes, classes, scores, h=20, w=20):
+  masks = np.zeros((len(boxes), h, w), np.uint8)
+  for k, (x1, y1, x2, y2) in enumerate(boxes):
+    masks[k, y1:y2, x1:x2] = 1
+  return {'boxes': np.asarray(boxes, np.int64).reshape(-1, 4), 'classes': np.asarray(classes),
+          'scores': np.asarray(scores, np.float32), 'masks': masks}
+
+
+def test_box_iou_matrix():
+  iou = cmp.box_iou_matrix([[0, 0, 10, 10], [0, 0, 0, 0]], [[0, 0, 10, 10], [5, 0, 15, 10],
+                                                            [20, 20, 30, 30]])
+  np.testing.assert_allclose(iou, [[1, 50 / 150, 0], [0, 0, 0]])
+  assert cmp.box_iou_matrix(np.zeros((0, 4)), [[0, 0, 1, 1]]).shape == (0, 1)
+
+
+def test_mask_iou():
+  a = np.zeros((4, 4), bool)
+  a[:2] = True
+  b = np.zeros((4, 4), bool)
+  b[1:3] = True
+  assert cmp.mask_iou(a, b) == pytest.approx(4 / 12)
+  assert cmp.mask_iou(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
+
+
+def test_matching_needs_the_same_class_and_enough_iou():
+  ours = detections([[0, 0, 10, 10], [10, 10, 20, 20], [0, 0, 5, 5]], [1, 2, 3], [0.9, 0.8, 0.7])
+  theirs = detections([[10, 10, 20, 19], [0, 0, 10, 10], [0, 0, 5, 5]], [2, 1, 4],
+                      [0.8, 0.9, 0.7])
+  pairs = cmp.match_detections(ours, theirs, iou_thresh=0.85)
+  assert [(i, j) for i, j, _ in pairs] == [(0, 1), (1, 0)]  # (2, 2) differ in class
+  assert pairs[1][2] == pytest.approx(0.9)
+  assert cmp.match_detections(ours, theirs, iou_thresh=0.95) == [(0, 1, 1.0)]
+
+
+def test_matching_is_one_to_one_in_score_order():
+  ours = detections([[0, 0, 10, 10], [0, 0, 10, 9]], [1, 1], [0.5, 0.9])
+  theirs = detections([[0, 0, 10, 10]], [1], [0.9])
+  pairs = cmp.match_detections(ours, theirs, iou_thresh=0.5)
+  assert [(i, j) for i, j, _ in pairs] == [(1, 0)]  # the higher-scored one takes it
+
+
+def test_compare_detections_counts_agreement_and_mask_iou():
+  ours = detections([[0, 0, 10, 10], [10, 10, 20, 20]], [1, 2], [0.9, 0.8])
+  theirs = detections([[0, 0, 10, 10], [10, 10, 20, 20], [0, 10, 5, 20]], [1, 2, 0],
+                      [0.91, 0.8, 0.1])
+  theirs['masks'][1, 10, 10:20] = 0  # one row of the second mask differs
+  r = cmp.compare_detections(ours, theirs, 0.9)
+  assert (r['num_ours'], r['num_original'], r['matched']) == (2, 3, 2)
+  assert r['agreement'] == pytest.approx(2 / 3)
+  assert r['score_abs_diff_max'] == pytest.approx(0.01, abs=1e-6)
+  assert r['mask_iou_min'] == pytest.approx(0.9) and r['mask_iou_mean'] == pytest.approx(0.95)
+  assert r['mask_iou_over_0_99'] == 0.5
+  none = cmp.compare_detections(detections([], [], []), detections([], [], []), 0.9)
+  assert none['agreement'] == 1.0 and none['mask_iou_mean'] is None
+  total = cmp.summarize_detection_comparison([r, none])
+  assert (total['images'], total['num_ours'], total['num_original'], total['matched']) == \
+      (2, 2, 3, 2)
+  assert total['mask_iou_mean'] == pytest.approx(0.95) and total['mask_iou_min'] == 0.9
+
+
+def test_raw_output_diff_from_our_outputs_plus_noise():
+  rng = np.random.default_rng(0)
+  ours = {k: rng.normal(size=(2, 30, 4)).astype(np.float32) for k in ('loc', 'mask')}
+  theirs = {k: v + rng.uniform(-1e-4, 1e-4, v.shape) for k, v in ours.items()}
+  theirs['mask'][1, 7, 2] += 0.01
+  report = cmp.raw_output_diff(ours, theirs, keys=('loc', 'mask', 'proto'))
+  assert report['loc']['max_abs'] <= 1e-4 and report['loc']['within_reference_tolerance']
+  assert report['mask']['max_abs'] == pytest.approx(0.01, rel=0.02)
+  assert not report['mask']['within_reference_tolerance']
+  assert report['proto'] == {'missing': ['ours', 'original']}
+  bad = cmp.raw_output_diff({'loc': np.zeros((1, 2))}, {'loc': np.zeros((2, 1))}, keys=('loc',))
+  assert bad['loc']['error'] == 'shape mismatch'
+  merged = cmp.merge_raw_diffs([report, cmp.raw_output_diff(ours, ours, ('loc', 'mask', 'proto'))])
+  assert merged['mask']['max_abs'] == report['mask']['max_abs']
+  assert merged['loc']['mean_abs'] == pytest.approx(report['loc']['mean_abs'] / 2)
+  assert merged['loc']['batches'] == 2 and not merged['mask']['within_reference_tolerance']
+
+
+def test_time_batches_cycles_and_speed_summary():
+  seen = []
+  times = cmp.time_batches(seen.append, num_batches=3, warmup=2, repeats=4)
+  assert seen == [0, 1, 2, 0, 1, 2] and len(times) == 4 and all(t >= 0 for t in times)
+  s = cmp.speed_summary({'end_to_end': [0.1, 0.1, 0.1]}, {'end_to_end': [0.3, 0.3, 0.3]}, 2)
+  assert s['speedup']['end_to_end'] == pytest.approx(3.0)
+  assert s['ours']['end_to_end']['images_per_s'] == pytest.approx(20.0)
+
+
+def test_seeded_images_and_batches():
+  images = cmp.seeded_images(3, seed=1)
+  assert [i.shape[:2] for i in images] == list(cmp.SEEDED_IMAGE_SIZES[:3])
+  np.testing.assert_array_equal(images[0], cmp.seeded_images(1, seed=1)[0])
+  batches, canvas = cmp.make_batches(images, batch_size=2)
+  assert canvas == (640, 640) and [b[2] for b in batches] == [2, 1]
+  assert batches[1][1].tolist() == [[427, 640], [480, 640]]  # filled by cycling
+
+
+def test_list_images(tmp_path):
+  (tmp_path / 'b.jpg').write_bytes(b'')
+  (tmp_path / 'a.png').write_bytes(b'')
+  (tmp_path / 'notes.txt').write_text('')
+  assert [p.name for p in cmp.list_images([str(tmp_path)])] == ['a.png', 'b.jpg']
+  with pytest.raises(FileNotFoundError):
+    cmp.list_images([str(tmp_path / 'missing.jpg')])
+
+
+def test_random_variables_have_nontrivial_batchnorm_and_convert():
+  cfg = get_config('yolact_tiny')
+  x = np.random.default_rng(0).normal(size=(2, cfg.max_size, cfg.max_size, 3)).astype(np.float32)
+  variables = cmp.random_variables(cfg, 3, x)
+  bn = variables['batch_stats']['backbone']['bn1']
+  assert np.abs(bn['mean']).max() > 1e-3 and np.abs(bn['var'] - 1).max() > 1e-2
+  assert (np.asarray(bn['var']) > 0).all()
+  scale = variables['params']['backbone']['bn1']['scale']
+  assert np.abs(scale - 1).max() > 1e-2
+  state = cmp.to_torch_state_dict(variables, torch)
+  expected = expected_state_dict_shapes(cfg)
+  assert list(state) == list(expected)
+  assert all(tuple(state[k].shape) == shape for k, shape in expected.items())
+  again = cmp.random_variables(cfg, 3, x)
+  np.testing.assert_array_equal(again['batch_stats']['backbone']['bn1']['var'], bn['var'])
+
+
+def test_markdown_report_has_every_table():
+  report = {
+      'date_utc': 'now', 'machine': {'cpu_model': 'cpu', 'load_average': [1, 1, 1],
+                                     'torch': 't', 'jax': 'j'},
+      'settings': {'config': 'yolact_tiny', 'weights': 'w', 'inputs': 'i', 'batch_size': 1,
+                   'device': 'cpu', 'threads': 2, 'nms': 'fast', 'match_iou': 0.9,
+                   'yolact_repo': '/r', 'original_commit': None},
+      'raw_outputs': {'loc': {'shape': [1, 2, 4], 'max_abs': 1e-6, 'mean_abs': 1e-7,
+                              'max_abs_value': 3.0, 'within_reference_tolerance': True}},
+      'detections': {'total': {'images': 1, 'num_ours': 3, 'num_original': 3, 'matched': 3,
+                               'agreement': 1.0, 'mask_iou_mean': 0.999, 'mask_iou_min': 0.99,
+                               'score_abs_diff_max': 1e-6}},
+      'speed': cmp.speed_summary({'network': [0.1], 'end_to_end': [0.2]},
+                                 {'network': [0.2], 'end_to_end': [0.3]}, 1)
+      | {'ours_compile_s': 3.0}}
+  text = cmp.markdown_report(report)
+  for part in ('## Raw head outputs', '| loc | 1x2x4 | 1e-06', '## Detections', '100.00%',
+               '## Speed', '| end_to_end | 200.0', '1.50x', 'compile time'):
+    assert part in text, part
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole run against a fake checkout
+
+FAKE_NOISE = 1e-6
+
+FAKE_FILES = {
+    'data/__init__.py': 'from .config import cfg, set_cfg\n',
+    'data/config.py': '''
+        import types
+        cfg = types.SimpleNamespace(name=None, mask_proto_debug=True)
+
+        def set_cfg(config_name):
+            if not config_name.endswith('_config'):
+                raise ValueError(config_name)
+            cfg.name = config_name[:-len('_config')]
+        ''',
+    'layers/__init__.py': 'from .detection import Detect\n',
+    'layers/detection.py': '''
+        import jax
+        import numpy as np
+        import torch
+        from yolact_jax.detect import detect, detect_kwargs
+
+        class Detect(object):
+            def __init__(self, jax_cfg):
+                self.jax_cfg = jax_cfg
+                self.use_fast_nms = False
+                self.use_cross_class_nms = False
+
+            def __call__(self, predictions, net):
+                nms = ('cross_class' if self.use_cross_class_nms else
+                       'fast' if self.use_fast_nms else 'standard')
+                kw = dict(detect_kwargs(self.jax_cfg), nms=nms)
+                p = {k: v.numpy() for k, v in predictions.items()}
+                d = jax.device_get(detect(p['loc'], p['conf'], p['mask'], p['priors'], **kw))
+                out = []
+                for b in range(d['valid'].shape[0]):
+                    n = int(d['num_detections'][b])
+                    out.append({'detection': {
+                        'box': torch.tensor(d['boxes'][b, :n]),
+                        'class': torch.tensor(d['classes'][b, :n]).long(),
+                        'score': torch.tensor(d['scores'][b, :n]),
+                        'mask': torch.tensor(d['coefs'][b, :n]),
+                        'proto': predictions['proto'][b]}, 'net': net})
+                return out
+        ''',
+    'layers/output_utils.py': '''
+        import jax
+        import numpy as np
+        import torch
+        from yolact_jax.postprocess import postprocess as jax_postprocess
+
+        def postprocess(det_output, w, h, batch_idx=0, interpolation_mode='bilinear',
+                        visualize_lincomb=False, crop_masks=True, score_threshold=0):
+            dets = det_output[batch_idx]['detection']
+            n = dets['score'].shape[0]
+            if n == 0:
+                return [torch.Tensor()] * 4
+            d = {'boxes': dets['box'].numpy()[None], 'coefs': dets['mask'].numpy()[None],
+                 'classes': dets['class'].numpy()[None], 'scores': dets['score'].numpy()[None],
+                 'valid': np.ones((1, n), bool), 'num_detections': np.array([n])}
+            res = jax.device_get(jax_postprocess(d, dets['proto'].numpy()[None],
+                                                 np.array([[h, w]]), (h, w)))
+            return (dets['class'], dets['score'], torch.tensor(res['boxes_px'][0]).long(),
+                    torch.tensor(res['masks'][0].astype(np.float32)))
+        ''',
+    'yolact.py': '''
+        """Test fixture standing in for the original's yolact.py (see test_compare_pytorch.py)."""
+        import numpy as np
+        import torch, torchvision
+        import torch.nn as nn
+        from torchvision.models.resnet import Bottleneck  # imported, never used
+
+        from data.config import cfg
+        from layers import Detect
+
+        torch.cuda.current_device()
+        LEGACY_FLOAT = np.float
+        use_jit = torch.cuda.device_count() <= 1
+        ScriptModuleWrapper = torch.jit.ScriptModule if use_jit else nn.Module
+        script_method_wrapper = torch.jit.script_method if use_jit else (lambda fn, _rcn=None: fn)
+        NOISE = {noise}
+
+
+        class FPN(ScriptModuleWrapper):
+            @script_method_wrapper
+            def forward(self, x):
+                return x
+
+
+        class Yolact(nn.Module):
+            def __init__(self):
+                super().__init__()
+                from yolact_jax.config import get_config
+                self.jax_cfg = get_config(cfg.name)
+                self.fpn = FPN()
+                self.detect = Detect(self.jax_cfg)
+                self.variables = None
+
+            def load_state_dict(self, state_dict, strict=True, assign=False):
+                from yolact_jax.checkpoint.convert import state_dict_to_variables
+                self.variables = state_dict_to_variables(
+                    {k: v.numpy() for k, v in state_dict.items()}, self.jax_cfg)
+
+            def load_weights(self, path):
+                self.load_state_dict(torch.load(path))
+
+            def forward(self, x):
+                import jax
+                from yolact_jax.anchors import make_priors
+                from yolact_jax.model.yolact import Yolact as Network
+                out = jax.device_get(Network(self.jax_cfg).apply(
+                    self.variables, x.numpy().transpose(0, 2, 3, 1), train=False))
+                rng = np.random.default_rng(0)
+                noisy = lambda a: torch.from_numpy(
+                    (a + rng.uniform(-NOISE, NOISE, a.shape)).astype(np.float32))
+                preds = {'loc': noisy(out['loc']), 'mask': noisy(out['mask']),
+                          'conf': torch.softmax(torch.tensor(out['conf']), -1),
+                          'priors': torch.tensor(make_priors(self.jax_cfg)),
+                          'proto': noisy(out['proto'])}
+                return self.detect(preds, self)
+        '''.replace('{noise}', repr(FAKE_NOISE)),
+}
+
+
+@pytest.fixture
+def fake_checkout(tmp_path):
+  repo = tmp_path / 'fake_yolact'
+  for name, text in FAKE_FILES.items():
+    path = repo / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+  yield repo
+  for name in cmp.ORIGINAL_MODULES:
+    for key in [k for k in sys.modules if k == name or k.startswith(name + '.')]:
+      if str(repo) in str(getattr(sys.modules[key], '__file__', '')):
+        del sys.modules[key]
+  if str(repo) in sys.path:
+    sys.path.remove(str(repo))
+
+
+def test_whole_run_against_a_fake_checkout(fake_checkout, tmp_path):
+  out = tmp_path / 'compare.json'
+  report = cmp.main(['--yolact-repo', str(fake_checkout), '--config', 'yolact_tiny',
+                     '--random-weights', '0', '--num-images', '3', '--batch-size', '2',
+                     '--warmup', '1', '--repeats', '2', '--match-iou', '0.9',
+                     '--out', str(out)])
+  assert json.loads(out.read_text()) == json.loads(json.dumps(report, default=float))
+  assert '## Speed' in out.with_suffix('.md').read_text()
+
+  s = report['settings']
+  assert s['original_commit'] is None and s['batch_size'] == 2 and s['nms'] == 'fast'
+  original_detect = s['detect_settings']['original']
+  assert original_detect['use_fast_nms'] and not original_detect['use_cross_class_nms']
+  assert s['detect_settings']['ours']['nms'] == 'fast'
+  if not torch.cuda.is_available():
+    assert s['shims']['cuda_calls_for_cpu']
+  raw = report['raw_outputs']
+  assert set(raw) == set(cmp.RAW_KEYS)
+  for key in ('loc', 'mask', 'proto'):  # the fake adds uniform noise of FAKE_NOISE
+    bound = FAKE_NOISE + 1e-5  # + float32 noise (the fake runs the network un-jitted)
+    assert 0 < raw[key]['max_abs'] <= bound, (key, raw[key])
+    assert raw[key]['batches'] == 2 and raw[key]['within_reference_tolerance']
+  assert raw['conf']['max_abs'] < 1e-6 and raw['priors']['max_abs'] == 0.0
+
+  det = report['detections']
+  assert det['total']['images'] == 3 and len(det['per_image']) == 3
+  assert det['total']['num_ours'] > 0
+  assert det['total']['agreement'] >= 0.95
+  assert det['total']['mask_iou_mean'] >= 0.99
+  assert [e['image_hw'] for e in det['per_image']] == [list(s) for s in
+                                                       cmp.SEEDED_IMAGE_SIZES[:3]]
+
+  speed = report['speed']
+  for side in ('ours', 'original'):
+    for stage in ('network', 'end_to_end'):
+      t = speed[side][stage]
+      assert t['runs'] == 2 and t['median_ms'] > 0 and t['images_per_s'] > 0
+  assert speed['speedup']['end_to_end'] > 0 and speed['ours_compile_s'] > 0
+  # the fake's stand-ins are gone again
+  assert not any(n == 'torchvision' or n.startswith('torchvision.') for n in sys.modules
+                 if getattr(sys.modules[n], '__is_stub__', False))
+  assert all(name not in np.__dict__ for name in NUMPY_ALIASES_MISSING)
+
+
+def test_whole_run_with_a_checkpoint_file(fake_checkout, tmp_path):
+  """--weights: the original loads it with its own load_weights, ours through the converter."""
+  from yolact_jax.checkpoint.convert import save_pth
+  cfg = get_config('yolact_tiny')
+  x = np.random.default_rng(1).normal(size=(1, cfg.max_size, cfg.max_size, 3)).astype(np.float32)
+  from yolact_jax.checkpoint.convert import variables_to_state_dict
+  weights = tmp_path / 'tiny.pth'
+  save_pth(variables_to_state_dict(cmp.random_variables(cfg, 5, x)), weights)
+  report = cmp.main(['--yolact-repo', str(fake_checkout), '--config', 'yolact_tiny',
+                     '--weights', str(weights), '--num-images', '1', '--skip-speed',
+                     '--nms', 'standard', '--out', str(tmp_path / 'c.json')])
+  assert report['settings']['weights'] == str(weights)
+  loc = report['raw_outputs']['loc']
+  assert loc['max_abs'] <= FAKE_NOISE + 1e-5
+  assert report['detections']['total']['agreement'] >= 0.95
+  assert set(report['speed']) == {'ours_compile_s'}
