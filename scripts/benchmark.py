@@ -41,6 +41,8 @@ Sections (``--only``)
                ``peak_bytes_in_use`` after the runs (a process-wide high-water mark); on every
                backend the compiled executable's ``memory_analysis()`` (argument + output + temp
                - alias bytes: what the program needs resident) and the process max RSS.
+``convgrad``   (opt-in) forward, input-gradient and weight-gradient time of the network's
+               typical convolutions, each alone: where a train step's time goes.
 ``flops``      XLA's cost analysis (``compiled.cost_analysis()['flops']``) of each timed
                program, achieved FLOP/s = flops / median time, and the fraction of the device's
                peak. Convention: one multiply-add = 2 FLOPs (XLA counts it so; a 64x64 @ 64x64
@@ -88,7 +90,18 @@ from yolact_jax.model.yolact import Yolact  # noqa: E402
 from yolact_jax.postprocess import postprocess  # noqa: E402
 from yolact_jax.predict import InferenceProgram  # noqa: E402
 
-SECTIONS = ('inference', 'nms', 'train', 'flops')
+SECTIONS = ('inference', 'nms', 'train', 'flops', 'convgrad')
+DEFAULT_SECTIONS = ('inference', 'nms', 'train', 'flops')
+
+# Representative convolutions of yolact_resnet50 / yolact_base at 550 px (per image):
+# (name, input h=w, in channels, out channels, kernel, stride).
+CONVGRAD_CASES = (
+    ('stem 7x7/2 3->64', 550, 3, 64, 7, 2),
+    ('layer1 3x3 64->64', 138, 64, 64, 3, 1),
+    ('layer2 downsample 1x1/2 256->512', 138, 256, 512, 1, 2),
+    ('FPN/ProtoNet 3x3 256->256 @P3', 69, 256, 256, 3, 1),
+    ('ProtoNet 3x3 256->256 after x2 upsample', 138, 256, 256, 3, 1),
+)
 MIN_TIMED_RUNS = 3
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -180,8 +193,8 @@ def device_peak_tflops(device_kind: str, platform_name: str, dtype: str,
       return None, 'unknown CPU clock'
     return gflops / 1e3, (
         f'estimate: {cores} cores x {cpu.get("mhz"):.0f} MHz (/proc/cpuinfo, not the boost clock)'
-        f' x {per_cycle} fp32 FLOPs/cycle (2 FMA pipes x lanes x 2); the same figure for '
-        'bfloat16 (XLA on CPU computes bf16 convolutions in fp32)')
+        f' x {per_cycle} fp32 FLOPs/cycle (2 FMA pipes x lanes x 2); the same figure is '
+        'assumed for bfloat16 (no bf16 speed-up on XLA:CPU)')
   for needle, peaks in GPU_PEAK_TFLOPS:
     if needle.lower() in device_kind.lower():
       return peaks.get(dtype), (f'{needle} data sheet, dense {dtype} '
@@ -693,6 +706,39 @@ def run_flops(results: dict[str, Any], machine: dict[str, Any], cases: Sequence[
           'peak': peaks, 'rows': rows, 'matmul_probe': probes}
 
 
+def conv_gradient_case(name: str, size: int, cin: int, cout: int, kernel: int, stride: int,
+                       batch: int, dtype: str, opts: TimingOptions) -> dict[str, Any]:
+  """One convolution's forward, input gradient (dx) and weight gradient (dw), each jitted."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), DTYPES[dtype])
+  w = jnp.asarray(rng.standard_normal((kernel, kernel, cin, cout)) * 0.02, DTYPES[dtype])
+  pad = ((kernel // 2, kernel // 2),) * 2
+
+  def conv(x, w):
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), pad,
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  dy = jnp.ones(jax.eval_shape(conv, x, w).shape, DTYPES[dtype])
+  programs = {'forward': (jax.jit(conv), (x, w)),
+              'input_gradient': (jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]),
+                                 (x, w, dy)),
+              'weight_gradient': (jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]),
+                                  (x, w, dy))}
+  stages = [measure_stage(stage, fn, args, opts)[0] for stage, (fn, args) in programs.items()]
+  return {'conv': name, 'input_size': size, 'in_channels': cin, 'out_channels': cout,
+          'kernel': kernel, 'stride': stride, 'batch': batch, 'dtype': dtype, 'stages': stages}
+
+
+def run_convgrad(batch: int, dtype: str, opts: TimingOptions, log: Callable) -> list[dict]:
+  """Forward vs gradient cost of the network's typical convolutions: on XLA:CPU some weight
+  gradients run far below the forward's FLOP rate, which dominates the train step."""
+  results = []
+  for case in CONVGRAD_CASES:
+    log(f'convgrad {case[0]} batch {batch} {dtype}')
+    results.append(guarded(lambda: conv_gradient_case(*case, batch, dtype, opts),
+                           {'conv': case[0]}, log))
+  return results
+
+
 def guarded(fn: Callable[[], dict], header: dict, log: Callable) -> dict:
   """``fn()``, or ``header`` with the error when it fails (out of memory, ...): one failed case
   must not lose a long run's other results."""
@@ -789,6 +835,22 @@ def markdown_report(results: dict[str, Any]) -> str:
           f'{mib(s["memory"]["program_total_bytes"])} | {mib(case["device_peak_bytes"])} | '
           f'{mib(case["max_rss_bytes"])} |')
     lines.append('')
+  if results.get('convgrad'):
+    lines += ['## Convolution gradients', '',
+              'Each convolution alone (jitted): forward, input gradient, weight gradient; '
+              'GFLOP/s from XLA\'s cost analysis.', '',
+              '| convolution | input | batch | dtype | forward ms | dx ms | dw ms | dw / forward '
+              '| forward GFLOP/s | dw GFLOP/s |', '|---|---|---|---|---|---|---|---|---|---|']
+    for c in results['convgrad']:
+      if 'error' in c:
+        lines.append(f'| {c["conv"]} | failed: {c["error"][:80]} |')
+        continue
+      f, dx, dw = (_stage(c, n) for n in ('forward', 'input_gradient', 'weight_gradient'))
+      rate = lambda s: '-' if not s['flops'] else f'{s["flops"] / s["median_ms"] / 1e6:.0f}'  # noqa: E731
+      lines.append(f'| {c["conv"]} | {c["input_size"]} | {c["batch"]} | {c["dtype"]} | '
+                   f'{_ms(f)} | {_ms(dx)} | {_ms(dw)} | '
+                   f'{dw["median_ms"] / f["median_ms"]:.1f} | {rate(f)} | {rate(dw)} |')
+    lines.append('')
   if results.get('flops'):
     f = results['flops']
     lines += ['## FLOPs', '', f'Convention: {f["convention"]}.', '']
@@ -849,8 +911,11 @@ def _csv(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--only', default=','.join(SECTIONS),
-                 help=f'comma-separated sections to run, of {",".join(SECTIONS)}')
+  p.add_argument('--only', default=','.join(DEFAULT_SECTIONS),
+                 help=f'comma-separated sections to run, of {",".join(SECTIONS)} (default: all '
+                      'but convgrad)')
+  p.add_argument('--convgrad-batch', type=int, default=2,
+                 help='batch of the convgrad section (the CPU train-step batch)')
   p.add_argument('--grid', choices=('auto', 'cpu', 'full'), default='auto',
                  help="default cases: 'cpu' (a few-core CPU subset), 'full' (every preset x "
                       "batch 1,8 x float32,bfloat16); 'auto' = cpu on a CPU backend, else full")
@@ -960,6 +1025,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                              args.reference_dir or default_reference_dir(), opts, log)
   if 'train' in sections:
     results['train'] = run_train(train_cases, opts, log)
+  if 'convgrad' in sections:
+    results['convgrad'] = run_convgrad(args.convgrad_batch, 'float32', opts, log)
   if 'flops' in sections:
     results['flops'] = run_flops(results, machine, inference_cases, args.peak_tflops, probe,
                                  opts, log)

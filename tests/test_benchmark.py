@@ -209,3 +209,18 @@ def test_machine_slug():
                              'cpu_cores_usable': 2}) == 'cpu-amd-epyc-2c'
   assert bench.machine_slug({'platform': 'gpu',
                              'device_kind': 'NVIDIA H100 80GB HBM3'}) == 'nvidia-h100-80gb-hbm3'
+
+
+def test_convgrad_case_times_forward_and_both_gradients():
+  opts = bench.TimingOptions(warmup=1, repeats=2, max_seconds=10.0)
+  case = bench.conv_gradient_case('tiny 3x3/2', 16, 4, 8, 3, 2, 1, 'float32', opts)
+  assert [s['stage'] for s in case['stages']] == ['forward', 'input_gradient', 'weight_gradient']
+  for stage in case['stages']:
+    check_stage(stage, stage['stage'])
+  report = {'machine': {'date_utc': 'now', 'device_kind': 'cpu', 'platform': 'cpu',
+                        'cpu_model': 'x', 'cpu_cores_usable': 1, 'jax': 'j',
+                        'load_average_start': [1.0, 1.0, 1.0]},
+            'convgrad': [case, {'conv': 'broken', 'error': 'OOM'}]}
+  text = bench.markdown_report(report)
+  assert '## Convolution gradients' in text and '| tiny 3x3/2 | 16 | 1 |' in text
+  assert '| broken | failed: OOM |' in text
