@@ -1,12 +1,11 @@
-"""The CPU demo model on the built-in synthetic shapes dataset.
+"""The CPU demo model on the built-in synthetic shapes dataset (the README's main job).
 
-ResNet with (1, 2, 2, 1) bottleneck blocks at half width, 256 px input, 128-channel FPN and
-ProtoNet: the YOLACT architecture sized for a 2-core machine.
+ResNet bottlenecks (1, 2, 2, 1) at quarter width, 128 px input, 64-channel FPN and ProtoNet:
+the YOLACT architecture sized for a 2-core machine, trained from scratch with Adam.
 
-Train:     python train.py --config configs/yolact_cpu.py [--config.train.batch_size=8 ...]
-Evaluate:  python evaluate.py --config configs/yolact_cpu.py --weights runs/demo
-Convert:   python scripts/convert_weights.py --config yolact_cpu runs/demo weights/yolact_cpu
-
+Demo:      python scripts/demo.py            (dataset + training + evaluation + pictures)
+Train:     python train.py --config configs/yolact_cpu.py --workdir runs/cpu
+Evaluate:  python evaluate.py --config configs/yolact_cpu.py --weights outputs/demo/run --synthetic data/synthetic
 """
 
 from yolact_jax.config import YolactConfig, get_config

@@ -33,9 +33,9 @@ def parse_args(argv=None):
   parser.add_argument('--config', default='yolact_cpu', help='preset or configs/<name>.py')
   parser.add_argument('--out', default='outputs/demo', help='output folder')
   parser.add_argument('--data_dir', default='data/synthetic', help='synthetic dataset folder')
-  parser.add_argument('--num_train', type=int, default=600, help='synthetic train images')
-  parser.add_argument('--num_val', type=int, default=60, help='synthetic val images')
-  parser.add_argument('--image_side', type=int, nargs=2, default=(160, 320),
+  parser.add_argument('--num_train', type=int, default=3000, help='synthetic train images')
+  parser.add_argument('--num_val', type=int, default=100, help='synthetic val images')
+  parser.add_argument('--image_side', type=int, nargs=2, default=(128, 256),
                       help='range of synthetic image sides (pixels)')
   parser.add_argument('--steps', type=int, default=None,
                       help='training iterations (default: the preset max_iter)')
