@@ -16,35 +16,35 @@ import time
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--out', default='data_cache/synthetic', help='output folder')
-    parser.add_argument('--num-train', type=int, default=1000)
-    parser.add_argument('--num-val', type=int, default=200)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--image-hw', type=int, nargs=2, metavar=('H', 'W'),
-                        help='fixed image size (default: each side drawn from --side-range)')
-    parser.add_argument('--side-range', type=int, nargs=2, default=(256, 550),
-                        metavar=('MIN', 'MAX'))
-    parser.add_argument('--max-objects', type=int, default=6)
-    parser.add_argument('--crowd-fraction', type=float, default=0.1)
-    parser.add_argument('--format', choices=['jpg', 'png'], default='jpg')
-    parser.add_argument('--overwrite', action='store_true', help='regenerate even if complete')
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--out', default='data_cache/synthetic', help='output folder')
+  parser.add_argument('--num-train', type=int, default=1000)
+  parser.add_argument('--num-val', type=int, default=200)
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--image-hw', type=int, nargs=2, metavar=('H', 'W'),
+                      help='fixed image size (default: each side drawn from --side-range)')
+  parser.add_argument('--side-range', type=int, nargs=2, default=(256, 550),
+                      metavar=('MIN', 'MAX'))
+  parser.add_argument('--max-objects', type=int, default=6)
+  parser.add_argument('--crowd-fraction', type=float, default=0.1)
+  parser.add_argument('--format', choices=['jpg', 'png'], default='jpg')
+  parser.add_argument('--overwrite', action='store_true', help='regenerate even if complete')
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format='%(message)s')
 
-    from yolact_jax.data.synthetic import generate_synthetic_coco
-    start = time.perf_counter()
-    paths = generate_synthetic_coco(
-        args.out, num_train=args.num_train, num_val=args.num_val, seed=args.seed,
-        image_hw=args.image_hw, side_range=tuple(args.side_range), overwrite=args.overwrite,
-        max_objects=args.max_objects, crowd_fraction=args.crowd_fraction,
-        image_format=args.format)
-    for split, (ann_file, image_dir) in paths.items():
-        print(f'{split}: {ann_file}  images in {image_dir}')
-    print(f'done in {time.perf_counter() - start:.1f} s')
-    return 0
+  from yolact_jax.data.synthetic import generate_synthetic_coco
+  start = time.perf_counter()
+  paths = generate_synthetic_coco(
+      args.out, num_train=args.num_train, num_val=args.num_val, seed=args.seed,
+      image_hw=args.image_hw, side_range=tuple(args.side_range), overwrite=args.overwrite,
+      max_objects=args.max_objects, crowd_fraction=args.crowd_fraction,
+      image_format=args.format)
+  for split, (ann_file, image_dir) in paths.items():
+    print(f'{split}: {ann_file}  images in {image_dir}')
+  print(f'done in {time.perf_counter() - start:.1f} s')
+  return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+  sys.exit(main())

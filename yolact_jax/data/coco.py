@@ -56,67 +56,67 @@ KEEP_CHOICES = ('with_objects', 'with_annotations', 'all')
 
 
 class CocoFormatError(ValueError):
-    """The annotation file is not usable COCO format, or the dataset is empty."""
+  """The annotation file is not usable COCO format, or the dataset is empty."""
 
 
 class BrokenSampleError(RuntimeError):
-    """A sample whose image cannot be read or does not match its annotations."""
+  """A sample whose image cannot be read or does not match its annotations."""
 
-    def __init__(self, file_name: str, reason: str):
-        super().__init__(f'{file_name}: {reason}')
-        self.file_name = file_name
-        self.reason = reason
+  def __init__(self, file_name: str, reason: str):
+    super().__init__(f'{file_name}: {reason}')
+    self.file_name = file_name
+    self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """One defect found while preparing a dataset."""
-    file: str
-    message: str
-    image_id: int | None = None
-    annotation_id: int | None = None
+  """One defect found while preparing a dataset."""
+  file: str
+  message: str
+  image_id: int | None = None
+  annotation_id: int | None = None
 
-    def __str__(self) -> str:
-        where = [self.file]
-        if self.image_id is not None:
-            where.append(f'image {self.image_id}')
-        if self.annotation_id is not None:
-            where.append(f'annotation {self.annotation_id}')
-        return f"{', '.join(where)}: {self.message}"
+  def __str__(self) -> str:
+    where = [self.file]
+    if self.image_id is not None:
+      where.append(f'image {self.image_id}')
+    if self.annotation_id is not None:
+      where.append(f'annotation {self.annotation_id}')
+    return f"{', '.join(where)}: {self.message}"
 
 
 @dataclasses.dataclass(frozen=True)
 class LabelMap:
-    """Category ids <-> contiguous 0-based class indices, and class names.
+  """Category ids <-> contiguous 0-based class indices, and class names.
 
-    Categories are ordered by id. For COCO's 80 categories this is exactly the original's
-    ``COCO_LABEL_MAP`` (minus one); a custom dataset gets its own map the same way.
-    """
-    category_ids: tuple[int, ...]
-    class_names: tuple[str, ...]
+  Categories are ordered by id. For COCO's 80 categories this is exactly the original's
+  ``COCO_LABEL_MAP`` (minus one); a custom dataset gets its own map the same way.
+  """
+  category_ids: tuple[int, ...]
+  class_names: tuple[str, ...]
 
-    @property
-    def id_to_index(self) -> dict[int, int]:
-        """category id -> 0-based class index."""
-        return {cat_id: index for index, cat_id in enumerate(self.category_ids)}
+  @property
+  def id_to_index(self) -> dict[int, int]:
+    """category id -> 0-based class index."""
+    return {cat_id: index for index, cat_id in enumerate(self.category_ids)}
 
-    @property
-    def num_classes(self) -> int:
-        """Number of foreground classes (no background)."""
-        return len(self.category_ids)
+  @property
+  def num_classes(self) -> int:
+    """Number of foreground classes (no background)."""
+    return len(self.category_ids)
 
 
 def build_label_map(categories: Sequence[dict]) -> LabelMap:
-    """Label map from a COCO ``categories`` list (ids sorted ascending, names kept)."""
-    by_id = {int(cat['id']): str(cat.get('name', cat['id'])) for cat in categories}
-    ids = tuple(sorted(by_id))
-    return LabelMap(category_ids=ids, class_names=tuple(by_id[i] for i in ids))
+  """Label map from a COCO ``categories`` list (ids sorted ascending, names kept)."""
+  by_id = {int(cat['id']): str(cat.get('name', cat['id'])) for cat in categories}
+  ids = tuple(sorted(by_id))
+  return LabelMap(category_ids=ids, class_names=tuple(by_id[i] for i in ids))
 
 
 def coco_label_map() -> LabelMap:
-    """The original's COCO label map (80 classes)."""
-    assert all(COCO_LABEL_MAP[c] == i + 1 for i, c in enumerate(COCO_CATEGORY_IDS))
-    return LabelMap(category_ids=tuple(COCO_CATEGORY_IDS), class_names=tuple(COCO_CLASSES))
+  """The original's COCO label map (80 classes)."""
+  assert all(COCO_LABEL_MAP[c] == i + 1 for i, c in enumerate(COCO_CATEGORY_IDS))
+  return LabelMap(category_ids=tuple(COCO_CATEGORY_IDS), class_names=tuple(COCO_CLASSES))
 
 
 _REQUIRED_KEYS = {
@@ -127,357 +127,357 @@ _REQUIRED_KEYS = {
 
 
 def check_coco_structure(data: Any, file: str) -> None:
-    """Raises ``CocoFormatError`` naming ``file`` and the key that is missing or malformed."""
-    if not isinstance(data, dict):
-        raise CocoFormatError(f'{file}: not COCO format: the top level is a '
-                              f'{type(data).__name__}, expected an object with keys '
-                              f'{sorted(_REQUIRED_KEYS)}')
-    for key, item_keys in _REQUIRED_KEYS.items():
-        if key not in data:
-            raise CocoFormatError(f"{file}: not COCO format: missing top-level key '{key}' "
-                                  f'(found keys: {sorted(data)[:10]})')
-        if not isinstance(data[key], list):
-            raise CocoFormatError(f"{file}: not COCO format: '{key}' must be a list, got "
-                                  f'{type(data[key]).__name__}')
-        for position, item in enumerate(data[key]):
-            if not isinstance(item, dict):
-                raise CocoFormatError(f"{file}: not COCO format: {key}[{position}] is a "
-                                      f'{type(item).__name__}, expected an object')
-            missing = [k for k in item_keys if k not in item]
-            if missing:
-                raise CocoFormatError(f"{file}: not COCO format: {key}[{position}] lacks key "
-                                      f"'{missing[0]}' (required: {list(item_keys)})")
+  """Raises ``CocoFormatError`` naming ``file`` and the key that is missing or malformed."""
+  if not isinstance(data, dict):
+    raise CocoFormatError(f'{file}: not COCO format: the top level is a '
+                          f'{type(data).__name__}, expected an object with keys '
+                          f'{sorted(_REQUIRED_KEYS)}')
+  for key, item_keys in _REQUIRED_KEYS.items():
+    if key not in data:
+      raise CocoFormatError(f"{file}: not COCO format: missing top-level key '{key}' "
+                            f'(found keys: {sorted(data)[:10]})')
+    if not isinstance(data[key], list):
+      raise CocoFormatError(f"{file}: not COCO format: '{key}' must be a list, got "
+                            f'{type(data[key]).__name__}')
+    for position, item in enumerate(data[key]):
+      if not isinstance(item, dict):
+        raise CocoFormatError(f"{file}: not COCO format: {key}[{position}] is a "
+                              f'{type(item).__name__}, expected an object')
+      missing = [k for k in item_keys if k not in item]
+      if missing:
+        raise CocoFormatError(f"{file}: not COCO format: {key}[{position}] lacks key "
+                              f"'{missing[0]}' (required: {list(item_keys)})")
 
 
 def load_annotation_file(ann_file: str | os.PathLike) -> dict:
-    """Reads a COCO ``instances_*.json`` and checks its structure.
+  """Reads a COCO ``instances_*.json`` and checks its structure.
 
-    Raises:
-      CocoFormatError: unreadable JSON, or a required key missing (message names file and key).
-      FileNotFoundError: the file does not exist.
-    """
-    ann_file = os.fspath(ann_file)
-    try:
-        with open(ann_file, 'rb') as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise CocoFormatError(f'{ann_file}: not COCO format: invalid JSON ({e})') from e
-    check_coco_structure(data, ann_file)
-    return data
+  Raises:
+    CocoFormatError: unreadable JSON, or a required key missing (message names file and key).
+    FileNotFoundError: the file does not exist.
+  """
+  ann_file = os.fspath(ann_file)
+  try:
+    with open(ann_file, 'rb') as f:
+      data = json.load(f)
+  except json.JSONDecodeError as e:
+    raise CocoFormatError(f'{ann_file}: not COCO format: invalid JSON ({e})') from e
+  check_coco_structure(data, ann_file)
+  return data
 
 
 def resolve_image_path(image_dir: str, file_name: str) -> str:
-    """Image path for a COCO ``file_name``.
+  """Image path for a COCO ``file_name``.
 
-    The original reduces COCO2014-style names ('COCO_train2014_000000000009.jpg') to the part
-    after the last '_'; here that reduced name is used when the full name does not exist.
-    """
-    path = os.path.join(image_dir, file_name)
-    if file_name.startswith('COCO') and not os.path.exists(path):
-        reduced = os.path.join(image_dir, file_name.split('_')[-1])
-        if os.path.exists(reduced):
-            return reduced
-    return path
+  The original reduces COCO2014-style names ('COCO_train2014_000000000009.jpg') to the part
+  after the last '_'; here that reduced name is used when the full name does not exist.
+  """
+  path = os.path.join(image_dir, file_name)
+  if file_name.startswith('COCO') and not os.path.exists(path):
+    reduced = os.path.join(image_dir, file_name.split('_')[-1])
+    if os.path.exists(reduced):
+      return reduced
+  return path
 
 
 def _clip_box(bbox: Any, height: int, width: int) -> tuple[list[float] | None, str | None]:
-    """COCO [x, y, w, h] -> clipped [x, y, w, h] or None, plus a message when it changed."""
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        return None, f'bbox {bbox!r} is not [x, y, w, h]: dropped'
-    try:
-        x, y, w, h = (float(v) for v in bbox)
-    except (TypeError, ValueError):
-        return None, f'bbox {bbox!r} is not numeric: dropped'
-    if not all(math.isfinite(v) for v in (x, y, w, h)):
-        return None, f'bbox {bbox!r} is not finite: dropped'
-    x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-    x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
-    if x2 - x1 <= 0 or y2 - y1 <= 0:
-        why = 'zero-area' if (w <= 0 or h <= 0) else 'outside the image'
-        return None, f'{why} bbox {list(bbox)} in a {width}x{height} image: dropped'
-    clipped = [x1, y1, x2 - x1, y2 - y1]
-    if (x1, y1, x2, y2) != (x, y, x + w, y + h):
-        return clipped, f'bbox {list(bbox)} extends outside the {width}x{height} image: clipped'
-    return clipped, None
+  """COCO [x, y, w, h] -> clipped [x, y, w, h] or None, plus a message when it changed."""
+  if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+    return None, f'bbox {bbox!r} is not [x, y, w, h]: dropped'
+  try:
+    x, y, w, h = (float(v) for v in bbox)
+  except (TypeError, ValueError):
+    return None, f'bbox {bbox!r} is not numeric: dropped'
+  if not all(math.isfinite(v) for v in (x, y, w, h)):
+    return None, f'bbox {bbox!r} is not finite: dropped'
+  x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+  x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+  if x2 - x1 <= 0 or y2 - y1 <= 0:
+    why = 'zero-area' if (w <= 0 or h <= 0) else 'outside the image'
+    return None, f'{why} bbox {list(bbox)} in a {width}x{height} image: dropped'
+  clipped = [x1, y1, x2 - x1, y2 - y1]
+  if (x1, y1, x2, y2) != (x, y, x + w, y + h):
+    return clipped, f'bbox {list(bbox)} extends outside the {width}x{height} image: clipped'
+  return clipped, None
 
 
 def _check_segmentation(segmentation: Any, height: int, width: int) -> tuple[Any, list[str]]:
-    """Cheap checks of a segmentation (no decoding). Returns (usable segmentation or None,
-    messages)."""
-    if segmentation is None or (isinstance(segmentation, (list, tuple)) and not segmentation):
-        return None, ['no segmentation: the filled box is used as mask']
-    if isinstance(segmentation, (list, tuple)):
-        polygons, messages = mask_lib.clean_polygons(segmentation)
-        if not polygons:
-            return None, messages + ['no usable polygon: the filled box is used as mask']
-        return polygons, messages
-    if isinstance(segmentation, dict) and 'counts' in segmentation:
-        size = segmentation.get('size')
-        if size is None or [int(s) for s in size] != [height, width]:
-            return None, [f'RLE size {size} differs from the image size {[height, width]}: the '
-                          'filled box is used as mask']
-        if isinstance(segmentation['counts'], (list, str, bytes)):
-            return segmentation, []
-    return None, [f'unknown segmentation form ({type(segmentation).__name__}): the filled box is '
-                  'used as mask']
+  """Cheap checks of a segmentation (no decoding). Returns (usable segmentation or None,
+  messages)."""
+  if segmentation is None or (isinstance(segmentation, (list, tuple)) and not segmentation):
+    return None, ['no segmentation: the filled box is used as mask']
+  if isinstance(segmentation, (list, tuple)):
+    polygons, messages = mask_lib.clean_polygons(segmentation)
+    if not polygons:
+      return None, messages + ['no usable polygon: the filled box is used as mask']
+    return polygons, messages
+  if isinstance(segmentation, dict) and 'counts' in segmentation:
+    size = segmentation.get('size')
+    if size is None or [int(s) for s in size] != [height, width]:
+      return None, [f'RLE size {size} differs from the image size {[height, width]}: the '
+                    'filled box is used as mask']
+    if isinstance(segmentation['counts'], (list, str, bytes)):
+      return segmentation, []
+  return None, [f'unknown segmentation form ({type(segmentation).__name__}): the filled box is '
+                'used as mask']
 
 
 def build_records(data: dict, ann_file: str, image_dir: str, label_map: LabelMap | None = None,
                   keep: str = 'with_objects', check_files: bool = True,
                   ) -> tuple[list[dict], list[Problem], LabelMap]:
-    """Validates a COCO dict and makes one record per kept image.
+  """Validates a COCO dict and makes one record per kept image.
 
-    A record is a plain dict::
+  A record is a plain dict::
 
-      image_id int, file_name str, height int, width int, image_path str,
-      boxes_xywh float64 [n, 4] (pixels, clipped), category_index int32 [n] (0-based class of every
-      annotation, crowds included), is_crowd bool [n], annotation_ids int64 [n],
-      segmentations list[n] (polygon list | RLE dict | None = use the filled box)
+    image_id int, file_name str, height int, width int, image_path str,
+    boxes_xywh float64 [n, 4] (pixels, clipped), category_index int32 [n] (0-based class of every
+    annotation, crowds included), is_crowd bool [n], annotation_ids int64 [n],
+    segmentations list[n] (polygon list | RLE dict | None = use the filled box)
 
-    Annotations keep their file order here; ``decode_record`` moves crowds last.
+  Annotations keep their file order here; ``decode_record`` moves crowds last.
 
-    Args:
-      data: the parsed JSON (``load_annotation_file``).
-      ann_file: its path, for messages.
-      image_dir: folder holding the images.
-      label_map: category map to use; default: built from ``data['categories']``.
-      keep: one of ``KEEP_CHOICES``.
-      check_files: report and drop images whose file does not exist.
-    Returns:
-      (records, problems, label_map)
-    Raises:
-      CocoFormatError: ``keep`` unknown, no categories, or no image left (message says why).
-    """
-    if keep not in KEEP_CHOICES:
-        raise ValueError(f'keep must be one of {KEEP_CHOICES}, got {keep!r}')
-    if label_map is None:
-        if not data['categories']:
-            raise CocoFormatError(f"{ann_file}: 'categories' is empty: no class to learn")
-        label_map = build_label_map(data['categories'])
-    class_of = label_map.id_to_index
-    problems: list[Problem] = []
+  Args:
+    data: the parsed JSON (``load_annotation_file``).
+    ann_file: its path, for messages.
+    image_dir: folder holding the images.
+    label_map: category map to use; default: built from ``data['categories']``.
+    keep: one of ``KEEP_CHOICES``.
+    check_files: report and drop images whose file does not exist.
+  Returns:
+    (records, problems, label_map)
+  Raises:
+    CocoFormatError: ``keep`` unknown, no categories, or no image left (message says why).
+  """
+  if keep not in KEEP_CHOICES:
+    raise ValueError(f'keep must be one of {KEEP_CHOICES}, got {keep!r}')
+  if label_map is None:
+    if not data['categories']:
+      raise CocoFormatError(f"{ann_file}: 'categories' is empty: no class to learn")
+    label_map = build_label_map(data['categories'])
+  class_of = label_map.id_to_index
+  problems: list[Problem] = []
 
-    images = {}
-    for image in data['images']:
-        image_id = int(image['id'])
-        height, width = int(image['height']), int(image['width'])
-        if height <= 0 or width <= 0:
-            problems.append(Problem(ann_file, f'image size {width}x{height} is invalid: image '
-                                    'dropped', image_id=image_id))
-            continue
-        images[image_id] = image
+  images = {}
+  for image in data['images']:
+    image_id = int(image['id'])
+    height, width = int(image['height']), int(image['width'])
+    if height <= 0 or width <= 0:
+      problems.append(Problem(ann_file, f'image size {width}x{height} is invalid: image '
+                              'dropped', image_id=image_id))
+      continue
+    images[image_id] = image
 
-    annotations_of: dict[int, list[dict]] = {image_id: [] for image_id in images}
-    for ann in data['annotations']:
-        image_id, ann_id = int(ann['image_id']), int(ann['id'])
-        if image_id not in images:
-            problems.append(Problem(ann_file, 'image_id not in images: annotation dropped',
-                                    image_id=image_id, annotation_id=ann_id))
-            continue
-        image = images[image_id]
-        height, width = int(image['height']), int(image['width'])
-        if ann['category_id'] not in class_of:
-            problems.append(Problem(ann_file, f"category_id {ann['category_id']} is not in "
-                                    'categories: annotation dropped', image_id, ann_id))
-            continue
-        box, message = _clip_box(ann.get('bbox'), height, width)
-        if message:
-            problems.append(Problem(ann_file, message, image_id, ann_id))
-        if box is None:
-            continue
-        segmentation, messages = _check_segmentation(ann.get('segmentation'), height, width)
-        problems.extend(Problem(ann_file, m, image_id, ann_id) for m in messages)
-        annotations_of[image_id].append({
-            'id': ann_id, 'box': box, 'class': class_of[ann['category_id']],
-            'crowd': bool(ann.get('iscrowd', 0)), 'segmentation': segmentation})
+  annotations_of: dict[int, list[dict]] = {image_id: [] for image_id in images}
+  for ann in data['annotations']:
+    image_id, ann_id = int(ann['image_id']), int(ann['id'])
+    if image_id not in images:
+      problems.append(Problem(ann_file, 'image_id not in images: annotation dropped',
+                              image_id=image_id, annotation_id=ann_id))
+      continue
+    image = images[image_id]
+    height, width = int(image['height']), int(image['width'])
+    if ann['category_id'] not in class_of:
+      problems.append(Problem(ann_file, f"category_id {ann['category_id']} is not in "
+                              'categories: annotation dropped', image_id, ann_id))
+      continue
+    box, message = _clip_box(ann.get('bbox'), height, width)
+    if message:
+      problems.append(Problem(ann_file, message, image_id, ann_id))
+    if box is None:
+      continue
+    segmentation, messages = _check_segmentation(ann.get('segmentation'), height, width)
+    problems.extend(Problem(ann_file, m, image_id, ann_id) for m in messages)
+    annotations_of[image_id].append({
+        'id': ann_id, 'box': box, 'class': class_of[ann['category_id']],
+        'crowd': bool(ann.get('iscrowd', 0)), 'segmentation': segmentation})
 
-    records = []
-    for image_id, image in images.items():
-        anns = annotations_of[image_id]
-        num_objects = sum(not a['crowd'] for a in anns)
-        if (keep == 'with_objects' and num_objects == 0) or (keep == 'with_annotations'
-                                                             and not anns):
-            continue
-        path = resolve_image_path(image_dir, str(image['file_name']))
-        if check_files and not os.path.isfile(path):
-            problems.append(Problem(path, 'image file not found: image dropped', image_id))
-            continue
-        records.append({
-            'image_id': image_id,
-            'file_name': str(image['file_name']),
-            'height': int(image['height']),
-            'width': int(image['width']),
-            'image_path': path,
-            'boxes_xywh': np.array([a['box'] for a in anns], np.float64).reshape(-1, 4),
-            'category_index': np.array([a['class'] for a in anns], np.int32),
-            'is_crowd': np.array([a['crowd'] for a in anns], bool),
-            'annotation_ids': np.array([a['id'] for a in anns], np.int64),
-            'segmentations': [a['segmentation'] for a in anns],
-        })
-    if not records:
-        raise CocoFormatError(
-            f'{ann_file}: empty dataset: no image left (keep={keep!r}; {len(data["images"])} '
-            f'images, {len(data["annotations"])} annotations in the file; '
-            f'{len(problems)} problems: {"; ".join(str(p) for p in problems[:5])})')
-    return records, problems, label_map
+  records = []
+  for image_id, image in images.items():
+    anns = annotations_of[image_id]
+    num_objects = sum(not a['crowd'] for a in anns)
+    if (keep == 'with_objects' and num_objects == 0) or (keep == 'with_annotations'
+                                                         and not anns):
+      continue
+    path = resolve_image_path(image_dir, str(image['file_name']))
+    if check_files and not os.path.isfile(path):
+      problems.append(Problem(path, 'image file not found: image dropped', image_id))
+      continue
+    records.append({
+        'image_id': image_id,
+        'file_name': str(image['file_name']),
+        'height': int(image['height']),
+        'width': int(image['width']),
+        'image_path': path,
+        'boxes_xywh': np.array([a['box'] for a in anns], np.float64).reshape(-1, 4),
+        'category_index': np.array([a['class'] for a in anns], np.int32),
+        'is_crowd': np.array([a['crowd'] for a in anns], bool),
+        'annotation_ids': np.array([a['id'] for a in anns], np.int64),
+        'segmentations': [a['segmentation'] for a in anns],
+    })
+  if not records:
+    raise CocoFormatError(
+        f'{ann_file}: empty dataset: no image left (keep={keep!r}; {len(data["images"])} '
+        f'images, {len(data["annotations"])} annotations in the file; '
+        f'{len(problems)} problems: {"; ".join(str(p) for p in problems[:5])})')
+  return records, problems, label_map
 
 
 @dataclasses.dataclass
 class RawSample:
-    """One decoded sample, as the original's dataset hands it to the transform.
+  """One decoded sample, as the original's dataset hands it to the transform.
 
-    image:      uint8 [H, W, 3] BGR (cv2.imread's conversion: grayscale, RGBA, 16-bit -> 8-bit BGR).
-    masks:      uint8 [n, H, W] in {0, 1}.
-    boxes:      float32 [n, 4] relative x1, y1, x2, y2 (fractions of W, H).
-    labels:     int32 [n] 0-based class; -1 for crowds, which are the last ``num_crowds`` rows.
-    num_crowds: number of crowd rows.
-    image_id, orig_hw (H, W), file_name: identification.
-    """
-    image: np.ndarray
-    masks: np.ndarray
-    boxes: np.ndarray
-    labels: np.ndarray
-    num_crowds: int
-    image_id: int
-    orig_hw: tuple[int, int]
-    file_name: str
+  image:      uint8 [H, W, 3] BGR (cv2.imread's conversion: grayscale, RGBA, 16-bit -> 8-bit BGR).
+  masks:      uint8 [n, H, W] in {0, 1}.
+  boxes:      float32 [n, 4] relative x1, y1, x2, y2 (fractions of W, H).
+  labels:     int32 [n] 0-based class; -1 for crowds, which are the last ``num_crowds`` rows.
+  num_crowds: number of crowd rows.
+  image_id, orig_hw (H, W), file_name: identification.
+  """
+  image: np.ndarray
+  masks: np.ndarray
+  boxes: np.ndarray
+  labels: np.ndarray
+  num_crowds: int
+  image_id: int
+  orig_hw: tuple[int, int]
+  file_name: str
 
 
 def decode_image(encoded: bytes | None, path: str | None, name: str) -> np.ndarray:
-    """Encoded image bytes (or a file path) -> uint8 [H, W, 3] BGR, like ``cv2.imread``.
+  """Encoded image bytes (or a file path) -> uint8 [H, W, 3] BGR, like ``cv2.imread``.
 
-    Raises:
-      BrokenSampleError: the file is missing or cv2 cannot decode it.
-    """
-    if encoded is None:
-        try:
-            with open(path, 'rb') as f:
-                encoded = f.read()
-        except OSError as e:
-            raise BrokenSampleError(name, f'cannot read image file ({e.strerror})') from e
-    buffer = np.frombuffer(encoded, np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
-    if image is None:
-        raise BrokenSampleError(name, f'cannot decode image ({len(encoded)} bytes)')
-    return image
+  Raises:
+    BrokenSampleError: the file is missing or cv2 cannot decode it.
+  """
+  if encoded is None:
+    try:
+      with open(path, 'rb') as f:
+        encoded = f.read()
+    except OSError as e:
+      raise BrokenSampleError(name, f'cannot read image file ({e.strerror})') from e
+  buffer = np.frombuffer(encoded, np.uint8)
+  image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+  if image is None:
+    raise BrokenSampleError(name, f'cannot decode image ({len(encoded)} bytes)')
+  return image
 
 
 def decode_record(record: dict) -> RawSample:
-    """A record (from ``build_records`` or the TFDS source) -> ``RawSample``.
+  """A record (from ``build_records`` or the TFDS source) -> ``RawSample``.
 
-    The record gives the image either as ``image_bytes`` or as ``image_path``.
+  The record gives the image either as ``image_bytes`` or as ``image_path``.
 
-    Raises:
-      BrokenSampleError: unreadable image, or its size differs from the annotation's.
-    """
-    name = record.get('image_path') or record['file_name']
-    image = decode_image(record.get('image_bytes'), record.get('image_path'), name)
-    height, width = int(record['height']), int(record['width'])
-    if image.shape[:2] != (height, width):
-        raise BrokenSampleError(name, f'image is {image.shape[1]}x{image.shape[0]} but the '
-                                f'annotations say {width}x{height}')
-    is_crowd = np.asarray(record['is_crowd'], bool).reshape(-1)
-    order = np.concatenate([np.flatnonzero(~is_crowd), np.flatnonzero(is_crowd)])
-    boxes_xywh = np.asarray(record['boxes_xywh'], np.float64).reshape(-1, 4)[order]
-    labels = np.asarray(record['category_index'], np.int32).reshape(-1)[order]
-    labels[is_crowd[order]] = -1
-    num_crowds = int(is_crowd.sum())
+  Raises:
+    BrokenSampleError: unreadable image, or its size differs from the annotation's.
+  """
+  name = record.get('image_path') or record['file_name']
+  image = decode_image(record.get('image_bytes'), record.get('image_path'), name)
+  height, width = int(record['height']), int(record['width'])
+  if image.shape[:2] != (height, width):
+    raise BrokenSampleError(name, f'image is {image.shape[1]}x{image.shape[0]} but the '
+                            f'annotations say {width}x{height}')
+  is_crowd = np.asarray(record['is_crowd'], bool).reshape(-1)
+  order = np.concatenate([np.flatnonzero(~is_crowd), np.flatnonzero(is_crowd)])
+  boxes_xywh = np.asarray(record['boxes_xywh'], np.float64).reshape(-1, 4)[order]
+  labels = np.asarray(record['category_index'], np.int32).reshape(-1)[order]
+  labels[is_crowd[order]] = -1
+  num_crowds = int(is_crowd.sum())
 
-    masks = np.zeros((len(order), height, width), np.uint8)
-    segmentations = [record['segmentations'][i] for i in order]
-    rle_rows, rles = [], []
-    for row, (segmentation, box) in enumerate(zip(segmentations, boxes_xywh)):
-        if segmentation is None:
-            masks[row] = mask_lib.box_mask(box, height, width)
-            continue
-        try:
-            rles.append(mask_lib.segmentation_to_rle(segmentation, height, width))
-            rle_rows.append(row)
-        except mask_lib.SegmentationError:
-            masks[row] = mask_lib.box_mask(box, height, width)
-    if rles:
-        masks[rle_rows] = mask_lib.decode_rles(rles, height, width)
+  masks = np.zeros((len(order), height, width), np.uint8)
+  segmentations = [record['segmentations'][i] for i in order]
+  rle_rows, rles = [], []
+  for row, (segmentation, box) in enumerate(zip(segmentations, boxes_xywh)):
+    if segmentation is None:
+      masks[row] = mask_lib.box_mask(box, height, width)
+      continue
+    try:
+      rles.append(mask_lib.segmentation_to_rle(segmentation, height, width))
+      rle_rows.append(row)
+    except mask_lib.SegmentationError:
+      masks[row] = mask_lib.box_mask(box, height, width)
+  if rles:
+    masks[rle_rows] = mask_lib.decode_rles(rles, height, width)
 
-    scale = np.array([width, height, width, height], np.float64)
-    boxes = np.concatenate([boxes_xywh[:, :2], boxes_xywh[:, :2] + boxes_xywh[:, 2:]], axis=1)
-    return RawSample(image=image, masks=masks, boxes=(boxes / scale).astype(np.float32),
-                     labels=labels, num_crowds=num_crowds, image_id=int(record['image_id']),
-                     orig_hw=(height, width), file_name=str(record['file_name']))
+  scale = np.array([width, height, width, height], np.float64)
+  boxes = np.concatenate([boxes_xywh[:, :2], boxes_xywh[:, :2] + boxes_xywh[:, 2:]], axis=1)
+  return RawSample(image=image, masks=masks, boxes=(boxes / scale).astype(np.float32),
+                   labels=labels, num_crowds=num_crowds, image_id=int(record['image_id']),
+                   orig_hw=(height, width), file_name=str(record['file_name']))
 
 
 def log_problems(problems: Iterable[Problem], limit: int = 50) -> None:
-    """Logs problems as warnings (the first ``limit`` in full, then a count)."""
-    problems = list(problems)
-    for problem in problems[:limit]:
-        log.warning('%s', problem)
-    if len(problems) > limit:
-        log.warning('... and %d more problems', len(problems) - limit)
+  """Logs problems as warnings (the first ``limit`` in full, then a count)."""
+  problems = list(problems)
+  for problem in problems[:limit]:
+    log.warning('%s', problem)
+  if len(problems) > limit:
+    log.warning('... and %d more problems', len(problems) - limit)
 
 
 class CocoDataset:
-    """A COCO-format instance dataset: records in memory, samples decoded on access.
+  """A COCO-format instance dataset: records in memory, samples decoded on access.
 
-    Attributes:
-      ann_file, image_dir: where it comes from.
-      label_map: category id -> 0-based class index (dict).
-      class_names: tuple of class names in class-index order.
-      category_ids: tuple, class index -> category id (for results files).
-      problems: list of ``Problem`` found while reading (also logged).
-      records: one dict per kept image (see ``build_records``).
-    ``len(ds)`` images; ``ds[i]`` -> ``RawSample`` (may raise ``BrokenSampleError``).
+  Attributes:
+    ann_file, image_dir: where it comes from.
+    label_map: category id -> 0-based class index (dict).
+    class_names: tuple of class names in class-index order.
+    category_ids: tuple, class index -> category id (for results files).
+    problems: list of ``Problem`` found while reading (also logged).
+    records: one dict per kept image (see ``build_records``).
+  ``len(ds)`` images; ``ds[i]`` -> ``RawSample`` (may raise ``BrokenSampleError``).
+  """
+
+  def __init__(self, ann_file: str | os.PathLike, image_dir: str | os.PathLike,
+               keep: str = 'with_objects', label_map: LabelMap | None = None,
+               check_files: bool = True, log_found_problems: bool = True):
     """
+    Args:
+      ann_file: the ``instances_*.json``.
+      image_dir: folder with the images named by ``file_name``.
+      keep: which images to keep, one of ``KEEP_CHOICES``; 'with_objects' (default) is the
+        training choice, 'with_annotations' the original's evaluation set, 'all' everything.
+      label_map: force a label map (e.g. ``coco_label_map()``); default from the categories.
+      check_files: check that every image file exists (reported and dropped if not).
+      log_found_problems: log every problem found as a warning.
+    """
+    self.ann_file = os.fspath(ann_file)
+    self.image_dir = os.fspath(image_dir)
+    data = load_annotation_file(self.ann_file)
+    self.records, self.problems, self._label_map = build_records(
+        data, self.ann_file, self.image_dir, label_map=label_map, keep=keep,
+        check_files=check_files)
+    self.keep = keep
+    if log_found_problems:
+      log_problems(self.problems)
 
-    def __init__(self, ann_file: str | os.PathLike, image_dir: str | os.PathLike,
-                 keep: str = 'with_objects', label_map: LabelMap | None = None,
-                 check_files: bool = True, log_found_problems: bool = True):
-        """
-        Args:
-          ann_file: the ``instances_*.json``.
-          image_dir: folder with the images named by ``file_name``.
-          keep: which images to keep, one of ``KEEP_CHOICES``; 'with_objects' (default) is the
-            training choice, 'with_annotations' the original's evaluation set, 'all' everything.
-          label_map: force a label map (e.g. ``coco_label_map()``); default from the categories.
-          check_files: check that every image file exists (reported and dropped if not).
-          log_found_problems: log every problem found as a warning.
-        """
-        self.ann_file = os.fspath(ann_file)
-        self.image_dir = os.fspath(image_dir)
-        data = load_annotation_file(self.ann_file)
-        self.records, self.problems, self._label_map = build_records(
-            data, self.ann_file, self.image_dir, label_map=label_map, keep=keep,
-            check_files=check_files)
-        self.keep = keep
-        if log_found_problems:
-            log_problems(self.problems)
+  @property
+  def label_map(self) -> dict[int, int]:
+    """category id -> 0-based contiguous class index."""
+    return self._label_map.id_to_index
 
-    @property
-    def label_map(self) -> dict[int, int]:
-        """category id -> 0-based contiguous class index."""
-        return self._label_map.id_to_index
+  @property
+  def labels(self) -> LabelMap:
+    """The ``LabelMap`` (ids and names in class order)."""
+    return self._label_map
 
-    @property
-    def labels(self) -> LabelMap:
-        """The ``LabelMap`` (ids and names in class order)."""
-        return self._label_map
+  @property
+  def class_names(self) -> tuple[str, ...]:
+    return self._label_map.class_names
 
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self._label_map.class_names
+  @property
+  def category_ids(self) -> tuple[int, ...]:
+    return self._label_map.category_ids
 
-    @property
-    def category_ids(self) -> tuple[int, ...]:
-        return self._label_map.category_ids
+  @property
+  def image_ids(self) -> list[int]:
+    return [r['image_id'] for r in self.records]
 
-    @property
-    def image_ids(self) -> list[int]:
-        return [r['image_id'] for r in self.records]
+  def __len__(self) -> int:
+    return len(self.records)
 
-    def __len__(self) -> int:
-        return len(self.records)
+  def __getitem__(self, index: int) -> RawSample:
+    return decode_record(self.records[index])
 
-    def __getitem__(self, index: int) -> RawSample:
-        return decode_record(self.records[index])
-
-    def __repr__(self) -> str:
-        return (f'CocoDataset({self.ann_file!r}, images={len(self)}, keep={self.keep!r}, '
-                f'classes={len(self.class_names)})')
+  def __repr__(self) -> str:
+    return (f'CocoDataset({self.ann_file!r}, images={len(self)}, keep={self.keep!r}, '
+            f'classes={len(self.class_names)})')

@@ -54,385 +54,385 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------ sources
 
 class InMemoryRecordSource:
-    """Records held in memory (e.g. ``CocoDataset.records``); ``[i]`` -> record."""
+  """Records held in memory (e.g. ``CocoDataset.records``); ``[i]`` -> record."""
 
-    def __init__(self, records: Sequence[dict], name: str = 'records'):
-        self._records = list(records)
-        self._name = name
+  def __init__(self, records: Sequence[dict], name: str = 'records'):
+    self._records = list(records)
+    self._name = name
 
-    @classmethod
-    def from_coco(cls, dataset: coco_lib.CocoDataset) -> 'InMemoryRecordSource':
-        return cls(dataset.records, name=f'{dataset.ann_file}:{dataset.keep}')
+  @classmethod
+  def from_coco(cls, dataset: coco_lib.CocoDataset) -> 'InMemoryRecordSource':
+    return cls(dataset.records, name=f'{dataset.ann_file}:{dataset.keep}')
 
-    def __len__(self) -> int:
-        return len(self._records)
+  def __len__(self) -> int:
+    return len(self._records)
 
-    def __getitem__(self, index: int) -> dict:
-        return self._records[int(index)]
+  def __getitem__(self, index: int) -> dict:
+    return self._records[int(index)]
 
-    def __repr__(self) -> str:
-        return f'InMemoryRecordSource({self._name!r}, n={len(self)})'
+  def __repr__(self) -> str:
+    return f'InMemoryRecordSource({self._name!r}, n={len(self)})'
 
 
 class TfdsRecordSource:
-    """A prepared TFDS split (``tfds_builder``) seen as records, images selected like
-    ``CocoDataset``'s ``keep`` (from the metadata, without reading the records)."""
+  """A prepared TFDS split (``tfds_builder``) seen as records, images selected like
+  ``CocoDataset``'s ``keep`` (from the metadata, without reading the records)."""
 
-    def __init__(self, data_source: Any, metadata: dict, split: str,
-                 keep: str = 'with_objects', name: str = ''):
-        if keep not in coco_lib.KEEP_CHOICES:
-            raise ValueError(f'keep must be one of {coco_lib.KEEP_CHOICES}, got {keep!r}')
-        num_objects = np.asarray(metadata[f'{split}/num_objects'], np.int64)
-        num_crowds = np.asarray(metadata[f'{split}/num_crowds'], np.int64)
-        if len(num_objects) != len(data_source):
-            raise ValueError(f'metadata lists {len(num_objects)} records for {split!r} but the '
-                             f'source has {len(data_source)}')
-        if keep == 'with_objects':
-            selected = num_objects > 0
-        elif keep == 'with_annotations':
-            selected = (num_objects + num_crowds) > 0
-        else:
-            selected = np.ones(len(num_objects), bool)
-        self._source = data_source
-        self._indices = np.flatnonzero(selected)
-        if len(self._indices) == 0:
-            raise coco_lib.CocoFormatError(f'{name or split}: empty dataset (keep={keep!r})')
-        self.label_map = tfds_builder.label_map_from_metadata(metadata)
-        self._name = f'{name}:{split}:{keep}'
+  def __init__(self, data_source: Any, metadata: dict, split: str,
+               keep: str = 'with_objects', name: str = ''):
+    if keep not in coco_lib.KEEP_CHOICES:
+      raise ValueError(f'keep must be one of {coco_lib.KEEP_CHOICES}, got {keep!r}')
+    num_objects = np.asarray(metadata[f'{split}/num_objects'], np.int64)
+    num_crowds = np.asarray(metadata[f'{split}/num_crowds'], np.int64)
+    if len(num_objects) != len(data_source):
+      raise ValueError(f'metadata lists {len(num_objects)} records for {split!r} but the '
+                       f'source has {len(data_source)}')
+    if keep == 'with_objects':
+      selected = num_objects > 0
+    elif keep == 'with_annotations':
+      selected = (num_objects + num_crowds) > 0
+    else:
+      selected = np.ones(len(num_objects), bool)
+    self._source = data_source
+    self._indices = np.flatnonzero(selected)
+    if len(self._indices) == 0:
+      raise coco_lib.CocoFormatError(f'{name or split}: empty dataset (keep={keep!r})')
+    self.label_map = tfds_builder.label_map_from_metadata(metadata)
+    self._name = f'{name}:{split}:{keep}'
 
-    def __len__(self) -> int:
-        return len(self._indices)
+  def __len__(self) -> int:
+    return len(self._indices)
 
-    def __getitem__(self, index: int) -> dict:
-        return tfds_builder.example_to_record(self._source[int(self._indices[int(index)])])
+  def __getitem__(self, index: int) -> dict:
+    return tfds_builder.example_to_record(self._source[int(self._indices[int(index)])])
 
-    def __repr__(self) -> str:
-        return f'TfdsRecordSource({self._name!r}, n={len(self)})'
+  def __repr__(self) -> str:
+    return f'TfdsRecordSource({self._name!r}, n={len(self)})'
 
 
 def open_tfds_source(builder_dir: str, split: str, keep: str = 'with_objects'
                      ) -> TfdsRecordSource:
-    """``TfdsRecordSource`` of a prepared dataset directory (…/coco_format_instances/<cfg>/1.0.0)."""
-    data_source, metadata = tfds_builder.load_tfds_split(builder_dir, split)
-    return TfdsRecordSource(data_source, metadata, split, keep=keep, name=str(builder_dir))
+  """``TfdsRecordSource`` of a prepared dataset directory (…/coco_format_instances/<cfg>/1.0.0)."""
+  data_source, metadata = tfds_builder.load_tfds_split(builder_dir, split)
+  return TfdsRecordSource(data_source, metadata, split, keep=keep, name=str(builder_dir))
 
 
 class _IndexSource:
-    """What grain samples: positions 0..n-1 of a record source (the record source itself lives in
-    the transform, so workers receive it once and substitutes can be read)."""
+  """What grain samples: positions 0..n-1 of a record source (the record source itself lives in
+  the transform, so workers receive it once and substitutes can be read)."""
 
-    def __init__(self, source: Any):
-        self._length = len(source)
-        self._description = repr(source)
+  def __init__(self, source: Any):
+    self._length = len(source)
+    self._description = repr(source)
 
-    def __len__(self) -> int:
-        return self._length
+  def __len__(self) -> int:
+    return self._length
 
-    def __getitem__(self, index: int) -> int:
-        return int(index)
+  def __getitem__(self, index: int) -> int:
+    return int(index)
 
-    def __repr__(self) -> str:
-        return f'_IndexSource({self._description})'
+  def __repr__(self) -> str:
+    return f'_IndexSource({self._description})'
 
 
 # --------------------------------------------------------------------------- packing to G rows
 
 def select_rows(labels: np.ndarray, max_instances: int) -> np.ndarray:
-    """Indices of the rows kept in G = ``max_instances`` slots.
+  """Indices of the rows kept in G = ``max_instances`` slots.
 
-    ``labels`` lists non-crowd rows (>= 0) first, then crowds (-1). All rows if they fit; else the
-    first G objects, then crowds in the slots left.
-    """
-    objects = np.flatnonzero(labels >= 0)[:max_instances]
-    crowds = np.flatnonzero(labels < 0)[:max_instances - len(objects)]
-    return np.concatenate([objects, crowds]).astype(np.int64)
+  ``labels`` lists non-crowd rows (>= 0) first, then crowds (-1). All rows if they fit; else the
+  first G objects, then crowds in the slots left.
+  """
+  objects = np.flatnonzero(labels >= 0)[:max_instances]
+  crowds = np.flatnonzero(labels < 0)[:max_instances - len(objects)]
+  return np.concatenate([objects, crowds]).astype(np.int64)
 
 
 def pack_example(sample: augment.TransformedSample, image_id: int, orig_hw: tuple[int, int],
                  max_instances: int, proto_hw: tuple[int, int] | None,
                  segm_hw: tuple[int, int] | None, name: str = '') -> dict:
-    """One transformed sample -> fixed-shape arrays (see the module docstring, without B).
+  """One transformed sample -> fixed-shape arrays (see the module docstring, without B).
 
-    Masks are downsampled to ``proto_hw`` / ``segm_hw`` as the loss does
-    (``masks.downsample_binarize_masks``); None leaves that field out.
-    """
-    rows = select_rows(sample.labels, max_instances)
-    if len(rows) < len(sample.labels):
-        log.warning('%s (image %d): %d objects + %d crowds exceed max_instances=%d: kept %d',
-                    name, image_id, int((sample.labels >= 0).sum()), sample.num_crowds,
-                    max_instances, len(rows))
-    n = len(rows)
-    labels = sample.labels[rows]
-    example = {
-        'image': sample.image,
-        'boxes': np.zeros((max_instances, 4), np.float32),
-        'labels': np.full((max_instances,), -1, np.int32),
-        'is_crowd': np.zeros((max_instances,), bool),
-        'valid': np.zeros((max_instances,), bool),
-        'num_crowds': np.int32((labels < 0).sum()),
-        'image_id': np.int64(image_id),
-        'orig_hw': np.asarray(orig_hw, np.int32),
-    }
-    example['boxes'][:n] = sample.boxes[rows]
-    example['labels'][:n] = labels
-    example['is_crowd'][:n] = labels < 0
-    example['valid'][:n] = True
-    for key, hw in (('masks_proto', proto_hw), ('masks_segm', segm_hw)):
-        if hw is None:
-            continue
-        packed = np.zeros((max_instances, *hw), np.uint8)
-        if n:
-            packed[:n] = mask_lib.downsample_binarize_masks(sample.masks[rows], hw)
-        example[key] = packed
-    return example
+  Masks are downsampled to ``proto_hw`` / ``segm_hw`` as the loss does
+  (``masks.downsample_binarize_masks``); None leaves that field out.
+  """
+  rows = select_rows(sample.labels, max_instances)
+  if len(rows) < len(sample.labels):
+    log.warning('%s (image %d): %d objects + %d crowds exceed max_instances=%d: kept %d',
+                name, image_id, int((sample.labels >= 0).sum()), sample.num_crowds,
+                max_instances, len(rows))
+  n = len(rows)
+  labels = sample.labels[rows]
+  example = {
+      'image': sample.image,
+      'boxes': np.zeros((max_instances, 4), np.float32),
+      'labels': np.full((max_instances,), -1, np.int32),
+      'is_crowd': np.zeros((max_instances,), bool),
+      'valid': np.zeros((max_instances,), bool),
+      'num_crowds': np.int32((labels < 0).sum()),
+      'image_id': np.int64(image_id),
+      'orig_hw': np.asarray(orig_hw, np.int32),
+  }
+  example['boxes'][:n] = sample.boxes[rows]
+  example['labels'][:n] = labels
+  example['is_crowd'][:n] = labels < 0
+  example['valid'][:n] = True
+  for key, hw in (('masks_proto', proto_hw), ('masks_segm', segm_hw)):
+    if hw is None:
+      continue
+    packed = np.zeros((max_instances, *hw), np.uint8)
+    if n:
+      packed[:n] = mask_lib.downsample_binarize_masks(sample.masks[rows], hw)
+    example[key] = packed
+  return example
 
 
 # ------------------------------------------------------------------------------ transforms
 
 @dataclasses.dataclass(frozen=True)
 class PipelineOptions:
-    """Everything the per-sample transforms need (take these from the model config).
+  """Everything the per-sample transforms need (take these from the model config).
 
-    max_size: network input side S.
-    transform_kind: 'resnet' (BGR mean/std, RGB) or 'darknet' (x/255, RGB).
-    flags: training augmentation switches.
-    max_instances: G, rows per image.
-    proto_hw / segm_hw: mask sizes shipped (138/69 at 550: the proto and P3 sizes).
-    max_substitutions: how many substitutes to try before giving up (an error).
-    cv2_threads: cv2.setNumThreads in the process doing the work (1 = one core per worker).
-    """
-    max_size: int = 550
-    transform_kind: str = 'resnet'
-    flags: augment.AugmentFlags = augment.AugmentFlags()
-    max_instances: int = 100
-    proto_hw: tuple[int, int] = (138, 138)
-    segm_hw: tuple[int, int] = (69, 69)
-    max_substitutions: int = 50
-    cv2_threads: int | None = 1
+  max_size: network input side S.
+  transform_kind: 'resnet' (BGR mean/std, RGB) or 'darknet' (x/255, RGB).
+  flags: training augmentation switches.
+  max_instances: G, rows per image.
+  proto_hw / segm_hw: mask sizes shipped (138/69 at 550: the proto and P3 sizes).
+  max_substitutions: how many substitutes to try before giving up (an error).
+  cv2_threads: cv2.setNumThreads in the process doing the work (1 = one core per worker).
+  """
+  max_size: int = 550
+  transform_kind: str = 'resnet'
+  flags: augment.AugmentFlags = augment.AugmentFlags()
+  max_instances: int = 100
+  proto_hw: tuple[int, int] = (138, 138)
+  segm_hw: tuple[int, int] = (69, 69)
+  max_substitutions: int = 50
+  cv2_threads: int | None = 1
 
 
 def _set_cv2_threads(threads: int | None) -> None:
-    if threads is not None and cv2.getNumThreads() != threads:
-        cv2.setNumThreads(threads)
+  if threads is not None and cv2.getNumThreads() != threads:
+    cv2.setNumThreads(threads)
 
 
 def make_train_example(source: Any, index: int, rng: np.random.Generator,
                        options: PipelineOptions) -> dict:
-    """Reads, augments and packs the sample at ``index``, substituting broken or object-less
-    samples with indices drawn from ``rng`` (see the module docstring)."""
-    for _ in range(options.max_substitutions + 1):
-        record = source[index]
-        name = record.get('image_path') or record.get('file_name', '?')
-        try:
-            raw = coco_lib.decode_record(record)
-        except coco_lib.BrokenSampleError as e:
-            log.warning('skipping broken sample %s: %s', e.file_name, e.reason)
-            index = int(rng.integers(len(source)))
-            continue
-        sample = augment.train_transform(
-            raw.image, raw.masks, raw.boxes, raw.labels, raw.num_crowds, rng,
-            max_size=options.max_size, kind=options.transform_kind, flags=options.flags)
-        if not (sample.labels >= 0).any():
-            log.warning('%s: no object left after augmentation: resampling', name)
-            index = int(rng.integers(len(source)))
-            continue
-        return pack_example(sample, raw.image_id, raw.orig_hw, options.max_instances,
-                            options.proto_hw, options.segm_hw, name=name)
-    raise RuntimeError(f'{options.max_substitutions} substitutes in a row were broken or empty '
-                       f'(last: {name}); is the dataset readable?')
-
-
-def make_eval_example(source: Any, index: int, options: PipelineOptions) -> dict:
-    """Reads and transforms the sample at ``index`` for evaluation (no augmentation).
-
-    Fields as training without masks, plus ``image_valid`` (False for an unreadable image, which
-    is logged and yields zeros) and ``index`` (position in the source, to fetch the full-size GT
-    with ``coco.decode_record(source[index])``). Boxes pass the eval small-box filter.
-    """
+  """Reads, augments and packs the sample at ``index``, substituting broken or object-less
+  samples with indices drawn from ``rng`` (see the module docstring)."""
+  for _ in range(options.max_substitutions + 1):
     record = source[index]
     name = record.get('image_path') or record.get('file_name', '?')
     try:
-        raw = coco_lib.decode_record(record)
-        sample = augment.eval_transform(raw.image, raw.boxes, raw.labels,
-                                        max_size=options.max_size, kind=options.transform_kind,
-                                        discard_box_width=options.flags.discard_box_width,
-                                        discard_box_height=options.flags.discard_box_height)
-        image_valid = True
+      raw = coco_lib.decode_record(record)
     except coco_lib.BrokenSampleError as e:
-        log.warning('evaluation: broken sample %s: %s (left out)', e.file_name, e.reason)
-        sample = augment.TransformedSample(
-            image=np.zeros((options.max_size, options.max_size, 3), np.float32), masks=None,
-            boxes=np.zeros((0, 4), np.float32), labels=np.zeros((0,), np.int32), num_crowds=0)
-        image_valid = False
-    example = pack_example(sample, int(record['image_id']),
-                           (int(record['height']), int(record['width'])), options.max_instances,
-                           None, None, name=name)
-    example['image_valid'] = np.bool_(image_valid)
-    example['index'] = np.int64(index)
-    return example
+      log.warning('skipping broken sample %s: %s', e.file_name, e.reason)
+      index = int(rng.integers(len(source)))
+      continue
+    sample = augment.train_transform(
+        raw.image, raw.masks, raw.boxes, raw.labels, raw.num_crowds, rng,
+        max_size=options.max_size, kind=options.transform_kind, flags=options.flags)
+    if not (sample.labels >= 0).any():
+      log.warning('%s: no object left after augmentation: resampling', name)
+      index = int(rng.integers(len(source)))
+      continue
+    return pack_example(sample, raw.image_id, raw.orig_hw, options.max_instances,
+                        options.proto_hw, options.segm_hw, name=name)
+  raise RuntimeError(f'{options.max_substitutions} substitutes in a row were broken or empty '
+                     f'(last: {name}); is the dataset readable?')
+
+
+def make_eval_example(source: Any, index: int, options: PipelineOptions) -> dict:
+  """Reads and transforms the sample at ``index`` for evaluation (no augmentation).
+
+  Fields as training without masks, plus ``image_valid`` (False for an unreadable image, which
+  is logged and yields zeros) and ``index`` (position in the source, to fetch the full-size GT
+  with ``coco.decode_record(source[index])``). Boxes pass the eval small-box filter.
+  """
+  record = source[index]
+  name = record.get('image_path') or record.get('file_name', '?')
+  try:
+    raw = coco_lib.decode_record(record)
+    sample = augment.eval_transform(raw.image, raw.boxes, raw.labels,
+                                    max_size=options.max_size, kind=options.transform_kind,
+                                    discard_box_width=options.flags.discard_box_width,
+                                    discard_box_height=options.flags.discard_box_height)
+    image_valid = True
+  except coco_lib.BrokenSampleError as e:
+    log.warning('evaluation: broken sample %s: %s (left out)', e.file_name, e.reason)
+    sample = augment.TransformedSample(
+        image=np.zeros((options.max_size, options.max_size, 3), np.float32), masks=None,
+        boxes=np.zeros((0, 4), np.float32), labels=np.zeros((0,), np.int32), num_crowds=0)
+    image_valid = False
+  example = pack_example(sample, int(record['image_id']),
+                         (int(record['height']), int(record['width'])), options.max_instances,
+                         None, None, name=name)
+  example['image_valid'] = np.bool_(image_valid)
+  example['index'] = np.int64(index)
+  return example
 
 
 class TrainExampleTransform(grain.RandomMapTransform):
-    """grain transform: sampled index (+ the record's generator) -> packed training example."""
+  """grain transform: sampled index (+ the record's generator) -> packed training example."""
 
-    def __init__(self, source: Any, options: PipelineOptions):
-        self.source = source
-        self.options = options
+  def __init__(self, source: Any, options: PipelineOptions):
+    self.source = source
+    self.options = options
 
-    def random_map(self, element: int, rng: np.random.Generator) -> dict:
-        _set_cv2_threads(self.options.cv2_threads)
-        return make_train_example(self.source, element, rng, self.options)
+  def random_map(self, element: int, rng: np.random.Generator) -> dict:
+    _set_cv2_threads(self.options.cv2_threads)
+    return make_train_example(self.source, element, rng, self.options)
 
 
 class EvalExampleTransform(grain.MapTransform):
-    """grain transform: index -> packed eval example."""
+  """grain transform: index -> packed eval example."""
 
-    def __init__(self, source: Any, options: PipelineOptions):
-        self.source = source
-        self.options = options
+  def __init__(self, source: Any, options: PipelineOptions):
+    self.source = source
+    self.options = options
 
-    def map(self, element: int) -> dict:
-        _set_cv2_threads(self.options.cv2_threads)
-        return make_eval_example(self.source, element, self.options)
+  def map(self, element: int) -> dict:
+    _set_cv2_threads(self.options.cv2_threads)
+    return make_eval_example(self.source, element, self.options)
 
 
 # ---------------------------------------------------------------------------------- loaders
 
 def _mark_absl_flags_parsed() -> None:
-    """grain's worker processes read absl flags; a program that did not parse them (pytest, a
-    notebook, a plain script) would fail there."""
-    from absl import flags
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
+  """grain's worker processes read absl flags; a program that did not parse them (pytest, a
+  notebook, a plain script) would fail there."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
 
 
 def make_train_loader(source: Any, batch_size: int, seed: int,
                       options: PipelineOptions = PipelineOptions(), worker_count: int = 0,
                       worker_buffer_size: int = 2, shard_index: int = 0, shard_count: int = 1,
                       num_epochs: int | None = None) -> grain.DataLoader:
-    """Shuffled, augmented, fixed-shape training batches.
+  """Shuffled, augmented, fixed-shape training batches.
 
-    Args:
-      source: record source (``InMemoryRecordSource``, ``TfdsRecordSource``).
-      batch_size: per-host batch size B (incomplete batches are dropped).
-      seed: shuffling and augmentation seed (non-negative, < 2**32).
-      options: transform options.
-      worker_count: grain worker processes (0 = in this process). Scripts using workers must
-        guard their entry point with ``if __name__ == '__main__':`` (spawned processes).
-      worker_buffer_size: batches each worker prepares ahead.
-      shard_index, shard_count: this host's shard (``jax.process_index()``,
-        ``jax.process_count()``); each host sees a disjoint part of every epoch.
-      num_epochs: None = repeat forever.
-    Returns:
-      a ``grain.DataLoader``; ``it = iter(loader)`` yields batches, ``it.get_state()`` /
-      ``it.set_state(state)`` save and restore the position (bytes; grain's orbax handlers
-      ``grain.PyGrainCheckpointSave/Restore`` store it in a checkpoint).
-    """
-    if options.transform_kind not in augment.TRANSFORM_KINDS:
-        raise ValueError(f'transform_kind must be one of {augment.TRANSFORM_KINDS}')
-    if worker_count:
-        _mark_absl_flags_parsed()
-    shard_options = grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
-                                       drop_remainder=True)
-    sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options,
-                                 shuffle=True, num_epochs=num_epochs, seed=seed)
-    return grain.DataLoader(
-        data_source=_IndexSource(source), sampler=sampler,
-        operations=[TrainExampleTransform(source, options),
-                    grain.Batch(batch_size=batch_size, drop_remainder=True)],
-        worker_count=worker_count, worker_buffer_size=worker_buffer_size,
-        shard_options=shard_options,
-        read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=max(batch_size, 1)))
+  Args:
+    source: record source (``InMemoryRecordSource``, ``TfdsRecordSource``).
+    batch_size: per-host batch size B (incomplete batches are dropped).
+    seed: shuffling and augmentation seed (non-negative, < 2**32).
+    options: transform options.
+    worker_count: grain worker processes (0 = in this process). Scripts using workers must
+      guard their entry point with ``if __name__ == '__main__':`` (spawned processes).
+    worker_buffer_size: batches each worker prepares ahead.
+    shard_index, shard_count: this host's shard (``jax.process_index()``,
+      ``jax.process_count()``); each host sees a disjoint part of every epoch.
+    num_epochs: None = repeat forever.
+  Returns:
+    a ``grain.DataLoader``; ``it = iter(loader)`` yields batches, ``it.get_state()`` /
+    ``it.set_state(state)`` save and restore the position (bytes; grain's orbax handlers
+    ``grain.PyGrainCheckpointSave/Restore`` store it in a checkpoint).
+  """
+  if options.transform_kind not in augment.TRANSFORM_KINDS:
+    raise ValueError(f'transform_kind must be one of {augment.TRANSFORM_KINDS}')
+  if worker_count:
+    _mark_absl_flags_parsed()
+  shard_options = grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
+                                     drop_remainder=True)
+  sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options,
+                               shuffle=True, num_epochs=num_epochs, seed=seed)
+  return grain.DataLoader(
+      data_source=_IndexSource(source), sampler=sampler,
+      operations=[TrainExampleTransform(source, options),
+                  grain.Batch(batch_size=batch_size, drop_remainder=True)],
+      worker_count=worker_count, worker_buffer_size=worker_buffer_size,
+      shard_options=shard_options,
+      read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=max(batch_size, 1)))
 
 
 class EvalBatches:
-    """Evaluation batches in source order, every batch of size B: the last one is padded with
-    copies whose ``image_valid`` is False. Iterable several times (one pass each)."""
+  """Evaluation batches in source order, every batch of size B: the last one is padded with
+  copies whose ``image_valid`` is False. Iterable several times (one pass each)."""
 
-    def __init__(self, source: Any, batch_size: int,
-                 options: PipelineOptions = PipelineOptions(), worker_count: int = 0,
-                 shard_index: int = 0, shard_count: int = 1):
-        if worker_count:
-            _mark_absl_flags_parsed()
-        self.batch_size = batch_size
-        shard_options = grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
-                                           drop_remainder=False)
-        sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options,
-                                     shuffle=False, num_epochs=1, seed=0)
-        self._loader = grain.DataLoader(
-            data_source=_IndexSource(source), sampler=sampler,
-            operations=[EvalExampleTransform(source, options),
-                        grain.Batch(batch_size=batch_size, drop_remainder=False)],
-            worker_count=worker_count, shard_options=shard_options,
-            read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=batch_size))
+  def __init__(self, source: Any, batch_size: int,
+               options: PipelineOptions = PipelineOptions(), worker_count: int = 0,
+               shard_index: int = 0, shard_count: int = 1):
+    if worker_count:
+      _mark_absl_flags_parsed()
+    self.batch_size = batch_size
+    shard_options = grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
+                                       drop_remainder=False)
+    sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options,
+                                 shuffle=False, num_epochs=1, seed=0)
+    self._loader = grain.DataLoader(
+        data_source=_IndexSource(source), sampler=sampler,
+        operations=[EvalExampleTransform(source, options),
+                    grain.Batch(batch_size=batch_size, drop_remainder=False)],
+        worker_count=worker_count, shard_options=shard_options,
+        read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=batch_size))
 
-    def __iter__(self) -> Iterator[dict]:
-        for batch in self._loader:
-            yield pad_batch(batch, self.batch_size)
+  def __iter__(self) -> Iterator[dict]:
+    for batch in self._loader:
+      yield pad_batch(batch, self.batch_size)
 
 
 def pad_batch(batch: dict, batch_size: int) -> dict:
-    """Pads a short batch to ``batch_size`` by repeating its last element, marked
-    ``image_valid = False``."""
-    size = len(batch['image_id'])
-    if size == batch_size:
-        return batch
-    padded = {key: np.concatenate([value, np.repeat(value[-1:], batch_size - size, axis=0)])
-              for key, value in batch.items()}
-    padded['image_valid'][size:] = False
-    return padded
+  """Pads a short batch to ``batch_size`` by repeating its last element, marked
+  ``image_valid = False``."""
+  size = len(batch['image_id'])
+  if size == batch_size:
+    return batch
+  padded = {key: np.concatenate([value, np.repeat(value[-1:], batch_size - size, axis=0)])
+            for key, value in batch.items()}
+  padded['image_valid'][size:] = False
+  return padded
 
 
 # ------------------------------------------------------------------------ device prefetching
 
 class DevicePrefetchIterator:
-    """Keeps ``size`` batches already transferred with ``jax.device_put``.
+  """Keeps ``size`` batches already transferred with ``jax.device_put``.
 
-    ``get_state()`` is the state of the underlying grain iterator right after the last batch
-    RETURNED (not the ones waiting in the buffer), so saving it and later calling ``set_state``
-    resumes exactly after the batches the training loop consumed.
-    """
+  ``get_state()`` is the state of the underlying grain iterator right after the last batch
+  RETURNED (not the ones waiting in the buffer), so saving it and later calling ``set_state``
+  resumes exactly after the batches the training loop consumed.
+  """
 
-    def __init__(self, iterator: Any, size: int = 2, sharding: Any = None):
-        import jax  # imported here: the rest of the data package does not need jax
-        self._jax = jax
-        self._iterator = iterator
-        self._size = max(int(size), 1)
-        self._sharding = sharding
-        self._queue: collections.deque = collections.deque()
-        self._state = iterator.get_state() if hasattr(iterator, 'get_state') else None
+  def __init__(self, iterator: Any, size: int = 2, sharding: Any = None):
+    import jax  # imported here: the rest of the data package does not need jax
+    self._jax = jax
+    self._iterator = iterator
+    self._size = max(int(size), 1)
+    self._sharding = sharding
+    self._queue: collections.deque = collections.deque()
+    self._state = iterator.get_state() if hasattr(iterator, 'get_state') else None
 
-    def _fill(self) -> None:
-        while len(self._queue) < self._size:
-            try:
-                batch = next(self._iterator)
-            except StopIteration:
-                return
-            state = self._iterator.get_state() if hasattr(self._iterator, 'get_state') else None
-            on_device = (self._jax.device_put(batch, self._sharding) if self._sharding is not None
-                         else self._jax.device_put(batch))
-            self._queue.append((on_device, state))
+  def _fill(self) -> None:
+    while len(self._queue) < self._size:
+      try:
+        batch = next(self._iterator)
+      except StopIteration:
+        return
+      state = self._iterator.get_state() if hasattr(self._iterator, 'get_state') else None
+      on_device = (self._jax.device_put(batch, self._sharding) if self._sharding is not None
+                   else self._jax.device_put(batch))
+      self._queue.append((on_device, state))
 
-    def __iter__(self) -> 'DevicePrefetchIterator':
-        return self
+  def __iter__(self) -> 'DevicePrefetchIterator':
+    return self
 
-    def __next__(self) -> Any:
-        self._fill()
-        if not self._queue:
-            raise StopIteration
-        batch, self._state = self._queue.popleft()
-        return batch
+  def __next__(self) -> Any:
+    self._fill()
+    if not self._queue:
+      raise StopIteration
+    batch, self._state = self._queue.popleft()
+    return batch
 
-    def get_state(self) -> Any:
-        return self._state
+  def get_state(self) -> Any:
+    return self._state
 
-    def set_state(self, state: Any) -> None:
-        self._queue.clear()
-        self._iterator.set_state(state)
-        self._state = state
+  def set_state(self, state: Any) -> None:
+    self._queue.clear()
+    self._iterator.set_state(state)
+    self._state = state
 
 
 def prefetch_to_device(iterator: Any, size: int = 2, sharding: Any = None
                        ) -> DevicePrefetchIterator:
-    """Wraps a batch iterator so that ``size`` batches are already on the device."""
-    return DevicePrefetchIterator(iterator, size=size, sharding=sharding)
+  """Wraps a batch iterator so that ``size`` batches are already on the device."""
+  return DevicePrefetchIterator(iterator, size=size, sharding=sharding)
