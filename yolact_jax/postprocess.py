@@ -12,20 +12,17 @@ Mixed original sizes in one batch, one compilation
 --------------------------------------------------
 Output arrays have a fixed canvas shape ``(Hc, Wc)`` chosen by the caller (static; e.g. the
 largest image of the stream, rounded up), and every image's own size ``(h, w) <= (Hc, Wc)`` is a
-traced int32 value. The upsampling is separable, so it is written as two small matrix products
-with per-image interpolation matrices built from the traced sizes::
-
-    mask_b,d [Hc, Wc] = Ry_b [Hc, Hp] @ M_b,d [Hp, Wp] @ Rx_b [Wc, Wp]^T
-
-Row r < h of ``Ry_b`` holds PyTorch's two bilinear weights for output row r (source coordinate
-``(r + 0.5) * Hp / h - 0.5`` clamped at 0, neighbours floor and floor + 1 clamped at Hp - 1);
-rows r >= h are zero, so everything outside the image's own (h, w) is 0 (and False after the
-threshold). The result in the top-left (h, w) corner equals
+traced int32 value. The upsampling is separable: a width pass then a height pass, each reading
+two taps per output position with PyTorch's bilinear weights built from the traced sizes
+(source coordinate ``(r + 0.5) * Hp / h - 0.5`` clamped at 0, neighbours floor and floor + 1
+clamped at Hp - 1). Positions r >= h (or >= w) are zero, so everything outside the image's own
+(h, w) is 0 (and False after the threshold). The result in the top-left (h, w) corner equals
 ``torch.nn.functional.interpolate(M, (h, w), mode='bilinear', align_corners=False)`` up to float
 rounding (tests/test_postprocess.py proves it), so one compiled program serves any mix of sizes
-up to the canvas. Matrix products (no gathers) map well onto accelerators; they run with
-``Precision.HIGHEST`` so that TPUs/GPUs do not drop to bfloat16/TF32 (the 0.5 threshold is
-sensitive to that), and so does the mask assembly product.
+up to the canvas. (The same taps as dense matrices, ``Ry @ M @ Rx^T``, are available as
+:func:`bilinear_matrix`; on CPU the gathers are 3-4x cheaper.) The mask assembly product runs
+with ``Precision.HIGHEST`` so that TPUs/GPUs do not drop to bfloat16/TF32 (the 0.5 threshold is
+sensitive to that).
 
 Cost: the canvas output is [B, D, Hc, Wc]; a canvas much larger than the images wastes memory
 and time but changes no value.
@@ -62,30 +59,43 @@ def proto_masks(proto: jnp.ndarray, coefs: jnp.ndarray, boxes: jnp.ndarray,
   return jnp.transpose(masks, (0, 3, 1, 2))
 
 
-def bilinear_matrix(in_size: int, out_size: jnp.ndarray, canvas: int) -> jnp.ndarray:
-  """Interpolation matrix [canvas, in_size] of 1-D bilinear resizing (align_corners=False).
+def bilinear_taps(in_size: int, out_size: jnp.ndarray, canvas: int
+                  ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """1-D bilinear resizing (align_corners=False) from a static ``in_size`` to a traced
+  ``out_size``, laid out on ``canvas`` output positions.
 
-  Row r < ``out_size`` (a traced int scalar) gives output sample r as a weighted sum of the
-  ``in_size`` inputs, with PyTorch's source index rule; rows r >= ``out_size`` are zero.
+  Output sample r reads source ``lo[r]`` with weight ``1 - t[r]`` and ``hi[r]`` with weight
+  ``t[r]``, PyTorch's rule: source coordinate ``max((r + 0.5) * in / out - 0.5, 0)``, lo its
+  floor, hi = lo + 1 clamped to ``in_size - 1``. ``inside[r]`` is ``r < out_size``.
+  Returns lo, hi int32 [canvas], t float32 [canvas], inside bool [canvas].
   """
   out_size = jnp.asarray(out_size)
   scale = jnp.float32(in_size) / out_size.astype(jnp.float32)
   dst = jnp.arange(canvas, dtype=jnp.float32)
-  src = jnp.maximum(scale * (dst + 0.5) - 0.5, 0.0)  # [canvas]
+  src = jnp.maximum(scale * (dst + 0.5) - 0.5, 0.0)
   lo = jnp.floor(src).astype(jnp.int32)
-  hi_weight = jnp.minimum(src - lo.astype(jnp.float32), 1.0)
-  lo = jnp.minimum(lo, in_size - 1)  # only reached by rows beyond out_size
+  t = jnp.minimum(src - lo.astype(jnp.float32), 1.0)
+  lo = jnp.minimum(lo, in_size - 1)  # only reached by positions beyond out_size
   hi = jnp.minimum(lo + 1, in_size - 1)
+  return lo, hi, t, jnp.arange(canvas) < out_size
+
+
+def bilinear_matrix(in_size: int, out_size: jnp.ndarray, canvas: int) -> jnp.ndarray:
+  """The taps of :func:`bilinear_taps` as a dense matrix [canvas, in_size] (rows >= out_size
+  zero): output = matrix @ input. For tests and for accelerators that prefer matmuls."""
+  lo, hi, t, inside = bilinear_taps(in_size, out_size, canvas)
   cols = jnp.arange(in_size)
-  matrix = ((1.0 - hi_weight)[:, None] * (cols == lo[:, None])
-            + hi_weight[:, None] * (cols == hi[:, None]))
-  inside = (jnp.arange(canvas) < out_size)[:, None]
-  return jnp.where(inside, matrix, 0.0).astype(jnp.float32)
+  matrix = (1.0 - t)[:, None] * (cols == lo[:, None]) + t[:, None] * (cols == hi[:, None])
+  return jnp.where(inside[:, None], matrix, 0.0).astype(jnp.float32)
 
 
 def resize_to_canvas(masks: jnp.ndarray, image_sizes: jnp.ndarray,
                      canvas_hw: tuple[int, int]) -> jnp.ndarray:
   """Bilinear upsampling of each image's masks to its own size inside a fixed canvas.
+
+  Two gathers of two taps each (width pass, then height pass: the order of PyTorch's kernel),
+  with taps built from the traced sizes; 3-4x cheaper than the equivalent dense matrix products
+  on CPU and identical in value.
 
   Args:
     masks: [B, D, Hp, Wp].
@@ -96,10 +106,15 @@ def resize_to_canvas(masks: jnp.ndarray, image_sizes: jnp.ndarray,
     [B, D, Hc, Wc]; the top-left (h, w) of image b is its resized mask, the rest is 0.
   """
   height, width = masks.shape[-2:]
-  rows = jax.vmap(lambda h: bilinear_matrix(height, h, canvas_hw[0]))(image_sizes[:, 0])
-  cols = jax.vmap(lambda w: bilinear_matrix(width, w, canvas_hw[1]))(image_sizes[:, 1])
-  wide = jnp.einsum('bdij,bwj->bdiw', masks, cols, precision=HIGHEST)  # [B, D, Hp, Wc]
-  return jnp.einsum('bhi,bdiw->bdhw', rows, wide, precision=HIGHEST)  # [B, D, Hc, Wc]
+
+  def one_image(m, size):  # m [D, Hp, Wp]
+    r_lo, r_hi, r_t, r_in = bilinear_taps(height, size[0], canvas_hw[0])
+    c_lo, c_hi, c_t, c_in = bilinear_taps(width, size[1], canvas_hw[1])
+    wide = m[:, :, c_lo] * (1 - c_t) + m[:, :, c_hi] * c_t  # [D, Hp, Wc]
+    tall = wide[:, r_lo, :] * (1 - r_t)[:, None] + wide[:, r_hi, :] * r_t[:, None]
+    return jnp.where(r_in[:, None] & c_in[None, :], tall, 0.0)  # [D, Hc, Wc]
+
+  return jax.vmap(one_image)(masks, jnp.asarray(image_sizes, jnp.int32))
 
 
 def pixel_boxes(boxes: jnp.ndarray, image_sizes: jnp.ndarray) -> jnp.ndarray:
