@@ -22,8 +22,6 @@ import numpy as np
 
 from yolact_jax.config import YolactConfig
 
-StateDict = 'collections.OrderedDict[str, np.ndarray]'
-
 _LEAF_TO_TORCH = {
     ('params', 'kernel'): 'weight',
     ('params', 'bias'): 'bias',
@@ -126,13 +124,12 @@ def _drop_legacy_keys(state_dict: Mapping[str, np.ndarray], cfg: YolactConfig) -
   return out
 
 
-def state_dict_to_variables(state_dict: Mapping[str, Any], cfg: YolactConfig,
-                            allow_missing: tuple[str, ...] = ()) -> dict[str, Any]:
+def state_dict_to_variables(state_dict: Mapping[str, Any], cfg: YolactConfig
+                            ) -> dict[str, Any]:
   """The original's state_dict (numpy or torch tensors, any float dtype) -> Flax variables.
 
   Floats are cast to float32. Raises CheckpointError listing every missing, unexpected or
   misshapen key (with both shapes); ``num_batches_tracked`` may be absent (taken as 0).
-  ``allow_missing`` names key prefixes that may be absent (filled from ``abstract`` zeros).
   """
   source = {k: _as_numpy(v) for k, v in _drop_legacy_keys(state_dict, cfg).items()}
   abstract = abstract_variables(cfg)
@@ -144,7 +141,7 @@ def state_dict_to_variables(state_dict: Mapping[str, Any], cfg: YolactConfig,
     torch_shape = (flax_shape[3], flax_shape[2], flax_shape[0], flax_shape[1]) \
         if len(flax_shape) == 4 else flax_shape
     if key not in source:
-      if key.endswith('num_batches_tracked') or key.startswith(allow_missing or ('\0',)):
+      if key.endswith('num_batches_tracked'):
         value = np.zeros(flax_shape, leaf.dtype)
       else:
         problems.append(f'missing key {key} (model expects shape {torch_shape})')
