@@ -38,3 +38,9 @@ def test_demo_writes_every_output_and_reruns(tmp_path):
   assert demo.main(args) == 0
   assert (tmp_path / 'data' / 'manifest.json').stat().st_mtime == mtime
   assert json.loads((out / 'metrics.json').read_text())['train']['step'] == 2
+
+
+def test_stretch_schedule_scales_max_iter_and_steps():
+  cfg = demo.stretch_schedule(get_config('yolact_cpu'), 12000)
+  assert cfg.train.max_iter == 12000 and cfg.train.lr_steps == (9200, 11200)
+  assert cfg.train.lr == get_config('yolact_cpu').train.lr
