@@ -36,7 +36,9 @@ What is compared
   postprocess; the original's ``eval.py --benchmark`` scope), ``--warmup`` untimed batches then
   the median (p10, p90) of ``--repeats`` timed ones; CUDA is synchronised / JAX outputs are
   fetched inside the timer. ``network`` times the network alone (the original's forward with
-  Detect bypassed, ours as its own jitted program). Our compile time is reported apart.
+  Detect bypassed, ours as its own jitted program). Our compile time is reported apart. The four
+  timed loops (each side's ``network`` and ``end_to_end``) are interleaved round-robin, the order
+  rotating every repeat, so a shared machine's changing load falls on both sides alike.
 
 Same threads, same device
 -------------------------
@@ -46,14 +48,25 @@ by the current CPU runtime) and calls ``torch.set_num_threads(N)``. ``--device c
 runs JAX with ``jax_platforms=cpu`` and the original on the CPU; ``--device cuda`` runs both on the
 GPU (the original as its eval.py does: ``.cuda()`` and CUDA default tensors).
 
+Measure on an otherwise idle machine. When other work keeps the CPUs busy, multi-threaded
+PyTorch suffers far more than XLA: its OpenMP threads spin-wait at every operator's barrier for
+descheduled siblings (measured here: the original 3.3x slower at 2 threads on 2 busy cores than
+at 1). The report records the load average before and after timing, the thread-related
+environment (``OMP_WAIT_POLICY`` ...) and warns when the load exceeded the machine's CPUs; then
+compare with ``--threads 1`` or ``OMP_WAIT_POLICY=PASSIVE`` too.
+
 Runtime shims for modern / CPU-only stacks (spec pitfall 29; see :func:`original_runtime_shims`)
 ---------------------------------------------------------------------------------------------
 Applied only while needed, restored afterwards, no file of the checkout touched:
 1. ``torch.cuda.current_device()`` is called when ``yolact.py`` is imported; on CPU-only PyTorch
    it raises. Without CUDA, ``current_device`` returns 0 and ``synchronize`` does nothing.
 2. ``torchvision`` may be absent; the original imports it for a class (``Bottleneck``) that no
-   shipped preset uses. When it is not installed, an import hook serves a stub package for
-   ``torchvision`` and any submodule; its attributes are placeholders that raise if used.
+   shipped preset uses. Likewise ``dcn_v2``, the compiled CUDA extension in the original's
+   ``external/DCNv2`` that only the YOLACT++ presets use: revisions of ``backbone.py`` from the
+   YOLACT++ development import it unconditionally (later ones guard it with ``try``). When either
+   is not installed, an import hook serves a stub package for it and any submodule; its
+   attributes are placeholders that raise if used (a YOLACT++ preset fails at model
+   construction, the others never touch them).
 3. With at most one GPU visible the original makes its FPN a TorchScript ``ScriptModule`` with
    ``script_method``; during the import ``torch.jit.ScriptModule`` is ``torch.nn.Module`` and
    ``torch.jit.script_method`` the identity, so the FPN is a plain module (same math).
@@ -98,6 +111,8 @@ SEEDED_IMAGE_SIZES = ((480, 640), (640, 427), (427, 640), (375, 500))
 NMS_TO_ORIGINAL_FLAGS = {'fast': (True, False), 'cross_class': (True, True),
                          'standard': (False, False)}  # (use_fast_nms, use_cross_class_nms)
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
+# Shim 2: packages the original imports at module level for things the YOLACT presets never use.
+STUBBED_WHEN_MISSING = ('torchvision', 'dcn_v2')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,15 +148,17 @@ def cuda_calls_for_cpu(torch: Any) -> contextlib.AbstractContextManager:
 
 
 class PlaceholderError(RuntimeError):
-  """Something of the torchvision stub was used (it only stands in for unused imports)."""
+  """Something of a stub package (shim 2) was used (they only stand in for unused imports)."""
 
 
 def placeholder(qualified_name: str) -> type:
-  """A class standing in for a torchvision attribute; using it raises PlaceholderError."""
+  """A class standing in for an attribute of a stubbed package; using it raises PlaceholderError."""
+  root = qualified_name.split('.')[0]
+
   def refuse(*args, **kwargs):
-    raise PlaceholderError(f'{qualified_name} is a placeholder: torchvision is not installed and '
-                           'compare_pytorch.py stubbed it because the shipped presets do not use '
-                           'it. Install torchvision to use it.')
+    raise PlaceholderError(f'{qualified_name} is a placeholder: {root} is not installed and '
+                           'compare_pytorch.py stubbed it because the YOLACT presets do not use '
+                           f'it (dcn_v2: only YOLACT++ does). Install {root} to use it.')
   return type(qualified_name.rsplit('.', 1)[-1], (), {'__init__': refuse, '__call__': refuse,
                                                       '__module__': qualified_name.rsplit('.', 1)[0]})
 
@@ -242,11 +259,13 @@ def original_runtime_shims(torch: Any) -> Iterator[dict[str, bool]]:
   Yields which are active. Shim 3 is only for the import (see :func:`import_original`)."""
   with contextlib.ExitStack() as stack:
     stack.enter_context(cuda_calls_for_cpu(torch))
-    stubbed = stack.enter_context(stub_missing_module('torchvision'))
+    stubbed = {name: stack.enter_context(stub_missing_module(name))
+               for name in STUBBED_WHEN_MISSING}
     stack.enter_context(numpy_legacy_aliases())
     stack.enter_context(torch_load_on_cpu(torch))
     yield {'cuda_calls_for_cpu': not torch.cuda.is_available(),
-           'torchvision_stub': stubbed, 'numpy_legacy_aliases': True,
+           **{f'{name}_stub': used for name, used in stubbed.items()},
+           'numpy_legacy_aliases': True,
            'torch_load_on_cpu': not torch.cuda.is_available(),
            'plain_torchscript_during_import': True}
 
@@ -327,6 +346,14 @@ class OutputCapture:
       object.__setattr__(self, name, value)
     else:
       setattr(self.detect, name, value)
+
+
+def check_original_nms(detect: Any, nms: str) -> None:
+  """Refuse an NMS variant the checkout's Detect lacks (it would ignore the flag silently):
+  cross-class Fast NMS (``cc_fast_nms``) arrived in the original on 2019-11-06."""
+  if nms == 'cross_class' and not hasattr(detect, 'cc_fast_nms'):
+    raise SystemExit('--nms cross_class: this checkout\'s Detect has no cc_fast_nms (older than '
+                     'the original\'s cross-class Fast NMS); use --nms fast or standard')
 
 
 def install_output_capture(net: Any) -> OutputCapture:
@@ -414,7 +441,12 @@ def merge_raw_diffs(diffs: Sequence[dict[str, dict]]) -> dict[str, dict]:
 
 
 def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """IoU of pixel boxes x1y1x2y2: [n, 4], [m, 4] -> [n, m] (areas (x2-x1)(y2-y1); empty -> 0)."""
+  """IoU of pixel boxes x1y1x2y2: [n, 4], [m, 4] -> [n, m] (areas (x2-x1)(y2-y1)).
+
+  Where both boxes are empty (zero union), identical boxes count as IoU 1 and others as 0: both
+  sides' postprocess truncates boxes to integer pixels, so a narrow detection becomes e.g.
+  ``[42, 495, 42, 521]`` on both sides (its cropped mask is not empty), and it must still match.
+  """
   a = np.asarray(a, np.float64).reshape(-1, 4)
   b = np.asarray(b, np.float64).reshape(-1, 4)
   lt = np.maximum(a[:, None, :2], b[None, :, :2])
@@ -422,7 +454,8 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
   area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=-1)  # noqa: E731
   union = area(a)[:, None] + area(b)[None, :] - inter
-  return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+  identical = np.all(a[:, None, :] == b[None, :, :], axis=-1)
+  return np.where(union > 0, inter / np.where(union > 0, union, 1), identical.astype(np.float64))
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -510,6 +543,24 @@ def time_batches(run: Callable[[int], Any], num_batches: int, warmup: int, repea
   return times
 
 
+def time_interleaved(runs: dict[Any, Callable[[int], Any]], num_batches: int, warmup: int,
+                     repeats: int) -> dict[Any, list[float]]:
+  """:func:`time_batches` for several callables at once: the warm-up of each, then ``repeats``
+  rounds in which every callable runs once on the same batch (round ``k`` starts at the ``k``-th
+  callable), so load that changes over time falls on all of them alike. Returns seconds per key."""
+  keys = list(runs)
+  for key in keys:
+    for k in range(warmup):
+      runs[key](k % num_batches)
+  times: dict[Any, list[float]] = {key: [] for key in keys}
+  for k in range(repeats):
+    for key in keys[k % len(keys):] + keys[:k % len(keys)]:
+      t0 = time.perf_counter()
+      runs[key]((warmup + k) % num_batches)
+      times[key].append(time.perf_counter() - t0)
+  return times
+
+
 def speed_summary(ours: dict[str, list[float]], theirs: dict[str, list[float]],
                   batch_size: int) -> dict[str, Any]:
   """Per side and stage: time summary and images/s; ours-vs-original speed-up per stage."""
@@ -568,7 +619,28 @@ def markdown_report(report: dict[str, Any]) -> str:
                  f'{speed["speedup"][stage]:.2f}x |')
   lines += ['', f'Our compile time (not in the figures above): '
             f'{speed.get("ours_compile_s", float("nan")):.1f} s.']
+  warning = oversubscription_warning(report['machine'])
+  if warning and 'ours' in speed:
+    lines += ['', f'**Warning:** {warning}']
   return '\n'.join(lines)
+
+
+THREAD_ENV_VARS = ('OMP_WAIT_POLICY', 'OMP_NUM_THREADS', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME',
+                   'MKL_NUM_THREADS', 'XLA_FLAGS')
+
+
+def oversubscription_warning(machine: dict[str, Any]) -> str | None:
+  """A sentence when the 1-minute load average (before or after timing) exceeded the machine's
+  CPU count: other work competed for the cores and the speed figures are not representative."""
+  cpus = machine.get('cpu_count_total')
+  loads = [machine.get(k) for k in ('load_average_before_timing', 'load_average')]
+  worst = max((load[0] for load in loads if load), default=None)
+  if not cpus or worst is None or worst <= cpus + 0.5:
+    return None
+  return (f'the machine was oversubscribed (1-minute load {worst:.2f} on {cpus} CPUs): other '
+          'work competed for the cores, and multi-threaded PyTorch (OpenMP threads spin-waiting '
+          'at barriers) is hurt far more than XLA by that. Compare with --threads 1 or '
+          'OMP_WAIT_POLICY=PASSIVE, or measure on an idle machine.')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -762,8 +834,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     original = import_original(args.yolact_repo, torch)
     original.set_cfg(f'{args.config}_config')
     original_cfg = original.config_module.cfg
-    if hasattr(original_cfg, 'mask_proto_debug'):
-      original_cfg.mask_proto_debug = False  # as eval.py
+    # eval.py's evaluate() sets this unconditionally (the config does not define it, and
+    # layers/output_utils.postprocess reads it)
+    original_cfg.mask_proto_debug = False
     if args.device == 'cuda':
       torch.set_default_tensor_type('torch.cuda.FloatTensor')  # as eval.py
     net = original.Yolact()
@@ -775,6 +848,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.device == 'cuda':
       net = net.cuda()
     capture = install_output_capture(net)
+    check_original_nms(capture.detect, args.nms)
     capture.use_fast_nms, capture.use_cross_class_nms = NMS_TO_ORIGINAL_FLAGS[args.nms]
     detect_settings = {'ours': detect_kwargs(cfg),
                        'original': {name: getattr(capture.detect, name, None) for name in (
@@ -852,13 +926,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     # ---- speed
     speed: dict[str, Any] = {}
+    load_before_timing = [round(x, 2) for x in os.getloadavg()]
     if not args.skip_speed:
       n = len(batches)
-      ours_times = {'network': time_batches(ours_network, n, args.warmup, args.repeats),
-                    'end_to_end': time_batches(ours_batch, n, args.warmup, args.repeats)}
-      theirs_times = {'network': time_batches(original_network, n, args.warmup, args.repeats),
-                      'end_to_end': time_batches(original_batch, n, args.warmup, args.repeats)}
-      speed = speed_summary(ours_times, theirs_times, args.batch_size)
+      times = time_interleaved({('ours', 'network'): ours_network,
+                                ('ours', 'end_to_end'): ours_batch,
+                                ('original', 'network'): original_network,
+                                ('original', 'end_to_end'): original_batch},
+                               n, args.warmup, args.repeats)
+      speed = speed_summary({stage: t for (side, stage), t in times.items() if side == 'ours'},
+                            {stage: t for (side, stage), t in times.items()
+                             if side == 'original'}, args.batch_size)
     speed['ours_compile_s'] = compile_s
     original_commit = original.commit
 
@@ -872,7 +950,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    'original_commit': original_commit, 'shims': shims,
                    'detect_settings': detect_settings},
       'machine': {'cpu_model': cpu_model(), 'cpu_cores_usable': threads,
+                  'cpu_count_total': os.cpu_count(),
+                  'load_average_before_timing': load_before_timing,
                   'load_average': [round(x, 2) for x in os.getloadavg()],
+                  'thread_env': {k: os.environ[k] for k in THREAD_ENV_VARS if k in os.environ},
                   'torch': torch.__version__, 'jax': jax.__version__,
                   'jax_device': jax.devices()[0].device_kind, 'python': platform.python_version()},
       'raw_outputs': merge_raw_diffs(raw_diffs),

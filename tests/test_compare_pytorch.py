@@ -58,6 +58,18 @@ def test_torchvision_stub_serves_imports_and_is_removed():
     import torchvision  # noqa: F401,F811
 
 
+def test_dcn_v2_stub_serves_the_yolact_plus_import():
+  if cmp.module_available('dcn_v2'):
+    pytest.skip('dcn_v2 installed: no stub needed')
+  assert 'dcn_v2' in cmp.STUBBED_WHEN_MISSING
+  with cmp.stub_missing_module('dcn_v2') as stubbed:
+    assert stubbed
+    from dcn_v2 import DCN  # what YOLACT++-era backbone.py does at import
+    with pytest.raises(cmp.PlaceholderError, match='placeholder'):
+      DCN(64, 64, kernel_size=3, stride=1, padding=1, dilation=1, deformable_groups=1)
+  assert 'dcn_v2' not in sys.modules
+
+
 def test_stub_is_not_used_for_an_installed_module():
   with cmp.stub_missing_module('json') as stubbed:
     assert not stubbed
@@ -156,6 +168,16 @@ def test_output_capture_records_bypasses_and_forwards_settings():
   assert inner.use_fast_nms and capture.use_fast_nms
 
 
+def test_cross_class_nms_needs_a_detect_that_has_it():
+  old_detect = FakeDetect()  # like the original before 2019-11-06: no cc_fast_nms
+  with pytest.raises(SystemExit, match='cc_fast_nms'):
+    cmp.check_original_nms(old_detect, 'cross_class')
+  for nms in ('fast', 'standard'):
+    cmp.check_original_nms(old_detect, nms)
+  old_detect.cc_fast_nms = lambda *args: None
+  cmp.check_original_nms(old_detect, 'cross_class')
+
+
 def test_output_capture_replaces_a_detect_module():
   net = torch.nn.Module()
   net.detect = torch.nn.Identity()
@@ -190,6 +212,10 @@ def test_box_iou_matrix():
                                                             [20, 20, 30, 30]])
   np.testing.assert_allclose(iou, [[1, 50 / 150, 0], [0, 0, 0]])
   assert cmp.box_iou_matrix(np.zeros((0, 4)), [[0, 0, 1, 1]]).shape == (0, 1)
+  # zero-width boxes (integer truncation of a narrow detection): identical ones agree
+  degenerate = cmp.box_iou_matrix([[42, 495, 42, 521], [0, 0, 0, 0]],
+                                  [[42, 495, 42, 521], [43, 495, 43, 521], [40, 490, 50, 530]])
+  np.testing.assert_allclose(degenerate, [[1, 0, 0], [0, 0, 0]])
 
 
 def test_mask_iou():
@@ -209,6 +235,13 @@ def test_matching_needs_the_same_class_and_enough_iou():
   assert [(i, j) for i, j, _ in pairs] == [(0, 1), (1, 0)]  # (2, 2) differ in class
   assert pairs[1][2] == pytest.approx(0.9)
   assert cmp.match_detections(ours, theirs, iou_thresh=0.95) == [(0, 1, 1.0)]
+
+
+def test_matching_pairs_identical_zero_width_boxes():
+  ours = detections([[42, 495, 42, 521], [0, 0, 10, 10]], [3, 1], [0.99, 0.98])
+  theirs = detections([[0, 0, 10, 10], [42, 495, 42, 521]], [1, 3], [0.98, 0.99])
+  pairs = cmp.match_detections(ours, theirs, iou_thresh=0.9)
+  assert sorted((i, j) for i, j, _ in pairs) == [(0, 1), (1, 0)]
 
 
 def test_matching_is_one_to_one_in_score_order():
@@ -262,6 +295,16 @@ def test_time_batches_cycles_and_speed_summary():
   s = cmp.speed_summary({'end_to_end': [0.1, 0.1, 0.1]}, {'end_to_end': [0.3, 0.3, 0.3]}, 2)
   assert s['speedup']['end_to_end'] == pytest.approx(3.0)
   assert s['ours']['end_to_end']['images_per_s'] == pytest.approx(20.0)
+
+
+def test_time_interleaved_rotates_rounds_over_the_same_batch():
+  seen = []
+  runs = {name: (lambda k, name=name: seen.append((name, k))) for name in 'abc'}
+  times = cmp.time_interleaved(runs, num_batches=2, warmup=1, repeats=3)
+  assert seen[:3] == [('a', 0), ('b', 0), ('c', 0)]  # warm-up
+  assert seen[3:] == [('a', 1), ('b', 1), ('c', 1), ('b', 0), ('c', 0), ('a', 0),
+                      ('c', 1), ('a', 1), ('b', 1)]
+  assert set(times) == set('abc') and all(len(t) == 3 and min(t) >= 0 for t in times.values())
 
 
 def test_seeded_images_and_batches():
@@ -318,6 +361,11 @@ def test_markdown_report_has_every_table():
   for part in ('## Raw head outputs', '| loc | 1x2x4 | 1e-06', '## Detections', '100.00%',
                '## Speed', '| end_to_end | 200.0', '1.50x', 'compile time'):
     assert part in text, part
+  assert 'Warning' not in text  # no CPU count recorded: no judgement
+  report['machine'] |= {'cpu_count_total': 2, 'load_average_before_timing': [4.2, 4.0, 3.9]}
+  assert 'oversubscribed (1-minute load 4.20 on 2 CPUs)' in cmp.markdown_report(report)
+  report['machine'] |= {'load_average_before_timing': [2.1, 2, 2], 'load_average': [2.3, 2, 2]}
+  assert 'Warning' not in cmp.markdown_report(report)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +377,7 @@ FAKE_FILES = {
     'data/__init__.py': 'from .config import cfg, set_cfg\n',
     'data/config.py': '''
         import types
-        cfg = types.SimpleNamespace(name=None, mask_proto_debug=True)
+        cfg = types.SimpleNamespace(name=None)  # like the original: no mask_proto_debug
 
         def set_cfg(config_name):
             if not config_name.endswith('_config'):
@@ -348,6 +396,9 @@ FAKE_FILES = {
                 self.jax_cfg = jax_cfg
                 self.use_fast_nms = False
                 self.use_cross_class_nms = False
+
+            def cc_fast_nms(self, *args, **kwargs):  # the original's, since 2019-11-06
+                raise NotImplementedError('the fake dispatches on use_cross_class_nms')
 
             def __call__(self, predictions, net):
                 nms = ('cross_class' if self.use_cross_class_nms else
@@ -372,8 +423,12 @@ FAKE_FILES = {
         import torch
         from yolact_jax.postprocess import postprocess as jax_postprocess
 
+        from data.config import cfg
+
         def postprocess(det_output, w, h, batch_idx=0, interpolation_mode='bilinear',
                         visualize_lincomb=False, crop_masks=True, score_threshold=0):
+            if cfg.mask_proto_debug:  # the original reads it; only eval.py sets it
+                raise AssertionError('mask_proto_debug must be off')
             dets = det_output[batch_idx]['detection']
             n = dets['score'].shape[0]
             if n == 0:
@@ -392,6 +447,7 @@ FAKE_FILES = {
         import torch, torchvision
         import torch.nn as nn
         from torchvision.models.resnet import Bottleneck  # imported, never used
+        from dcn_v2 import DCN  # YOLACT++ only: imported, never used
 
         from data.config import cfg
         from layers import Detect
@@ -472,11 +528,16 @@ def test_whole_run_against_a_fake_checkout(fake_checkout, tmp_path):
 
   s = report['settings']
   assert s['original_commit'] is None and s['batch_size'] == 2 and s['nms'] == 'fast'
+  machine = report['machine']
+  assert machine['cpu_count_total'] >= 1 and len(machine['load_average_before_timing']) == 3
+  assert isinstance(machine['thread_env'], dict)
   original_detect = s['detect_settings']['original']
   assert original_detect['use_fast_nms'] and not original_detect['use_cross_class_nms']
   assert s['detect_settings']['ours']['nms'] == 'fast'
   if not torch.cuda.is_available():
     assert s['shims']['cuda_calls_for_cpu']
+  for name in cmp.STUBBED_WHEN_MISSING:
+    assert s['shims'][f'{name}_stub'] == (not cmp.module_available(name))
   raw = report['raw_outputs']
   assert set(raw) == set(cmp.RAW_KEYS)
   for key in ('loc', 'mask', 'proto'):  # the fake adds uniform noise of FAKE_NOISE
@@ -500,7 +561,7 @@ def test_whole_run_against_a_fake_checkout(fake_checkout, tmp_path):
       assert t['runs'] == 2 and t['median_ms'] > 0 and t['images_per_s'] > 0
   assert speed['speedup']['end_to_end'] > 0 and speed['ours_compile_s'] > 0
   # the fake's stand-ins are gone again
-  assert not any(n == 'torchvision' or n.startswith('torchvision.') for n in sys.modules
+  assert not any(n.split('.')[0] in cmp.STUBBED_WHEN_MISSING for n in sys.modules
                  if getattr(sys.modules[n], '__is_stub__', False))
   assert all(name not in np.__dict__ for name in NUMPY_ALIASES_MISSING)
 
