@@ -85,6 +85,7 @@ import jax.numpy as jnp  # noqa: E402
 from yolact_jax import detect as detect_lib  # noqa: E402
 from yolact_jax import train_step as ts  # noqa: E402
 from yolact_jax.anchors import make_priors  # noqa: E402
+from yolact_jax.benchmarking import MIN_TIMED_RUNS, summarize_times, time_calls  # noqa: E402,F401
 from yolact_jax.config import YolactConfig, feature_sizes, get_config, proto_size  # noqa: E402
 from yolact_jax.model.yolact import Yolact  # noqa: E402
 from yolact_jax.postprocess import postprocess  # noqa: E402
@@ -102,7 +103,6 @@ CONVGRAD_CASES = (
     ('FPN/ProtoNet 3x3 256->256 @P3', 69, 256, 256, 3, 1),
     ('ProtoNet 3x3 256->256 after x2 upsample', 138, 256, 256, 3, 1),
 )
-MIN_TIMED_RUNS = 3
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 # (preset, batch, dtype) grids. 'cpu' is sized for a few-core CPU; 'full' is the issue's grid.
@@ -258,30 +258,6 @@ def machine_slug(info: dict[str, Any]) -> str:
 # Timing helpers
 
 
-def summarize_times(seconds: Sequence[float]) -> dict[str, Any]:
-  """Median, p10, p90, mean and min in milliseconds, and the number of runs."""
-  ms = np.asarray(seconds, np.float64) * 1e3
-  return {'median_ms': float(np.median(ms)), 'p10_ms': float(np.percentile(ms, 10)),
-          'p90_ms': float(np.percentile(ms, 90)), 'mean_ms': float(ms.mean()),
-          'min_ms': float(ms.min()), 'runs': int(ms.size)}
-
-
-def time_calls(fn: Callable[[], Any], warmup: int, repeats: int, max_seconds: float
-               ) -> list[float]:
-  """Seconds of each timed call of ``fn`` (outputs blocked on inside the timer)."""
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  times: list[float] = []
-  start = time.perf_counter()
-  while len(times) < repeats:
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-    if len(times) >= MIN_TIMED_RUNS and time.perf_counter() - start > max_seconds:
-      break
-  return times
-
-
 def compile_program(jitted: Any, *args: Any, **static: Any) -> tuple[Any, dict[str, float]]:
   """Explicit lowering + compilation: (compiled, {'lower_s', 'compile_s'})."""
   t0 = time.perf_counter()
@@ -351,7 +327,7 @@ def measure_stage(name: str, jitted: Any, args: Sequence[Any], opts: TimingOptio
   """
   compiled, compile_times = compile_program(jitted, *args, **(static or {}))
   run = (lambda: after(compiled(*args))) if after else (lambda: compiled(*args))  # noqa: E731
-  times = time_calls(run, opts.warmup, opts.repeats, opts.max_seconds)
+  times = time_calls(run, opts.repeats, opts.warmup, opts.max_seconds)
   record = {'stage': name, **compile_times, **summarize_times(times), **cost_of(compiled),
             'memory': memory_of(compiled)}
   return record, compiled(*args)
@@ -620,7 +596,7 @@ def train_case(preset: str, batch: int, dtype: str, opts: TimingOptions) -> dict
     holder['state'], metrics = compiled(holder['state'], batch_arrays)
     return holder['state'], metrics
 
-  times = time_calls(one_step, opts.warmup, opts.repeats, opts.max_seconds)
+  times = time_calls(one_step, opts.repeats, opts.warmup, opts.max_seconds)
   summary = summarize_times(times)
   _, metrics = one_step()
   return {'preset': preset, 'input_size': cfg.max_size, 'batch': batch, 'dtype': dtype,

@@ -522,13 +522,6 @@ def summarize_detection_comparison(images: Sequence[dict[str, Any]]) -> dict[str
                                      if r['score_abs_diff_max'] is not None), default=None)}
 
 
-def summarize_times(seconds: Sequence[float]) -> dict[str, Any]:
-  """Median, p10, p90, mean (ms) and runs. (scripts/benchmark.py reports the same fields.)"""
-  ms = np.asarray(seconds, np.float64) * 1e3
-  return {'median_ms': float(np.median(ms)), 'p10_ms': float(np.percentile(ms, 10)),
-          'p90_ms': float(np.percentile(ms, 90)), 'mean_ms': float(ms.mean()), 'runs': int(ms.size)}
-
-
 def time_batches(run: Callable[[int], Any], num_batches: int, warmup: int, repeats: int
                  ) -> list[float]:
   """Seconds of ``repeats`` calls ``run(batch_index)`` after ``warmup`` untimed ones, cycling
@@ -564,6 +557,7 @@ def time_interleaved(runs: dict[Any, Callable[[int], Any]], num_batches: int, wa
 def speed_summary(ours: dict[str, list[float]], theirs: dict[str, list[float]],
                   batch_size: int) -> dict[str, Any]:
   """Per side and stage: time summary and images/s; ours-vs-original speed-up per stage."""
+  from yolact_jax.benchmarking import summarize_times  # jax is imported only when needed
   out: dict[str, Any] = {'ours': {}, 'original': {}, 'speedup': {}}
   for side, times in (('ours', ours), ('original', theirs)):
     for stage, seconds in times.items():

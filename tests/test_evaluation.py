@@ -384,7 +384,8 @@ def test_benchmark_helpers():
   assert [(c.shape, n) for c, _, n in batches] == [((2, 256, 128, 3), 2), ((2, 256, 128, 3), 1)]
   np.testing.assert_array_equal(batches[1][1], [[5, 5], [1, 1]])
   stats = benchmarking.summarize_times([0.001, 0.003, 0.002])
-  assert stats == pytest.approx({'median_ms': 2.0, 'mean_ms': 2.0, 'min_ms': 1.0, 'max_ms': 3.0})
+  assert {k: stats[k] for k in ('median_ms', 'mean_ms', 'min_ms', 'max_ms', 'runs')} == \
+      pytest.approx({'median_ms': 2.0, 'mean_ms': 2.0, 'min_ms': 1.0, 'max_ms': 3.0, 'runs': 3})
   calls = []
   durations = benchmarking.time_calls(lambda: calls.append(1), repeats=3, warmup=2)
   assert len(durations) == 3 and len(calls) == 5

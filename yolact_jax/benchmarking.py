@@ -27,7 +27,6 @@ Wall-clock numbers depend on the machine and its load; nothing here asserts on t
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,23 +40,37 @@ from yolact_jax.config import YolactConfig
 STAGES = ('network', 'detect', 'postprocess', 'host_copy')
 
 
-def summarize_times(seconds: Sequence[float]) -> dict[str, float]:
-  """Median, mean, min and max of durations in seconds -> milliseconds."""
-  ms = [1000.0 * s for s in seconds]
-  return {'median_ms': statistics.median(ms), 'mean_ms': statistics.fmean(ms),
-          'min_ms': min(ms), 'max_ms': max(ms)}
+MIN_TIMED_RUNS = 3  # timed calls kept even when a time budget runs out
 
 
-def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
-  """Durations (s) of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones; each call's
-  result is waited for with ``jax.block_until_ready``."""
+def summarize_times(seconds: Sequence[float]) -> dict[str, Any]:
+  """Durations in seconds -> median, p10, p90, mean, min and max in milliseconds, and runs.
+
+  The one summary used by evaluate.py --benchmark, scripts/benchmark.py and
+  scripts/compare_pytorch.py.
+  """
+  ms = np.asarray(seconds, np.float64) * 1e3
+  return {'median_ms': float(np.median(ms)), 'p10_ms': float(np.percentile(ms, 10)),
+          'p90_ms': float(np.percentile(ms, 90)), 'mean_ms': float(ms.mean()),
+          'min_ms': float(ms.min()), 'max_ms': float(ms.max()), 'runs': int(ms.size)}
+
+
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1,
+               max_seconds: float | None = None) -> list[float]:
+  """Durations (s) of up to ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones; each
+  call's result is waited for with ``jax.block_until_ready``. With ``max_seconds``, timing stops
+  once that budget is spent, but never before ``MIN_TIMED_RUNS`` calls."""
   for _ in range(warmup):
     jax.block_until_ready(fn())
-  durations = []
-  for _ in range(repeats):
+  durations: list[float] = []
+  budget_start = time.perf_counter()
+  while len(durations) < repeats:
     start = time.perf_counter()
     jax.block_until_ready(fn())
     durations.append(time.perf_counter() - start)
+    if (max_seconds is not None and len(durations) >= MIN_TIMED_RUNS
+        and time.perf_counter() - budget_start > max_seconds):
+      break
   return durations
 
 
