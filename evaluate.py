@@ -81,10 +81,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument('--no_per_class', action='store_true', help='do not print per-class AP')
   parser.add_argument('--no_progress', action='store_true', help='no progress bar')
   parser.add_argument('--decode_workers', type=int, default=2, help='image decoding threads')
-  args, extra = parser.parse_known_args(argv)
-  bad = [a for a in extra if not a.startswith('--config.')]
-  if bad:
-    parser.error(f'unrecognised arguments: {" ".join(bad)}')
+  from yolact_jax.config import parse_args_with_overrides
+  args, extra = parse_args_with_overrides(parser, argv)
   results_mode = bool(args.results_only or args.bbox_results or args.mask_results)
   if args.results_only and (args.bbox_results or args.mask_results):
     parser.error('use either --results_only or --bbox_results/--mask_results')

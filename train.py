@@ -54,10 +54,8 @@ def parse_args(argv=None):
   parser.add_argument('--export_pth', default=None,
                       help='also write the final weights as an original-layout .pth')
   parser.add_argument('--no_progress', action='store_true')
-  args, overrides = parser.parse_known_args(argv)
-  bad = [o for o in overrides if not o.startswith('--config.')]
-  if bad:
-    parser.error(f'unrecognized arguments: {" ".join(bad)}')
+  from yolact_jax.config import parse_args_with_overrides
+  args, overrides = parse_args_with_overrides(parser, argv)
   return args, overrides
 
 

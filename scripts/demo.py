@@ -45,10 +45,8 @@ def parse_args(argv=None):
   parser.add_argument('--workers', type=int, default=1, help='data loader processes')
   parser.add_argument('--grid_images', type=int, default=6, help='val images in the picture')
   parser.add_argument('--no_progress', action='store_true')
-  args, overrides = parser.parse_known_args(argv)
-  bad = [o for o in overrides if not o.startswith('--config.')]
-  if bad:
-    parser.error(f'unrecognized arguments: {" ".join(bad)}')
+  from yolact_jax.config import parse_args_with_overrides
+  args, overrides = parse_args_with_overrides(parser, argv)
   return args, overrides
 
 

@@ -60,10 +60,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument('--alpha', type=float, default=0.45, help='mask opacity')
   parser.add_argument('--no_masks', action='store_true', help='do not draw masks')
   parser.add_argument('--no_progress', action='store_true', help='no progress bar')
-  args, extra = parser.parse_known_args(argv)
-  bad = [a for a in extra if not a.startswith('--config.')]
-  if bad:
-    parser.error(f'unrecognised arguments: {" ".join(bad)}')
+  from yolact_jax.config import parse_args_with_overrides
+  args, extra = parse_args_with_overrides(parser, argv)
   return args, extra
 
 

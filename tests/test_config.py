@@ -95,3 +95,14 @@ def test_config_files_select_their_preset():
     assert 'python train.py --config configs/' in f.read_text()
   with pytest.raises(FileNotFoundError, match='nope.py'):
     C.load_config('configs/nope.py')
+
+
+def test_parse_args_keeps_overrides_and_rejects_other_unknowns():
+  import argparse
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--steps', type=int)
+  args, overrides = C.parse_args_with_overrides(
+      parser, ['--steps', '3', '--config.train.lr=0.1', '--config.max_size=96'])
+  assert args.steps == 3 and overrides == ['--config.train.lr=0.1', '--config.max_size=96']
+  with pytest.raises(SystemExit):
+    C.parse_args_with_overrides(parser, ['--stpes', '3'])

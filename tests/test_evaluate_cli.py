@@ -9,16 +9,12 @@ import json
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
 from tests.reference_data import PROJECT_ROOT
 from yolact_jax import evaluation as ev
-from yolact_jax.checkpoint.io import save_weights
-from yolact_jax.config import get_config
 from yolact_jax.data import synthetic
-from yolact_jax.model.yolact import Yolact
 
 pytestmark = pytest.mark.filterwarnings(
     'ignore:__array__ implementation:DeprecationWarning')  # pycocotools on numpy 2
@@ -35,16 +31,6 @@ def load_cli():
 
 
 cli = load_cli()
-
-
-@pytest.fixture(scope='module')
-def weights_dir(tmp_path_factory):
-  cfg = get_config('yolact_tiny')
-  x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
-  variables = jax.jit(Yolact(cfg).init)(jax.random.key(0), x)
-  path = tmp_path_factory.mktemp('weights') / 'tiny'
-  save_weights(path, variables, cfg)
-  return path
 
 
 @pytest.fixture(scope='module')

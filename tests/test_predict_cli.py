@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import cv2
-import jax
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
@@ -16,22 +15,10 @@ from pycocotools.cocoeval import COCOeval
 
 from scripts import predict as cli
 from tests.reference_data import PROJECT_ROOT
-from yolact_jax.checkpoint.io import save_weights
 from yolact_jax.config import get_config
-from yolact_jax.model.yolact import Yolact
 
 # a random model scores every class near 1/5: let every prior through
 DETECT_ALL = '--config.detect.nms_conf_thresh=0.0'
-
-
-@pytest.fixture(scope='module')
-def weights_dir(tmp_path_factory):
-  cfg = get_config('yolact_tiny')
-  x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
-  variables = jax.jit(Yolact(cfg).init)(jax.random.key(0), x)
-  path = tmp_path_factory.mktemp('weights') / 'tiny'
-  save_weights(path, variables, cfg)
-  return path
 
 
 def random_bgr(seed, h, w):

@@ -490,3 +490,14 @@ def load_config(spec: str, overrides: typing.Sequence[str] = ()) -> YolactConfig
       raise ConfigError(f'{spec} must define get() returning a YolactConfig')
     return apply_overrides(module.get(), overrides)
   return get_config(spec, overrides)
+
+
+def parse_args_with_overrides(parser: Any, argv: typing.Sequence[str] | None = None
+                              ) -> tuple[Any, list[str]]:
+  """``parser.parse_known_args`` where every unknown argument must be a ``--config.x.y=value``
+  override; anything else is the parser's usual 'unrecognized arguments' error."""
+  args, extra = parser.parse_known_args(argv)
+  bad = [a for a in extra if not a.startswith('--config.')]
+  if bad:
+    parser.error(f'unrecognized arguments: {" ".join(bad)}')
+  return args, list(extra)
