@@ -7,6 +7,9 @@
     python scripts/compare_pytorch.py --yolact-repo ~/src/yolact --config yolact_base \\
         --weights weights/yolact_base_54_800000.pth --images data/coco/images/val2017 \\
         --num-images 50
+    # also one training step (losses, parameter update) and the train-step speed, batch 2
+    python scripts/compare_pytorch.py --yolact-repo ~/src/yolact --config yolact_resnet50 \\
+        --random-weights 0 --threads 2 --train-step --train-batch-size 2
 
 ``--yolact-repo`` is the user's checkout of dbolya/yolact. Its code is imported from there at run
 time (``yolact.Yolact``, ``data.config.set_cfg`` / ``cfg``, ``layers.output_utils.postprocess``);
@@ -39,6 +42,19 @@ What is compared
   Detect bypassed, ours as its own jitted program). Our compile time is reported apart. The four
   timed loops (each side's ``network`` and ``end_to_end``) are interleaved round-robin, the order
   rotating every repeat, so a shared machine's changing load falls on both sides alike.
+* Training step (``--train-step``): a batch of ``--train-batch-size`` of the images at the network
+  input size with ``--train-objects`` seeded objects each (ellipses and rectangles with their tight
+  boxes). From the same weights, one step on each side: the original's train.py iteration
+  (``net.train()`` with BatchNorm frozen when the batch is below 6, its ``MultiBoxLoss``, the sum
+  of the terms, backward, ``torch.optim.SGD`` with momentum and weight decay) and our jitted
+  train step, both at the learning rate of iteration 0. Reported: every loss term on both sides,
+  and the parameter update (new - old) of ours against the original's. For scale, the original
+  is also run against itself with its input perturbed by 1e-6 (relative): its hard-negative
+  mining makes the update sensitive to float32 rounding, so that is the floor for "the same".
+  Then ``--train-warmup`` untimed and ``--train-repeats`` timed steps per side, interleaved (ours
+  compiled beforehand, compile time reported apart), each from the initial weights and
+  optimiser state (restored untimed: repeated steps from random weights can diverge, and a
+  step's cost does not depend on the weights).
 
 Same threads, same device
 -------------------------
@@ -80,7 +96,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import dataclasses
 import datetime
+import functools
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -537,17 +556,23 @@ def time_batches(run: Callable[[int], Any], num_batches: int, warmup: int, repea
 
 
 def time_interleaved(runs: dict[Any, Callable[[int], Any]], num_batches: int, warmup: int,
-                     repeats: int) -> dict[Any, list[float]]:
+                     repeats: int, setup: dict[Any, Callable[[], Any]] | None = None
+                     ) -> dict[Any, list[float]]:
   """:func:`time_batches` for several callables at once: the warm-up of each, then ``repeats``
   rounds in which every callable runs once on the same batch (round ``k`` starts at the ``k``-th
-  callable), so load that changes over time falls on all of them alike. Returns seconds per key."""
+  callable), so load that changes over time falls on all of them alike. ``setup[key]``, where
+  given, runs untimed before every call of ``runs[key]``. Returns seconds per key."""
   keys = list(runs)
+  setup = setup or {}
+  no_setup = lambda: None  # noqa: E731
   for key in keys:
     for k in range(warmup):
+      setup.get(key, no_setup)()
       runs[key](k % num_batches)
   times: dict[Any, list[float]] = {key: [] for key in keys}
   for k in range(repeats):
     for key in keys[k % len(keys):] + keys[:k % len(keys)]:
+      setup.get(key, no_setup)()
       t0 = time.perf_counter()
       runs[key]((warmup + k) % num_batches)
       times[key].append(time.perf_counter() - t0)
@@ -613,10 +638,58 @@ def markdown_report(report: dict[str, Any]) -> str:
                  f'{speed["speedup"][stage]:.2f}x |')
   lines += ['', f'Our compile time (not in the figures above): '
             f'{speed.get("ours_compile_s", float("nan")):.1f} s.']
+  if 'train_step' in report:
+    lines += [''] + train_markdown(report['train_step'])
   warning = oversubscription_warning(report['machine'])
-  if warning and 'ours' in speed:
+  if warning and ('ours' in speed or 'speed' in report.get('train_step', {})):
     lines += ['', f'**Warning:** {warning}']
   return '\n'.join(lines)
+
+
+def train_markdown(train: dict[str, Any]) -> list[str]:
+  """The training-step section of the report."""
+  u = train['update']
+  lines = [f'## Training step (batch {train["batch_size"]}, {train["objects_per_image"]} objects '
+           f'per image, BatchNorm {"frozen" if train["freeze_bn"] else "training"}, lr '
+           f'{train["learning_rate"]:g}, momentum {train["momentum"]}, weight decay '
+           f'{train["weight_decay"]})', '',
+           f'First step from the same weights on the same batch ({train["num_positives"]} '
+           'positive priors in the batch):', '',
+           '| loss term | ours | original | abs diff | rel diff |', '|---|---|---|---|---|']
+  for key, d in train['losses'].items():
+    if d.get('ours') is None:
+      lines.append(f'| {key} | - | {d["original"]:.6g} | | |')
+    else:
+      lines.append(f'| {key} | {d["ours"]:.6g} | {d["original"]:.6g} | {d["abs_diff"]:.3g} | '
+                   f'{d["rel_diff"]:.3g} |')
+  lines += ['', f'Parameter update (new - old), ours vs original, over {u["tensors_changed"]} '
+            f'updated tensors ({u["tensors_unchanged"]} unchanged on both sides): max abs '
+            f'difference {u["max_abs_update_diff"]:.3g} against a largest update of '
+            f'{u["max_abs_update"]:.3g} (relative {u["relative"]:.3g}); worst tensor '
+            f'`{u["worst_key"]}` (its difference / its largest update '
+            f'{u["worst_key_relative"] if u["worst_key_relative"] is not None else float("nan"):.3g}; '
+            f'per tensor median {u["per_tensor_relative_median"] or 0:.3g}, p90 '
+            f'{u["per_tensor_relative_p90"] or 0:.3g}).']
+  base = train.get('original_self')
+  if base:
+    b = base['update']
+    lines += ['', f'For scale, the original against itself with its input perturbed by '
+              f'{base["input_noise_relative"]:g} (relative): max abs update difference '
+              f'{b["max_abs_update_diff"]:.3g} (relative {b["relative"]:.3g}; per tensor median '
+              f'{b["per_tensor_relative_median"] or 0:.3g}, p90 '
+              f'{b["per_tensor_relative_p90"] or 0:.3g}), total loss difference '
+              f'{base["losses"]["total"]["abs_diff"]:.3g}.']
+  speed = train.get('speed')
+  if speed:
+    o, t = speed['ours']['train_step'], speed['original']['train_step']
+    lines += ['', '| stage | ours ms | original ms | ours images/s | original images/s | '
+              'speed-up |', '|---|---|---|---|---|---|',
+              f'| train_step | {o["median_ms"]:.1f} ({o["p10_ms"]:.1f}-{o["p90_ms"]:.1f}) | '
+              f'{t["median_ms"]:.1f} ({t["p10_ms"]:.1f}-{t["p90_ms"]:.1f}) | '
+              f'{o["images_per_s"]:.3g} | {t["images_per_s"]:.3g} | '
+              f'{speed["speedup"]["train_step"]:.2f}x |']
+  lines += ['', f'Our train-step compile time (not above): {train["ours_compile_s"]:.1f} s.']
+  return lines
 
 
 THREAD_ENV_VARS = ('OMP_WAIT_POLICY', 'OMP_NUM_THREADS', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME',
@@ -745,6 +818,258 @@ def to_torch_state_dict(variables: dict, torch: Any) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Training step side by side
+
+
+def synthetic_targets(batch_size: int, size: int, objects: int, num_classes: int, seed: int
+                      ) -> dict[str, np.ndarray]:
+  """Seeded ground truth at the network input size: ``objects`` ellipses or rectangles per image.
+
+  ``boxes`` [B, n, 4] relative (x1, y1, x2, y2, the tight box of the mask), ``labels`` [B, n]
+  0-based foreground classes (the original's target layout; ``num_classes`` includes the
+  background), ``masks`` [B, n, size, size] uint8.
+  """
+  rng = np.random.default_rng(seed)
+  boxes = np.zeros((batch_size, objects, 4), np.float32)
+  masks = np.zeros((batch_size, objects, size, size), np.uint8)
+  yy, xx = np.mgrid[0:size, 0:size] + 0.5
+  for b in range(batch_size):
+    for g in range(objects):
+      w, h = rng.uniform(0.12, 0.35, 2) * size
+      x0, y0 = rng.uniform(0, size - w), rng.uniform(0, size - h)
+      if g % 2:  # rectangle
+        m = (xx >= x0) & (xx < x0 + w) & (yy >= y0) & (yy < y0 + h)
+      else:  # ellipse
+        m = ((xx - x0 - w / 2) / (w / 2)) ** 2 + ((yy - y0 - h / 2) / (h / 2)) ** 2 <= 1
+      ys, xs = np.nonzero(m)
+      masks[b, g] = m
+      boxes[b, g] = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) / size
+  labels = rng.integers(0, num_classes - 1, (batch_size, objects)).astype(np.int32)
+  return {'boxes': boxes, 'labels': labels, 'masks': masks}
+
+
+def our_train_batch(images: np.ndarray, targets: dict[str, np.ndarray], cfg: Any
+                    ) -> dict[str, np.ndarray]:
+  """The targets in our loader's layout: ``cfg.train.max_instances`` padded slots with a validity
+  mask, GT masks downsampled to the proto and semantic sizes as the original's loss does."""
+  from yolact_jax.config import feature_sizes, proto_size
+  from yolact_jax.loss import downsample_gt_masks
+  batch_size, n = targets['labels'].shape
+  slots = cfg.train.max_instances
+  if n > slots:
+    raise ValueError(f'{n} objects per image but train.max_instances is {slots}')
+  pad = lambda a: np.concatenate(  # noqa: E731
+      [a, np.zeros((batch_size, slots - n) + a.shape[2:], a.dtype)], axis=1)
+  hp, hs = proto_size(cfg), feature_sizes(cfg)[0]
+  return {'image': images.astype(np.float32), 'boxes': pad(targets['boxes']),
+          'labels': pad(targets['labels']), 'valid': pad(np.ones((batch_size, n), bool)),
+          'is_crowd': np.zeros((batch_size, slots), bool),
+          'masks_proto': pad(np.asarray(downsample_gt_masks(targets['masks'], (hp, hp)))),
+          'masks_segm': pad(np.asarray(downsample_gt_masks(targets['masks'], (hs, hs))))}
+
+
+def original_train_targets(targets: dict[str, np.ndarray], torch: Any, device: Any
+                           ) -> tuple[list, list, list]:
+  """The targets as the original's ``detection_collate`` hands them to ``MultiBoxLoss``: per image
+  a [n, 5] tensor (box, label), a [n, H, W] float mask tensor, and the crowd count (0)."""
+  gts, masks = [], []
+  for b in range(targets['labels'].shape[0]):
+    gt = np.concatenate([targets['boxes'][b], targets['labels'][b][:, None].astype(np.float32)],
+                        axis=1)
+    gts.append(torch.from_numpy(np.ascontiguousarray(gt, np.float32)).to(device))
+    masks.append(torch.from_numpy(targets['masks'][b].astype(np.float32)).to(device))
+  return gts, masks, [0] * len(gts)
+
+
+def compare_losses(ours: dict[str, float], theirs: dict[str, float]) -> dict[str, dict]:
+  """Per loss term of the original (and ``total``): both values, absolute and relative difference."""
+  out = {}
+  for key, value in theirs.items():
+    if key not in ours:
+      out[key] = {'original': float(value), 'ours': None}
+      continue
+    a, b = float(ours[key]), float(value)
+    out[key] = {'ours': a, 'original': b, 'abs_diff': abs(a - b),
+                'rel_diff': abs(a - b) / max(abs(b), 1e-12)}
+  return out
+
+
+def compare_updates(before: dict[str, np.ndarray], ours: dict[str, np.ndarray],
+                    theirs: dict[str, np.ndarray]) -> dict[str, Any]:
+  """One optimiser step from the same state on both sides (state_dict keys and layout): the
+  difference of the two updates, against the size of the original's update.
+
+  ``relative`` = max |update_ours - update_original| / max |update_original| over every float
+  tensor; per tensor, the same ratio against its own largest update (``per_tensor_relative``:
+  median and p90 over the tensors, and the worst one). Tensors neither side changed (frozen
+  BatchNorm) are counted in ``unchanged``.
+  """
+  max_diff, max_update, worst, worst_ratio, changed, unchanged = 0.0, 0.0, None, -1.0, 0, 0
+  ratios = []
+  for key, old in before.items():
+    old = np.asarray(old)
+    if not np.issubdtype(old.dtype, np.floating):
+      continue
+    du = np.asarray(ours[key], np.float64) - old
+    dt = np.asarray(theirs[key], np.float64) - old
+    diff, size = float(np.max(np.abs(du - dt), initial=0)), float(np.max(np.abs(dt), initial=0))
+    if size == 0 and diff == 0:
+      unchanged += 1
+      continue
+    changed += 1
+    max_diff, max_update = max(max_diff, diff), max(max_update, size)
+    ratio = diff / max(size, 1e-30)
+    ratios.append(ratio)
+    if ratio > worst_ratio:
+      worst, worst_ratio = key, ratio
+  return {'max_abs_update_diff': max_diff, 'max_abs_update': max_update,
+          'relative': max_diff / max(max_update, 1e-30), 'worst_key': worst,
+          'worst_key_relative': worst_ratio if worst else None,
+          'per_tensor_relative_median': float(np.median(ratios)) if ratios else None,
+          'per_tensor_relative_p90': float(np.percentile(ratios, 90)) if ratios else None,
+          'tensors_changed': changed, 'tensors_unchanged': unchanged}
+
+
+def original_trainer(original: Any, torch: Any, variables: dict, device: Any, lr: float,
+                     momentum: float, decay: float, image: Any, gts: list, gt_masks: list,
+                     num_crowds: list) -> tuple[Any, Callable[..., dict[str, float]],
+                                                 Callable[[], None]]:
+  """A fresh original network from ``variables`` in training mode and its train.py iteration on
+  one fixed batch: ``(net, step, reset)``; ``step()`` returns the loss terms and ``total``;
+  ``reset()`` puts the weights and the optimiser back to where they started."""
+  original_cfg = original.config_module.cfg
+  net = original.Yolact()
+  net.load_state_dict(to_torch_state_dict(variables, torch), strict=True)
+  net.train()  # Yolact.train() re-applies freeze_bn when cfg.freeze_bn
+  net = net.to(device)
+  multibox = importlib.import_module('layers.modules.multibox_loss')
+  criterion = loss_criterion_call(multibox.MultiBoxLoss(
+      num_classes=original_cfg.num_classes, pos_threshold=original_cfg.positive_iou_threshold,
+      neg_threshold=original_cfg.negative_iou_threshold,
+      negpos_ratio=original_cfg.ohem_negpos_ratio))
+  optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=decay)
+  initial = copy.deepcopy((net.state_dict(), optimizer.state_dict()))
+
+  def reset() -> None:
+    net.load_state_dict(initial[0])
+    optimizer.load_state_dict(initial[1])
+
+  def step(_: int = 0) -> dict[str, float]:
+    optimizer.zero_grad()
+    losses = criterion(net, net(image), gts, gt_masks, num_crowds)
+    loss = sum(v.mean() for v in losses.values())
+    loss.backward()
+    if torch.isfinite(loss).item():  # train.py skips the step otherwise
+      optimizer.step()
+    if image.is_cuda:
+      torch.cuda.synchronize()
+    return {**{k: float(v.detach().mean()) for k, v in losses.items()},
+            'total': float(loss.detach())}
+
+  return net, step, reset
+
+
+def loss_criterion_call(criterion: Any) -> Callable[..., Any]:
+  """The original's ``MultiBoxLoss.forward`` took ``(predictions, targets, masks, num_crowds)``
+  until it gained a leading ``net`` argument (mid 2019): a caller for either signature."""
+  import inspect
+  params = list(inspect.signature(criterion.forward).parameters)
+  if params and params[0] == 'net':
+    return lambda net, *args: criterion(net, *args)
+  return lambda net, *args: criterion(*args)
+
+
+def train_side_by_side(args: argparse.Namespace, cfg: Any, variables: dict, original: Any,
+                       torch: Any, device: Any, net_input: np.ndarray) -> dict[str, Any]:
+  """One training step from the same weights on the same batch on both sides (loss terms and the
+  parameter update compared), then both sides' steps timed, interleaved.
+
+  The original's step is its train.py iteration: ``net.train()`` (BatchNorm frozen as train.py
+  decides from the batch size), forward, ``MultiBoxLoss``, the sum of its terms, backward,
+  ``torch.optim.SGD(momentum, weight_decay).step()``. Ours is the jitted, donated
+  :func:`yolact_jax.train_step.make_train_step`. Both use the learning rate of iteration 0.
+  """
+  import jax
+  import jax.numpy as jnp
+  from yolact_jax import train_step as ts
+  from yolact_jax.checkpoint.convert import variables_to_state_dict
+  from yolact_jax.model.yolact import Yolact
+
+  batch_size = net_input.shape[0]
+  cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=batch_size))
+  freeze_bn = ts.uses_frozen_bn(cfg)
+  lr = float(ts.learning_rate(ts.effective_schedule(cfg), 0))
+  targets = synthetic_targets(batch_size, cfg.max_size, args.train_objects, cfg.num_classes,
+                              args.seed)
+  batch = jax.device_put(our_train_batch(net_input, targets, cfg))
+  before = variables_to_state_dict(variables)
+
+  # ---- the original
+  original.config_module.cfg.freeze_bn = freeze_bn  # train.py: batch_size // num_gpus < 6
+  gts, gt_masks, num_crowds = original_train_targets(targets, torch, device)
+  to_tensor = lambda x: torch.from_numpy(np.array(x.transpose(0, 3, 1, 2), order='C')  # noqa: E731
+                                         ).to(device)
+  make_original = functools.partial(original_trainer, original, torch, variables, device, lr,
+                                    cfg.train.momentum, cfg.train.decay)
+  torch.manual_seed(args.seed)  # masks_to_train subsampling, when an image has that many positives
+  net, original_step, original_reset = make_original(to_tensor(net_input), gts, gt_masks, num_crowds)
+
+  # ---- ours
+  model = Yolact(cfg, freeze_bn=freeze_bn)
+  tx = ts.make_optimizer(cfg, variables['params'], freeze_bn)
+  state = ts.init_train_state(cfg, jax.device_put(variables), tx, seed=args.seed)
+  t0 = time.perf_counter()
+  step = ts.jit_train_step(ts.make_train_step(cfg, model, tx)).lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  holder = {'state': jax.tree_util.tree_map(jnp.copy, state)}  # `state` itself is kept
+
+  def ours_reset() -> None:
+    holder['state'] = jax.tree_util.tree_map(jnp.copy, state)
+
+  def ours_step(_: int = 0) -> dict:
+    holder['state'], metrics = step(holder['state'], batch)
+    return jax.block_until_ready(metrics)
+
+  # ---- the first step from the same state: losses and updates
+  theirs_losses = original_step()
+  theirs_after = {k: tensor_to_numpy(v) for k, v in net.state_dict().items()}
+  metrics = jax.device_get(ours_step())
+  ours_losses = {k: float(v) for k, v in metrics.items() if k in theirs_losses}
+  ours_losses['total'] = float(metrics['loss'])
+  ours_after = variables_to_state_dict(jax.device_get(
+      {'params': holder['state'].params, 'batch_stats': holder['state'].batch_stats}))
+  # The original against itself, its input perturbed by 1e-6 (relative): how far its own update
+  # moves under float32-level noise (hard-negative mining flips at the ranking boundary).
+  rng = np.random.default_rng(args.seed)
+  noisy = (net_input * (1 + rng.uniform(-1e-6, 1e-6, net_input.shape))).astype(np.float32)
+  torch.manual_seed(args.seed)
+  net_noisy, noisy_step, _ = make_original(to_tensor(noisy), gts, gt_masks, num_crowds)
+  noisy_losses = noisy_step()
+  noisy_after = {k: tensor_to_numpy(v) for k, v in net_noisy.state_dict().items()}
+  del net_noisy, noisy_step
+  out: dict[str, Any] = {
+      'batch_size': batch_size, 'objects_per_image': args.train_objects, 'freeze_bn': freeze_bn,
+      'learning_rate': lr, 'momentum': cfg.train.momentum, 'weight_decay': cfg.train.decay,
+      'num_positives': int(metrics['num_pos']), 'masks_to_train': cfg.mask.masks_to_train,
+      'losses': compare_losses(ours_losses, theirs_losses),
+      'update': compare_updates(before, ours_after, theirs_after),
+      'original_self': {'input_noise_relative': 1e-6,
+                        'losses': compare_losses(noisy_losses, theirs_losses),
+                        'update': compare_updates(before, noisy_after, theirs_after)},
+      'ours_compile_s': compile_s}
+
+  if not args.skip_speed:
+    # Every timed step starts from the initial weights (a step's cost does not depend on them;
+    # repeated steps at the first iteration's learning rate can diverge from random weights).
+    times = time_interleaved({'ours': ours_step, 'original': original_step}, 1,
+                             args.train_warmup, args.train_repeats,
+                             setup={'ours': ours_reset, 'original': original_reset})
+    out['speed'] = speed_summary({'train_step': times['ours']},
+                                 {'train_step': times['original']}, batch_size)
+  return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -781,6 +1106,16 @@ def build_parser() -> argparse.ArgumentParser:
                  'original\'s benchmark skips 2 images)')
   p.add_argument('--repeats', type=int, default=10, help='timed batches per side')
   p.add_argument('--skip-speed', action='store_true', help='compare outputs only')
+  train = p.add_argument_group('training step (--train-step)')
+  train.add_argument('--train-step', action='store_true',
+                     help='also compare one training step (losses, parameter update) and time '
+                          'both sides\' steps')
+  train.add_argument('--train-batch-size', type=int, default=2,
+                     help='images per training batch (the first images, network input size)')
+  train.add_argument('--train-objects', type=int, default=3,
+                     help='seeded ground-truth objects per training image')
+  train.add_argument('--train-warmup', type=int, default=1, help='untimed steps per side')
+  train.add_argument('--train-repeats', type=int, default=3, help='timed steps per side')
   p.add_argument('--out', type=pathlib.Path, default=None,
                  help='JSON path (default results/compare_pytorch_<config>_<device>.json); '
                       '.md beside it')
@@ -802,7 +1137,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   from yolact_jax.config import get_config
   from yolact_jax.detect import detect_kwargs
   from yolact_jax.model.yolact import Yolact
-  from yolact_jax.predict import InferenceProgram, preprocess, unpack_detections
+  from yolact_jax.predict import InferenceProgram, pad_batch, preprocess, unpack_detections
 
   cfg = get_config(args.config, [f'detect.nms={args.nms}'])
   if args.images:
@@ -934,6 +1269,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     speed['ours_compile_s'] = compile_s
     original_commit = original.commit
 
+    train_report = None
+    if args.train_step:
+      train_images = [images[k % len(images)] for k in range(args.train_batch_size)]
+      canvas, sizes = pad_batch(train_images, canvas_hw, args.train_batch_size)
+      train_report = train_side_by_side(args, cfg, variables, original, torch, device,
+                                        np.asarray(to_input(canvas, sizes)))
+
   report = {
       'date_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
       'settings': {'config': args.config, 'weights': weights_desc, 'inputs': inputs_desc,
@@ -954,6 +1296,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       'detections': {'total': summarize_detection_comparison(per_image), 'per_image': per_image},
       'speed': speed,
   }
+  if train_report is not None:
+    report['train_step'] = train_report
   out = args.out or PROJECT_ROOT / 'results' / f'compare_pytorch_{args.config}_{args.device}.json'
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(report, indent=1, default=float) + '\n')

@@ -307,6 +307,13 @@ def test_time_interleaved_rotates_rounds_over_the_same_batch():
   assert set(times) == set('abc') and all(len(t) == 3 and min(t) >= 0 for t in times.values())
 
 
+def test_time_interleaved_runs_setup_before_every_call_untimed():
+  seen = []
+  runs = {'a': lambda k: seen.append('a'), 'b': lambda k: seen.append('b')}
+  cmp.time_interleaved(runs, 1, warmup=1, repeats=2, setup={'a': lambda: seen.append('reset')})
+  assert seen == ['reset', 'a', 'b', 'reset', 'a', 'b', 'b', 'reset', 'a']
+
+
 def test_seeded_images_and_batches():
   images = cmp.seeded_images(3, seed=1)
   assert [i.shape[:2] for i in images] == list(cmp.SEEDED_IMAGE_SIZES[:3])
@@ -369,6 +376,86 @@ def test_markdown_report_has_every_table():
 
 
 # ---------------------------------------------------------------------------------------------
+# Training step
+
+
+def test_synthetic_targets_are_tight_boxes_of_their_masks():
+  t = cmp.synthetic_targets(2, 64, 3, num_classes=81, seed=4)
+  assert t['boxes'].shape == (2, 3, 4) and t['masks'].shape == (2, 3, 64, 64)
+  assert t['labels'].dtype == np.int32 and t['labels'].min() >= 0 and t['labels'].max() < 80
+  for b in range(2):
+    for g in range(3):
+      ys, xs = np.nonzero(t['masks'][b, g])
+      np.testing.assert_allclose(t['boxes'][b, g] * 64,
+                                 [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1e-4)
+  again = cmp.synthetic_targets(2, 64, 3, num_classes=81, seed=4)
+  assert all(np.array_equal(t[k], again[k]) for k in t)
+
+
+def test_our_train_batch_pads_slots_and_downsamples_masks():
+  from yolact_jax.loss import downsample_gt_masks
+  cfg = get_config('yolact_tiny')  # max_instances 8, proto 16, semantic 8 at 64 px
+  t = cmp.synthetic_targets(2, cfg.max_size, 3, cfg.num_classes, seed=1)
+  images = np.zeros((2, cfg.max_size, cfg.max_size, 3), np.float32)
+  batch = cmp.our_train_batch(images, t, cfg)
+  slots = cfg.train.max_instances
+  assert batch['boxes'].shape == (2, slots, 4) and batch['valid'].sum(axis=1).tolist() == [3, 3]
+  assert not batch['is_crowd'].any() and not batch['boxes'][:, 3:].any()
+  np.testing.assert_array_equal(batch['labels'][:, :3], t['labels'])
+  hp = batch['masks_proto'].shape[-1]
+  np.testing.assert_array_equal(batch['masks_proto'][:, :3],
+                                np.asarray(downsample_gt_masks(t['masks'], (hp, hp))))
+  assert not batch['masks_segm'][:, 3:].any()
+  with pytest.raises(ValueError, match='max_instances'):
+    cmp.our_train_batch(images, cmp.synthetic_targets(2, 64, slots + 1, 81, 0), cfg)
+
+
+def test_original_train_targets_layout():
+  t = cmp.synthetic_targets(2, 32, 2, num_classes=5, seed=0)
+  gts, masks, crowds = cmp.original_train_targets(t, torch, 'cpu')
+  assert crowds == [0, 0] and len(gts) == len(masks) == 2
+  assert gts[0].shape == (2, 5) and gts[0].dtype == torch.float32
+  np.testing.assert_array_equal(gts[1][:, 4].numpy(), t['labels'][1])
+  np.testing.assert_array_equal(gts[1][:, :4].numpy(), t['boxes'][1])
+  assert masks[0].dtype == torch.float32 and masks[0].shape == (2, 32, 32)
+
+
+def test_compare_losses_table():
+  out = cmp.compare_losses({'B': 2.0, 'C': 1.0, 'total': 3.0}, {'B': 2.5, 'C': 1.0, 'I': 0.5,
+                                                                'total': 4.0})
+  assert out['B'] == {'ours': 2.0, 'original': 2.5, 'abs_diff': 0.5, 'rel_diff': 0.2}
+  assert out['C']['abs_diff'] == 0 and out['I'] == {'original': 0.5, 'ours': None}
+  assert out['total']['rel_diff'] == 0.25
+
+
+def test_compare_updates_against_the_originals_update():
+  before = {'a': np.zeros(3, np.float32), 'frozen': np.ones(2, np.float32),
+            'count': np.array(7)}
+  theirs = {'a': np.array([1.0, -2.0, 0.5]), 'frozen': np.ones(2), 'count': np.array(8)}
+  ours = {'a': np.array([1.0, -2.1, 0.5]), 'frozen': np.ones(2), 'count': np.array(8)}
+  u = cmp.compare_updates(before, ours, theirs)
+  assert u['tensors_changed'] == 1 and u['tensors_unchanged'] == 1  # ints are skipped
+  assert u['max_abs_update'] == 2.0 and u['max_abs_update_diff'] == pytest.approx(0.1)
+  assert u['relative'] == pytest.approx(0.05) and u['worst_key'] == 'a'
+  assert u['per_tensor_relative_median'] == pytest.approx(0.05)
+  exact = cmp.compare_updates(before, theirs, theirs)
+  assert exact['relative'] == 0 and exact['max_abs_update_diff'] == 0
+
+
+def test_loss_criterion_call_handles_both_signatures():
+  class Old(torch.nn.Module):
+    def forward(self, predictions, targets, masks, num_crowds):
+      return ('old', predictions)
+
+  class New(torch.nn.Module):
+    def forward(self, net, predictions, targets, masks, num_crowds):
+      return ('new', net, predictions)
+
+  assert cmp.loss_criterion_call(Old())('NET', 'P', 'T', 'M', 'N') == ('old', 'P')
+  assert cmp.loss_criterion_call(New())('NET', 'P', 'T', 'M', 'N') == ('new', 'NET', 'P')
+
+
+# ---------------------------------------------------------------------------------------------
 # A whole run against a fake checkout
 
 FAKE_NOISE = 1e-6
@@ -383,6 +470,65 @@ FAKE_FILES = {
             if not config_name.endswith('_config'):
                 raise ValueError(config_name)
             cfg.name = config_name[:-len('_config')]
+            from yolact_jax.config import get_config
+            jax_cfg = get_config(cfg.name)
+            cfg.num_classes = jax_cfg.num_classes
+            cfg.positive_iou_threshold = jax_cfg.loss.positive_iou_threshold
+            cfg.negative_iou_threshold = jax_cfg.loss.negative_iou_threshold
+            cfg.ohem_negpos_ratio = jax_cfg.loss.ohem_negpos_ratio
+            cfg.freeze_bn = False
+        ''',
+    'layers/modules/__init__.py': '',
+    'layers/modules/multibox_loss.py': '''
+        """Stands in for the original's MultiBoxLoss: yolact-jax's loss and its gradient (JAX),
+        handed to torch through a surrogate whose gradient w.r.t. each parameter is JAX's."""
+        import dataclasses
+        import jax
+        import numpy as np
+        import torch
+
+        from data.config import cfg
+
+        class MultiBoxLoss(torch.nn.Module):
+            def __init__(self, num_classes, pos_threshold, neg_threshold, negpos_ratio):
+                super().__init__()
+                assert num_classes == cfg.num_classes and negpos_ratio == cfg.ohem_negpos_ratio
+
+            def forward(self, predictions, targets, masks, num_crowds):  # the 2019 signature
+                from scripts.compare_pytorch import our_train_batch
+                from yolact_jax.anchors import make_priors
+                from yolact_jax.checkpoint.convert import (state_dict_to_variables,
+                                                           variables_to_state_dict)
+                from yolact_jax.loss import yolact_loss
+                from yolact_jax.model.yolact import Yolact as Network
+                net = predictions['net']
+                jax_cfg = net.jax_cfg
+                jax_cfg = dataclasses.replace(jax_cfg, train=dataclasses.replace(
+                    jax_cfg.train, batch_size=len(targets)))
+                assert set(num_crowds) == {0}
+                boxes = np.stack([t[:, :4].numpy() for t in targets])
+                labels = np.stack([t[:, 4].numpy() for t in targets]).astype(np.int32)
+                gt = {'boxes': boxes, 'labels': labels,
+                      'masks': np.stack([m.numpy() for m in masks]).astype(np.uint8)}
+                batch = our_train_batch(predictions['image'], gt, jax_cfg)
+                variables = state_dict_to_variables(net.state_dict(), jax_cfg)
+                model = Network(jax_cfg, freeze_bn=cfg.freeze_bn)
+                priors = make_priors(jax_cfg)
+
+                def total(params):
+                    preds, _ = model.apply({'params': params,
+                                            'batch_stats': variables['batch_stats']},
+                                           batch['image'], train=True, mutable=['batch_stats'])
+                    value, terms = yolact_loss(preds, priors, batch, jax_cfg, None)
+                    return value, terms
+                (_, terms), grads = jax.value_and_grad(total, has_aux=True)(variables['params'])
+                grads = variables_to_state_dict({'params': grads,
+                                                 'batch_stats': variables['batch_stats']})
+                surrogate = sum((p * torch.from_numpy(np.asarray(grads[k]))).sum()
+                                for k, p in net.named_state() if p.requires_grad)
+                out = {k: torch.tensor(float(terms[k])) for k in ('B', 'C', 'M', 'S')}
+                out['B'] = out['B'] + surrogate - surrogate.detach()
+                return out
         ''',
     'layers/__init__.py': 'from .detection import Detect\n',
     'layers/detection.py': '''
@@ -479,11 +625,32 @@ FAKE_FILES = {
                 from yolact_jax.checkpoint.convert import state_dict_to_variables
                 self.variables = state_dict_to_variables(
                     {k: v.numpy() for k, v in state_dict.items()}, self.jax_cfg)
+                self.keys = list(state_dict)
+                self.tensors = nn.ParameterList(
+                    nn.Parameter(v.clone(), requires_grad=v.is_floating_point()
+                                 and not k.endswith(('running_mean', 'running_var')))
+                    for k, v in state_dict.items())
+
+            def named_state(self):
+                return zip(self.keys, self.tensors)
+
+            def state_dict(self):
+                return {k: v.detach().clone() for k, v in self.named_state()}
+
+            def train(self, mode=True):
+                super().train(mode)
+                if mode and cfg.freeze_bn:  # the original's freeze_bn(): BN affine frozen
+                    for k, v in self.named_state():
+                        if v.dim() == 1 and ('bn' in k or 'downsample.1' in k):
+                            v.requires_grad = False
+                return self
 
             def load_weights(self, path):
                 self.load_state_dict(torch.load(path))
 
             def forward(self, x):
+                if self.training:  # everything happens in the fake MultiBoxLoss
+                    return {'net': self, 'image': x.numpy().transpose(0, 2, 3, 1)}
                 import jax
                 from yolact_jax.anchors import make_priors
                 from yolact_jax.model.yolact import Yolact as Network
@@ -582,3 +749,30 @@ def test_whole_run_with_a_checkpoint_file(fake_checkout, tmp_path):
   assert loc['max_abs'] <= FAKE_NOISE + 1e-5
   assert report['detections']['total']['agreement'] >= 0.95
   assert set(report['speed']) == {'ours_compile_s'}
+
+
+def test_whole_run_with_a_training_step(fake_checkout, tmp_path):
+  """--train-step: the fake's loss and gradient are ours (un-jitted), applied by torch's SGD, so
+  losses and the parameter update must agree up to float32 noise: this checks that both sides
+  get the same batch, weights, learning rate, momentum, weight decay and frozen BatchNorm."""
+  report = cmp.main(['--yolact-repo', str(fake_checkout), '--config', 'yolact_tiny',
+                     '--random-weights', '0', '--num-images', '2', '--batch-size', '1',
+                     '--warmup', '0', '--repeats', '1', '--train-step',
+                     '--train-batch-size', '2', '--train-objects', '2', '--train-warmup', '0',
+                     '--train-repeats', '2', '--out', str(tmp_path / 'c.json')])
+  train = report['train_step']
+  assert train['batch_size'] == 2 and train['freeze_bn'] and train['num_positives'] > 0
+  assert train['learning_rate'] == pytest.approx(1e-4)  # warm-up start, as train.py
+  for key in ('B', 'C', 'M', 'S', 'total'):
+    assert train['losses'][key]['rel_diff'] < 1e-4, (key, train['losses'][key])
+  u = train['update']
+  assert u['tensors_changed'] > 0 and u['tensors_unchanged'] > 0  # BN frozen on both sides
+  assert u['relative'] < 1e-3, u
+  assert train['original_self']['update']['tensors_changed'] == u['tensors_changed']
+  speed = train['speed']
+  assert speed['ours']['train_step']['runs'] == 2 and speed['original']['train_step']['runs'] == 2
+  assert speed['speedup']['train_step'] > 0 and train['ours_compile_s'] > 0
+  text = (tmp_path / 'c.md').read_text()
+  for part in ('## Training step (batch 2', '| total |', 'Parameter update', 'against itself',
+               '| train_step |'):
+    assert part in text, part
