@@ -1,0 +1,143 @@
+"""yolact_jax.model.conv: the CPU convolution paths against jax.lax.conv_general_dilated."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from yolact_jax.model import conv as fast
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+# (name, input size, Cin, Cout, kernel, stride, padding)
+CASES = [
+    ('1x1', 9, 4, 5, 1, 1, ((0, 0), (0, 0))),
+    ('1x1 stride 2, odd size', 9, 4, 5, 1, 2, ((0, 0), (0, 0))),
+    ('1x1 stride 2, even size', 10, 4, 5, 1, 2, ((0, 0), (0, 0))),
+    ('3x3 pad 1', 9, 6, 4, 3, 1, ((1, 1), (1, 1))),
+    ('3x3 stride 2 pad 1', 10, 6, 4, 3, 2, ((1, 1), (1, 1))),
+    ('3x3 asymmetric pad', 8, 6, 4, 3, 1, ((0, 1), (1, 0))),
+    ('7x7 stride 2 pad 3 (the stem)', 13, 3, 8, 7, 2, ((3, 3), (3, 3))),
+    ('1x1 with padding', 7, 4, 5, 1, 1, ((1, 1), (1, 1))),
+]
+
+
+def make_case(size, cin, cout, kernel, stride, padding, seed=0):
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.normal(size=(2, size, size, cin)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, cin, cout)), jnp.float32)
+  out = lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=NHWC)
+  g = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
+  return x, w, g
+
+
+def value_and_grads(conv_fn, x, w, g, stride, padding):
+  def loss(x, w):
+    y = conv_fn(x, w, (stride, stride), padding, dimension_numbers=NHWC)
+    return jnp.sum(y * g), y
+  (_, y), (dx, dw) = jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True))(x, w)
+  return y, dx, dw
+
+
+@pytest.mark.parametrize('name,size,cin,cout,kernel,stride,padding', CASES,
+                         ids=[c[0] for c in CASES])
+def test_forward_and_gradients_match_lax(name, size, cin, cout, kernel, stride, padding):
+  x, w, g = make_case(size, cin, cout, kernel, stride, padding)
+  ours = value_and_grads(fast.conv_general_dilated, x, w, g, stride, padding)
+  theirs = value_and_grads(lax.conv_general_dilated, x, w, g, stride, padding)
+  for label, a, b in zip(('y', 'dx', 'dw'), ours, theirs):
+    assert a.shape == b.shape and a.dtype == b.dtype, label
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=f'{name}: {label}')
+
+
+@pytest.mark.parametrize('name,size,cin,cout,kernel,stride,padding', CASES,
+                         ids=[c[0] for c in CASES])
+def test_weight_grad_by_matmul_matches_xla(name, size, cin, cout, kernel, stride, padding):
+  """Both product forms (one im2col product for few input channels, one per tap otherwise)."""
+  x, w, g = make_case(size, cin, cout, kernel, stride, padding, seed=1)
+  _, vjp = jax.vjp(lambda w: lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                                       dimension_numbers=NHWC), w)
+  expected = vjp(g)[0]
+  for im2col_limit in (0, 10 ** 6):  # force the per-tap products, then the single product
+    fast_limit = fast.IM2COL_MAX_COLUMNS
+    fast.IM2COL_MAX_COLUMNS = im2col_limit
+    try:
+      got = fast.weight_grad_by_matmul(x, g, (kernel, kernel), (stride, stride), padding)
+    finally:
+      fast.IM2COL_MAX_COLUMNS = fast_limit
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4,
+                               err_msg=f'{name}, im2col limit {im2col_limit}')
+
+
+@pytest.mark.parametrize('x_shape,w_shape,out_shape,expected', [
+    ((2, 138, 138, 64), (1, 1, 64, 256), (2, 138, 138, 256), True),  # every 1x1
+    ((2, 18, 18, 512), (1, 1, 512, 2048), (2, 18, 18, 2048), True),
+    ((2, 138, 138, 256), (3, 3, 256, 256), (2, 138, 138, 256), True),  # the ProtoNet's big one
+    ((2, 69, 69, 256), (3, 3, 256, 256), (2, 69, 69, 256), False),  # FPN / head / ProtoNet 69
+    ((2, 138, 138, 64), (3, 3, 64, 64), (2, 138, 138, 64), False),  # ResNet layer1
+    ((2, 550, 550, 3), (7, 7, 3, 64), (2, 275, 275, 64), False),  # the stem
+])
+def test_matmul_weight_grad_pays_table(x_shape, w_shape, out_shape, expected):
+  assert fast.matmul_weight_grad_pays(x_shape, w_shape, out_shape) is expected
+
+
+def test_big_3x3_takes_the_product_path_and_matches():
+  """A 3x3 convolution above MATMUL_MIN_WORK goes through weight_grad_by_matmul in the VJP."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(1, 32, 32, 64)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 64, 64)) * 0.05, jnp.float32)
+  g = jnp.asarray(rng.normal(size=(1, 32, 32, 64)), jnp.float32)
+  assert 32 * 32 * 64 * 64 < fast.MATMUL_MIN_WORK
+  limit = fast.MATMUL_MIN_WORK
+  fast.MATMUL_MIN_WORK = 32 * 32 * 64 * 64
+  try:
+    assert fast.matmul_weight_grad_pays(x.shape, w.shape, g.shape)
+    ours = value_and_grads(fast.conv_general_dilated, x, w, g, 1, ((1, 1), (1, 1)))
+  finally:
+    fast.MATMUL_MIN_WORK = limit
+  theirs = value_and_grads(lax.conv_general_dilated, x, w, g, 1, ((1, 1), (1, 1)))
+  for a, b in zip(ours, theirs):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-4)
+
+
+@pytest.mark.parametrize('kwargs', [
+    {'padding': 'SAME'},
+    {'rhs_dilation': (2, 2)},
+    {'feature_group_count': 2},
+    {'padding': ((-1, 0), (0, 0))},
+], ids=['string padding', 'dilation', 'groups', 'negative padding'])
+def test_other_cases_fall_through_to_lax(kwargs):
+  rng = np.random.default_rng(4)
+  cin = 4
+  x = jnp.asarray(rng.normal(size=(1, 9, 9, cin)), jnp.float32)
+  groups = kwargs.get('feature_group_count', 1)
+  w = jnp.asarray(rng.normal(size=(3, 3, cin // groups, 6)), jnp.float32)
+  args = {'padding': ((1, 1), (1, 1)), **kwargs}
+  a = fast.conv_general_dilated(x, w, (1, 1), dimension_numbers=NHWC, **args)
+  b = lax.conv_general_dilated(x, w, (1, 1), dimension_numbers=NHWC, **args)
+  np.testing.assert_array_equal(a, b)
+
+
+def test_bfloat16_keeps_its_dtype():
+  x, w, g = make_case(9, 4, 5, 1, 2, ((0, 0), (0, 0)))
+  x, w, g = (a.astype(jnp.bfloat16) for a in (x, w, g))
+  y, dx, dw = value_and_grads(fast.conv_general_dilated, x, w, g, 2, ((0, 0), (0, 0)))
+  assert y.dtype == dx.dtype == dw.dtype == jnp.bfloat16
+  y_ref, dx_ref, dw_ref = value_and_grads(lax.conv_general_dilated, x, w, g, 2, ((0, 0), (0, 0)))
+  for a, b in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                               rtol=0.05, atol=0.25)
+
+
+def test_flax_conv_helper_uses_it():
+  from yolact_jax.model.layers import conv
+  layer = conv(8, 1)
+  assert layer.conv_general_dilated is fast.conv_general_dilated
+  x = jnp.ones((1, 4, 4, 3))
+  variables = layer.init(jax.random.key(0), x)
+  expected = lax.conv_general_dilated(x, variables['params']['kernel'], (1, 1),
+                                      ((0, 0), (0, 0)), dimension_numbers=NHWC)
+  np.testing.assert_allclose(layer.apply(variables, x), expected, rtol=1e-6, atol=1e-6)
