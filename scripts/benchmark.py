@@ -42,7 +42,8 @@ Sections (``--only``)
                backend the compiled executable's ``memory_analysis()`` (argument + output + temp
                - alias bytes: what the program needs resident) and the process max RSS.
 ``convgrad``   (opt-in) forward, input-gradient and weight-gradient time of the network's
-               typical convolutions, each alone: where a train step's time goes.
+               typical convolutions, each alone, with XLA's convolution and with the network's
+               (``yolact_jax.model.conv``): where a train step's time goes.
 ``flops``      XLA's cost analysis (``compiled.cost_analysis()['flops']``) of each timed
                program, achieved FLOP/s = flops / median time, and the fraction of the device's
                peak. Convention: one multiply-add = 2 FLOPs (XLA counts it so; a 64x64 @ 64x64
@@ -682,17 +683,24 @@ def run_flops(results: dict[str, Any], machine: dict[str, Any], cases: Sequence[
           'peak': peaks, 'rows': rows, 'matmul_probe': probes}
 
 
+CONV_IMPLS = ('xla', 'yolact_jax')  # jax.lax's convolution; the network's (model/conv.py)
+
+
 def conv_gradient_case(name: str, size: int, cin: int, cout: int, kernel: int, stride: int,
-                       batch: int, dtype: str, opts: TimingOptions) -> dict[str, Any]:
-  """One convolution's forward, input gradient (dx) and weight gradient (dw), each jitted."""
+                       batch: int, dtype: str, opts: TimingOptions, impl: str = 'xla'
+                       ) -> dict[str, Any]:
+  """One convolution's forward, input gradient (dx) and weight gradient (dw), each jitted, with
+  ``impl`` 'xla' (``jax.lax.conv_general_dilated``) or 'yolact_jax' (the network's convolution,
+  :func:`yolact_jax.model.conv.conv_general_dilated`: products where XLA:CPU's are slow)."""
+  from yolact_jax.model.conv import conv_general_dilated
+  conv_fn = {'xla': jax.lax.conv_general_dilated, 'yolact_jax': conv_general_dilated}[impl]
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), DTYPES[dtype])
   w = jnp.asarray(rng.standard_normal((kernel, kernel, cin, cout)) * 0.02, DTYPES[dtype])
   pad = ((kernel // 2, kernel // 2),) * 2
 
   def conv(x, w):
-    return jax.lax.conv_general_dilated(x, w, (stride, stride), pad,
-                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return conv_fn(x, w, (stride, stride), pad, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   dy = jnp.ones(jax.eval_shape(conv, x, w).shape, DTYPES[dtype])
   programs = {'forward': (jax.jit(conv), (x, w)),
               'input_gradient': (jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]),
@@ -700,8 +708,9 @@ def conv_gradient_case(name: str, size: int, cin: int, cout: int, kernel: int, s
               'weight_gradient': (jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]),
                                   (x, w, dy))}
   stages = [measure_stage(stage, fn, args, opts)[0] for stage, (fn, args) in programs.items()]
-  return {'conv': name, 'input_size': size, 'in_channels': cin, 'out_channels': cout,
-          'kernel': kernel, 'stride': stride, 'batch': batch, 'dtype': dtype, 'stages': stages}
+  return {'conv': name, 'impl': impl, 'input_size': size, 'in_channels': cin,
+          'out_channels': cout, 'kernel': kernel, 'stride': stride, 'batch': batch,
+          'dtype': dtype, 'stages': stages}
 
 
 def run_convgrad(batch: int, dtype: str, opts: TimingOptions, log: Callable) -> list[dict]:
@@ -709,9 +718,10 @@ def run_convgrad(batch: int, dtype: str, opts: TimingOptions, log: Callable) -> 
   gradients run far below the forward's FLOP rate, which dominates the train step."""
   results = []
   for case in CONVGRAD_CASES:
-    log(f'convgrad {case[0]} batch {batch} {dtype}')
-    results.append(guarded(lambda: conv_gradient_case(*case, batch, dtype, opts),
-                           {'conv': case[0]}, log))
+    for impl in CONV_IMPLS:
+      log(f'convgrad {case[0]} batch {batch} {dtype} {impl}')
+      results.append(guarded(lambda: conv_gradient_case(*case, batch, dtype, opts, impl),
+                             {'conv': case[0], 'impl': impl}, log))
   return results
 
 
@@ -814,16 +824,20 @@ def markdown_report(results: dict[str, Any]) -> str:
   if results.get('convgrad'):
     lines += ['## Convolution gradients', '',
               'Each convolution alone (jitted): forward, input gradient, weight gradient; '
-              'GFLOP/s from XLA\'s cost analysis.', '',
-              '| convolution | input | batch | dtype | forward ms | dx ms | dw ms | dw / forward '
-              '| forward GFLOP/s | dw GFLOP/s |', '|---|---|---|---|---|---|---|---|---|---|']
+              'GFLOP/s from XLA\'s cost analysis. `xla`: `jax.lax.conv_general_dilated`; '
+              '`yolact_jax`: the network\'s convolution (`yolact_jax/model/conv.py`: 1x1 '
+              'convolutions and some weight gradients as matrix products on CPU).', '',
+              '| convolution | impl | input | batch | dtype | forward ms | dx ms | dw ms | '
+              'dw / forward | forward GFLOP/s | dw GFLOP/s |',
+              '|---|---|---|---|---|---|---|---|---|---|---|']
     for c in results['convgrad']:
       if 'error' in c:
-        lines.append(f'| {c["conv"]} | failed: {c["error"][:80]} |')
+        lines.append(f'| {c["conv"]} | {c.get("impl", "")} | failed: {c["error"][:80]} |')
         continue
       f, dx, dw = (_stage(c, n) for n in ('forward', 'input_gradient', 'weight_gradient'))
       rate = lambda s: '-' if not s['flops'] else f'{s["flops"] / s["median_ms"] / 1e6:.0f}'  # noqa: E731
-      lines.append(f'| {c["conv"]} | {c["input_size"]} | {c["batch"]} | {c["dtype"]} | '
+      lines.append(f'| {c["conv"]} | {c.get("impl", "xla")} | {c["input_size"]} | {c["batch"]} | '
+                   f'{c["dtype"]} | '
                    f'{_ms(f)} | {_ms(dx)} | {_ms(dw)} | '
                    f'{dw["median_ms"] / f["median_ms"]:.1f} | {rate(f)} | {rate(dw)} |')
     lines.append('')

@@ -217,10 +217,15 @@ def test_convgrad_case_times_forward_and_both_gradients():
   assert [s['stage'] for s in case['stages']] == ['forward', 'input_gradient', 'weight_gradient']
   for stage in case['stages']:
     check_stage(stage, stage['stage'])
+  ours = bench.conv_gradient_case('tiny 1x1', 16, 4, 8, 1, 1, 1, 'float32', opts, 'yolact_jax')
+  assert case['impl'] == 'xla' and ours['impl'] == 'yolact_jax'
+  for stage in ours['stages']:
+    check_stage(stage, stage['stage'])
   report = {'machine': {'date_utc': 'now', 'device_kind': 'cpu', 'platform': 'cpu',
                         'cpu_model': 'x', 'cpu_cores_usable': 1, 'jax': 'j',
                         'load_average_start': [1.0, 1.0, 1.0]},
-            'convgrad': [case, {'conv': 'broken', 'error': 'OOM'}]}
+            'convgrad': [case, ours, {'conv': 'broken', 'impl': 'xla', 'error': 'OOM'}]}
   text = bench.markdown_report(report)
-  assert '## Convolution gradients' in text and '| tiny 3x3/2 | 16 | 1 |' in text
-  assert '| broken | failed: OOM |' in text
+  assert '## Convolution gradients' in text and '| tiny 3x3/2 | xla | 16 | 1 |' in text
+  assert '| tiny 1x1 | yolact_jax | 16 | 1 |' in text
+  assert '| broken | xla | failed: OOM |' in text
