@@ -649,6 +649,7 @@ def markdown_report(report: dict[str, Any]) -> str:
 def train_markdown(train: dict[str, Any]) -> list[str]:
   """The training-step section of the report."""
   u = train['update']
+  worst = '-' if u['worst_key_relative'] is None else f'{u["worst_key_relative"]:.3g}'
   lines = [f'## Training step (batch {train["batch_size"]}, {train["objects_per_image"]} objects '
            f'per image, BatchNorm {"frozen" if train["freeze_bn"] else "training"}, lr '
            f'{train["learning_rate"]:g}, momentum {train["momentum"]}, weight decay '
@@ -666,9 +667,8 @@ def train_markdown(train: dict[str, Any]) -> list[str]:
             f'updated tensors ({u["tensors_unchanged"]} unchanged on both sides): max abs '
             f'difference {u["max_abs_update_diff"]:.3g} against a largest update of '
             f'{u["max_abs_update"]:.3g} (relative {u["relative"]:.3g}); worst tensor '
-            f'`{u["worst_key"]}` (its difference / its largest update '
-            f'{u["worst_key_relative"] if u["worst_key_relative"] is not None else float("nan"):.3g}; '
-            f'per tensor median {u["per_tensor_relative_median"] or 0:.3g}, p90 '
+            f'`{u["worst_key"]}` (its difference / its largest update {worst}; per tensor '
+            f'median {u["per_tensor_relative_median"] or 0:.3g}, p90 '
             f'{u["per_tensor_relative_p90"] or 0:.3g}).']
   base = train.get('original_self')
   if base:
@@ -882,7 +882,8 @@ def original_train_targets(targets: dict[str, np.ndarray], torch: Any, device: A
 
 
 def compare_losses(ours: dict[str, float], theirs: dict[str, float]) -> dict[str, dict]:
-  """Per loss term of the original (and ``total``): both values, absolute and relative difference."""
+  """Per loss term of the original (and ``total``): both values, their absolute and relative
+  difference."""
   out = {}
   for key, value in theirs.items():
     if key not in ours:
@@ -1012,7 +1013,8 @@ def train_side_by_side(args: argparse.Namespace, cfg: Any, variables: dict, orig
   make_original = functools.partial(original_trainer, original, torch, variables, device, lr,
                                     cfg.train.momentum, cfg.train.decay)
   torch.manual_seed(args.seed)  # masks_to_train subsampling, when an image has that many positives
-  net, original_step, original_reset = make_original(to_tensor(net_input), gts, gt_masks, num_crowds)
+  net, original_step, original_reset = make_original(to_tensor(net_input), gts, gt_masks,
+                                                      num_crowds)
 
   # ---- ours
   model = Yolact(cfg, freeze_bn=freeze_bn)
