@@ -141,3 +141,28 @@ def test_flax_conv_helper_uses_it():
   expected = lax.conv_general_dilated(x, variables['params']['kernel'], (1, 1),
                                       ((0, 0), (0, 0)), dimension_numbers=NHWC)
   np.testing.assert_allclose(layer.apply(variables, x), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('kernel', [1, 3])
+def test_other_platforms_keep_xla_convolutions(kernel):
+  """Lowered for CUDA (possible without a GPU) the forward and both gradients are XLA's
+  convolutions only; lowered for CPU the products appear."""
+  x = jnp.ones((1, 8, 8, 4))
+  w = jnp.ones((kernel, kernel, 4, 6))
+  pad = ((kernel // 2,) * 2,) * 2
+
+  def loss(x, w):
+    return jnp.sum(fast.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=NHWC) ** 2)
+
+  limit = fast.MATMUL_MIN_WORK
+  fast.MATMUL_MIN_WORK = 1  # the 3x3 weight gradient takes the products too (on CPU)
+  try:
+    traced = jax.jit(jax.grad(loss, (0, 1))).trace(x, w)
+    cuda = traced.lower(lowering_platforms=('cuda',)).as_text()
+    cpu = traced.lower(lowering_platforms=('cpu',)).as_text()
+  finally:
+    fast.MATMUL_MIN_WORK = limit
+  assert cuda.count('stablehlo.convolution') == 3 and 'stablehlo.dot_general' not in cuda
+  assert 'stablehlo.dot_general' in cpu
+  if kernel == 1:
+    assert 'stablehlo.convolution' not in cpu
