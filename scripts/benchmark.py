@@ -68,7 +68,6 @@ import pathlib
 import platform
 import re
 import resource
-import subprocess
 import sys
 import time
 import traceback
@@ -88,6 +87,7 @@ from yolact_jax import train_step as ts  # noqa: E402
 from yolact_jax.anchors import make_priors  # noqa: E402
 from yolact_jax.benchmarking import MIN_TIMED_RUNS, summarize_times, time_calls  # noqa: E402,F401
 from yolact_jax.config import YolactConfig, feature_sizes, get_config, proto_size  # noqa: E402
+from yolact_jax.machine import cpu_info, git_commit  # noqa: E402
 from yolact_jax.model.yolact import Yolact  # noqa: E402
 from yolact_jax.postprocess import postprocess  # noqa: E402
 from yolact_jax.predict import InferenceProgram  # noqa: E402
@@ -131,25 +131,6 @@ GPU_PEAK_TFLOPS = (
 
 # ---------------------------------------------------------------------------------------------
 # Machine
-
-
-def cpu_info() -> dict[str, Any]:
-  """Model name, vendor, clock (MHz, as /proc/cpuinfo reports it) and ISA flags of CPU 0."""
-  info = {'model': platform.processor() or platform.machine(), 'vendor': None, 'mhz': None,
-          'flags': []}
-  try:
-    text = pathlib.Path('/proc/cpuinfo').read_text()
-  except OSError:
-    return info
-  first = text.split('\n\n')[0]
-  fields = dict(line.split(':', 1) for line in first.splitlines() if ':' in line)
-  fields = {k.strip(): v.strip() for k, v in fields.items()}
-  info['model'] = fields.get('model name', info['model'])
-  info['vendor'] = fields.get('vendor_id')
-  if 'cpu MHz' in fields:
-    info['mhz'] = float(fields['cpu MHz'])
-  info['flags'] = fields.get('flags', '').split()
-  return info
 
 
 def usable_cores() -> int:
@@ -203,15 +184,6 @@ def device_peak_tflops(device_kind: str, platform_name: str, dtype: str,
   return None, f'no peak known for {device_kind!r}; pass --peak-tflops'
 
 
-def git_commit() -> str | None:
-  try:
-    out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=PROJECT_ROOT,
-                         capture_output=True, text=True, timeout=10)
-    return out.stdout.strip() or None
-  except (OSError, subprocess.SubprocessError):
-    return None
-
-
 def machine_info() -> dict[str, Any]:
   """Everything needed to judge a figure: software, device, CPU, cores, load, date."""
   import flax
@@ -234,7 +206,7 @@ def machine_info() -> dict[str, Any]:
       'cpu_count': os.cpu_count(),
       'load_average_start': list(os.getloadavg()),
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
-      'git_commit': git_commit(),
+      'git_commit': git_commit(PROJECT_ROOT, short=True),
   }
 
 
@@ -746,6 +718,11 @@ def _ms(stage: dict | None) -> str:
   return f'{stage["median_ms"]:.2f} ({stage["p10_ms"]:.2f}-{stage["p90_ms"]:.2f})'
 
 
+def _failed_row(*cells: Any, error: str) -> str:
+  """A table row for a case that failed: its identifying cells, then the error's start."""
+  return '| ' + ' | '.join(map(str, cells)) + f' | failed: {error[:80]} |'
+
+
 def _stage(case: dict, name: str) -> dict | None:
   return next((s for s in case.get('stages', []) if s['stage'] == name), None)
 
@@ -770,8 +747,8 @@ def markdown_report(results: dict[str, Any]) -> str:
               '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for case in results['inference']:
       if 'error' in case:
-        lines.append(f'| {case["preset"]} | | {case["batch"]} | {case["dtype"]} | '
-                     f'failed: {case["error"][:80]} |')
+        lines.append(_failed_row(case['preset'], '', case['batch'], case['dtype'],
+                                 error=case['error']))
         continue
       e2e = _stage(case, 'end_to_end')
       fps = case['batch'] / (e2e['median_ms'] / 1e3) if e2e else None
@@ -794,7 +771,7 @@ def markdown_report(results: dict[str, Any]) -> str:
               '|---|---|---|---|---|---|']
     for v in n['variants']:
       if 'error' in v:
-        lines.append(f'| {v["nms"]} | failed: {v["error"][:80]} |')
+        lines.append(_failed_row(v['nms'], error=v['error']))
         continue
       lines.append(f'| {v["nms"]} | {"x".join(map(str, v["candidate_shape"]))} '
                    f'({v["candidates_valid"]}) | {v["kept_by_nms"]} | '
@@ -810,8 +787,8 @@ def markdown_report(results: dict[str, Any]) -> str:
               '|---|---|---|---|---|---|---|---|---|---|---|']
     for case in results['train']:
       if 'error' in case:
-        lines.append(f'| {case["preset"]} | | {case["batch"]} | {case["dtype"]} | '
-                     f'failed: {case["error"][:80]} |')
+        lines.append(_failed_row(case['preset'], '', case['batch'], case['dtype'],
+                                 error=case['error']))
         continue
       s = case['stages'][0]
       lines.append(
@@ -832,11 +809,11 @@ def markdown_report(results: dict[str, Any]) -> str:
               '|---|---|---|---|---|---|---|---|---|---|---|']
     for c in results['convgrad']:
       if 'error' in c:
-        lines.append(f'| {c["conv"]} | {c.get("impl", "")} | failed: {c["error"][:80]} |')
+        lines.append(_failed_row(c['conv'], c['impl'], error=c['error']))
         continue
       f, dx, dw = (_stage(c, n) for n in ('forward', 'input_gradient', 'weight_gradient'))
       rate = lambda s: '-' if not s['flops'] else f'{s["flops"] / s["median_ms"] / 1e6:.0f}'  # noqa: E731
-      lines.append(f'| {c["conv"]} | {c.get("impl", "xla")} | {c["input_size"]} | {c["batch"]} | '
+      lines.append(f'| {c["conv"]} | {c["impl"]} | {c["input_size"]} | {c["batch"]} | '
                    f'{c["dtype"]} | '
                    f'{_ms(f)} | {_ms(dx)} | {_ms(dw)} | '
                    f'{dw["median_ms"] / f["median_ms"]:.1f} | {rate(f)} | {rate(dw)} |')

@@ -22,17 +22,6 @@ import time
 import numpy as np
 
 
-def _cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown'
-
-
 def _loader_rate(source, options, workers: int, batch_size: int, num_images: int) -> dict:
   from yolact_jax.data import loader
   start = time.perf_counter()
@@ -104,6 +93,7 @@ def main(argv=None) -> int:
   load_before = os.getloadavg()
 
   from yolact_jax.data import coco, loader, synthetic
+  from yolact_jax.machine import cpu_info
   paths = synthetic.generate_synthetic_coco(args.data_dir, num_train=args.num_images,
                                             num_val=0, seed=0, image_hw=args.image_hw,
                                             max_objects=args.max_objects)
@@ -123,7 +113,7 @@ def main(argv=None) -> int:
   for key, ms in breakdown.items():
     print(f'  {key}: {ms:.2f} ms/image')
   report = {
-      'machine': {'cpu': _cpu_model(), 'cpu_count': os.cpu_count(),
+      'machine': {'cpu': cpu_info()['model'], 'cpu_count': os.cpu_count(),
                   'platform': platform.platform(), 'python': platform.python_version(),
                   'load_average_1min_before_after': [load_before[0], os.getloadavg()[0]]},
       'settings': {'num_images': args.num_images, 'batch_size': args.batch_size,

@@ -109,7 +109,6 @@ import math
 import os
 import pathlib
 import platform
-import subprocess
 import sys
 import time
 import types
@@ -120,6 +119,8 @@ import numpy as np
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:  # run as a script from anywhere
   sys.path.insert(0, str(PROJECT_ROOT))
+
+from yolact_jax.machine import cpu_info, git_commit  # noqa: E402  (standard library only)
 
 # The original's top-level modules and packages (imported from --yolact-repo).
 ORIGINAL_MODULES = ('yolact', 'data', 'layers', 'utils', 'backbone')
@@ -323,15 +324,6 @@ def import_original(repo: str | os.PathLike, torch: Any) -> types.SimpleNamespac
   return types.SimpleNamespace(Yolact=yolact.Yolact, set_cfg=config.set_cfg,
                                config_module=config, postprocess=output_utils.postprocess,
                                repo=repo, commit=git_commit(repo))
-
-
-def git_commit(path: pathlib.Path) -> str | None:
-  try:
-    out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=path, capture_output=True, text=True,
-                         timeout=10)
-    return out.stdout.strip() or None
-  except (OSError, subprocess.SubprocessError):
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -753,18 +745,14 @@ def seeded_images(count: int, seed: int) -> list[np.ndarray]:
 
 def make_batches(images: Sequence[np.ndarray], batch_size: int
                  ) -> tuple[list[tuple[np.ndarray, np.ndarray, int]], tuple[int, int]]:
-  """Batches of (canvas [B,Hc,Wc,3], sizes [B,2], real count); the last batch is filled by
-  cycling from the first images (only real images are compared). Canvas = the largest h, w."""
-  from yolact_jax.predict import pad_batch
+  """Batches of (canvas [B,Hc,Wc,3], sizes [B,2], real count) and the canvas (the largest h, w).
+  The last batch is filled by cycling from the first images; only the real ones are compared."""
+  from yolact_jax import benchmarking
   canvas_hw = (max(i.shape[0] for i in images), max(i.shape[1] for i in images))
-  batches = []
-  for start in range(0, len(images), batch_size):
-    chunk = list(images[start:start + batch_size])
-    count = len(chunk)
-    chunk += [images[k % len(images)] for k in range(batch_size - count)]
-    canvas, sizes = pad_batch(chunk, canvas_hw, batch_size)
-    batches.append((canvas, sizes, count))
-  return batches, canvas_hw
+  filled = benchmarking.cycle_to(images, -(-len(images) // batch_size) * batch_size)
+  batches = benchmarking.make_batches(filled, batch_size, canvas_hw)
+  return [(canvas, sizes, min(batch_size, len(images) - k * batch_size))
+          for k, (canvas, sizes, _) in enumerate(batches)], canvas_hw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -850,22 +838,22 @@ def synthetic_targets(batch_size: int, size: int, objects: int, num_classes: int
 
 def our_train_batch(images: np.ndarray, targets: dict[str, np.ndarray], cfg: Any
                     ) -> dict[str, np.ndarray]:
-  """The targets in our loader's layout: ``cfg.train.max_instances`` padded slots with a validity
-  mask, GT masks downsampled to the proto and semantic sizes as the original's loss does."""
-  from yolact_jax.config import feature_sizes, proto_size
-  from yolact_jax.loss import downsample_gt_masks
+  """The targets packed as our data pipeline packs them (:func:`yolact_jax.data.loader.
+  pack_example`: ``cfg.train.max_instances`` padded slots with a validity mask, GT masks
+  downsampled to the proto and semantic sizes as the original's loss does)."""
+  from yolact_jax.data.augment import TransformedSample
+  from yolact_jax.data.loader import pack_example
+  from yolact_jax.trainer import BATCH_KEYS, pipeline_options
+  options = pipeline_options(cfg)
   batch_size, n = targets['labels'].shape
-  slots = cfg.train.max_instances
-  if n > slots:
-    raise ValueError(f'{n} objects per image but train.max_instances is {slots}')
-  pad = lambda a: np.concatenate(  # noqa: E731
-      [a, np.zeros((batch_size, slots - n) + a.shape[2:], a.dtype)], axis=1)
-  hp, hs = proto_size(cfg), feature_sizes(cfg)[0]
-  return {'image': images.astype(np.float32), 'boxes': pad(targets['boxes']),
-          'labels': pad(targets['labels']), 'valid': pad(np.ones((batch_size, n), bool)),
-          'is_crowd': np.zeros((batch_size, slots), bool),
-          'masks_proto': pad(np.asarray(downsample_gt_masks(targets['masks'], (hp, hp)))),
-          'masks_segm': pad(np.asarray(downsample_gt_masks(targets['masks'], (hs, hs))))}
+  if n > options.max_instances:  # the pipeline would drop objects the original keeps
+    raise ValueError(f'{n} objects per image but train.max_instances is {options.max_instances}')
+  examples = [pack_example(
+      TransformedSample(image=images[b].astype(np.float32), masks=targets['masks'][b],
+                        boxes=targets['boxes'][b], labels=targets['labels'][b], num_crowds=0),
+      image_id=b, orig_hw=images.shape[1:3], max_instances=options.max_instances,
+      proto_hw=options.proto_hw, segm_hw=options.segm_hw) for b in range(batch_size)]
+  return {k: np.stack([e[k] for e in examples]) for k in BATCH_KEYS}
 
 
 def original_train_targets(targets: dict[str, np.ndarray], torch: Any, device: Any
@@ -1023,10 +1011,12 @@ def train_side_by_side(args: argparse.Namespace, cfg: Any, variables: dict, orig
   t0 = time.perf_counter()
   step = ts.jit_train_step(ts.make_train_step(cfg, model, tx)).lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
-  holder = {'state': jax.tree_util.tree_map(jnp.copy, state)}  # `state` itself is kept
+  holder = {}
 
-  def ours_reset() -> None:
+  def ours_reset() -> None:  # a fresh copy: the step donates its input, `state` is kept
     holder['state'] = jax.tree_util.tree_map(jnp.copy, state)
+
+  ours_reset()
 
   def ours_step(_: int = 0) -> dict:
     holder['state'], metrics = step(holder['state'], batch)
@@ -1287,7 +1277,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    'canvas_hw': list(canvas_hw), 'yolact_repo': str(original.repo),
                    'original_commit': original_commit, 'shims': shims,
                    'detect_settings': detect_settings},
-      'machine': {'cpu_model': cpu_model(), 'cpu_cores_usable': threads,
+      'machine': {'cpu_model': cpu_info()['model'], 'cpu_cores_usable': threads,
                   'cpu_count_total': os.cpu_count(),
                   'load_average_before_timing': load_before_timing,
                   'load_average': [round(x, 2) for x in os.getloadavg()],
@@ -1306,16 +1296,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   out.with_suffix('.md').write_text(markdown_report(report) + '\n')
   print(markdown_report(report))
   return report
-
-
-def cpu_model() -> str:
-  try:
-    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-      if line.startswith('model name'):
-        return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 if __name__ == '__main__':

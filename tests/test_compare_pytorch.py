@@ -396,9 +396,13 @@ def test_our_train_batch_pads_slots_and_downsamples_masks():
   from yolact_jax.loss import downsample_gt_masks
   cfg = get_config('yolact_tiny')  # max_instances 8, proto 16, semantic 8 at 64 px
   t = cmp.synthetic_targets(2, cfg.max_size, 3, cfg.num_classes, seed=1)
-  images = np.zeros((2, cfg.max_size, cfg.max_size, 3), np.float32)
+  images = np.random.default_rng(2).normal(size=(2, cfg.max_size, cfg.max_size, 3))
   batch = cmp.our_train_batch(images, t, cfg)
   slots = cfg.train.max_instances
+  from yolact_jax.trainer import BATCH_KEYS
+  assert set(batch) == set(BATCH_KEYS)
+  np.testing.assert_array_equal(batch['image'], images.astype(np.float32))
+  np.testing.assert_array_equal(batch['boxes'][:, :3], t['boxes'])
   assert batch['boxes'].shape == (2, slots, 4) and batch['valid'].sum(axis=1).tolist() == [3, 3]
   assert not batch['is_crowd'].any() and not batch['boxes'][:, 3:].any()
   np.testing.assert_array_equal(batch['labels'][:, :3], t['labels'])

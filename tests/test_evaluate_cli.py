@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from tests.reference_data import PROJECT_ROOT

@@ -94,8 +94,9 @@ def test_preprocess_matches_original_eval_transforms(size, hw_list, transform):
 
 
 def test_bilinear_taps_never_read_canvas_padding():
+  from yolact_jax.postprocess import bilinear_taps
   for in_size in (1, 2, 37, 550, 700):
-    lo, hi, t = (np.asarray(a) for a in pr.bilinear_taps(jnp.int32(in_size), 64))
+    lo, hi, t = (np.asarray(a) for a in bilinear_taps(jnp.int32(in_size), 64, 64))
     assert lo.min() >= 0 and hi.max() <= in_size - 1
     assert np.all((t >= 0) & (t <= 1))
 

@@ -19,8 +19,8 @@ clamped at Hp - 1). Positions r >= h (or >= w) are zero, so everything outside t
 (h, w) is 0 (and False after the threshold). The result in the top-left (h, w) corner equals
 ``torch.nn.functional.interpolate(M, (h, w), mode='bilinear', align_corners=False)`` up to float
 rounding (tests/test_postprocess.py proves it), so one compiled program serves any mix of sizes
-up to the canvas. (The same taps as dense matrices, ``Ry @ M @ Rx^T``, are available as
-:func:`bilinear_matrix`; on CPU the gathers are 3-4x cheaper.) The mask assembly product runs
+up to the canvas. (On CPU these gathers are 3-4x cheaper than the same taps as dense
+interpolation matrices, ``Ry @ M @ Rx^T``.) The mask assembly product runs
 with ``Precision.HIGHEST`` so that TPUs/GPUs do not drop to bfloat16/TF32 (the 0.5 threshold is
 sensitive to that).
 
@@ -59,34 +59,23 @@ def proto_masks(proto: jnp.ndarray, coefs: jnp.ndarray, boxes: jnp.ndarray,
   return jnp.transpose(masks, (0, 3, 1, 2))
 
 
-def bilinear_taps(in_size: int, out_size: jnp.ndarray, canvas: int
-                  ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-  """1-D bilinear resizing (align_corners=False) from a static ``in_size`` to a traced
-  ``out_size``, laid out on ``canvas`` output positions.
+def bilinear_taps(in_size: int | jnp.ndarray, out_size: int | jnp.ndarray, positions: int
+                  ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """1-D bilinear resizing (align_corners=False, no antialias) from ``in_size`` to ``out_size``
+  samples, for output positions ``0 .. positions - 1``; either size may be a traced int.
 
   Output sample r reads source ``lo[r]`` with weight ``1 - t[r]`` and ``hi[r]`` with weight
   ``t[r]``, PyTorch's rule: source coordinate ``max((r + 0.5) * in / out - 0.5, 0)``, lo its
-  floor, hi = lo + 1 clamped to ``in_size - 1``. ``inside[r]`` is ``r < out_size``.
-  Returns lo, hi int32 [canvas], t float32 [canvas], inside bool [canvas].
+  floor, hi = lo + 1, both clamped to ``in_size - 1`` (so nothing beyond the input, e.g. canvas
+  padding, is ever read). Positions r >= ``out_size`` get clamped taps; callers mask them.
+  Returns lo, hi int32 [positions] and t float32 [positions].
   """
-  out_size = jnp.asarray(out_size)
-  scale = jnp.float32(in_size) / out_size.astype(jnp.float32)
-  dst = jnp.arange(canvas, dtype=jnp.float32)
-  src = jnp.maximum(scale * (dst + 0.5) - 0.5, 0.0)
+  scale = jnp.asarray(in_size, jnp.float32) / jnp.asarray(out_size, jnp.float32)
+  src = jnp.maximum(scale * (jnp.arange(positions, dtype=jnp.float32) + 0.5) - 0.5, 0.0)
   lo = jnp.floor(src).astype(jnp.int32)
-  t = jnp.minimum(src - lo.astype(jnp.float32), 1.0)
-  lo = jnp.minimum(lo, in_size - 1)  # only reached by positions beyond out_size
-  hi = jnp.minimum(lo + 1, in_size - 1)
-  return lo, hi, t, jnp.arange(canvas) < out_size
-
-
-def bilinear_matrix(in_size: int, out_size: jnp.ndarray, canvas: int) -> jnp.ndarray:
-  """The taps of :func:`bilinear_taps` as a dense matrix [canvas, in_size] (rows >= out_size
-  zero): output = matrix @ input. For tests and for accelerators that prefer matmuls."""
-  lo, hi, t, inside = bilinear_taps(in_size, out_size, canvas)
-  cols = jnp.arange(in_size)
-  matrix = (1.0 - t)[:, None] * (cols == lo[:, None]) + t[:, None] * (cols == hi[:, None])
-  return jnp.where(inside[:, None], matrix, 0.0).astype(jnp.float32)
+  t = jnp.clip(src - lo.astype(jnp.float32), 0.0, 1.0)
+  last = jnp.asarray(in_size, jnp.int32) - 1
+  return jnp.minimum(lo, last), jnp.minimum(lo + 1, last), t
 
 
 def resize_to_canvas(masks: jnp.ndarray, image_sizes: jnp.ndarray,
@@ -108,11 +97,13 @@ def resize_to_canvas(masks: jnp.ndarray, image_sizes: jnp.ndarray,
   height, width = masks.shape[-2:]
 
   def one_image(m, size):  # m [D, Hp, Wp]
-    r_lo, r_hi, r_t, r_in = bilinear_taps(height, size[0], canvas_hw[0])
-    c_lo, c_hi, c_t, c_in = bilinear_taps(width, size[1], canvas_hw[1])
+    r_lo, r_hi, r_t = bilinear_taps(height, size[0], canvas_hw[0])
+    c_lo, c_hi, c_t = bilinear_taps(width, size[1], canvas_hw[1])
     wide = m[:, :, c_lo] * (1 - c_t) + m[:, :, c_hi] * c_t  # [D, Hp, Wc]
     tall = wide[:, r_lo, :] * (1 - r_t)[:, None] + wide[:, r_hi, :] * r_t[:, None]
-    return jnp.where(r_in[:, None] & c_in[None, :], tall, 0.0)  # [D, Hc, Wc]
+    inside = ((jnp.arange(canvas_hw[0]) < size[0])[:, None]
+              & (jnp.arange(canvas_hw[1]) < size[1])[None, :])
+    return jnp.where(inside, tall, 0.0)  # [D, Hc, Wc]
 
   return jax.vmap(one_image)(masks, jnp.asarray(image_sizes, jnp.int32))
 

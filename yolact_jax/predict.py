@@ -65,7 +65,7 @@ from yolact_jax.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from yolact_jax.config import YolactConfig, validate
 from yolact_jax.detect import detect_from_logits, detect_kwargs
 from yolact_jax.model.yolact import Yolact
-from yolact_jax.postprocess import postprocess
+from yolact_jax.postprocess import bilinear_taps, postprocess
 
 # The original's normalisation constants, BGR-ordered (spec 2.2), and the same per RGB channel.
 RESNET_MEAN_BGR = (103.94, 116.78, 123.68)
@@ -230,30 +230,14 @@ def unpack_detections(outputs: dict[str, np.ndarray], image_sizes: np.ndarray, c
 # Device side: preprocessing (pure functions of traced sizes)
 
 
-def bilinear_taps(in_size: jnp.ndarray, out_size: int) -> tuple[jnp.ndarray, ...]:
-  """1-D bilinear resizing from a traced ``in_size`` to a static ``out_size`` (align_corners
-  False, no antialias), as PyTorch: output i reads source ``lo[i]`` with weight ``1 - t[i]`` and
-  ``hi[i]`` with weight ``t[i]``. Returns lo, hi [out_size] int32 and t [out_size] float32.
-
-  Source coordinate ``max((i + 0.5) * in / out - 0.5, 0)``; lo = its floor, hi = lo + 1 clamped
-  to ``in_size - 1``. Indices never reach ``in_size``, so canvas padding is never read.
-  """
-  scale = jnp.asarray(in_size).astype(jnp.float32) / jnp.float32(out_size)
-  src = jnp.maximum(scale * (jnp.arange(out_size, dtype=jnp.float32) + 0.5) - 0.5, 0.0)
-  lo = jnp.floor(src).astype(jnp.int32)
-  t = jnp.clip(src - lo.astype(jnp.float32), 0.0, 1.0)
-  last = jnp.asarray(in_size, jnp.int32) - 1
-  return jnp.minimum(lo, last), jnp.minimum(lo + 1, last), t
-
-
 def resize_image(image: jnp.ndarray, size: jnp.ndarray, out_hw: tuple[int, int]) -> jnp.ndarray:
   """Bilinear resize of the top-left ``size`` = (h, w) of ``image`` [Hc, Wc, C] to [*out_hw, C].
 
   Equals ``F.interpolate(image[:h, :w], out_hw, mode='bilinear', align_corners=False)`` (width
   pass, then height pass: the same two-level sum PyTorch's kernel forms).
   """
-  row_lo, row_hi, row_t = bilinear_taps(size[0], out_hw[0])
-  col_lo, col_hi, col_t = bilinear_taps(size[1], out_hw[1])
+  row_lo, row_hi, row_t = bilinear_taps(size[0], out_hw[0], out_hw[0])
+  col_lo, col_hi, col_t = bilinear_taps(size[1], out_hw[1], out_hw[1])
   col_t = col_t[None, :, None]
   wide = image[:, col_lo] * (1 - col_t) + image[:, col_hi] * col_t  # [Hc, W', C]
   row_t = row_t[:, None, None]

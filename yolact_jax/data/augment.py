@@ -30,7 +30,6 @@ import dataclasses
 import cv2
 import numpy as np
 
-from yolact_jax.data import masks as mask_lib
 
 # BGR-ordered, as the original (data/config.py MEANS / STD).
 MEANS_BGR = (103.94, 116.78, 123.68)

@@ -34,7 +34,6 @@ import logging
 import os
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 

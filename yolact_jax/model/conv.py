@@ -14,8 +14,8 @@ Two things, both the same sums in another order (float32 rounding differences on
   XLA:CPU's own weight-gradient convolution is slow for some shapes. Measured on 2 cores,
   batch 2, dW alone (ms, XLA vs products):
 
-      1x1, 138x138, 64 -> 256      103 vs 11     1x1 stride 2, 138x138, 256 -> 512   241 vs 69
-      1x1, 69x69, 512 -> 256        55 vs 17     3x3, 138x138, 256 -> 256 (ProtoNet) 1163 vs 525
+      1x1, 138x138, 64 -> 256      103 vs 11     1x1 stride 2, 138x138, 256 -> 512   224 vs 25
+      1x1, 69x69, 512 -> 256        55 vs 17     3x3, 138x138, 256 -> 256 (ProtoNet) 1206 vs 475
       3x3, 69x69, 256 -> 256       129 vs 120    3x3, 138x138, 64 -> 64               31 vs 79
       3x3 stride 2, 138, 128->128   23 vs 58     7x7 stride 2, 550x550, 3 -> 64      157 vs 194
 
@@ -43,8 +43,6 @@ import jax.numpy as jnp
 from jax import lax
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
-# Below this many input channels x taps, one im2col product beats a product per tap.
-IM2COL_MAX_COLUMNS = 256
 
 
 def _xla_conv(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int],
@@ -87,36 +85,29 @@ def _forward(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int],
 
 
 def _windows(x: jnp.ndarray, out_hw: tuple[int, int], kernel_hw: tuple[int, int],
-             strides: tuple[int, int], padding: tuple[tuple[int, int], ...]):
-  """Yields ((i, j), the padded input window of tap (i, j)) [N, Ho, Wo, Cin] for every tap."""
+             strides: tuple[int, int], padding: tuple[tuple[int, int], ...]
+             ) -> list[jnp.ndarray]:
+  """The padded input window [N, Ho, Wo, Cin] of every kernel tap (i, j), in row-major order."""
   xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
   (ho, wo), (sh, sw) = out_hw, strides
-  for i in range(kernel_hw[0]):
-    for j in range(kernel_hw[1]):
-      yield (i, j), lax.slice(xp, (0, i, j, 0),
-                              (xp.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1,
-                               xp.shape[3]), (1, sh, sw, 1))
+  return [lax.slice(xp, (0, i, j, 0),
+                    (xp.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, xp.shape[3]),
+                    (1, sh, sw, 1))
+          for i in range(kernel_hw[0]) for j in range(kernel_hw[1])]
 
 
 def weight_grad_by_matmul(x: jnp.ndarray, dy: jnp.ndarray, kernel_hw: tuple[int, int],
                           strides: tuple[int, int], padding: tuple[tuple[int, int], ...]
                           ) -> jnp.ndarray:
-  """dW [kh, kw, Cin, Cout] of an NHWC/HWIO convolution from its input and output gradient."""
-  kh, kw = kernel_hw
-  cin, cout = x.shape[-1], dy.shape[-1]
-  out_hw = dy.shape[1:3]
+  """dW [kh, kw, Cin, Cout] of an NHWC/HWIO convolution from its input and output gradient:
+  one product dY^T X_tap per kernel tap."""
   # Accumulate in float32 at least (XLA:CPU has no bf16 x bf16 -> f32 product).
   accumulate = jnp.promote_types(x.dtype, jnp.float32)
   x, dy = x.astype(accumulate), dy.astype(accumulate)
   contract = (((0, 1, 2), (0, 1, 2)), ((), ()))
-  taps = dict(_windows(x, out_hw, kernel_hw, strides, padding))
-  if kh * kw * cin <= IM2COL_MAX_COLUMNS:  # few input channels (the stem): one product
-    columns = jnp.concatenate([taps[(i, j)] for i in range(kh) for j in range(kw)], axis=-1)
-    dw = lax.dot_general(dy, columns, contract)
-    return dw.T.reshape(kh, kw, cin, cout)
-  rows = [jnp.stack([lax.dot_general(dy, taps[(i, j)], contract).T for j in range(kw)])
-          for i in range(kh)]
-  return jnp.stack(rows)
+  taps = _windows(x, dy.shape[1:3], kernel_hw, strides, padding)
+  dw = jnp.stack([lax.dot_general(dy, tap, contract).T for tap in taps])  # [taps, Cin, Cout]
+  return dw.reshape(*kernel_hw, x.shape[-1], dy.shape[-1])
 
 
 # 3x3 and larger kernels: products only from this many output positions x Cin x Cout (the
@@ -124,8 +115,7 @@ def weight_grad_by_matmul(x: jnp.ndarray, dy: jnp.ndarray, kernel_hw: tuple[int,
 MATMUL_MIN_WORK = 2 ** 30
 
 
-def matmul_weight_grad_pays(x_shape: Sequence[int], w_shape: Sequence[int],
-                            out_shape: Sequence[int]) -> bool:
+def matmul_weight_grad_pays(w_shape: Sequence[int], out_shape: Sequence[int]) -> bool:
   """Whether :func:`weight_grad_by_matmul` beats XLA:CPU's weight gradient (see the table above)."""
   kh, kw, cin, cout = w_shape
   if kh * kw == 1:
@@ -165,7 +155,7 @@ def _conv2d_bwd(strides, padding, precision, residuals, dy):
     _, weight_vjp = jax.vjp(lambda w: _xla_conv(x, w, strides, padding, precision), w)
     return weight_vjp(dy)[0]
 
-  if not matmul_weight_grad_pays(x.shape, w.shape, dy.shape):
+  if not matmul_weight_grad_pays(w.shape, dy.shape):
     return dx, by_xla(x, dy)
   return dx, lax.platform_dependent(x, dy, cpu=by_matmul, default=by_xla)
 
