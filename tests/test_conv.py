@@ -1,4 +1,5 @@
-"""yolact_jax.model.conv: the CPU convolution paths against jax.lax.conv_general_dilated."""
+"""yolact_jax.ops.conv and ops.cpu_conv: the CPU convolution paths against
+jax.lax.conv_general_dilated."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from yolact_jax.model import conv as fast
+from yolact_jax.ops import conv as fast
+from yolact_jax.ops import cpu_conv
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
@@ -59,7 +61,7 @@ def test_weight_grad_by_matmul_matches_xla(name, size, cin, cout, kernel, stride
   x, w, g = make_case(size, cin, cout, kernel, stride, padding, seed=1)
   _, vjp = jax.vjp(lambda w: lax.conv_general_dilated(x, w, (stride, stride), padding,
                                                        dimension_numbers=NHWC), w)
-  got = fast.weight_grad_by_matmul(x, g, (kernel, kernel), (stride, stride), padding)
+  got = cpu_conv.weight_grad_by_matmul(x, g, (kernel, kernel), (stride, stride), padding)
   np.testing.assert_allclose(got, vjp(g)[0], rtol=1e-5, atol=1e-4, err_msg=name)
 
 
@@ -72,7 +74,7 @@ def test_weight_grad_by_matmul_matches_xla(name, size, cin, cout, kernel, stride
     ((7, 7, 3, 64), (2, 275, 275, 64), False),  # the stem
 ])
 def test_matmul_weight_grad_pays_table(w_shape, out_shape, expected):
-  assert fast.matmul_weight_grad_pays(w_shape, out_shape) is expected
+  assert cpu_conv.matmul_weight_grad_pays(w_shape, out_shape) is expected
 
 
 def test_big_3x3_takes_the_product_path_and_matches():
@@ -81,14 +83,14 @@ def test_big_3x3_takes_the_product_path_and_matches():
   x = jnp.asarray(rng.normal(size=(1, 32, 32, 64)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(3, 3, 64, 64)) * 0.05, jnp.float32)
   g = jnp.asarray(rng.normal(size=(1, 32, 32, 64)), jnp.float32)
-  assert 32 * 32 * 64 * 64 < fast.MATMUL_MIN_WORK
-  limit = fast.MATMUL_MIN_WORK
-  fast.MATMUL_MIN_WORK = 32 * 32 * 64 * 64
+  assert 32 * 32 * 64 * 64 < cpu_conv.MATMUL_MIN_WORK
+  limit = cpu_conv.MATMUL_MIN_WORK
+  cpu_conv.MATMUL_MIN_WORK = 32 * 32 * 64 * 64
   try:
-    assert fast.matmul_weight_grad_pays(w.shape, g.shape)
+    assert cpu_conv.matmul_weight_grad_pays(w.shape, g.shape)
     ours = value_and_grads(fast.conv_general_dilated, x, w, g, 1, ((1, 1), (1, 1)))
   finally:
-    fast.MATMUL_MIN_WORK = limit
+    cpu_conv.MATMUL_MIN_WORK = limit
   theirs = value_and_grads(lax.conv_general_dilated, x, w, g, 1, ((1, 1), (1, 1)))
   for a, b in zip(ours, theirs):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-4)
@@ -145,14 +147,14 @@ def test_other_platforms_keep_xla_convolutions(kernel):
   def loss(x, w):
     return jnp.sum(fast.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=NHWC) ** 2)
 
-  limit = fast.MATMUL_MIN_WORK
-  fast.MATMUL_MIN_WORK = 1  # the 3x3 weight gradient takes the products too (on CPU)
+  limit = cpu_conv.MATMUL_MIN_WORK
+  cpu_conv.MATMUL_MIN_WORK = 1  # the 3x3 weight gradient takes the products too (on CPU)
   try:
     traced = jax.jit(jax.grad(loss, (0, 1))).trace(x, w)
     cuda = traced.lower(lowering_platforms=('cuda',)).as_text()
     cpu = traced.lower(lowering_platforms=('cpu',)).as_text()
   finally:
-    fast.MATMUL_MIN_WORK = limit
+    cpu_conv.MATMUL_MIN_WORK = limit
   assert cuda.count('stablehlo.convolution') == 3 and 'stablehlo.dot_general' not in cuda
   assert 'stablehlo.dot_general' in cpu
   if kernel == 1:

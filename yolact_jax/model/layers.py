@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from yolact_jax.model.conv import conv_general_dilated
+from yolact_jax.ops.conv import conv_general_dilated
 
 # Initialisers. The original trains non-backbone convs from xavier_uniform with zero bias; backbone
 # convs come from ImageNet files, and when training from scratch we use He (fan-out) normal.
@@ -29,7 +29,7 @@ def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, bias: bo
                  padding=((padding, padding), (padding, padding)), use_bias=bias,
                  kernel_init=kernel_init, bias_init=nn.initializers.zeros, dtype=dtype,
                  param_dtype=jnp.float32, name=name,
-                 conv_general_dilated=conv_general_dilated)  # faster weight gradient on CPU
+                 conv_general_dilated=conv_general_dilated)  # picks XLA's or the CPU rewrites
 
 
 class BatchNorm(nn.Module):
