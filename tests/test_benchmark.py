@@ -1,4 +1,5 @@
-"""scripts/benchmark.py on the tiny preset: every section runs and the JSON has every field.
+"""scripts/benchmark.py (over yolact_jax.bench) on the tiny preset: every section runs and the
+JSON has every field.
 
 Time values are only checked to be positive and finite (the machine is shared and noisy).
 """
@@ -11,7 +12,10 @@ import math
 import numpy as np
 import pytest
 
-from scripts import benchmark as bench
+from scripts import benchmark as cli
+from yolact_jax import benchmarking
+from yolact_jax.bench import convgrad, device, grid, report as report_lib, timing
+from yolact_jax.bench import inputs as bench_inputs
 from yolact_jax.config import feature_sizes, get_config, proto_size
 
 TINY_ARGS = ['--presets', 'yolact_tiny', '--batch-sizes', '1', '--train-presets', 'yolact_tiny',
@@ -42,7 +46,7 @@ def check_stage(stage: dict, name: str) -> None:
 @pytest.fixture(scope='module')
 def report(tmp_path_factory):
   out = tmp_path_factory.mktemp('bench') / 'bench.json'
-  returned = bench.main(TINY_ARGS + ['--out', str(out)])
+  returned = cli.main(TINY_ARGS + ['--out', str(out)])
   written = json.loads(out.read_text())
   return returned, written, out
 
@@ -123,7 +127,7 @@ def test_flops_section(report):
 
 
 def test_summarize_times_percentiles():
-  s = bench.summarize_times([0.001 * i for i in range(1, 11)])
+  s = benchmarking.summarize_times([0.001 * i for i in range(1, 11)])
   assert s['runs'] == 10 and s['min_ms'] == pytest.approx(1.0)
   assert s['median_ms'] == pytest.approx(5.5)
   assert s['p10_ms'] == pytest.approx(1.9) and s['p90_ms'] == pytest.approx(9.1)
@@ -131,33 +135,34 @@ def test_summarize_times_percentiles():
 
 def test_time_calls_stops_after_the_budget_but_keeps_the_minimum():
   calls = []
-  times = bench.time_calls(lambda: calls.append(1), warmup=2, repeats=100, max_seconds=0.0)
-  assert len(times) == bench.MIN_TIMED_RUNS and len(calls) == 2 + bench.MIN_TIMED_RUNS
+  times = benchmarking.time_calls(lambda: calls.append(1), warmup=2, repeats=100,
+                                  max_seconds=0.0)
+  assert len(times) == benchmarking.MIN_TIMED_RUNS and len(calls) == 2 + benchmarking.MIN_TIMED_RUNS
 
 
 def test_cpu_peak_assumption():
-  assert bench.fp32_flops_per_cycle(['avx2', 'fma'], 'AuthenticAMD') == 32
-  assert bench.fp32_flops_per_cycle(['avx512f', 'fma'], 'GenuineIntel') == 64
-  assert bench.fp32_flops_per_cycle(['sse2'], None) == 16
-  assert bench.cpu_peak_gflops(2, 2500.0, 32) == pytest.approx(160.0)
-  assert bench.cpu_peak_gflops(2, None, 32) is None
+  assert device.fp32_flops_per_cycle(['avx2', 'fma'], 'AuthenticAMD') == 32
+  assert device.fp32_flops_per_cycle(['avx512f', 'fma'], 'GenuineIntel') == 64
+  assert device.fp32_flops_per_cycle(['sse2'], None) == 16
+  assert device.cpu_peak_gflops(2, 2500.0, 32) == pytest.approx(160.0)
+  assert device.cpu_peak_gflops(2, None, 32) is None
 
 
 def test_gpu_peak_table_matches_device_kinds():
   cpu = {'flags': [], 'vendor': None, 'mhz': None}
-  peak, _ = bench.device_peak_tflops('NVIDIA H100 80GB HBM3', 'gpu', 'bfloat16', cpu, 1)
+  peak, _ = device.device_peak_tflops('NVIDIA H100 80GB HBM3', 'gpu', 'bfloat16', cpu, 1)
   assert peak == pytest.approx(989.4)
-  peak, _ = bench.device_peak_tflops('NVIDIA H100 PCIe', 'gpu', 'float32', cpu, 1)
+  peak, _ = device.device_peak_tflops('NVIDIA H100 PCIe', 'gpu', 'float32', cpu, 1)
   assert peak == pytest.approx(51.2)
-  peak, _ = bench.device_peak_tflops('NVIDIA H200', 'gpu', 'float32', cpu, 1)
+  peak, _ = device.device_peak_tflops('NVIDIA H200', 'gpu', 'float32', cpu, 1)
   assert peak == pytest.approx(66.9)
-  assert bench.device_peak_tflops('Some GPU', 'gpu', 'float32', cpu, 1)[0] is None
-  assert bench.device_peak_tflops('Some GPU', 'gpu', 'float32', cpu, 1, override=5.0)[0] == 5.0
+  assert device.device_peak_tflops('Some GPU', 'gpu', 'float32', cpu, 1)[0] is None
+  assert device.device_peak_tflops('Some GPU', 'gpu', 'float32', cpu, 1, override=5.0)[0] == 5.0
 
 
 def test_synthetic_train_batch_layout():
   cfg = get_config('yolact_tiny')
-  batch = bench.synthetic_train_batch(cfg, 3, objects=2)
+  batch = bench_inputs.synthetic_train_batch(cfg, 3, objects=2)
   slots, hp, hs = cfg.train.max_instances, proto_size(cfg), feature_sizes(cfg)[0]
   assert batch['image'].shape == (3, cfg.max_size, cfg.max_size, 3)
   assert batch['masks_proto'].shape == (3, slots, hp, hp)
@@ -170,13 +175,13 @@ def test_synthetic_train_batch_layout():
 
 def test_object_masks_rectangle_and_ellipse():
   boxes = np.array([[0.25, 0.25, 0.75, 0.75]] * 2, np.float32)
-  rect, ellipse = bench.object_masks(boxes, np.array([0, 1]), 8)
+  rect, ellipse = bench_inputs.object_masks(boxes, np.array([0, 1]), 8)
   assert rect.sum() == 16 and rect[2:6, 2:6].all()
   assert 0 < ellipse.sum() < 16 and not ellipse[2, 2]
 
 
 def test_synthetic_detect_inputs_are_peaked():
-  inputs = bench.synthetic_detect_inputs(2, num_priors=2000, num_classes=80, objects=10)
+  inputs = bench_inputs.synthetic_detect_inputs(2, num_priors=2000, num_classes=80, objects=10)
   assert inputs['conf'].shape == (2, 2000, 81)
   np.testing.assert_allclose(inputs['conf'].sum(-1), 1.0, rtol=1e-5)
   best_fg = inputs['conf'][..., 1:].max(-1)
@@ -185,39 +190,40 @@ def test_synthetic_detect_inputs_are_peaked():
 
 
 def test_resolve_cases():
-  args = bench.build_parser().parse_args([])
-  inference, train = bench.resolve_cases(args, 'cpu')
-  assert inference == list(bench.CPU_INFERENCE_CASES) and train == list(bench.CPU_TRAIN_CASES)
-  inference, _ = bench.resolve_cases(args, 'full')
-  assert len(inference) == len(bench.FULL_INFERENCE_PRESETS) * 2 * 2
-  args = bench.build_parser().parse_args(['--presets', 'yolact_base', '--batch-sizes', '1,8',
+  args = cli.build_parser().parse_args([])
+  inference, train = grid.resolve_cases(args, 'cpu')
+  assert inference == list(grid.CPU_INFERENCE_CASES) and train == list(grid.CPU_TRAIN_CASES)
+  inference, _ = grid.resolve_cases(args, 'full')
+  assert len(inference) == len(grid.FULL_INFERENCE_PRESETS) * 2 * 2
+  args = cli.build_parser().parse_args(['--presets', 'yolact_base', '--batch-sizes', '1,8',
                                           '--dtypes', 'bfloat16'])
-  assert bench.resolve_cases(args, 'cpu')[0] == [('yolact_base', 1, 'bfloat16'),
+  assert grid.resolve_cases(args, 'cpu')[0] == [('yolact_base', 1, 'bfloat16'),
                                                  ('yolact_base', 8, 'bfloat16')]
   with pytest.raises(SystemExit):
-    bench.resolve_cases(bench.build_parser().parse_args(['--presets', 'yolact_tiny', '--dtypes',
+    grid.resolve_cases(cli.build_parser().parse_args(['--presets', 'yolact_tiny', '--dtypes',
                                                          'float16']), 'cpu')
 
 
 def test_unknown_section_is_an_error():
   with pytest.raises(SystemExit):
-    bench.main(['--only', 'inferense'])
+    cli.main(['--only', 'inferense'])
 
 
 def test_machine_slug():
-  assert bench.machine_slug({'platform': 'cpu', 'cpu_model': 'AMD EPYC',
+  assert device.machine_slug({'platform': 'cpu', 'cpu_model': 'AMD EPYC',
                              'cpu_cores_usable': 2}) == 'cpu-amd-epyc-2c'
-  assert bench.machine_slug({'platform': 'gpu',
+  assert device.machine_slug({'platform': 'gpu',
                              'device_kind': 'NVIDIA H100 80GB HBM3'}) == 'nvidia-h100-80gb-hbm3'
 
 
 def test_convgrad_case_times_forward_and_both_gradients():
-  opts = bench.TimingOptions(warmup=1, repeats=2, max_seconds=10.0)
-  case = bench.conv_gradient_case('tiny 3x3/2', 16, 4, 8, 3, 2, 1, 'float32', opts)
+  opts = timing.TimingOptions(warmup=1, repeats=2, max_seconds=10.0)
+  case = convgrad.conv_gradient_case('tiny 3x3/2', 16, 4, 8, 3, 2, 1, 'float32', opts)
   assert [s['stage'] for s in case['stages']] == ['forward', 'input_gradient', 'weight_gradient']
   for stage in case['stages']:
     check_stage(stage, stage['stage'])
-  ours = bench.conv_gradient_case('tiny 1x1', 16, 4, 8, 1, 1, 1, 'float32', opts, 'yolact_jax')
+  ours = convgrad.conv_gradient_case('tiny 1x1', 16, 4, 8, 1, 1, 1, 'float32', opts,
+                                     'yolact_jax')
   assert case['impl'] == 'xla' and ours['impl'] == 'yolact_jax'
   for stage in ours['stages']:
     check_stage(stage, stage['stage'])
@@ -225,7 +231,7 @@ def test_convgrad_case_times_forward_and_both_gradients():
                         'cpu_model': 'x', 'cpu_cores_usable': 1, 'jax': 'j',
                         'load_average_start': [1.0, 1.0, 1.0]},
             'convgrad': [case, ours, {'conv': 'broken', 'impl': 'xla', 'error': 'OOM'}]}
-  text = bench.markdown_report(report)
+  text = report_lib.markdown_report(report)
   assert '## Convolution gradients' in text and '| tiny 3x3/2 | xla | 16 | 1 |' in text
   assert '| tiny 1x1 | yolact_jax | 16 | 1 |' in text
   assert '| broken | xla | failed: OOM |' in text

@@ -1,0 +1,89 @@
+"""The inference section: network, Detect per NMS variant, postprocess and end to end, per
+(preset, batch, dtype)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yolact_jax import detect as detect_lib
+from yolact_jax.anchors import make_priors
+from yolact_jax.bench.grid import DTYPES, Case
+from yolact_jax.bench.inputs import random_network_input, random_uint8_images
+from yolact_jax.bench.timing import (TimingOptions, device_peak_bytes, guarded, max_rss_bytes,
+                                     measure_stage)
+from yolact_jax.config import YolactConfig, get_config
+from yolact_jax.model.yolact import Yolact
+from yolact_jax.postprocess import postprocess
+from yolact_jax.predict import InferenceProgram
+
+
+def init_variables(model: Yolact, cfg: YolactConfig, seed: int = 0) -> dict:
+  x = jnp.zeros((1, cfg.max_size, cfg.max_size, 3), jnp.float32)
+  return jax.jit(model.init)(jax.random.key(seed), x)
+
+
+def _detect_stages(cfg: YolactConfig, raw: dict, nms_kinds: Sequence[str], opts: TimingOptions
+                   ) -> tuple[list[dict], dict]:
+  """Detect timed once per NMS kind on the network's outputs ``raw``: (records, the detections
+  of the preset's own NMS, or of the first kind when that is not among them)."""
+  priors = jnp.asarray(make_priors(cfg))
+  stages, dets = [], None
+  for kind in nms_kinds:
+    kwargs = dict(detect_lib.detect_kwargs(cfg), nms=kind)
+    fn = jax.jit(lambda loc, conf, mask, kw=kwargs: detect_lib.detect_from_logits(
+        loc, conf, mask, priors, **kw))
+    record, out = measure_stage(f'detect_{kind}', fn, (raw['loc'], raw['conf'], raw['mask']),
+                                opts)
+    record['num_detections'] = np.asarray(out['num_detections']).tolist()
+    stages.append(record)
+    if kind == cfg.detect.nms or dets is None:
+      dets = out
+  return stages, dets
+
+
+def inference_case(preset: str, batch: int, dtype: str, image_hw: tuple[int, int],
+                   nms_kinds: Sequence[str], opts: TimingOptions) -> dict[str, Any]:
+  """Every inference stage of one (preset, batch, dtype) on ``image_hw`` images."""
+  cfg = get_config(preset)
+  model = Yolact(cfg, dtype=DTYPES[dtype])
+  variables = init_variables(model, cfg)
+  net_input = jnp.asarray(random_network_input(cfg, batch))
+  image_sizes = jnp.asarray(np.tile(np.asarray(image_hw, np.int32), (batch, 1)))
+
+  network = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  record, raw = measure_stage('network', network, (variables, net_input), opts)
+  detect_stages, dets = _detect_stages(cfg, raw, nms_kinds, opts)
+  stages = [record] + detect_stages
+
+  post = jax.jit(lambda d, proto, sizes: postprocess(d, proto, sizes, tuple(image_hw)))
+  record, _ = measure_stage('postprocess', post, (dets, raw['proto'], image_sizes), opts)
+  stages.append(record)
+
+  program = InferenceProgram(cfg, DTYPES[dtype])
+  record, _ = measure_stage('end_to_end', program.from_network_input,
+                            (variables, net_input, image_sizes), opts,
+                            static={'canvas_hw': tuple(image_hw)}, after=jax.device_get)
+  stages.append(record)
+  images = jnp.asarray(random_uint8_images(batch, image_hw))
+  record, _ = measure_stage('end_to_end_uint8', program.from_images,
+                            (variables, images, image_sizes), opts, after=jax.device_get)
+  stages.append(record)
+  return {'preset': preset, 'input_size': cfg.max_size, 'batch': batch, 'dtype': dtype,
+          'image_hw': list(image_hw), 'detect_nms': cfg.detect.nms, 'stages': stages,
+          'max_rss_bytes': max_rss_bytes(), 'device_peak_bytes': device_peak_bytes()}
+
+
+def run_inference(cases: Sequence[Case], image_hw: tuple[int, int], nms_kinds: Sequence[str],
+                  opts: TimingOptions, log: Callable) -> list[dict]:
+  """:func:`inference_case` for every case; a failed case is recorded with its error."""
+  results = []
+  for preset, batch, dtype in cases:
+    log(f'inference {preset} batch {batch} {dtype}')
+    results.append(guarded(lambda: inference_case(preset, batch, dtype, image_hw, nms_kinds,
+                                                  opts),
+                           {'preset': preset, 'batch': batch, 'dtype': dtype}, log))
+  return results

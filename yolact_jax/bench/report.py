@@ -1,0 +1,183 @@
+"""The benchmark's results as markdown tables, and as plain JSON values."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def fmt_load(load: Sequence[float] | None) -> str:
+  return '-' if not load else '/'.join(f'{x:.2f}' for x in load)
+
+
+def mib(value: int | None) -> str:
+  return '-' if value is None else f'{value / 2**20:.0f}'
+
+
+def to_jsonable(value: Any) -> Any:
+  """numpy scalars/arrays and tuples -> plain JSON types; non-finite floats -> None."""
+  if isinstance(value, dict):
+    return {str(k): to_jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_jsonable(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return to_jsonable(value.tolist())
+  if isinstance(value, np.bool_):
+    return bool(value)
+  if isinstance(value, np.integer):
+    return int(value)
+  if isinstance(value, (float, np.floating)):
+    return float(value) if math.isfinite(value) else None
+  return value
+
+
+def _ms(stage: dict | None) -> str:
+  if not stage or stage.get('median_ms') is None:
+    return '-'
+  return f'{stage["median_ms"]:.2f} ({stage["p10_ms"]:.2f}-{stage["p90_ms"]:.2f})'
+
+
+def _failed_row(*cells: Any, error: str) -> str:
+  """A table row for a case that failed: its identifying cells, then the error's start."""
+  return '| ' + ' | '.join(map(str, cells)) + f' | failed: {error[:80]} |'
+
+
+def _stage(case: dict, name: str) -> dict | None:
+  return next((s for s in case.get('stages', []) if s['stage'] == name), None)
+
+
+def _header(m: dict[str, Any]) -> list[str]:
+  return [f'# yolact-jax benchmark ({m["date_utc"]})', '',
+          f'Machine: {m["device_kind"]} ({m["platform"]}), CPU {m["cpu_model"]}, '
+          f'{m["cpu_cores_usable"]} usable cores; jax {m["jax"]}; load average (1/5/15 min) '
+          f'at start {fmt_load(m["load_average_start"])}, at end '
+          f'{fmt_load(m.get("load_average_end"))}; commit {m.get("git_commit")}.', '',
+          'Times: median (p10-p90) ms over the timed runs after warm-up, outputs blocked on. '
+          'Compile times are separate and cold.', '']
+
+
+def _inference_table(cases: list[dict]) -> list[str]:
+  lines = ['## Inference', '',
+           '`end_to_end`: network input -> network + Detect + postprocess, results copied to '
+           'the host (the scope of the original\'s `eval.py --benchmark`); `e2e uint8` adds '
+           'the on-device resize and normalisation. fps = images / end_to_end median.', '',
+           '| preset | size | batch | dtype | network | detect fast | detect cross-class | '
+           'detect standard | postprocess | end_to_end | fps | e2e uint8 | e2e compile s |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+  for case in cases:
+    if 'error' in case:
+      lines.append(_failed_row(case['preset'], '', case['batch'], case['dtype'],
+                               error=case['error']))
+      continue
+    e2e = _stage(case, 'end_to_end')
+    fps = case['batch'] / (e2e['median_ms'] / 1e3) if e2e else None
+    compile_s = e2e['lower_s'] + e2e['compile_s'] if e2e else None
+    lines.append(
+        f'| {case["preset"]} | {case["input_size"]} | {case["batch"]} | {case["dtype"]} | '
+        f'{_ms(_stage(case, "network"))} | {_ms(_stage(case, "detect_fast"))} | '
+        f'{_ms(_stage(case, "detect_cross_class"))} | {_ms(_stage(case, "detect_standard"))} | '
+        f'{_ms(_stage(case, "postprocess"))} | {_ms(e2e)} | '
+        f'{"-" if fps is None else f"{fps:.2f}"} | {_ms(_stage(case, "end_to_end_uint8"))} | '
+        f'{"-" if compile_s is None else f"{compile_s:.1f}"} |')
+  return lines + ['']
+
+
+def _nms_table(n: dict[str, Any]) -> list[str]:
+  lines = ['## NMS', '',
+           f'{n["num_classes"]} classes x top {n["top_k"]}, batch {n["batch"]}; inputs: '
+           f'{n["inputs"]}. `nms_only`: the rule on prepared ranked candidates; `detect`: '
+           'decode + top-k + NMS + global top-100.', '',
+           '| nms | candidates (valid) | kept | nms_only ms | detect ms | detections |',
+           '|---|---|---|---|---|---|']
+  for v in n['variants']:
+    if 'error' in v:
+      lines.append(_failed_row(v['nms'], error=v['error']))
+      continue
+    lines.append(f'| {v["nms"]} | {"x".join(map(str, v["candidate_shape"]))} '
+                 f'({v["candidates_valid"]}) | {v["kept_by_nms"]} | '
+                 f'{_ms(_stage(v, "nms_only"))} | {_ms(_stage(v, "detect"))} | '
+                 f'{v["detections"]} |')
+  return lines + ['']
+
+
+def _train_table(cases: list[dict]) -> list[str]:
+  lines = ['## Train step', '',
+           'Memory: the compiled step\'s argument + output + temp - alias bytes (XLA memory '
+           'analysis); device peak where reported (GPU); process max RSS.', '',
+           '| preset | size | batch | dtype | BN | step ms | images/s | compile s | '
+           'program MiB | device peak MiB | max RSS MiB |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
+  for case in cases:
+    if 'error' in case:
+      lines.append(_failed_row(case['preset'], '', case['batch'], case['dtype'],
+                               error=case['error']))
+      continue
+    s = case['stages'][0]
+    lines.append(
+        f'| {case["preset"]} | {case["input_size"]} | {case["batch"]} | {case["dtype"]} | '
+        f'{"frozen" if case["freeze_bn"] else "batch stats"} | {_ms(s)} | '
+        f'{s["images_per_s"]:.2f} | {s["lower_s"] + s["compile_s"]:.1f} | '
+        f'{mib(s["memory"]["program_total_bytes"])} | {mib(case["device_peak_bytes"])} | '
+        f'{mib(case["max_rss_bytes"])} |')
+  return lines + ['']
+
+
+def _convgrad_table(cases: list[dict]) -> list[str]:
+  lines = ['## Convolution gradients', '',
+           'Each convolution alone (jitted): forward, input gradient, weight gradient; '
+           'GFLOP/s from XLA\'s cost analysis. `xla`: `jax.lax.conv_general_dilated`; '
+           '`yolact_jax`: the network\'s convolution (`yolact_jax/ops/conv.py`: 1x1 '
+           'convolutions and some weight gradients as matrix products on CPU).', '',
+           '| convolution | impl | input | batch | dtype | forward ms | dx ms | dw ms | '
+           'dw / forward | forward GFLOP/s | dw GFLOP/s |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
+  for c in cases:
+    if 'error' in c:
+      lines.append(_failed_row(c['conv'], c['impl'], error=c['error']))
+      continue
+    f, dx, dw = (_stage(c, n) for n in ('forward', 'input_gradient', 'weight_gradient'))
+    rate = lambda s: '-' if not s['flops'] else f'{s["flops"] / s["median_ms"] / 1e6:.0f}'  # noqa: E731
+    lines.append(f'| {c["conv"]} | {c["impl"]} | {c["input_size"]} | {c["batch"]} | '
+                 f'{c["dtype"]} | '
+                 f'{_ms(f)} | {_ms(dx)} | {_ms(dw)} | '
+                 f'{dw["median_ms"] / f["median_ms"]:.1f} | {rate(f)} | {rate(dw)} |')
+  return lines + ['']
+
+
+def _flops_section(f: dict[str, Any]) -> list[str]:
+  lines = ['## FLOPs', '', f'Convention: {f["convention"]}.', '']
+  for dtype, peak in f['peak'].items():
+    value = '-' if peak['tflops'] is None else f'{peak["tflops"] * 1e3:.1f} GFLOP/s'
+    lines.append(f'* peak {dtype}: {value} ({peak["source"]})')
+  for p in f['matmul_probe']:
+    if 'error' not in p:
+      lines.append(f'* matmul probe {p["size"]}x{p["size"]} {p["dtype"]}: '
+                   f'{p["achieved_tflops"] * 1e3:.1f} GFLOP/s')
+  lines += ['', '| section | preset | batch | dtype | program | GFLOPs/image | achieved GFLOP/s '
+            '| fraction of peak |', '|---|---|---|---|---|---|---|---|']
+  for r in f['rows']:
+    if r['stage'] not in ('network', 'end_to_end', 'train_step'):
+      continue
+    achieved = '-' if r['achieved_tflops'] is None else f'{r["achieved_tflops"] * 1e3:.1f}'
+    frac = '-' if r.get('fraction_of_peak') is None else f'{r["fraction_of_peak"]:.1%}'
+    per_image = '-' if r['gflops_per_image'] is None else f'{r["gflops_per_image"]:.2f}'
+    lines.append(f'| {r["section"]} | {r["preset"]} | {r["batch"]} | {r["dtype"]} | '
+                 f'{r["stage"]} | {per_image} | {achieved} | {frac} |')
+  return lines + ['']
+
+
+# (results key, table of that section), in the report's order.
+SECTION_TABLES = (('inference', _inference_table), ('nms', _nms_table), ('train', _train_table),
+                  ('convgrad', _convgrad_table), ('flops', _flops_section))
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+  """The results' headline figures as markdown: a header on the machine, then a table per
+  section present."""
+  lines = _header(results['machine'])
+  for key, table in SECTION_TABLES:
+    if results.get(key):
+      lines += table(results[key])
+  return '\n'.join(lines)
