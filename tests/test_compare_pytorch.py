@@ -1,5 +1,5 @@
-"""scripts/compare_pytorch.py without the original: its shims, matching and reporting logic on
-synthetic inputs, and one whole run against a FAKE checkout.
+"""scripts/compare_pytorch.py (over yolact_jax.compare) without the original: its shims, matching
+and reporting logic on synthetic inputs, and one whole run against a FAKE checkout.
 
 The fake checkout (written to a temporary folder below) has the original's module layout and its
 import-time hazards (``torch.cuda.current_device()``, ``import torchvision``, a TorchScript FPN,
@@ -18,11 +18,15 @@ import pytest
 
 torch = pytest.importorskip('torch')
 
-from scripts import compare_pytorch as cmp  # noqa: E402
+from scripts import compare_pytorch as cli  # noqa: E402
+from yolact_jax.compare import import_stubs, inputs, original, outputs, shims, timing  # noqa: E402
+from yolact_jax.compare import report as report_lib  # noqa: E402
+from yolact_jax.compare import train as train_lib  # noqa: E402
+from yolact_jax.compare import weights as weights_lib  # noqa: E402
 from yolact_jax.checkpoint.convert import expected_state_dict_shapes  # noqa: E402
 from yolact_jax.config import get_config  # noqa: E402
 
-NUMPY_ALIASES_MISSING = [n for n in cmp.NUMPY_LEGACY_ALIASES if n not in np.__dict__]
+NUMPY_ALIASES_MISSING = [n for n in shims.NUMPY_LEGACY_ALIASES if n not in np.__dict__]
 
 # ---------------------------------------------------------------------------------------------
 # Shims
@@ -34,7 +38,7 @@ def test_cuda_shim_makes_current_device_harmless_and_restores():
   with pytest.raises((AssertionError, RuntimeError)):
     torch.cuda.current_device()
   before = torch.cuda.current_device
-  with cmp.cuda_calls_for_cpu(torch):
+  with shims.cuda_calls_for_cpu(torch):
     assert torch.cuda.current_device() == 0
     torch.cuda.synchronize()  # a no-op
   assert torch.cuda.current_device is before
@@ -43,15 +47,15 @@ def test_cuda_shim_makes_current_device_harmless_and_restores():
 
 
 def test_torchvision_stub_serves_imports_and_is_removed():
-  if cmp.module_available('torchvision'):
+  if import_stubs.module_available('torchvision'):
     pytest.skip('torchvision installed: no stub needed')
-  with cmp.stub_missing_module('torchvision') as stubbed:
+  with import_stubs.stub_missing_module('torchvision') as stubbed:
     assert stubbed
     import torchvision  # noqa: F401
     from torchvision.models.resnet import Bottleneck
     from torchvision import transforms, ops  # noqa: F401
     assert torchvision.models.resnet.Bottleneck is Bottleneck
-    with pytest.raises(cmp.PlaceholderError, match='placeholder'):
+    with pytest.raises(import_stubs.PlaceholderError, match='placeholder'):
       Bottleneck(64, 16)
   assert not any(n == 'torchvision' or n.startswith('torchvision.') for n in sys.modules)
   with pytest.raises(ImportError):
@@ -59,26 +63,26 @@ def test_torchvision_stub_serves_imports_and_is_removed():
 
 
 def test_dcn_v2_stub_serves_the_yolact_plus_import():
-  if cmp.module_available('dcn_v2'):
+  if import_stubs.module_available('dcn_v2'):
     pytest.skip('dcn_v2 installed: no stub needed')
-  assert 'dcn_v2' in cmp.STUBBED_WHEN_MISSING
-  with cmp.stub_missing_module('dcn_v2') as stubbed:
+  assert 'dcn_v2' in shims.STUBBED_WHEN_MISSING
+  with import_stubs.stub_missing_module('dcn_v2') as stubbed:
     assert stubbed
     from dcn_v2 import DCN  # what YOLACT++-era backbone.py does at import
-    with pytest.raises(cmp.PlaceholderError, match='placeholder'):
+    with pytest.raises(import_stubs.PlaceholderError, match='placeholder'):
       DCN(64, 64, kernel_size=3, stride=1, padding=1, dilation=1, deformable_groups=1)
   assert 'dcn_v2' not in sys.modules
 
 
 def test_stub_is_not_used_for_an_installed_module():
-  with cmp.stub_missing_module('json') as stubbed:
+  with import_stubs.stub_missing_module('json') as stubbed:
     assert not stubbed
     assert not getattr(sys.modules['json'], '__is_stub__', False)
 
 
 def test_torchscript_shim_gives_plain_modules_and_restores():
   script_module, script_method = torch.jit.ScriptModule, torch.jit.script_method
-  with cmp.plain_torchscript_classes(torch):
+  with shims.plain_torchscript_classes(torch):
     class Block(torch.jit.ScriptModule):
       @torch.jit.script_method
       def forward(self, x):
@@ -90,8 +94,8 @@ def test_torchscript_shim_gives_plain_modules_and_restores():
 
 
 def test_numpy_aliases_only_where_missing_and_restored():
-  missing = [n for n in cmp.NUMPY_LEGACY_ALIASES if n not in np.__dict__]
-  with cmp.numpy_legacy_aliases():
+  missing = [n for n in shims.NUMPY_LEGACY_ALIASES if n not in np.__dict__]
+  with shims.numpy_legacy_aliases():
     assert np.float is float and np.int is int
     assert np.zeros(2, np.float).dtype == np.float64
   for name in missing:
@@ -105,12 +109,12 @@ def test_torch_load_defaults_to_cpu_and_restores(tmp_path):
   torch.save({'a': torch.ones(2)}, path)
   original = torch.load
   seen = []
-  with cmp.patched_attributes(torch, {'load': lambda *a, **k: seen.append(k)}):
-    with cmp.torch_load_on_cpu(torch):
+  with shims.patched_attributes(torch, {'load': lambda *a, **k: seen.append(k)}):
+    with shims.torch_load_on_cpu(torch):
       torch.load(path)
       torch.load(path, map_location='meta')  # an explicit map_location is kept
   assert seen == [{'map_location': 'cpu'}, {'map_location': 'meta'}]
-  with cmp.torch_load_on_cpu(torch):
+  with shims.torch_load_on_cpu(torch):
     assert float(torch.load(path)['a'].sum()) == 2.0
   assert torch.load is original
 
@@ -118,7 +122,7 @@ def test_torch_load_defaults_to_cpu_and_restores(tmp_path):
 def test_patched_attributes_deletes_what_did_not_exist():
   import types
   module = types.ModuleType('m')
-  with cmp.patched_attributes(module, {'x': 1}):
+  with shims.patched_attributes(module, {'x': 1}):
     assert module.x == 1
   assert not hasattr(module, 'x')
 
@@ -128,12 +132,12 @@ def test_conflicting_modules_are_reported(tmp_path, monkeypatch):
   fake = types.ModuleType('utils')
   fake.__file__ = '/somewhere/else/utils/__init__.py'
   monkeypatch.setitem(sys.modules, 'utils', fake)
-  assert cmp.conflicting_modules(tmp_path) == ['utils (/somewhere/else/utils/__init__.py)']
+  assert original.conflicting_modules(tmp_path) == ['utils (/somewhere/else/utils/__init__.py)']
 
 
 def test_import_original_rejects_a_folder_that_is_not_a_checkout(tmp_path):
   with pytest.raises(FileNotFoundError, match='dbolya/yolact checkout'):
-    cmp.import_original(tmp_path, torch)
+    original.import_original(tmp_path, torch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +158,7 @@ def test_output_capture_records_bypasses_and_forwards_settings():
   net = torch.nn.Module()
   net.detect = FakeDetect()
   inner = net.detect
-  capture = cmp.install_output_capture(net)
+  capture = original.install_output_capture(net)
   assert net.detect is capture
   preds = {'loc': torch.ones(1, 3, 4), 'note': 'not a tensor'}
   assert net.detect(preds, net) == ['detections'] and capture.outputs is None
@@ -171,27 +175,27 @@ def test_output_capture_records_bypasses_and_forwards_settings():
 def test_cross_class_nms_needs_a_detect_that_has_it():
   old_detect = FakeDetect()  # like the original before 2019-11-06: no cc_fast_nms
   with pytest.raises(SystemExit, match='cc_fast_nms'):
-    cmp.check_original_nms(old_detect, 'cross_class')
+    original.check_original_nms(old_detect, 'cross_class')
   for nms in ('fast', 'standard'):
-    cmp.check_original_nms(old_detect, nms)
+    original.check_original_nms(old_detect, nms)
   old_detect.cc_fast_nms = lambda *args: None
-  cmp.check_original_nms(old_detect, 'cross_class')
+  original.check_original_nms(old_detect, 'cross_class')
 
 
 def test_output_capture_replaces_a_detect_module():
   net = torch.nn.Module()
   net.detect = torch.nn.Identity()
-  capture = cmp.install_output_capture(net)
+  capture = original.install_output_capture(net)
   assert net.detect is capture and 'detect' not in net._modules
 
 
 def test_original_result_handles_detections_and_empty_images():
-  res = cmp.original_result(torch.tensor([3, 1]), torch.tensor([0.9, 0.5]),
+  res = original.original_result(torch.tensor([3, 1]), torch.tensor([0.9, 0.5]),
                             torch.tensor([[0, 0, 4, 4], [1, 1, 2, 3]]),
                             torch.zeros(2, 5, 6).index_fill_(1, torch.tensor([2]), 1.0), 5, 6)
   assert res['classes'].tolist() == [3, 1] and res['boxes'].shape == (2, 4)
   assert res['masks'].dtype == np.uint8 and res['masks'].sum() == 12
-  empty = cmp.original_result(*[torch.Tensor()] * 4, 5, 6)
+  empty = original.original_result(*[torch.Tensor()] * 4, 5, 6)
   assert empty['masks'].shape == (0, 5, 6) and empty['boxes'].shape == (0, 4)
 
 
@@ -208,12 +212,12 @@ def detections(boxes, classes, scores, h=20, w=20):
 
 
 def test_box_iou_matrix():
-  iou = cmp.box_iou_matrix([[0, 0, 10, 10], [0, 0, 0, 0]], [[0, 0, 10, 10], [5, 0, 15, 10],
+  iou = outputs.box_iou_matrix([[0, 0, 10, 10], [0, 0, 0, 0]], [[0, 0, 10, 10], [5, 0, 15, 10],
                                                             [20, 20, 30, 30]])
   np.testing.assert_allclose(iou, [[1, 50 / 150, 0], [0, 0, 0]])
-  assert cmp.box_iou_matrix(np.zeros((0, 4)), [[0, 0, 1, 1]]).shape == (0, 1)
+  assert outputs.box_iou_matrix(np.zeros((0, 4)), [[0, 0, 1, 1]]).shape == (0, 1)
   # zero-width boxes (integer truncation of a narrow detection): identical ones agree
-  degenerate = cmp.box_iou_matrix([[42, 495, 42, 521], [0, 0, 0, 0]],
+  degenerate = outputs.box_iou_matrix([[42, 495, 42, 521], [0, 0, 0, 0]],
                                   [[42, 495, 42, 521], [43, 495, 43, 521], [40, 490, 50, 530]])
   np.testing.assert_allclose(degenerate, [[1, 0, 0], [0, 0, 0]])
 
@@ -223,31 +227,31 @@ def test_mask_iou():
   a[:2] = True
   b = np.zeros((4, 4), bool)
   b[1:3] = True
-  assert cmp.mask_iou(a, b) == pytest.approx(4 / 12)
-  assert cmp.mask_iou(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
+  assert outputs.mask_iou(a, b) == pytest.approx(4 / 12)
+  assert outputs.mask_iou(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
 
 
 def test_matching_needs_the_same_class_and_enough_iou():
   ours = detections([[0, 0, 10, 10], [10, 10, 20, 20], [0, 0, 5, 5]], [1, 2, 3], [0.9, 0.8, 0.7])
   theirs = detections([[10, 10, 20, 19], [0, 0, 10, 10], [0, 0, 5, 5]], [2, 1, 4],
                       [0.8, 0.9, 0.7])
-  pairs = cmp.match_detections(ours, theirs, iou_thresh=0.85)
+  pairs = outputs.match_detections(ours, theirs, iou_thresh=0.85)
   assert [(i, j) for i, j, _ in pairs] == [(0, 1), (1, 0)]  # (2, 2) differ in class
   assert pairs[1][2] == pytest.approx(0.9)
-  assert cmp.match_detections(ours, theirs, iou_thresh=0.95) == [(0, 1, 1.0)]
+  assert outputs.match_detections(ours, theirs, iou_thresh=0.95) == [(0, 1, 1.0)]
 
 
 def test_matching_pairs_identical_zero_width_boxes():
   ours = detections([[42, 495, 42, 521], [0, 0, 10, 10]], [3, 1], [0.99, 0.98])
   theirs = detections([[0, 0, 10, 10], [42, 495, 42, 521]], [1, 3], [0.98, 0.99])
-  pairs = cmp.match_detections(ours, theirs, iou_thresh=0.9)
+  pairs = outputs.match_detections(ours, theirs, iou_thresh=0.9)
   assert sorted((i, j) for i, j, _ in pairs) == [(0, 1), (1, 0)]
 
 
 def test_matching_is_one_to_one_in_score_order():
   ours = detections([[0, 0, 10, 10], [0, 0, 10, 9]], [1, 1], [0.5, 0.9])
   theirs = detections([[0, 0, 10, 10]], [1], [0.9])
-  pairs = cmp.match_detections(ours, theirs, iou_thresh=0.5)
+  pairs = outputs.match_detections(ours, theirs, iou_thresh=0.5)
   assert [(i, j) for i, j, _ in pairs] == [(1, 0)]  # the higher-scored one takes it
 
 
@@ -256,15 +260,15 @@ def test_compare_detections_counts_agreement_and_mask_iou():
   theirs = detections([[0, 0, 10, 10], [10, 10, 20, 20], [0, 10, 5, 20]], [1, 2, 0],
                       [0.91, 0.8, 0.1])
   theirs['masks'][1, 10, 10:20] = 0  # one row of the second mask differs
-  r = cmp.compare_detections(ours, theirs, 0.9)
+  r = outputs.compare_detections(ours, theirs, 0.9)
   assert (r['num_ours'], r['num_original'], r['matched']) == (2, 3, 2)
   assert r['agreement'] == pytest.approx(2 / 3)
   assert r['score_abs_diff_max'] == pytest.approx(0.01, abs=1e-6)
   assert r['mask_iou_min'] == pytest.approx(0.9) and r['mask_iou_mean'] == pytest.approx(0.95)
   assert r['mask_iou_over_0_99'] == 0.5
-  none = cmp.compare_detections(detections([], [], []), detections([], [], []), 0.9)
+  none = outputs.compare_detections(detections([], [], []), detections([], [], []), 0.9)
   assert none['agreement'] == 1.0 and none['mask_iou_mean'] is None
-  total = cmp.summarize_detection_comparison([r, none])
+  total = outputs.summarize_detection_comparison([r, none])
   assert (total['images'], total['num_ours'], total['num_original'], total['matched']) == \
       (2, 2, 3, 2)
   assert total['mask_iou_mean'] == pytest.approx(0.95) and total['mask_iou_min'] == 0.9
@@ -275,14 +279,15 @@ def test_raw_output_diff_from_our_outputs_plus_noise():
   ours = {k: rng.normal(size=(2, 30, 4)).astype(np.float32) for k in ('loc', 'mask')}
   theirs = {k: v + rng.uniform(-1e-4, 1e-4, v.shape) for k, v in ours.items()}
   theirs['mask'][1, 7, 2] += 0.01
-  report = cmp.raw_output_diff(ours, theirs, keys=('loc', 'mask', 'proto'))
+  report = outputs.raw_output_diff(ours, theirs, keys=('loc', 'mask', 'proto'))
   assert report['loc']['max_abs'] <= 1e-4 and report['loc']['within_reference_tolerance']
   assert report['mask']['max_abs'] == pytest.approx(0.01, rel=0.02)
   assert not report['mask']['within_reference_tolerance']
   assert report['proto'] == {'missing': ['ours', 'original']}
-  bad = cmp.raw_output_diff({'loc': np.zeros((1, 2))}, {'loc': np.zeros((2, 1))}, keys=('loc',))
+  bad = outputs.raw_output_diff({'loc': np.zeros((1, 2))}, {'loc': np.zeros((2, 1))}, keys=('loc',))
   assert bad['loc']['error'] == 'shape mismatch'
-  merged = cmp.merge_raw_diffs([report, cmp.raw_output_diff(ours, ours, ('loc', 'mask', 'proto'))])
+  merged = outputs.merge_raw_diffs([report, outputs.raw_output_diff(ours, ours,
+                                                                    ('loc', 'mask', 'proto'))])
   assert merged['mask']['max_abs'] == report['mask']['max_abs']
   assert merged['loc']['mean_abs'] == pytest.approx(report['loc']['mean_abs'] / 2)
   assert merged['loc']['batches'] == 2 and not merged['mask']['within_reference_tolerance']
@@ -290,9 +295,9 @@ def test_raw_output_diff_from_our_outputs_plus_noise():
 
 def test_time_batches_cycles_and_speed_summary():
   seen = []
-  times = cmp.time_batches(seen.append, num_batches=3, warmup=2, repeats=4)
+  times = timing.time_batches(seen.append, num_batches=3, warmup=2, repeats=4)
   assert seen == [0, 1, 2, 0, 1, 2] and len(times) == 4 and all(t >= 0 for t in times)
-  s = cmp.speed_summary({'end_to_end': [0.1, 0.1, 0.1]}, {'end_to_end': [0.3, 0.3, 0.3]}, 2)
+  s = timing.speed_summary({'end_to_end': [0.1, 0.1, 0.1]}, {'end_to_end': [0.3, 0.3, 0.3]}, 2)
   assert s['speedup']['end_to_end'] == pytest.approx(3.0)
   assert s['ours']['end_to_end']['images_per_s'] == pytest.approx(20.0)
 
@@ -300,7 +305,7 @@ def test_time_batches_cycles_and_speed_summary():
 def test_time_interleaved_rotates_rounds_over_the_same_batch():
   seen = []
   runs = {name: (lambda k, name=name: seen.append((name, k))) for name in 'abc'}
-  times = cmp.time_interleaved(runs, num_batches=2, warmup=1, repeats=3)
+  times = timing.time_interleaved(runs, num_batches=2, warmup=1, repeats=3)
   assert seen[:3] == [('a', 0), ('b', 0), ('c', 0)]  # warm-up
   assert seen[3:] == [('a', 1), ('b', 1), ('c', 1), ('b', 0), ('c', 0), ('a', 0),
                       ('c', 1), ('a', 1), ('b', 1)]
@@ -310,15 +315,15 @@ def test_time_interleaved_rotates_rounds_over_the_same_batch():
 def test_time_interleaved_runs_setup_before_every_call_untimed():
   seen = []
   runs = {'a': lambda k: seen.append('a'), 'b': lambda k: seen.append('b')}
-  cmp.time_interleaved(runs, 1, warmup=1, repeats=2, setup={'a': lambda: seen.append('reset')})
+  timing.time_interleaved(runs, 1, warmup=1, repeats=2, setup={'a': lambda: seen.append('reset')})
   assert seen == ['reset', 'a', 'b', 'reset', 'a', 'b', 'b', 'reset', 'a']
 
 
 def test_seeded_images_and_batches():
-  images = cmp.seeded_images(3, seed=1)
-  assert [i.shape[:2] for i in images] == list(cmp.SEEDED_IMAGE_SIZES[:3])
-  np.testing.assert_array_equal(images[0], cmp.seeded_images(1, seed=1)[0])
-  batches, canvas = cmp.make_batches(images, batch_size=2)
+  images = inputs.seeded_images(3, seed=1)
+  assert [i.shape[:2] for i in images] == list(inputs.SEEDED_IMAGE_SIZES[:3])
+  np.testing.assert_array_equal(images[0], inputs.seeded_images(1, seed=1)[0])
+  batches, canvas = inputs.make_batches(images, batch_size=2)
   assert canvas == (640, 640) and [b[2] for b in batches] == [2, 1]
   assert batches[1][1].tolist() == [[427, 640], [480, 640]]  # filled by cycling
 
@@ -327,25 +332,25 @@ def test_list_images(tmp_path):
   (tmp_path / 'b.jpg').write_bytes(b'')
   (tmp_path / 'a.png').write_bytes(b'')
   (tmp_path / 'notes.txt').write_text('')
-  assert [p.name for p in cmp.list_images([str(tmp_path)])] == ['a.png', 'b.jpg']
+  assert [p.name for p in inputs.list_images([str(tmp_path)])] == ['a.png', 'b.jpg']
   with pytest.raises(FileNotFoundError):
-    cmp.list_images([str(tmp_path / 'missing.jpg')])
+    inputs.list_images([str(tmp_path / 'missing.jpg')])
 
 
 def test_random_variables_have_nontrivial_batchnorm_and_convert():
   cfg = get_config('yolact_tiny')
   x = np.random.default_rng(0).normal(size=(2, cfg.max_size, cfg.max_size, 3)).astype(np.float32)
-  variables = cmp.random_variables(cfg, 3, x)
+  variables = weights_lib.random_variables(cfg, 3, x)
   bn = variables['batch_stats']['backbone']['bn1']
   assert np.abs(bn['mean']).max() > 1e-3 and np.abs(bn['var'] - 1).max() > 1e-2
   assert (np.asarray(bn['var']) > 0).all()
   scale = variables['params']['backbone']['bn1']['scale']
   assert np.abs(scale - 1).max() > 1e-2
-  state = cmp.to_torch_state_dict(variables, torch)
+  state = weights_lib.to_torch_state_dict(variables, torch)
   expected = expected_state_dict_shapes(cfg)
   assert list(state) == list(expected)
   assert all(tuple(state[k].shape) == shape for k, shape in expected.items())
-  again = cmp.random_variables(cfg, 3, x)
+  again = weights_lib.random_variables(cfg, 3, x)
   np.testing.assert_array_equal(again['batch_stats']['backbone']['bn1']['var'], bn['var'])
 
 
@@ -361,18 +366,18 @@ def test_markdown_report_has_every_table():
       'detections': {'total': {'images': 1, 'num_ours': 3, 'num_original': 3, 'matched': 3,
                                'agreement': 1.0, 'mask_iou_mean': 0.999, 'mask_iou_min': 0.99,
                                'score_abs_diff_max': 1e-6}},
-      'speed': cmp.speed_summary({'network': [0.1], 'end_to_end': [0.2]},
+      'speed': timing.speed_summary({'network': [0.1], 'end_to_end': [0.2]},
                                  {'network': [0.2], 'end_to_end': [0.3]}, 1)
       | {'ours_compile_s': 3.0}}
-  text = cmp.markdown_report(report)
+  text = report_lib.markdown_report(report)
   for part in ('## Raw head outputs', '| loc | 1x2x4 | 1e-06', '## Detections', '100.00%',
                '## Speed', '| end_to_end | 200.0', '1.50x', 'compile time'):
     assert part in text, part
   assert 'Warning' not in text  # no CPU count recorded: no judgement
   report['machine'] |= {'cpu_count_total': 2, 'load_average_before_timing': [4.2, 4.0, 3.9]}
-  assert 'oversubscribed (1-minute load 4.20 on 2 CPUs)' in cmp.markdown_report(report)
+  assert 'oversubscribed (1-minute load 4.20 on 2 CPUs)' in report_lib.markdown_report(report)
   report['machine'] |= {'load_average_before_timing': [2.1, 2, 2], 'load_average': [2.3, 2, 2]}
-  assert 'Warning' not in cmp.markdown_report(report)
+  assert 'Warning' not in report_lib.markdown_report(report)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +385,7 @@ def test_markdown_report_has_every_table():
 
 
 def test_synthetic_targets_are_tight_boxes_of_their_masks():
-  t = cmp.synthetic_targets(2, 64, 3, num_classes=81, seed=4)
+  t = train_lib.synthetic_targets(2, 64, 3, num_classes=81, seed=4)
   assert t['boxes'].shape == (2, 3, 4) and t['masks'].shape == (2, 3, 64, 64)
   assert t['labels'].dtype == np.int32 and t['labels'].min() >= 0 and t['labels'].max() < 80
   for b in range(2):
@@ -388,16 +393,16 @@ def test_synthetic_targets_are_tight_boxes_of_their_masks():
       ys, xs = np.nonzero(t['masks'][b, g])
       np.testing.assert_allclose(t['boxes'][b, g] * 64,
                                  [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1e-4)
-  again = cmp.synthetic_targets(2, 64, 3, num_classes=81, seed=4)
+  again = train_lib.synthetic_targets(2, 64, 3, num_classes=81, seed=4)
   assert all(np.array_equal(t[k], again[k]) for k in t)
 
 
 def test_our_train_batch_pads_slots_and_downsamples_masks():
   from yolact_jax.loss import downsample_gt_masks
   cfg = get_config('yolact_tiny')  # max_instances 8, proto 16, semantic 8 at 64 px
-  t = cmp.synthetic_targets(2, cfg.max_size, 3, cfg.num_classes, seed=1)
+  t = train_lib.synthetic_targets(2, cfg.max_size, 3, cfg.num_classes, seed=1)
   images = np.random.default_rng(2).normal(size=(2, cfg.max_size, cfg.max_size, 3))
-  batch = cmp.our_train_batch(images, t, cfg)
+  batch = train_lib.our_train_batch(images, t, cfg)
   slots = cfg.train.max_instances
   from yolact_jax.trainer import BATCH_KEYS
   assert set(batch) == set(BATCH_KEYS)
@@ -411,12 +416,12 @@ def test_our_train_batch_pads_slots_and_downsamples_masks():
                                 np.asarray(downsample_gt_masks(t['masks'], (hp, hp))))
   assert not batch['masks_segm'][:, 3:].any()
   with pytest.raises(ValueError, match='max_instances'):
-    cmp.our_train_batch(images, cmp.synthetic_targets(2, 64, slots + 1, 81, 0), cfg)
+    train_lib.our_train_batch(images, train_lib.synthetic_targets(2, 64, slots + 1, 81, 0), cfg)
 
 
 def test_original_train_targets_layout():
-  t = cmp.synthetic_targets(2, 32, 2, num_classes=5, seed=0)
-  gts, masks, crowds = cmp.original_train_targets(t, torch, 'cpu')
+  t = train_lib.synthetic_targets(2, 32, 2, num_classes=5, seed=0)
+  gts, masks, crowds = train_lib.original_train_targets(t, torch, 'cpu')
   assert crowds == [0, 0] and len(gts) == len(masks) == 2
   assert gts[0].shape == (2, 5) and gts[0].dtype == torch.float32
   np.testing.assert_array_equal(gts[1][:, 4].numpy(), t['labels'][1])
@@ -425,7 +430,7 @@ def test_original_train_targets_layout():
 
 
 def test_compare_losses_table():
-  out = cmp.compare_losses({'B': 2.0, 'C': 1.0, 'total': 3.0}, {'B': 2.5, 'C': 1.0, 'I': 0.5,
+  out = train_lib.compare_losses({'B': 2.0, 'C': 1.0, 'total': 3.0}, {'B': 2.5, 'C': 1.0, 'I': 0.5,
                                                                 'total': 4.0})
   assert out['B'] == {'ours': 2.0, 'original': 2.5, 'abs_diff': 0.5, 'rel_diff': 0.2}
   assert out['C']['abs_diff'] == 0 and out['I'] == {'original': 0.5, 'ours': None}
@@ -437,12 +442,12 @@ def test_compare_updates_against_the_originals_update():
             'count': np.array(7)}
   theirs = {'a': np.array([1.0, -2.0, 0.5]), 'frozen': np.ones(2), 'count': np.array(8)}
   ours = {'a': np.array([1.0, -2.1, 0.5]), 'frozen': np.ones(2), 'count': np.array(8)}
-  u = cmp.compare_updates(before, ours, theirs)
+  u = train_lib.compare_updates(before, ours, theirs)
   assert u['tensors_changed'] == 1 and u['tensors_unchanged'] == 1  # ints are skipped
   assert u['max_abs_update'] == 2.0 and u['max_abs_update_diff'] == pytest.approx(0.1)
   assert u['relative'] == pytest.approx(0.05) and u['worst_key'] == 'a'
   assert u['per_tensor_relative_median'] == pytest.approx(0.05)
-  exact = cmp.compare_updates(before, theirs, theirs)
+  exact = train_lib.compare_updates(before, theirs, theirs)
   assert exact['relative'] == 0 and exact['max_abs_update_diff'] == 0
 
 
@@ -455,8 +460,8 @@ def test_loss_criterion_call_handles_both_signatures():
     def forward(self, net, predictions, targets, masks, num_crowds):
       return ('new', net, predictions)
 
-  assert cmp.loss_criterion_call(Old())('NET', 'P', 'T', 'M', 'N') == ('old', 'P')
-  assert cmp.loss_criterion_call(New())('NET', 'P', 'T', 'M', 'N') == ('new', 'NET', 'P')
+  assert train_lib.loss_criterion_call(Old())('NET', 'P', 'T', 'M', 'N') == ('old', 'P')
+  assert train_lib.loss_criterion_call(New())('NET', 'P', 'T', 'M', 'N') == ('new', 'NET', 'P')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,7 +504,7 @@ FAKE_FILES = {
                 assert num_classes == cfg.num_classes and negpos_ratio == cfg.ohem_negpos_ratio
 
             def forward(self, predictions, targets, masks, num_crowds):  # the 2019 signature
-                from scripts.compare_pytorch import our_train_batch
+                from yolact_jax.compare.train import our_train_batch
                 from yolact_jax.anchors import make_priors
                 from yolact_jax.checkpoint.convert import (state_dict_to_variables,
                                                            variables_to_state_dict)
@@ -680,7 +685,7 @@ def fake_checkout(tmp_path):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text))
   yield repo
-  for name in cmp.ORIGINAL_MODULES:
+  for name in original.ORIGINAL_MODULES:
     for key in [k for k in sys.modules if k == name or k.startswith(name + '.')]:
       if str(repo) in str(getattr(sys.modules[key], '__file__', '')):
         del sys.modules[key]
@@ -690,7 +695,7 @@ def fake_checkout(tmp_path):
 
 def test_whole_run_against_a_fake_checkout(fake_checkout, tmp_path):
   out = tmp_path / 'compare.json'
-  report = cmp.main(['--yolact-repo', str(fake_checkout), '--config', 'yolact_tiny',
+  report = cli.main(['--yolact-repo', str(fake_checkout), '--config', 'yolact_tiny',
                      '--random-weights', '0', '--num-images', '3', '--batch-size', '2',
                      '--warmup', '1', '--repeats', '2', '--match-iou', '0.9',
                      '--out', str(out)])
@@ -707,10 +712,10 @@ def test_whole_run_against_a_fake_checkout(fake_checkout, tmp_path):
   assert s['detect_settings']['ours']['nms'] == 'fast'
   if not torch.cuda.is_available():
     assert s['shims']['cuda_calls_for_cpu']
-  for name in cmp.STUBBED_WHEN_MISSING:
-    assert s['shims'][f'{name}_stub'] == (not cmp.module_available(name))
+  for name in shims.STUBBED_WHEN_MISSING:
+    assert s['shims'][f'{name}_stub'] == (not import_stubs.module_available(name))
   raw = report['raw_outputs']
-  assert set(raw) == set(cmp.RAW_KEYS)
+  assert set(raw) == set(outputs.RAW_KEYS)
   for key in ('loc', 'mask', 'proto'):  # the fake adds uniform noise of FAKE_NOISE
     bound = FAKE_NOISE + 1e-5  # + float32 noise (the fake runs the network un-jitted)
     assert 0 < raw[key]['max_abs'] <= bound, (key, raw[key])
@@ -723,7 +728,7 @@ def test_whole_run_against_a_fake_checkout(fake_checkout, tmp_path):
   assert det['total']['agreement'] >= 0.95
   assert det['total']['mask_iou_mean'] >= 0.99
   assert [e['image_hw'] for e in det['per_image']] == [list(s) for s in
-                                                       cmp.SEEDED_IMAGE_SIZES[:3]]
+                                                       inputs.SEEDED_IMAGE_SIZES[:3]]
 
   speed = report['speed']
   for side in ('ours', 'original'):
@@ -732,7 +737,7 @@ def test_whole_run_against_a_fake_checkout(fake_checkout, tmp_path):
       assert t['runs'] == 2 and t['median_ms'] > 0 and t['images_per_s'] > 0
   assert speed['speedup']['end_to_end'] > 0 and speed['ours_compile_s'] > 0
   # the fake's stand-ins are gone again
-  assert not any(n.split('.')[0] in cmp.STUBBED_WHEN_MISSING for n in sys.modules
+  assert not any(n.split('.')[0] in shims.STUBBED_WHEN_MISSING for n in sys.modules
                  if getattr(sys.modules[n], '__is_stub__', False))
   assert all(name not in np.__dict__ for name in NUMPY_ALIASES_MISSING)
 
@@ -744,8 +749,8 @@ def test_whole_run_with_a_checkpoint_file(fake_checkout, tmp_path):
   x = np.random.default_rng(1).normal(size=(1, cfg.max_size, cfg.max_size, 3)).astype(np.float32)
   from yolact_jax.checkpoint.convert import variables_to_state_dict
   weights = tmp_path / 'tiny.pth'
-  save_pth(variables_to_state_dict(cmp.random_variables(cfg, 5, x)), weights)
-  report = cmp.main(['--yolact-repo', str(fake_checkout), '--config', 'yolact_tiny',
+  save_pth(variables_to_state_dict(weights_lib.random_variables(cfg, 5, x)), weights)
+  report = cli.main(['--yolact-repo', str(fake_checkout), '--config', 'yolact_tiny',
                      '--weights', str(weights), '--num-images', '1', '--skip-speed',
                      '--nms', 'standard', '--out', str(tmp_path / 'c.json')])
   assert report['settings']['weights'] == str(weights)
@@ -759,7 +764,7 @@ def test_whole_run_with_a_training_step(fake_checkout, tmp_path):
   """--train-step: the fake's loss and gradient are ours (un-jitted), applied by torch's SGD, so
   losses and the parameter update must agree up to float32 noise: this checks that both sides
   get the same batch, weights, learning rate, momentum, weight decay and frozen BatchNorm."""
-  report = cmp.main(['--yolact-repo', str(fake_checkout), '--config', 'yolact_tiny',
+  report = cli.main(['--yolact-repo', str(fake_checkout), '--config', 'yolact_tiny',
                      '--random-weights', '0', '--num-images', '2', '--batch-size', '1',
                      '--warmup', '0', '--repeats', '1', '--train-step',
                      '--train-batch-size', '2', '--train-objects', '2', '--train-warmup', '0',

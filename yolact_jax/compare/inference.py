@@ -1,0 +1,168 @@
+"""Inference side by side: each side's network and end-to-end run on the same network inputs,
+their raw outputs and detections compared, and both timed the same way."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from yolact_jax.compare.inputs import Batch
+from yolact_jax.compare.original import (NMS_TO_ORIGINAL_FLAGS, check_original_nms,
+                                         install_output_capture, nchw_tensor, original_result,
+                                         tensor_to_numpy)
+from yolact_jax.compare.outputs import (compare_detections, merge_raw_diffs, ours_result,
+                                        raw_output_diff)
+from yolact_jax.compare.timing import speed_summary, time_interleaved
+from yolact_jax.compare.weights import to_torch_state_dict
+
+DETECT_SETTINGS = ('top_k', 'conf_thresh', 'nms_thresh', 'use_fast_nms', 'use_cross_class_nms')
+
+
+class OriginalInference:
+  """The original network in eval mode on the same network inputs as ours.
+
+  ``config`` is the preset name (the original's ``<config>_config``), ``device`` 'cpu' or
+  'cuda'; the weights are the checkpoint file ``weights`` (loaded by the original's own
+  ``load_weights``), else ``variables`` converted to its state_dict. Detect is set to ``nms``.
+  """
+
+  def __init__(self, original: Any, torch: Any, config: str, device: str, nms: str,
+               weights: str | None, variables: dict, net_inputs: Sequence[np.ndarray],
+               batches: Sequence[Batch]):
+    self.original, self.torch, self.batches = original, torch, batches
+    original.set_cfg(f'{config}_config')
+    # eval.py's evaluate() sets this unconditionally (the config does not define it, and
+    # layers/output_utils.postprocess reads it)
+    original.config_module.cfg.mask_proto_debug = False
+    if device == 'cuda':
+      torch.set_default_tensor_type('torch.cuda.FloatTensor')  # as eval.py
+    net = original.Yolact()
+    if weights:
+      net.load_weights(weights)
+    else:
+      net.load_state_dict(to_torch_state_dict(variables, torch), strict=True)
+    net.eval()
+    self.net = net.cuda() if device == 'cuda' else net
+    self.capture = install_output_capture(self.net)
+    check_original_nms(self.capture.detect, nms)
+    self.capture.use_fast_nms, self.capture.use_cross_class_nms = NMS_TO_ORIGINAL_FLAGS[nms]
+    self.device = torch.device(device)
+    self.inputs = [nchw_tensor(x, torch, self.device) for x in net_inputs]
+
+  def detect_settings(self) -> dict[str, Any]:
+    """The original Detect's settings as this run uses them."""
+    settings = {name: getattr(self.capture.detect, name, None) for name in DETECT_SETTINGS}
+    settings['max_num_detections'] = getattr(self.original.config_module.cfg,
+                                             'max_num_detections', None)
+    return settings
+
+  def _sync(self) -> None:
+    if self.device.type == 'cuda':
+      self.torch.cuda.synchronize()
+
+  def end_to_end(self, k: int) -> list[dict]:
+    """Batch ``k`` through network, Detect and postprocess (score threshold 0): per image the
+    layout of :func:`yolact_jax.compare.original.original_result`."""
+    _, sizes, _ = self.batches[k]
+    with self.torch.no_grad():
+      out = self.net(self.inputs[k])
+      results = []
+      for i, (h, w) in enumerate(sizes.tolist()):
+        t = self.original.postprocess(out, w, h, batch_idx=i, score_threshold=0)
+        results.append(original_result(*t[:4], h, w))
+    self._sync()
+    return results
+
+  def network(self, k: int) -> None:
+    """Batch ``k`` through the network alone (Detect bypassed)."""
+    self.capture.bypass = True
+    try:
+      with self.torch.no_grad():
+        self.net(self.inputs[k])
+      self._sync()
+    finally:
+      self.capture.bypass = False
+
+  def recorded(self, k: int) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """:meth:`end_to_end` of batch ``k`` and the head outputs Detect was handed."""
+    self.capture.record = True
+    try:
+      results = self.end_to_end(k)
+    finally:
+      self.capture.record = False
+    return results, {key: tensor_to_numpy(v) for key, v in self.capture.outputs.items()}
+
+
+class OurInference:
+  """Our network and our end-to-end program (:class:`yolact_jax.predict.InferenceProgram`),
+  compiled for the batches' shapes; the compile time is ``compile_s``."""
+
+  def __init__(self, cfg: Any, variables: dict, net_inputs: Sequence[np.ndarray],
+               batches: Sequence[Batch], canvas_hw: tuple[int, int]):
+    import jax
+    from yolact_jax.model.yolact import Yolact
+    from yolact_jax.predict import InferenceProgram
+    self.cfg, self.batches = cfg, batches
+    model = Yolact(cfg)
+    self.variables = jax.device_put(variables)
+    self.program = InferenceProgram(cfg)
+    self.inputs = [jax.device_put(x) for x in net_inputs]
+    t0 = time.perf_counter()
+    self.e2e = self.program.from_network_input.lower(
+        self.variables, self.inputs[0], batches[0][1], canvas_hw=canvas_hw).compile()
+    self.net = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(
+        self.variables, self.inputs[0]).compile()
+    self.compile_s = time.perf_counter() - t0
+
+  def end_to_end(self, k: int) -> list[dict]:
+    """Batch ``k`` end to end, results on the host in the layout of ``original_result``."""
+    import jax
+    from yolact_jax.predict import unpack_detections
+    sizes = self.batches[k][1]
+    outputs = jax.device_get(self.e2e(self.variables, self.inputs[k], sizes))
+    return [ours_result(d) for d in unpack_detections(outputs, sizes, len(sizes),
+                                                      self.cfg.dataset.class_names)]
+
+  def network(self, k: int) -> None:
+    import jax
+    jax.block_until_ready(self.net(self.variables, self.inputs[k]))
+
+  def raw(self, k: int) -> dict[str, np.ndarray]:
+    """The head outputs of batch ``k`` (``conf`` as softmax probabilities) and the priors."""
+    import jax
+    raw = jax.device_get(self.net(self.variables, self.inputs[k]))
+    return jax.device_get({'loc': raw['loc'], 'conf': jax.nn.softmax(raw['conf'], axis=-1),
+                           'mask': raw['mask'], 'proto': raw['proto'],
+                           'priors': self.program.priors})
+
+
+def compare_outputs(ours: OurInference, theirs: OriginalInference, batches: Sequence[Batch],
+                    match_iou: float, batch_size: int) -> tuple[dict, list[dict]]:
+  """(raw output differences merged over the batches, per real image the detection comparison
+  with its ``image`` index and ``image_hw``)."""
+  raw_diffs, per_image = [], []
+  for k, (_, sizes, count) in enumerate(batches):
+    their_results, their_raw = theirs.recorded(k)
+    raw_diffs.append(raw_output_diff(ours.raw(k), their_raw))
+    our_results = ours.end_to_end(k)
+    for i in range(count):
+      entry = compare_detections(our_results[i], their_results[i], match_iou)
+      entry['image'] = k * batch_size + i
+      entry['image_hw'] = sizes[i].tolist()
+      per_image.append(entry)
+  return merge_raw_diffs(raw_diffs), per_image
+
+
+def time_inference(ours: OurInference, theirs: OriginalInference, num_batches: int,
+                   warmup: int, repeats: int, batch_size: int) -> dict[str, Any]:
+  """Each side's ``network`` and ``end_to_end``, the four loops interleaved round-robin."""
+  times = time_interleaved({('ours', 'network'): ours.network,
+                            ('ours', 'end_to_end'): ours.end_to_end,
+                            ('original', 'network'): theirs.network,
+                            ('original', 'end_to_end'): theirs.end_to_end},
+                           num_batches, warmup, repeats)
+  return speed_summary({stage: t for (side, stage), t in times.items() if side == 'ours'},
+                       {stage: t for (side, stage), t in times.items() if side == 'original'},
+                       batch_size)

@@ -1,0 +1,139 @@
+"""A whole comparison from ``scripts/compare_pytorch.py``'s parsed command line: threads and
+device set up, both sides built, outputs compared and timed, the report written."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+from typing import Any
+
+import numpy as np
+
+from yolact_jax.compare.inputs import load_images, make_batches
+from yolact_jax.compare.report import THREAD_ENV_VARS, markdown_report
+from yolact_jax.machine import cpu_info
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def limit_threads(threads: int | None) -> int:
+  """Pin this process to ``threads`` of its CPUs (before JAX starts); returns the count used."""
+  cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None
+  if threads and cpus and threads < len(cpus):
+    os.sched_setaffinity(0, cpus[:threads])
+    cpus = cpus[:threads]
+  return len(cpus) if cpus else (threads or os.cpu_count() or 1)
+
+
+def start_frameworks(threads: int | None, device: str) -> tuple[int, Any, Any]:
+  """Threads pinned first, then JAX (CPU only for ``device`` 'cpu') and torch with the same
+  thread count: (threads, jax, torch)."""
+  threads = limit_threads(threads)
+  import jax
+  if device == 'cpu':
+    jax.config.update('jax_platforms', 'cpu')
+  import torch
+  torch.set_num_threads(threads)
+  if device == 'cuda' and not torch.cuda.is_available():
+    raise SystemExit('--device cuda: PyTorch sees no CUDA device')
+  return threads, jax, torch
+
+
+def _machine(threads: int, load_before_timing: list[float], jax: Any, torch: Any
+             ) -> dict[str, Any]:
+  return {'cpu_model': cpu_info()['model'], 'cpu_cores_usable': threads,
+          'cpu_count_total': os.cpu_count(),
+          'load_average_before_timing': load_before_timing,
+          'load_average': [round(x, 2) for x in os.getloadavg()],
+          'thread_env': {k: os.environ[k] for k in THREAD_ENV_VARS if k in os.environ},
+          'torch': torch.__version__, 'jax': jax.__version__,
+          'jax_device': jax.devices()[0].device_kind, 'python': platform.python_version()}
+
+
+def _settings(args: argparse.Namespace, context: dict[str, Any]) -> dict[str, Any]:
+  return {'config': args.config, 'weights': context['weights'], 'inputs': context['inputs'],
+          'batch_size': args.batch_size, 'device': args.device, 'threads': context['threads'],
+          'torch_threads': context['torch_threads'], 'nms': args.nms,
+          'match_iou': args.match_iou, 'warmup': args.warmup, 'repeats': args.repeats,
+          'canvas_hw': list(context['canvas_hw']), 'yolact_repo': context['yolact_repo'],
+          'original_commit': context['original_commit'], 'shims': context['shims'],
+          'detect_settings': context['detect_settings']}
+
+
+def side_by_side(args: argparse.Namespace, cfg: Any, images: list[np.ndarray], jax: Any,
+                 torch: Any, context: dict[str, Any]) -> dict[str, Any]:
+  """Both sides built and compared under the original's runtime shims; ``context`` collects
+  what the report's settings record. Returns the report's measured parts."""
+  from yolact_jax.compare.inference import (OriginalInference, OurInference, compare_outputs,
+                                            time_inference)
+  from yolact_jax.compare.original import import_original
+  from yolact_jax.compare.shims import original_runtime_shims
+  from yolact_jax.compare.train import train_side_by_side
+  from yolact_jax.compare.weights import our_variables
+  from yolact_jax.detect import detect_kwargs
+  from yolact_jax.predict import pad_batch, preprocess
+
+  batches, canvas_hw = make_batches(images, args.batch_size)
+  to_input = jax.jit(lambda c, s: preprocess(c, s, cfg.max_size, cfg.backbone.transform))
+  net_inputs = [np.asarray(to_input(c, s)) for c, s, _ in batches]
+  variables, context['weights'] = our_variables(cfg, args.weights, args.random_weights,
+                                                net_inputs[0])
+  with original_runtime_shims(torch) as shims:
+    context['shims'] = shims
+    original = import_original(args.yolact_repo, torch)
+    theirs = OriginalInference(original, torch, args.config, args.device, args.nms, args.weights,
+                               variables, net_inputs, batches)
+    context['detect_settings'] = {'ours': detect_kwargs(cfg),
+                                  'original': theirs.detect_settings()}
+    ours = OurInference(cfg, variables, net_inputs, batches, canvas_hw)
+    raw_outputs, per_image = compare_outputs(ours, theirs, batches, args.match_iou,
+                                             args.batch_size)
+    context['load_before_timing'] = [round(x, 2) for x in os.getloadavg()]
+    speed = {} if args.skip_speed else time_inference(ours, theirs, len(batches), args.warmup,
+                                                      args.repeats, args.batch_size)
+    speed['ours_compile_s'] = ours.compile_s
+    parts = {'raw_outputs': raw_outputs, 'per_image': per_image, 'speed': speed}
+    if args.train_step:
+      train_images = [images[k % len(images)] for k in range(args.train_batch_size)]
+      canvas, sizes = pad_batch(train_images, canvas_hw, args.train_batch_size)
+      parts['train_step'] = train_side_by_side(
+          cfg, variables, original, torch, theirs.device, np.asarray(to_input(canvas, sizes)),
+          objects=args.train_objects, seed=args.seed, warmup=args.train_warmup,
+          repeats=args.train_repeats, timed=not args.skip_speed)
+  context.update(canvas_hw=canvas_hw, yolact_repo=str(original.repo),
+                 original_commit=original.commit)
+  return parts
+
+
+def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
+  """The whole comparison ``args`` asks for: the report, also written to ``args.out`` (default
+  ``results/compare_pytorch_<config>_<device>.json``) with its ``.md`` and printed."""
+  from yolact_jax.compare.outputs import summarize_detection_comparison
+  threads, jax, torch = start_frameworks(args.threads, args.device)
+  from yolact_jax.config import get_config
+  cfg = get_config(args.config, [f'detect.nms={args.nms}'])
+  images, inputs_desc = load_images(args.images, args.num_images, args.seed)
+  context: dict[str, Any] = {'inputs': inputs_desc, 'threads': threads}
+  parts = side_by_side(args, cfg, images, jax, torch, context)
+  context['torch_threads'] = torch.get_num_threads()
+  report = {
+      'date_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'settings': _settings(args, context),
+      'machine': _machine(threads, context['load_before_timing'], jax, torch),
+      'raw_outputs': parts['raw_outputs'],
+      'detections': {'total': summarize_detection_comparison(parts['per_image']),
+                     'per_image': parts['per_image']},
+      'speed': parts['speed'],
+  }
+  if 'train_step' in parts:
+    report['train_step'] = parts['train_step']
+  out = args.out or PROJECT_ROOT / 'results' / f'compare_pytorch_{args.config}_{args.device}.json'
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(report, indent=1, default=float) + '\n')
+  out.with_suffix('.md').write_text(markdown_report(report) + '\n')
+  print(markdown_report(report))
+  return report

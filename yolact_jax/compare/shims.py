@@ -1,0 +1,110 @@
+"""Runtime shims that let the original run on a modern, possibly CPU-only stack.
+
+Applied only while needed, restored afterwards, no file of the user's checkout touched:
+
+1. ``torch.cuda.current_device()`` is called when the original's ``yolact.py`` is imported; on
+   CPU-only PyTorch it raises. Without CUDA, ``current_device`` returns 0 and ``synchronize``
+   does nothing (:func:`cuda_calls_for_cpu`).
+2. ``torchvision`` may be absent; the original imports it for a class (``Bottleneck``) that no
+   shipped preset uses. Likewise ``dcn_v2``, the compiled CUDA extension in the original's
+   ``external/DCNv2`` that only the YOLACT++ presets use: revisions of ``backbone.py`` from the
+   YOLACT++ development import it unconditionally (later ones guard it with ``try``). When either
+   is not installed, :mod:`yolact_jax.compare.import_stubs` serves a stub package for it (a
+   YOLACT++ preset fails at model construction, the others never touch it).
+3. With at most one GPU visible the original makes its FPN a TorchScript ``ScriptModule`` with
+   ``script_method``; during the import ``torch.jit.ScriptModule`` is ``torch.nn.Module`` and
+   ``torch.jit.script_method`` the identity, so the FPN is a plain module with the same math
+   (:func:`plain_torchscript_classes`).
+4. numpy >= 1.24 removed ``np.float`` / ``np.int`` / ``np.bool`` / ``np.object`` (used by the
+   original's dataset code and Cython NMS): aliased to the builtins where missing
+   (:func:`numpy_legacy_aliases`).
+5. Without CUDA, ``torch.load`` defaults to ``map_location='cpu'`` (official checkpoints hold
+   CUDA tensors; :func:`torch_load_on_cpu`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from typing import Any, Iterator
+
+import numpy as np
+
+from yolact_jax.compare.import_stubs import stub_missing_module
+
+# Shim 2: packages the original imports at module level for things the YOLACT presets never use.
+STUBBED_WHEN_MISSING = ('torchvision', 'dcn_v2')
+NUMPY_LEGACY_ALIASES = {'float': float, 'int': int, 'bool': bool, 'object': object,
+                        'complex': complex, 'str': str}
+
+
+@contextlib.contextmanager
+def patched_attributes(target: Any, values: dict[str, Any]) -> Iterator[None]:
+  """Set attributes on ``target`` for the duration; restore (or delete) them afterwards."""
+  missing = object()
+  saved = {name: target.__dict__.get(name, missing) if isinstance(target, types.ModuleType)
+           else getattr(target, name, missing) for name in values}
+  try:
+    for name, value in values.items():
+      setattr(target, name, value)
+    yield
+  finally:
+    for name, old in saved.items():
+      if old is missing:
+        with contextlib.suppress(AttributeError):
+          delattr(target, name)
+      else:
+        setattr(target, name, old)
+
+
+def cuda_calls_for_cpu(torch: Any) -> contextlib.AbstractContextManager:
+  """Shim 1: ``torch.cuda.current_device()`` -> 0 and ``synchronize()`` a no-op, only when CUDA
+  is unavailable (otherwise nothing changes)."""
+  if torch.cuda.is_available():
+    return contextlib.nullcontext()
+  return patched_attributes(torch.cuda, {'current_device': lambda: 0,
+                                         'synchronize': lambda device=None: None})
+
+
+def plain_torchscript_classes(torch: Any) -> contextlib.AbstractContextManager:
+  """Shim 3: ``torch.jit.ScriptModule`` -> ``torch.nn.Module`` and ``torch.jit.script_method``
+  -> identity, so classes defined meanwhile are ordinary modules."""
+  return patched_attributes(torch.jit, {'ScriptModule': torch.nn.Module,
+                                        'script_method': lambda fn, *args, **kwargs: fn})
+
+
+def numpy_legacy_aliases() -> contextlib.AbstractContextManager:
+  """Shim 4: the builtin aliases numpy >= 1.24 removed (only those missing are set)."""
+  missing = {name: value for name, value in NUMPY_LEGACY_ALIASES.items()
+             if name not in np.__dict__}
+  return patched_attributes(np, missing)
+
+
+def torch_load_on_cpu(torch: Any) -> contextlib.AbstractContextManager:
+  """Shim 5: without CUDA, ``torch.load`` maps storages to the CPU unless told otherwise."""
+  if torch.cuda.is_available():
+    return contextlib.nullcontext()
+  original_load = torch.load
+
+  def load(*args, **kwargs):
+    kwargs.setdefault('map_location', 'cpu')
+    return original_load(*args, **kwargs)
+  return patched_attributes(torch, {'load': load})
+
+
+@contextlib.contextmanager
+def original_runtime_shims(torch: Any) -> Iterator[dict[str, bool]]:
+  """Shims 1, 2, 4 and 5 for the whole session (the original calls into them at run time too).
+  Yields which are active. Shim 3 is only for the import
+  (:func:`yolact_jax.compare.original.import_original`)."""
+  with contextlib.ExitStack() as stack:
+    stack.enter_context(cuda_calls_for_cpu(torch))
+    stubbed = {name: stack.enter_context(stub_missing_module(name))
+               for name in STUBBED_WHEN_MISSING}
+    stack.enter_context(numpy_legacy_aliases())
+    stack.enter_context(torch_load_on_cpu(torch))
+    yield {'cuda_calls_for_cpu': not torch.cuda.is_available(),
+           **{f'{name}_stub': used for name, used in stubbed.items()},
+           'numpy_legacy_aliases': True,
+           'torch_load_on_cpu': not torch.cuda.is_available(),
+           'plain_torchscript_during_import': True}
