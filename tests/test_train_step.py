@@ -9,7 +9,7 @@ import pytest
 from yolact_jax import train_step as ts
 from yolact_jax.config import feature_sizes, get_config, proto_size
 from yolact_jax.loss import downsample_gt_masks
-from yolact_jax.model.yolact import Yolact
+from yolact_jax.model.variables import init_variables
 
 
 @pytest.mark.parametrize('iteration,expected', [
@@ -54,7 +54,7 @@ def test_optimizer_equals_torch_sgd_with_coupled_weight_decay():
   for step in range(4):
     lr = 1e-3 * (step + 1)
     grads = jax.tree_util.tree_map(lambda v: rng.normal(size=v.shape).astype(np.float32), params)
-    state = ts._set_learning_rate(state, lr)
+    state = ts.set_learning_rate(state, lr)
     updates, state = tx.update(grads, state, jparams)
     jparams = jax.tree_util.tree_map(lambda p, u: p + u, jparams, updates)
     for group in opt.param_groups:
@@ -96,13 +96,9 @@ def synthetic_batch(cfg, batch=2, slots=None):
 
 def _setup(overrides=()):
   cfg = get_config('yolact_tiny', list(overrides))
-  model = Yolact(cfg, freeze_bn=ts.uses_frozen_bn(cfg))
-  x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
-  variables = jax.jit(model.init)(jax.random.key(0), x)
-  tx = ts.make_optimizer(cfg, variables['params'], ts.uses_frozen_bn(cfg))
-  state = ts.init_train_state(cfg, variables, tx)
-  step = ts.jit_train_step(ts.make_train_step(cfg, model, tx))
-  return cfg, state, step
+  training = ts.build_training(cfg)
+  state = training.init_state(init_variables(cfg, seed=0))
+  return cfg, state, training.step
 
 
 def test_tiny_model_overfits_one_batch():
