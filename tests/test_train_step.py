@@ -145,3 +145,34 @@ def test_frozen_batchnorm_is_not_trained():
     np.testing.assert_array_equal(a, b)
   conv_before = before.params['fpn']['lat_layers_0']['kernel']
   assert not np.array_equal(conv_before, after.params['fpn']['lat_layers_0']['kernel'])
+
+
+@pytest.mark.parametrize('batch,replicas,frozen', [(8, 1, False), (8, 2, True), (12, 2, False),
+                                                   (6, 1, False), (5, 1, True)])
+def test_build_training_freezes_bn_on_the_batch_per_replica(batch, replicas, frozen):
+  """The original's rule is batch_size // num_gpus < 6: the devices the batch is split over,
+  not how many devices the host has."""
+  cfg = get_config('yolact_tiny', [f'train.batch_size={batch}'])
+  training = ts.build_training(cfg, num_replicas=replicas)
+  assert training.freeze_bn is frozen and training.model.freeze_bn is frozen
+
+
+def test_custom_loss_plugs_into_the_step():
+  """The loss is passed in: an extra term appears in the metrics and drives the update."""
+  from yolact_jax.loss import yolact_loss
+  cfg = get_config('yolact_tiny')
+
+  def with_extra_term(preds, priors, batch, cfg, rng):
+    total, terms = yolact_loss(preds, priors, batch, cfg, rng)
+    extra = 0.5 * jnp.mean(preds['proto'] ** 2)
+    return total + extra, {**terms, 'X': extra}
+
+  plain = ts.build_training(cfg)
+  custom = ts.build_training(cfg, loss_fn=with_extra_term)
+  batch = synthetic_batch(cfg)
+  variables = init_variables(cfg, seed=0)
+  _, m_plain = plain.step(plain.init_state(variables), batch)
+  _, m_custom = custom.step(custom.init_state(variables), batch)
+  assert 'X' in m_custom and 'X' not in m_plain
+  assert float(m_custom['loss']) == pytest.approx(float(m_plain['loss']) + float(m_custom['X']),
+                                                  rel=1e-5)

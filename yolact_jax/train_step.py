@@ -202,9 +202,15 @@ class Training:
   step: Callable[[TrainState, dict], tuple[TrainState, dict]]
 
   def init_state(self, variables: dict | None = None, seed: int | None = None) -> TrainState:
-    """A step-0 state from ``variables`` (default: a fresh random init of the model)."""
+    """A step-0 state from ``variables`` (default: a fresh random init of the model).
+
+    The state owns copies of ``variables``: ``step`` donates the state's buffers, and the
+    caller's arrays must survive that.
+    """
     if variables is None:
       variables = init_variables(self.cfg)
+    else:
+      variables = jax.tree_util.tree_map(jnp.array, variables)
     return init_train_state(self.cfg, variables, self.tx, seed)
 
   def abstract_state(self) -> TrainState:
