@@ -162,8 +162,8 @@ def test_custom_loss_plugs_into_the_step():
   from yolact_jax.loss import yolact_loss
   cfg = get_config('yolact_tiny')
 
-  def with_extra_term(preds, priors, batch, cfg, rng):
-    total, terms = yolact_loss(preds, priors, batch, cfg, rng)
+  def with_extra_term(preds, priors, batch, cfg, rng, params):
+    total, terms = yolact_loss(preds, priors, batch, cfg, rng, params)
     extra = 0.5 * jnp.mean(preds['proto'] ** 2)
     return total + extra, {**terms, 'X': extra}
 

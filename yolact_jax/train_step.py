@@ -138,8 +138,11 @@ def set_learning_rate(opt_state: Any, lr: jnp.ndarray) -> Any:
   return optax.tree_utils.tree_set(opt_state, learning_rate=jnp.asarray(lr, jnp.float32))
 
 
-# ``loss_fn(preds, priors, batch, cfg, rng) -> (total, {term name: value})``.
-LossFn = Callable[[dict, jnp.ndarray, dict, YolactConfig, jax.Array], tuple[jnp.ndarray, dict]]
+# ``loss_fn(preds, priors, batch, cfg, rng, params) -> (total, {term name: value})``; ``params``
+# are the parameters being differentiated (a term may run a part of the network with them, as
+# YOLACT++'s mask-IoU term runs ``params['maskiou_net']``).
+LossFn = Callable[[dict, jnp.ndarray, dict, YolactConfig, jax.Array, Any],
+                  tuple[jnp.ndarray, dict]]
 
 
 def make_train_step(cfg: YolactConfig, model: nn.Module, tx: optax.GradientTransformation,
@@ -161,7 +164,7 @@ def make_train_step(cfg: YolactConfig, model: nn.Module, tx: optax.GradientTrans
     def objective(params):
       preds, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
                                    batch['image'], train=True, mutable=['batch_stats'])
-      total, terms = loss_fn(preds, priors, batch, cfg, loss_rng)
+      total, terms = loss_fn(preds, priors, batch, cfg, loss_rng, params)
       return total, (terms, updates['batch_stats'])
 
     (total, (terms, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
