@@ -282,3 +282,41 @@ def test_column_memory_figures():
   assert column_bytes(8, 35, 35, 256) == 90_316_800
   assert column_bytes(8, 18, 18, 512) == 47_775_744
   assert column_bytes(8, 69, 69, 128, chunk_rows=8) == 20_348_928
+
+
+def torch_dcn(x, offset, mask, kernel, bias, stride, padding, dilation):
+  """An independent DCNv2 from torch's own ops: ``grid_sample`` (bilinear, zeros outside,
+  align_corners=True) samples every tap; it reads 0 for each corner outside the image, which with
+  all corners out is the kernel's (-1, H) x (-1, W) rule."""
+  import torch
+  n, c, h, w = x.shape
+  kh, kw, _, _ = kernel.shape
+  ho, wo = offset.shape[1:3]
+  by, bx = (torch.as_tensor(np.ascontiguousarray(a), dtype=x.dtype)
+            for a in base_positions(ho, wo, kh, stride, padding, dilation))
+  y = by + offset[..., 0::2]  # [N, Ho, Wo, K]
+  xx = bx + offset[..., 1::2]
+  grid = torch.stack([2 * xx / (w - 1) - 1, 2 * y / (h - 1) - 1], -1).reshape(n, ho, -1, 2)
+  samples = torch.nn.functional.grid_sample(x, grid, mode='bilinear', padding_mode='zeros',
+                                            align_corners=True).reshape(n, c, ho, wo, kh * kw)
+  cols = samples * mask[:, None]
+  return torch.einsum('ncyxk,kco->nyxo', cols, kernel.reshape(kh * kw, c, -1)) + bias
+
+
+@pytest.mark.parametrize('stride,padding,dilation', [(1, 1, 1), (2, 1, 1), (1, 2, 2)])
+def test_forward_and_gradients_match_torch_grid_sample(stride, padding, dilation):
+  """float32, a larger case (batch 2, 12x11, 16 -> 8 channels, offsets up to +-4 px)."""
+  torch = pytest.importorskip('torch')
+  x, offset, mask, kernel, bias = random_case(20 + stride, h=12, w=11, cin=16, cout=8,
+                                              stride=stride, padding=padding, dilation=dilation,
+                                              offset_scale=4.0)
+  cotangent = np.random.default_rng(4).normal(size=(2,) + offset.shape[1:3] + (8,))
+  f = lambda *a: modulated_deform_conv(*a, stride, padding, dilation)  # noqa: E731
+  out, vjp = jax.vjp(f, x, offset, mask, kernel, bias)
+  grads = vjp(jnp.asarray(cotangent, jnp.float32))
+  t_args = [torch.tensor(a, requires_grad=True) for a in (x, offset, mask, kernel, bias)]
+  t_out = torch_dcn(t_args[0].permute(0, 3, 1, 2), *t_args[1:], stride, padding, dilation)
+  t_out.backward(torch.tensor(cotangent, dtype=torch.float32))
+  np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=1e-4, atol=1e-4)
+  for got, want in zip(grads, t_args):
+    np.testing.assert_allclose(got, want.grad.numpy(), rtol=1e-4, atol=2e-4)
