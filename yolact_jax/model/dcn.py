@@ -118,8 +118,8 @@ def modulated_deform_conv(x: jnp.ndarray, offset: jnp.ndarray, mask: jnp.ndarray
   [kh, kw, Cin, Cout], bias [Cout] -> [N, Ho, Wo, Cout] in x's dtype.
 
   Sampling coordinates and bilinear weights are float32 (float64 for float64 offsets) whatever
-  x's dtype; the columns and the
-  product are in x's dtype. ``chunk_rows``: see the module docstring.
+  x's dtype; the columns and the product are in x's dtype. ``chunk_rows``: see the module
+  docstring.
   """
   kernel_hw, stride, padding, dilation = kernel.shape[:2], _pair(stride), _pair(padding), \
       _pair(dilation)
