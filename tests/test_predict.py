@@ -70,7 +70,7 @@ def cv2_base_transform(bgr, size, transform):
 def run_preprocess(bgr_images, size, transform):
   rgb = [pr.as_rgb_uint8(image, 'bgr') for image in bgr_images]
   canvas_hw = (max(i.shape[0] for i in rgb), max(i.shape[1] for i in rgb) + 3)
-  canvas, sizes = pr.pad_batch(rgb, canvas_hw, len(rgb) + 1)
+  canvas, sizes = pr.pack_canvas(rgb, canvas_hw, len(rgb) + 1)
   fn = jax.jit(pr.preprocess, static_argnums=(2, 3))
   return np.asarray(fn(canvas, sizes, size, transform))
 
@@ -87,8 +87,8 @@ def test_preprocess_matches_original_eval_transforms(size, hw_list, transform):
   for i, image in enumerate(images):
     np.testing.assert_allclose(ours[i], torch_fast_base_transform(image, size, transform),
                                rtol=0, atol=1e-4)
-    # cv2's fixed-point bilinear weights (11 bits) differ from exact ones by ~0.013 on the
-    # 0..255 scale (spec 18.5); 0.015 leaves room for rounding
+    # cv2's fixed-point bilinear weights (11 bits) differ from exact ones by up to ~0.013 on
+    # the 0..255 scale; 0.015 leaves room for rounding
     np.testing.assert_allclose(ours[i], cv2_base_transform(image, size, transform), rtol=0,
                                atol=0.015 * scale)
 
@@ -147,15 +147,15 @@ def test_channel_order_is_required_and_checked(tiny_variables):
     predictor([image, image.astype(np.float32)], channel_order='rgb')
 
 
-def test_pad_batch_layout():
+def test_pack_canvas_layout():
   images = [random_image(0, 3, 5), random_image(1, 6, 2)]
-  canvas, sizes = pr.pad_batch(images, (8, 8), 3)
+  canvas, sizes = pr.pack_canvas(images, (8, 8), 3)
   assert canvas.shape == (3, 8, 8, 3) and canvas.dtype == np.uint8
   assert sizes.tolist() == [[3, 5], [6, 2], [1, 1]]
   np.testing.assert_array_equal(canvas[0, :3, :5], images[0])
   assert not canvas[0, 3:].any() and not canvas[0, :, 5:].any() and not canvas[2].any()
   with pytest.raises(ValueError, match='does not fit the canvas'):
-    pr.pad_batch([random_image(0, 9, 2)], (8, 8), 1)
+    pr.pack_canvas([random_image(0, 9, 2)], (8, 8), 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ def test_nms_override(tiny_variables):
 
 def test_program_has_no_host_round_trips(tiny_variables):
   program = pr.inference_program(tiny_config())
-  canvas, sizes = pr.pad_batch([random_image(0, 30, 40), random_image(1, 64, 8)], (64, 64), 2)
+  canvas, sizes = pr.pack_canvas([random_image(0, 30, 40), random_image(1, 64, 8)], (64, 64), 2)
   jaxpr = jax.make_jaxpr(program.from_images)(tiny_variables, canvas, sizes)
   assert 'callback' not in str(jaxpr)
   args = jax.device_put((tiny_variables, canvas, sizes))
