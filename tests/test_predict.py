@@ -1,5 +1,5 @@
 """Tests of yolact_jax.predict: preprocessing parity, image handling, compile-once batching,
-empty results, COCO records, and the end-to-end reference run through the public API.
+empty results, and the end-to-end reference run through the public API.
 
 Every model here is yolact_tiny (64 px) except the one 550 px reference test (compiled once per
 module in a fixture).
@@ -7,7 +7,6 @@ module in a fixture).
 
 from __future__ import annotations
 
-import json
 
 import cv2
 import jax
@@ -253,44 +252,6 @@ def test_program_has_no_host_round_trips(tiny_variables):
   args = jax.device_put((tiny_variables, canvas, sizes))
   with jax.transfer_guard('disallow'):
     jax.block_until_ready(program.from_images(*args))
-
-
-# ---------------------------------------------------------------------------------------------
-# COCO results records
-
-
-def test_coco_records_reproduce_the_original_json():
-  ref = load_npz('yolact_resnet50', 'dets.npz')
-  expected = json.loads(require_reference('yolact_resnet50', 'dets.json').read_text())
-  names = get_config('yolact_resnet50').dataset.class_names
-  bbox, segm = [], []
-  for b in range(2):
-    dets = pr.Detections(ref[f'boxes_{b}'], ref[f'classes_{b}'],
-                         tuple(names[c] for c in ref[f'classes_{b}']), ref[f'scores_{b}'],
-                         ref[f'masks_{b}'], tuple(ref[f'orig_hw_{b}']))
-    records = pr.to_coco_results(dets, b, pr.coco_category_ids(names))
-    bbox += records[0]
-    segm += records[1]
-  assert json.loads(json.dumps(bbox)) == expected['bbox']
-  assert json.loads(json.dumps(segm)) == expected['segm']
-
-
-@pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')  # pycocotools
-def test_coco_records_skip_empty_boxes_and_map_categories():
-  masks = np.zeros((3, 4, 6), np.uint8)
-  masks[0, 1:3, 2:5] = 1
-  dets = pr.Detections(np.array([[2, 1, 5, 3], [3, 0, 3, 4], [0, 0, 6, 4]]), np.array([1, 0, 3]),
-                       ('b', 'a', 'd'), np.array([0.9, 0.5, 0.25], np.float32), masks, (4, 6))
-  bbox, segm = pr.to_coco_results(dets, 7, pr.coco_category_ids(('a', 'b', 'c', 'd')))
-  assert [r['category_id'] for r in bbox] == [2, 4]  # zero-width box skipped; index + 1
-  assert bbox[0] == {'image_id': 7, 'category_id': 2, 'bbox': [2.0, 1.0, 3.0, 2.0],
-                     'score': pytest.approx(0.9)}
-  assert segm[0]['segmentation']['size'] == [4, 6]
-  assert isinstance(segm[0]['segmentation']['counts'], str)
-  from pycocotools import mask as mask_util
-  decoded = mask_util.decode({'size': [4, 6], 'counts': segm[0]['segmentation']['counts']})
-  np.testing.assert_array_equal(decoded, masks[0])
-  assert pr.coco_category_ids(get_config('yolact_base').dataset.class_names)[11] == 13
 
 
 # ---------------------------------------------------------------------------------------------

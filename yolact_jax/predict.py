@@ -64,7 +64,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolact_jax.anchors import make_priors
-from yolact_jax.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from yolact_jax.config import YolactConfig, validate
 from yolact_jax.detect import detect_from_logits, detect_kwargs
 from yolact_jax.model.yolact import Yolact
@@ -113,39 +112,6 @@ class Detections:
     return Detections(self.boxes[keep], self.classes[keep],
                       tuple(self.class_names[i] for i in keep), self.scores[keep],
                       self.masks[keep], self.image_size)
-
-
-def coco_category_ids(class_names: Sequence[str]) -> tuple[int, ...]:
-  """Category id per 0-based class: COCO's ids for the 80 COCO classes, else index + 1."""
-  if tuple(class_names) == COCO_CLASSES:
-    return COCO_CATEGORY_IDS
-  return tuple(range(1, len(class_names) + 1))
-
-
-def to_coco_results(detections: Detections, image_id: int, category_ids: Sequence[int]
-                    ) -> tuple[list[dict], list[dict]]:
-  """COCO results records (bbox, segm) of one image, as the original's ``eval.py`` writes them.
-
-  Detections whose box area ``(y2 - y1) * (x2 - x1)`` is not positive are skipped (the original's
-  test, verbatim); bbox = [x1, y1, x2 - x1, y2 - y1] rounded to 0.1; segmentation = pycocotools
-  RLE of the full-size mask with ASCII counts; category ids via ``category_ids[class]``.
-  """
-  from pycocotools import mask as mask_util
-  bbox_records, segm_records = [], []
-  for i in range(len(detections)):
-    x1, y1, x2, y2 = (int(v) for v in detections.boxes[i])
-    if (y2 - y1) * (x2 - x1) <= 0:
-      continue
-    category_id = int(category_ids[int(detections.classes[i])])
-    score = float(detections.scores[i])
-    bbox = [round(float(v) * 10) / 10 for v in (x1, y1, x2 - x1, y2 - y1)]
-    bbox_records.append({'image_id': int(image_id), 'category_id': category_id, 'bbox': bbox,
-                         'score': score})
-    rle = mask_util.encode(np.asfortranarray(detections.masks[i].astype(np.uint8)))
-    rle['counts'] = rle['counts'].decode('ascii')
-    segm_records.append({'image_id': int(image_id), 'category_id': category_id,
-                         'segmentation': rle, 'score': score})
-  return bbox_records, segm_records
 
 
 # ---------------------------------------------------------------------------------------------
