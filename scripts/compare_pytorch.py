@@ -1129,7 +1129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   from yolact_jax.config import get_config
   from yolact_jax.detect import detect_kwargs
   from yolact_jax.model.yolact import Yolact
-  from yolact_jax.predict import InferenceProgram, pad_batch, preprocess, unpack_detections
+  from yolact_jax.predict import InferenceProgram, pack_canvas, preprocess, unpack_detections
 
   cfg = get_config(args.config, [f'detect.nms={args.nms}'])
   if args.images:
@@ -1264,7 +1264,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     train_report = None
     if args.train_step:
       train_images = [images[k % len(images)] for k in range(args.train_batch_size)]
-      canvas, sizes = pad_batch(train_images, canvas_hw, args.train_batch_size)
+      canvas, sizes = pack_canvas(train_images, canvas_hw, args.train_batch_size)
       train_report = train_side_by_side(args, cfg, variables, original, torch, device,
                                         np.asarray(to_input(canvas, sizes)))
 
