@@ -146,8 +146,7 @@ def ground_truth_only(args, cfg) -> tuple[object, list[int], str]:
     return eval_set.ground_truth, list(eval_set.image_ids), eval_set.name
   ann_file = dataset_paths(where, 'val')[0] if kind == 'synthetic' else where
   gt = ev.load_ground_truth(ann_file)
-  image_ids = [int(image['id']) for image in gt.dataset['images'] if gt.imgToAnns[image['id']]]
-  return gt, image_ids[:args.max_images], ann_file
+  return gt, ev.annotated_images_in_file_order(gt)[:args.max_images], ann_file
 
 
 def results_sources(args) -> tuple[object, object]:
@@ -175,24 +174,7 @@ def write_json(path: str, data: dict) -> None:
 
 def print_summary(summary: dict, per_class: bool) -> None:
   from yolact_jax import evaluation as ev
-  print(ev.format_summary(summary))
-  if per_class:
-    print()
-    print(ev.format_per_class(summary))
-  maps = ', '.join(f'{name} {100 * summary[key]:.2f}' for name, key in
-                   (('box mAP', 'box_map'), ('mask mAP', 'mask_map')) if summary.get(key) is not None)
-  print(f'\n{maps} ({summary["num_images"]} images)')
-
-
-def display_counts(records: list[dict], num_images: int, score_threshold: float, top_k: int
-                   ) -> str:
-  per_image: dict = {}
-  for record in records:
-    if record['score'] > score_threshold:
-      per_image[record['image_id']] = per_image.get(record['image_id'], 0) + 1
-  shown = sum(min(n, top_k) for n in per_image.values())
-  return (f'{len(records)} detections on {num_images} images (all used for mAP); shown with '
-          f'score > {score_threshold} and top_k {top_k}: {shown}')
+  print(ev.format_report(summary, per_class))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,26 +198,18 @@ def run_evaluation(args, cfg, variables, eval_set) -> int:
   import jax.numpy as jnp
 
   from yolact_jax import evaluation as ev
-  results = ev.predict_coco_results(cfg, variables, eval_set, args.batch_size,
-                                    dtype=jnp.dtype(args.dtype), progress=not args.no_progress,
-                                    decode_workers=args.decode_workers)
-  print(display_counts(results.bbox, len(results.image_ids), args.score_threshold, args.top_k))
-  files = {}
-  if args.output_dir:
-    files = dict(zip(('bbox', 'segm'), ev.write_results(args.output_dir, results.bbox,
-                                                        results.segm)))
-  if not results.image_ids:
-    raise UsageError(f'{eval_set.name}: no readable image to evaluate')
-  summary = ev.coco_evaluate(eval_set.ground_truth, results.bbox, results.segm,
-                             image_ids=results.image_ids)
+  run = ev.evaluate(cfg, variables, eval_set, args.batch_size, output_dir=args.output_dir,
+                    dtype=jnp.dtype(args.dtype), progress=not args.no_progress,
+                    decode_workers=args.decode_workers)
+  print(ev.format_detection_counts(run.results.bbox, len(run.results.image_ids),
+                                   args.score_threshold, args.top_k))
+  summary = run.summary
   summary.update(config=cfg.name, weights=os.path.abspath(args.weights), dataset=eval_set.name,
                  nms=cfg.detect.nms, max_num_detections=cfg.detect.max_num_detections,
-                 batch_size=args.batch_size, dtype=args.dtype, results_files=files,
-                 skipped_images=[{'image_id': i, 'reason': r} for i, r in results.skipped])
+                 batch_size=args.batch_size, dtype=args.dtype, results_files=run.files)
   print_summary(summary, not args.no_per_class)
   if args.output_dir:
-    path = os.path.join(args.output_dir, 'summary.json')
-    write_json(path, summary)
+    write_json(os.path.join(args.output_dir, 'summary.json'), summary)
     print(f'results and summary written to {args.output_dir}')
   return 0
 
@@ -244,13 +218,9 @@ def run_benchmark(args, cfg, variables, eval_set) -> int:
   import jax.numpy as jnp
 
   from yolact_jax import benchmarking, evaluation as ev
-  from yolact_jax.data.coco import BrokenSampleError
-  images = []
-  for index in range(min(len(eval_set), args.benchmark_images)):
-    try:
-      images.append(ev.read_image(eval_set.source[index])[..., ::-1])  # BGR -> RGB
-    except BrokenSampleError as e:
-      print(f'warning: {e} (not used)', file=sys.stderr)
+  images, problems = ev.read_first_images(eval_set, args.benchmark_images)
+  for problem in problems:
+    print(f'warning: {problem} (not used)', file=sys.stderr)
   if not images:
     raise UsageError(f'{eval_set.name}: no readable image to benchmark with')
   report = benchmarking.benchmark_inference(
@@ -283,7 +253,7 @@ def main(argv=None) -> int:
     eval_set = build_eval_set(args, cfg)
     from yolact_jax.checkpoint.io import load_weights
     from yolact_jax.evaluation import check_classes
-    check_classes(cfg, eval_set)
+    check_classes(cfg, eval_set)  # before the weights are read
     variables = load_weights(args.weights, cfg)
     print(f'{cfg.name} ({args.weights}) on {eval_set.name}: {len(eval_set)} images')
     if args.benchmark:

@@ -119,21 +119,19 @@ def main(argv=None) -> int:
     logging.getLogger(noisy).setLevel(logging.WARNING)
   args, overrides = parse_args(argv)
   import jax
-  import numpy as np
   from yolact_jax import trainer
   from yolact_jax.checkpoint import convert, io
   from yolact_jax.config import load_config
-  from yolact_jax.model.yolact import Yolact
+  from yolact_jax.model.variables import init_variables
 
   cfg = load_config(args.config, overrides)
   workdir = args.workdir or os.path.join('runs', cfg.name)
   train_source, val_source, val_ann = build_sources(cfg, args)
 
   def init():
-    x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
-    variables = jax.jit(Yolact(cfg).init)(jax.random.key(cfg.train.seed), x)
     if args.init_weights:
       return io.load_weights(args.init_weights, cfg)
+    variables = init_variables(cfg)
     if args.imagenet:
       return convert.load_imagenet_backbone(args.imagenet, cfg, variables)
     return variables

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import jax
 import numpy as np
 
 
@@ -37,10 +36,9 @@ def main(argv=None) -> int:
   cfg = get_config(args.config, list(args.overrides) + extra)
   try:
     if args.imagenet:
-      from yolact_jax.model.yolact import Yolact
-      x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
-      variables = jax.jit(Yolact(cfg).init)(jax.random.key(args.seed), x)
-      variables = convert.load_imagenet_backbone(args.source, cfg, variables)
+      from yolact_jax.model.variables import init_variables
+      variables = convert.load_imagenet_backbone(args.source, cfg,
+                                                 init_variables(cfg, args.seed))
     else:
       variables = io.load_weights(args.source, cfg)
     if args.dest.endswith('.pth'):

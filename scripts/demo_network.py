@@ -20,12 +20,13 @@ def main(argv=None) -> None:
 
   from yolact_jax.anchors import make_priors
   from yolact_jax.config import load_config
+  from yolact_jax.model.variables import init_variables
   from yolact_jax.model.yolact import Yolact
   cfg = load_config(args.config)
   model = Yolact(cfg)
   images = np.random.default_rng(0).normal(size=(args.batch, cfg.max_size, cfg.max_size, 3))
   images = images.astype(np.float32)
-  variables = jax.jit(model.init)(jax.random.key(0), images)
+  variables = init_variables(cfg, seed=0)
   count = sum(x.size for x in jax.tree_util.tree_leaves(variables['params']))
   forward = jax.jit(lambda v, x: model.apply(v, x))
   start = time.perf_counter()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import pathlib
 import sys
@@ -107,26 +106,6 @@ def with_inputs(items, predictor_stream):
     yield queue.popleft(), detections
 
 
-class CocoWriter:
-  """Collects COCO results records and writes them as {"bbox": [...], "segm": [...]}."""
-
-  def __init__(self, class_names):
-    from yolact_jax.predict import coco_category_ids
-    self.category_ids = coco_category_ids(class_names)
-    self.bbox, self.segm = [], []
-
-  def add(self, detections, image_id: int) -> None:
-    from yolact_jax.predict import to_coco_results
-    bbox, segm = to_coco_results(detections, image_id, self.category_ids)
-    self.bbox += bbox
-    self.segm += segm
-
-  def write(self, path: str) -> None:
-    pathlib.Path(path).absolute().parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'w') as f:
-      json.dump({'bbox': self.bbox, 'segm': self.segm}, f)
-
-
 def progress(iterable, total, enabled, unit):
   if not enabled:
     return iterable
@@ -155,7 +134,7 @@ def run_images(args, predictor, render, coco, source: pathlib.Path) -> int:
     if not cv2.imwrite(str(target), render(image, detections)):
       print(f'warning: could not write {target}', file=sys.stderr)
     if coco is not None:
-      coco.add(detections, coco_image_id(pathlib.Path(name), index[name]))
+      coco.add(coco_image_id(pathlib.Path(name), index[name]), detections)
     written += 1
   print(f'{written} overlays written to {out_file or out_dir}'
         + (f'; skipped {len(skipped)} unreadable: {", ".join(skipped)}' if skipped else ''))
@@ -192,7 +171,7 @@ def run_video(args, predictor, render, coco, source: pathlib.Path) -> int:
           return 1
       writer.write(render(frame, detections))
       if coco is not None:
-        coco.add(detections, index)
+        coco.add(index, detections)
       count += 1
   finally:
     capture.release()
@@ -212,6 +191,7 @@ def main(argv=None) -> int:
 
   import jax.numpy as jnp
 
+  from yolact_jax import evaluation as ev
   from yolact_jax.checkpoint.convert import CheckpointError
   from yolact_jax.config import ConfigError, load_config
   from yolact_jax.predict import Predictor
@@ -230,11 +210,13 @@ def main(argv=None) -> int:
                            score_threshold=args.score_threshold, top_k=args.top_k,
                            alpha=args.alpha, draw_masks=not args.no_masks)
 
-  coco = CocoWriter(cfg.dataset.class_names) if args.coco_json else None
+  # every detection of every image as results records (yolact_jax.evaluation.results)
+  coco = (ev.CocoResults(ev.coco_category_ids(cfg.dataset.class_names)) if args.coco_json
+          else None)
   run = run_video if is_video else run_images
   status = run(args, predictor, render, coco, source)
   if coco is not None:
-    coco.write(args.coco_json)
+    coco.write_combined(args.coco_json)
     print(f'COCO results ({len(coco.bbox)} detections) written to {args.coco_json}')
   return status
 

@@ -15,13 +15,11 @@ jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 @pytest.fixture(scope='session')
 def weights_dir(tmp_path_factory):
   """A random-init ``yolact_tiny`` saved as a Flax weights directory (for the CLI tests)."""
-  import numpy as np
   from yolact_jax.checkpoint.io import save_weights
   from yolact_jax.config import get_config
-  from yolact_jax.model.yolact import Yolact
+  from yolact_jax.model.variables import init_variables
   cfg = get_config('yolact_tiny')
-  x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
-  variables = jax.jit(Yolact(cfg).init)(jax.random.key(0), x)
+  variables = init_variables(cfg, seed=0)
   path = tmp_path_factory.mktemp('weights') / 'tiny'
   save_weights(path, variables, cfg)
   return path

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.test_data_common import rect_dataset, rect_mask, rect_polygon, write_coco
-from yolact_jax.data import coco, loader, tfds_builder
+from yolact_jax.data import augment, coco, loader, tfds_builder
 
 SMALL = loader.PipelineOptions(max_size=48, max_instances=4, proto_hw=(12, 12), segm_hw=(6, 6))
 
@@ -75,17 +75,6 @@ def test_training_skips_broken_samples_with_a_warning(tmp_path, caplog):
                                                         options=SMALL, num_epochs=2)
            for i in batch['image_id']]
   assert again == ids
-
-
-def test_evaluation_marks_broken_images_invalid(tmp_path, caplog):
-  ann_file, image_dir = _dataset_with_a_corrupt_and_a_missing_image(tmp_path)
-  source = loader.InMemoryRecordSource.from_coco(
-      coco.CocoDataset(ann_file, image_dir, check_files=False))
-  with caplog.at_level(logging.WARNING, logger='yolact_jax.data.loader'):
-    batches = list(loader.EvalBatches(source, batch_size=4, options=SMALL))
-  assert batches[0]['image_valid'].tolist() == [True, False, False, True]
-  assert batches[0]['image_id'].tolist() == [1, 2, 3, 4]
-  assert '0002.png' in caplog.text
 
 
 def test_image_size_differing_from_json_is_a_broken_sample(tmp_path):
@@ -179,7 +168,8 @@ def test_image_with_only_crowd_annotations(tmp_path):
   assert ds.image_ids == [1, 2]
   sample = ds[1]
   assert sample.num_crowds == 2 and sample.labels.tolist() == [-1, -1]
-  example = loader.make_eval_example(loader.InMemoryRecordSource.from_coco(ds), 1, SMALL)
+  transformed = augment.eval_transform(sample.image, sample.boxes, sample.labels, max_size=48)
+  example = loader.pack_example(transformed, 2, sample.orig_hw, 4, None, None)
   assert example['is_crowd'].tolist() == [True, True, False, False]
   assert example['num_crowds'] == 2
 

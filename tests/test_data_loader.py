@@ -153,43 +153,6 @@ def test_sharding_splits_each_epoch_disjointly(rect_source):
   assert sorted(seen[0] + seen[1]) == sorted(dataset.image_ids)
 
 
-def test_eval_batches_in_order_padded_and_transformed(tmp_path):
-  ann_file, image_dir, _ = rect_dataset(tmp_path, num_images=5)
-  dataset = coco.CocoDataset(ann_file, image_dir, keep='all')
-  source = loader.InMemoryRecordSource.from_coco(dataset)
-  batches = list(loader.EvalBatches(source, batch_size=2, options=SMALL))
-  assert len(batches) == 3
-  ids = [int(i) for b in batches for i, ok in zip(b['image_id'], b['image_valid']) if ok]
-  assert ids == dataset.image_ids
-  assert batches[-1]['image_valid'].tolist() == [True, False]
-  for batch in batches:
-    assert batch['image'].shape == (2, 64, 64, 3) and 'masks_proto' not in batch
-  raw = dataset[4]
-  expected = augment.eval_transform(raw.image, raw.boxes, raw.labels, max_size=64)
-  np.testing.assert_array_equal(batches[2]['image'][0], expected.image)
-  np.testing.assert_array_equal(batches[2]['boxes'][0, :len(expected.boxes)], expected.boxes)
-  assert batches[2]['index'][0] == 4
-  np.testing.assert_array_equal(batches[2]['orig_hw'][0], raw.orig_hw)
-
-
-def test_prefetch_to_device_values_and_state(rect_source):
-  _, source = rect_source
-  make = lambda: iter(loader.make_train_loader(source, batch_size=2, seed=7, options=SMALL))
-  plain = make()
-  expected = [next(plain) for _ in range(5)]
-  prefetched = loader.prefetch_to_device(make(), size=2)
-  got = [next(prefetched) for _ in range(3)]
-  for a, b in zip(expected, got):
-    np.testing.assert_array_equal(np.asarray(b['image']), a['image'])
-    np.testing.assert_array_equal(np.asarray(b['labels']), a['labels'])
-  state = prefetched.get_state()  # after the 3 batches consumed, not the ones buffered
-  resumed = make()
-  resumed.set_state(state)
-  np.testing.assert_array_equal(next(resumed)['image'], expected[3]['image'])
-  prefetched.set_state(state)
-  np.testing.assert_array_equal(np.asarray(next(prefetched)['image']), expected[3]['image'])
-
-
 def test_state_round_trips_through_an_orbax_checkpoint(rect_source, tmp_path):
   ocp = pytest.importorskip('orbax.checkpoint')
   grain = loader.grain

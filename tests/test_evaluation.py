@@ -1,6 +1,6 @@
 """Tests of yolact_jax.evaluation (and benchmarking helpers): ground truth as predictions scores
 AP 1, our COCOeval wrapper equals pycocotools on the reference detections, results records equal
-the original's dets.json, bad inputs are clear errors, and inference over a dataset on the tiny
+the original's dets.json (also per image), bad inputs are clear errors, and inference over a dataset on the tiny
 preset compiles once and skips unreadable images."""
 
 from __future__ import annotations
@@ -242,6 +242,39 @@ def test_records_skip_boxes_without_area_and_check_class_indices():
   assert len(segm) == 1 and segm[0]['category_id'] == 7
   with pytest.raises(ev.ResultsError, match='class index 3 has no category id'):
     ev.detections_to_coco_results([(9, dets)], (1, 3))
+
+
+def test_coco_records_reproduce_the_original_json():
+  ref = load_npz('yolact_resnet50', 'dets.npz')
+  expected = json.loads(require_reference('yolact_resnet50', 'dets.json').read_text())
+  names = get_config('yolact_resnet50').dataset.class_names
+  bbox, segm = [], []
+  for b in range(2):
+    dets = Detections(ref[f'boxes_{b}'], ref[f'classes_{b}'],
+                      tuple(names[c] for c in ref[f'classes_{b}']), ref[f'scores_{b}'],
+                      ref[f'masks_{b}'], tuple(ref[f'orig_hw_{b}']))
+    records = ev.to_coco_results(dets, b, ev.coco_category_ids(names))
+    bbox += records[0]
+    segm += records[1]
+  assert json.loads(json.dumps(bbox)) == expected['bbox']
+  assert json.loads(json.dumps(segm)) == expected['segm']
+
+
+@pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')  # pycocotools
+def test_coco_records_skip_empty_boxes_and_map_categories():
+  masks = np.zeros((3, 4, 6), np.uint8)
+  masks[0, 1:3, 2:5] = 1
+  dets = Detections(np.array([[2, 1, 5, 3], [3, 0, 3, 4], [0, 0, 6, 4]]), np.array([1, 0, 3]),
+                    ('b', 'a', 'd'), np.array([0.9, 0.5, 0.25], np.float32), masks, (4, 6))
+  bbox, segm = ev.to_coco_results(dets, 7, ev.coco_category_ids(('a', 'b', 'c', 'd')))
+  assert [r['category_id'] for r in bbox] == [2, 4]  # zero-width box skipped; index + 1
+  assert bbox[0] == {'image_id': 7, 'category_id': 2, 'bbox': [2.0, 1.0, 3.0, 2.0],
+                     'score': pytest.approx(0.9)}
+  assert segm[0]['segmentation']['size'] == [4, 6]
+  assert isinstance(segm[0]['segmentation']['counts'], str)
+  decoded = mask_util.decode({'size': [4, 6], 'counts': segm[0]['segmentation']['counts']})
+  np.testing.assert_array_equal(decoded, masks[0])
+  assert ev.coco_category_ids(get_config('yolact_base').dataset.class_names)[11] == 13
 
 
 # ---------------------------------------------------------------------------------------------

@@ -211,7 +211,8 @@ def per_prior_mask_losses(preds, targets, masks_proto, cfg):
   @jax.jit
   def every_prior(proto, coef, masks_proto, idx_t, gt_box_t):
     gt_masks = jnp.take_along_axis(masks_proto, idx_t[:, :, None, None], axis=1)
-    return L.mask_loss_per_slot(proto, coef, gt_masks, gt_box_t)
+    return L.mask_loss_per_slot(L.slot_mask_predictions(proto, coef, gt_box_t), gt_masks,
+                                gt_box_t)
 
   return np.asarray(every_prior(preds['proto'], preds['mask'], masks_proto, targets.idx_t,
                                 targets.gt_box_t))
@@ -233,7 +234,7 @@ def test_masks_to_train_cap_scales_the_chosen_subset():
   mask_loss = jax.jit(L.mask_loss, static_argnames='cfg')
 
   rng = jax.random.key(3)
-  _, per_image = mask_loss(preds['proto'], preds['mask'], batch['masks_proto'], targets, cfg,
+  _, per_image, _ = mask_loss(preds['proto'], preds['mask'], batch['masks_proto'], targets, cfg,
                            rng)
   select = jax.jit(L.select_mask_slots, static_argnums=1)
   prior_idx, slot_valid, scale = map(np.asarray, select(positive, cap, rng))
@@ -247,13 +248,13 @@ def test_masks_to_train_cap_scales_the_chosen_subset():
   unsubsampled = all_priors[1, positive[1]].sum()
   assert scale[1] == 1.0
   assert float(per_image[1]) == pytest.approx(unsubsampled, rel=1e-5)
-  _, per_image_no_rng = mask_loss(preds['proto'], preds['mask'], batch['masks_proto'], targets,
+  _, per_image_no_rng, _ = mask_loss(preds['proto'], preds['mask'], batch['masks_proto'], targets,
                                   cfg, None)
   assert float(per_image_no_rng[1]) == pytest.approx(unsubsampled, rel=1e-5)
 
   # A high enough cap makes image 0 unsubsampled too.
   roomy = dataclasses.replace(cfg, mask=dataclasses.replace(cfg.mask, masks_to_train=1000))
-  _, per_image_roomy = mask_loss(preds['proto'], preds['mask'], batch['masks_proto'], targets,
+  _, per_image_roomy, _ = mask_loss(preds['proto'], preds['mask'], batch['masks_proto'], targets,
                                  roomy, rng)
   np.testing.assert_allclose(np.asarray(per_image_roomy), all_priors.sum(1, where=positive),
                              rtol=1e-5)

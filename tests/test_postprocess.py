@@ -153,27 +153,19 @@ def test_postprocess_no_host_transfers():
     jax.block_until_ready(fn(*args, (64, 64)))
 
 
-def test_to_numpy_results_cuts_each_image():
-  dets, proto = random_detections(seed=4, batch=3, proto_hw=(16, 16))
-  dets['valid'][2] = False  # an image without detections
-  dets['num_detections'][2] = 0
-  sizes = np.array([[30, 40], [40, 25], [10, 10]], np.int32)
-  out = jax.jit(pp.postprocess, static_argnums=3)(dets, proto, sizes, (40, 40))
-  res = pp.to_numpy_results(out, sizes)
-  assert [len(r['scores']) for r in res] == [5, 5, 0]
-  assert res[0]['masks'].shape == (5, 30, 40) and res[1]['masks'].shape == (5, 40, 25)
-  assert res[2]['masks'].shape == (0, 10, 10) and res[2]['boxes'].shape == (0, 4)
-  assert res[0]['masks'].dtype == np.uint8 and res[0]['boxes'].dtype == np.int64
-  np.testing.assert_array_equal(res[1]['masks'], np.asarray(out['masks'])[1, :5, :40, :25])
-  np.testing.assert_array_equal(res[0]['classes'], dets['classes'][0, :5])
-  thresh = float(dets['scores'][0, 2])
-  top = pp.to_numpy_results(out, sizes, score_threshold=thresh, top_k=1)
-  assert len(top[0]['scores']) == 1 and top[0]['scores'][0] == dets['scores'][0, 0]
-  assert len(pp.to_numpy_results(out, sizes, score_threshold=thresh)[0]['scores']) == 2
-
-
 # ---------------------------------------------------------------------------------------------
 # Reference parity: raw head outputs -> Detect -> postprocess in one batched jitted call
+
+
+def host_results(out: dict, sizes: np.ndarray) -> list[dict[str, np.ndarray]]:
+  """Per-image numpy results of a postprocess batch through the inference program's host side
+  (its output dict, then ``predict.unpack_detections``): boxes [n, 4], classes [n], scores [n],
+  masks [n, h, w] uint8."""
+  from yolact_jax.predict import program_outputs, unpack_detections
+  outputs = jax.device_get(program_outputs(out))
+  names = [str(c) for c in range(int(np.max(out['classes'])) + 1)]
+  return [{'boxes': d.boxes, 'classes': d.classes, 'scores': d.scores, 'masks': d.masks}
+          for d in unpack_detections(outputs, sizes, len(sizes), names)]
 
 
 def test_postprocess_reference_parity():
@@ -190,7 +182,7 @@ def test_postprocess_reference_parity():
 
   out = infer(raw['loc'], raw['conf_logits'], raw['mask'], raw['proto'], sizes, (640, 640))
   out = jax.tree.map(np.asarray, out)
-  results = pp.to_numpy_results(out, sizes)
+  results = host_results(out, sizes)
   for b, (h, w) in enumerate(sizes):
     res = results[b]
     pairs = match_detections(ref[f'detect_box_{b}'], ref[f'detect_class_{b}'],

@@ -1,5 +1,5 @@
 """Tests of yolact_jax.predict: preprocessing parity, image handling, compile-once batching,
-empty results, COCO records, and the end-to-end reference run through the public API.
+empty results, and the end-to-end reference run through the public API.
 
 Every model here is yolact_tiny (64 px) except the one 550 px reference test (compiled once per
 module in a fixture).
@@ -7,7 +7,6 @@ module in a fixture).
 
 from __future__ import annotations
 
-import json
 
 import cv2
 import jax
@@ -70,7 +69,7 @@ def cv2_base_transform(bgr, size, transform):
 def run_preprocess(bgr_images, size, transform):
   rgb = [pr.as_rgb_uint8(image, 'bgr') for image in bgr_images]
   canvas_hw = (max(i.shape[0] for i in rgb), max(i.shape[1] for i in rgb) + 3)
-  canvas, sizes = pr.pad_batch(rgb, canvas_hw, len(rgb) + 1)
+  canvas, sizes = pr.pack_canvas(rgb, canvas_hw, len(rgb) + 1)
   fn = jax.jit(pr.preprocess, static_argnums=(2, 3))
   return np.asarray(fn(canvas, sizes, size, transform))
 
@@ -87,8 +86,8 @@ def test_preprocess_matches_original_eval_transforms(size, hw_list, transform):
   for i, image in enumerate(images):
     np.testing.assert_allclose(ours[i], torch_fast_base_transform(image, size, transform),
                                rtol=0, atol=1e-4)
-    # cv2's fixed-point bilinear weights (11 bits) differ from exact ones by ~0.013 on the
-    # 0..255 scale (spec 18.5); 0.015 leaves room for rounding
+    # cv2's fixed-point bilinear weights (11 bits) differ from exact ones by up to ~0.013 on
+    # the 0..255 scale; 0.015 leaves room for rounding
     np.testing.assert_allclose(ours[i], cv2_base_transform(image, size, transform), rtol=0,
                                atol=0.015 * scale)
 
@@ -147,15 +146,15 @@ def test_channel_order_is_required_and_checked(tiny_variables):
     predictor([image, image.astype(np.float32)], channel_order='rgb')
 
 
-def test_pad_batch_layout():
+def test_pack_canvas_layout():
   images = [random_image(0, 3, 5), random_image(1, 6, 2)]
-  canvas, sizes = pr.pad_batch(images, (8, 8), 3)
+  canvas, sizes = pr.pack_canvas(images, (8, 8), 3)
   assert canvas.shape == (3, 8, 8, 3) and canvas.dtype == np.uint8
   assert sizes.tolist() == [[3, 5], [6, 2], [1, 1]]
   np.testing.assert_array_equal(canvas[0, :3, :5], images[0])
   assert not canvas[0, 3:].any() and not canvas[0, :, 5:].any() and not canvas[2].any()
   with pytest.raises(ValueError, match='does not fit the canvas'):
-    pr.pad_batch([random_image(0, 9, 2)], (8, 8), 1)
+    pr.pack_canvas([random_image(0, 9, 2)], (8, 8), 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,50 +246,12 @@ def test_nms_override(tiny_variables):
 
 def test_program_has_no_host_round_trips(tiny_variables):
   program = pr.inference_program(tiny_config())
-  canvas, sizes = pr.pad_batch([random_image(0, 30, 40), random_image(1, 64, 8)], (64, 64), 2)
+  canvas, sizes = pr.pack_canvas([random_image(0, 30, 40), random_image(1, 64, 8)], (64, 64), 2)
   jaxpr = jax.make_jaxpr(program.from_images)(tiny_variables, canvas, sizes)
   assert 'callback' not in str(jaxpr)
   args = jax.device_put((tiny_variables, canvas, sizes))
   with jax.transfer_guard('disallow'):
     jax.block_until_ready(program.from_images(*args))
-
-
-# ---------------------------------------------------------------------------------------------
-# COCO results records
-
-
-def test_coco_records_reproduce_the_original_json():
-  ref = load_npz('yolact_resnet50', 'dets.npz')
-  expected = json.loads(require_reference('yolact_resnet50', 'dets.json').read_text())
-  names = get_config('yolact_resnet50').dataset.class_names
-  bbox, segm = [], []
-  for b in range(2):
-    dets = pr.Detections(ref[f'boxes_{b}'], ref[f'classes_{b}'],
-                         tuple(names[c] for c in ref[f'classes_{b}']), ref[f'scores_{b}'],
-                         ref[f'masks_{b}'], tuple(ref[f'orig_hw_{b}']))
-    records = pr.to_coco_results(dets, b, pr.coco_category_ids(names))
-    bbox += records[0]
-    segm += records[1]
-  assert json.loads(json.dumps(bbox)) == expected['bbox']
-  assert json.loads(json.dumps(segm)) == expected['segm']
-
-
-@pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')  # pycocotools
-def test_coco_records_skip_empty_boxes_and_map_categories():
-  masks = np.zeros((3, 4, 6), np.uint8)
-  masks[0, 1:3, 2:5] = 1
-  dets = pr.Detections(np.array([[2, 1, 5, 3], [3, 0, 3, 4], [0, 0, 6, 4]]), np.array([1, 0, 3]),
-                       ('b', 'a', 'd'), np.array([0.9, 0.5, 0.25], np.float32), masks, (4, 6))
-  bbox, segm = pr.to_coco_results(dets, 7, pr.coco_category_ids(('a', 'b', 'c', 'd')))
-  assert [r['category_id'] for r in bbox] == [2, 4]  # zero-width box skipped; index + 1
-  assert bbox[0] == {'image_id': 7, 'category_id': 2, 'bbox': [2.0, 1.0, 3.0, 2.0],
-                     'score': pytest.approx(0.9)}
-  assert segm[0]['segmentation']['size'] == [4, 6]
-  assert isinstance(segm[0]['segmentation']['counts'], str)
-  from pycocotools import mask as mask_util
-  decoded = mask_util.decode({'size': [4, 6], 'counts': segm[0]['segmentation']['counts']})
-  np.testing.assert_array_equal(decoded, masks[0])
-  assert pr.coco_category_ids(get_config('yolact_base').dataset.class_names)[11] == 13
 
 
 # ---------------------------------------------------------------------------------------------

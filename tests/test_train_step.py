@@ -9,7 +9,7 @@ import pytest
 from yolact_jax import train_step as ts
 from yolact_jax.config import feature_sizes, get_config, proto_size
 from yolact_jax.loss import downsample_gt_masks
-from yolact_jax.model.yolact import Yolact
+from yolact_jax.model.variables import init_variables
 
 
 @pytest.mark.parametrize('iteration,expected', [
@@ -54,7 +54,7 @@ def test_optimizer_equals_torch_sgd_with_coupled_weight_decay():
   for step in range(4):
     lr = 1e-3 * (step + 1)
     grads = jax.tree_util.tree_map(lambda v: rng.normal(size=v.shape).astype(np.float32), params)
-    state = ts._set_learning_rate(state, lr)
+    state = ts.set_learning_rate(state, lr)
     updates, state = tx.update(grads, state, jparams)
     jparams = jax.tree_util.tree_map(lambda p, u: p + u, jparams, updates)
     for group in opt.param_groups:
@@ -96,13 +96,9 @@ def synthetic_batch(cfg, batch=2, slots=None):
 
 def _setup(overrides=()):
   cfg = get_config('yolact_tiny', list(overrides))
-  model = Yolact(cfg, freeze_bn=ts.uses_frozen_bn(cfg))
-  x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
-  variables = jax.jit(model.init)(jax.random.key(0), x)
-  tx = ts.make_optimizer(cfg, variables['params'], ts.uses_frozen_bn(cfg))
-  state = ts.init_train_state(cfg, variables, tx)
-  step = ts.jit_train_step(ts.make_train_step(cfg, model, tx))
-  return cfg, state, step
+  training = ts.build_training(cfg)
+  state = training.init_state(init_variables(cfg, seed=0))
+  return cfg, state, training.step
 
 
 def test_tiny_model_overfits_one_batch():
@@ -149,3 +145,34 @@ def test_frozen_batchnorm_is_not_trained():
     np.testing.assert_array_equal(a, b)
   conv_before = before.params['fpn']['lat_layers_0']['kernel']
   assert not np.array_equal(conv_before, after.params['fpn']['lat_layers_0']['kernel'])
+
+
+@pytest.mark.parametrize('batch,replicas,frozen', [(8, 1, False), (8, 2, True), (12, 2, False),
+                                                   (6, 1, False), (5, 1, True)])
+def test_build_training_freezes_bn_on_the_batch_per_replica(batch, replicas, frozen):
+  """The original's rule is batch_size // num_gpus < 6: the devices the batch is split over,
+  not how many devices the host has."""
+  cfg = get_config('yolact_tiny', [f'train.batch_size={batch}'])
+  training = ts.build_training(cfg, num_replicas=replicas)
+  assert training.freeze_bn is frozen and training.model.freeze_bn is frozen
+
+
+def test_custom_loss_plugs_into_the_step():
+  """The loss is passed in: an extra term appears in the metrics and drives the update."""
+  from yolact_jax.loss import yolact_loss
+  cfg = get_config('yolact_tiny')
+
+  def with_extra_term(preds, priors, batch, cfg, rng, params):
+    total, terms = yolact_loss(preds, priors, batch, cfg, rng, params)
+    extra = 0.5 * jnp.mean(preds['proto'] ** 2)
+    return total + extra, {**terms, 'X': extra}
+
+  plain = ts.build_training(cfg)
+  custom = ts.build_training(cfg, loss_fn=with_extra_term)
+  batch = synthetic_batch(cfg)
+  variables = init_variables(cfg, seed=0)
+  _, m_plain = plain.step(plain.init_state(variables), batch)
+  _, m_custom = custom.step(custom.init_state(variables), batch)
+  assert 'X' in m_custom and 'X' not in m_plain
+  assert float(m_custom['loss']) == pytest.approx(float(m_plain['loss']) + float(m_custom['X']),
+                                                  rel=1e-5)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from yolact_jax import trainer
+from yolact_jax.checkpoint import runs
 from yolact_jax.config import get_config
 from yolact_jax.data import coco, loader, synthetic
 
@@ -59,7 +60,7 @@ def test_sigterm_saves_and_stops(tiny_source, tmp_path):
   summary = trainer.train(CFG, tmp_path / 'run', tiny_source,
                           trainer.TrainOptions(num_steps=10, on_step=send_sigterm, **QUIET))
   assert summary['stopped_by'] == 'SIGTERM' and summary['step'] == 2
-  variables = trainer.load_variables_from_run(tmp_path / 'run', CFG)
+  variables = runs.load_run_variables(tmp_path / 'run', CFG)
   for a, b in zip(jax.tree_util.tree_leaves(variables['params']), _params(summary)):
     np.testing.assert_array_equal(a, b)
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored

@@ -95,20 +95,19 @@ def make_batches(images_rgb: Sequence[np.ndarray], batch_size: int, canvas_hw: t
                  ) -> list[tuple[np.ndarray, np.ndarray, int]]:
   """Consecutive batches of the images: (canvas [B, Hc, Wc, 3] uint8, sizes [B, 2] int32, count).
   """
-  from yolact_jax.predict import pad_batch
+  from yolact_jax.predict import pack_canvas
   batches = []
   for start in range(0, len(images_rgb), batch_size):
     chunk = list(images_rgb[start:start + batch_size])
-    canvas, sizes = pad_batch(chunk, canvas_hw, batch_size)
+    canvas, sizes = pack_canvas(chunk, canvas_hw, batch_size)
     batches.append((canvas, sizes, len(chunk)))
   return batches
 
 
 def fit_canvas(images: Sequence[np.ndarray]) -> tuple[int, int]:
-  """The predictor's canvas rule: the largest (h, w) rounded up to ``CANVAS_STEP``."""
-  from yolact_jax.predict import CANVAS_STEP, round_up
-  return (round_up(max(i.shape[0] for i in images), CANVAS_STEP),
-          round_up(max(i.shape[1] for i in images), CANVAS_STEP))
+  """The canvas of these images: :func:`yolact_jax.predict.fit_canvas` of their sizes."""
+  from yolact_jax.predict import fit_canvas as canvas_rule
+  return canvas_rule(image.shape[:2] for image in images)
 
 
 def cycle_to(images: Sequence[np.ndarray], count: int) -> list[np.ndarray]:
@@ -123,52 +122,33 @@ def cycle_to(images: Sequence[np.ndarray], count: int) -> list[np.ndarray]:
 
 
 class InferenceStages:
-  """The stages of :class:`yolact_jax.predict.InferenceProgram`, each its own jitted function,
-  built from the same model, priors and Detect settings:
+  """The stages of :class:`yolact_jax.predict.InferenceProgram` (its own stage methods), each
+  jitted on its own:
 
   network(variables, images [B,Hc,Wc,3] uint8, sizes [B,2]) -> {loc, conf, mask, proto}
+    (preprocessing included)
   detect(network_out) -> Detect dict (boxes [B,D,4], classes, scores, coefs, valid, ...)
-  postprocess(detections, proto, sizes) -> the program's outputs (boxes, classes, scores, valid,
-    num_detections, masks_packed [B,D,Hc,ceil(Wc/8)])
+  postprocess(detections, proto, sizes) -> the program's outputs
+    (:func:`yolact_jax.predict.program_outputs`)
   """
 
   def __init__(self, program: Any, canvas_hw: tuple[int, int]):
-    from yolact_jax.detect import detect_from_logits
-    from yolact_jax.postprocess import postprocess
-    from yolact_jax.predict import preprocess
-    cfg = program.cfg
-
     def network(variables, images, sizes):
-      net_input = preprocess(images, sizes, cfg.max_size, cfg.backbone.transform)
-      out = program.model.apply(variables, net_input, train=False)
-      return {k: out[k] for k in ('loc', 'conf', 'mask', 'proto')}
-
-    def detect(out):
-      return detect_from_logits(out['loc'], out['conf'], out['mask'], program.priors,
-                                **program.detect_kwargs)
+      return program.network(variables, program.network_input(images, sizes))
 
     def finish(detections, proto, sizes):
-      res = postprocess(detections, proto, sizes, canvas_hw)
-      return {'boxes': res['boxes_px'], 'classes': res['classes'], 'scores': res['scores'],
-              'valid': res['valid'], 'num_detections': res['num_detections'],
-              'masks_packed': jnp.packbits(res['masks'], axis=-1)}
+      return program.outputs(detections, proto, sizes, canvas_hw)
 
     self.network = jax.jit(network)
-    self.detect = jax.jit(detect)
+    self.detect = jax.jit(program.detect)
     self.postprocess = jax.jit(finish)
-
-
-def host_copy(outputs: dict[str, Any], sizes: np.ndarray, count: int,
-              class_names: Sequence[str], top_k: int | None) -> list[Any]:
-  """Device outputs -> host -> per-image ``predict.Detections`` (best ``top_k``)."""
-  from yolact_jax.predict import unpack_detections
-  return unpack_detections(jax.device_get(outputs), sizes, count, class_names, top_k=top_k)
 
 
 def time_stages(program: Any, variables: Any, batch: tuple[np.ndarray, np.ndarray, int],
                 canvas_hw: tuple[int, int], repeats: int, top_k: int | None
                 ) -> dict[str, dict[str, float]]:
   """Per-stage timing on one device-resident batch: {stage: compile_s, median_ms, ...}."""
+  from yolact_jax.predict import fetch_detections
   canvas, sizes, count = batch
   stages = InferenceStages(program, canvas_hw)
   images, sizes_dev = jax.device_put(canvas), jax.device_put(sizes)
@@ -191,7 +171,8 @@ def time_stages(program: Any, variables: Any, batch: tuple[np.ndarray, np.ndarra
 
   names = program.cfg.dataset.class_names
   report['host_copy'] = {'compile_s': 0.0, **summarize_times(
-      time_calls(lambda: host_copy(outputs, sizes, count, names, top_k), repeats))}
+      time_calls(lambda: fetch_detections(outputs, sizes, count, names, top_k=top_k),
+                 repeats))}
   return report
 
 
@@ -222,7 +203,7 @@ def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[
     A JSON-friendly dict: fps, ms_per_image, ms_per_batch (median/mean/min/max), compile_s,
     batch_size, num_images, num_batches, canvas_hw, top_k, dtype, config, device, stages.
   """
-  from yolact_jax.predict import inference_program, resolve_variables
+  from yolact_jax.predict import fetch_detections, inference_program, resolve_variables
   if batch_size < 1 or num_images < 1:
     raise ValueError(f'batch_size and num_images must be >= 1, got {batch_size}, {num_images}')
   program = inference_program(cfg, dtype)
@@ -240,7 +221,8 @@ def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[
 
   def run(index: int) -> list[Any]:
     canvas, sizes, sizes_host, count = on_device[index % len(on_device)]
-    return host_copy(compiled(variables, canvas, sizes), sizes_host, count, names, top_k)
+    return fetch_detections(compiled(variables, canvas, sizes), sizes_host, count, names,
+                            top_k=top_k)
 
   for index in range(warmup):
     run(index)

@@ -1,9 +1,9 @@
-"""The YOLACT multi-task loss (the original's ``MultiBoxLoss``): B + C + M + S.
+"""The YOLACT multi-task loss (the original's ``MultiBoxLoss``): B + C + M + S (+ I for YOLACT++).
 
 Every term is a small pure function on fixed-shape arrays (jit-compatible, no boolean indexing).
 Term functions return the alpha-weighted SUM over the batch, as the original accumulates it;
 :func:`yolact_loss` then normalises: B, C and M by N = the batch's total positive count, S by the
-batch size B (spec 11.6).
+batch size B. The total is the plain sum of the terms.
 
 Shapes: B images, P priors, C classes incl. background, k prototypes, G GT slots per image,
 Hp x Wp prototype size (138 at 550), Hs x Ws semantic size (69 at 550), K = masks_to_train.
@@ -18,12 +18,15 @@ Departures from the original, all in cases where it crashes or divides by zero:
 
 from __future__ import annotations
 
+from typing import Any, Callable, NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from yolact_jax import boxes as box_utils
 from yolact_jax.config import YolactConfig
 from yolact_jax.matching import MatchTargets, match
+from yolact_jax.model.maskiou import MaskIoUNet
 
 BCE_LOG_FLOOR = -100.0  # torch's binary_cross_entropy clamps log(p) and log(1-p) at -100
 BCE_GRAD_EPS = 1e-12  # torch's binary_cross_entropy backward: (p - t) / max(p (1 - p), eps)
@@ -172,24 +175,30 @@ def select_mask_slots(positive: jnp.ndarray, max_masks: int,
   return prior_idx.astype(jnp.int32), slot_valid, scale
 
 
-def mask_loss_per_slot(proto: jnp.ndarray, coef: jnp.ndarray, gt_masks: jnp.ndarray,
-                       gt_boxes: jnp.ndarray, crop: bool = True,
-                       normalize_by_box: bool = True) -> jnp.ndarray:
+def slot_mask_predictions(proto: jnp.ndarray, coef: jnp.ndarray, gt_boxes: jnp.ndarray,
+                          crop: bool = True) -> jnp.ndarray:
+  """sigmoid(proto @ coef) of each slot, cropped by its GT box (1 proto-pixel padding).
+
+  proto: [B, Hp, Wp, k]; coef: [B, K, k]; gt_boxes: [B, K, 4] relative x1y1x2y2.
+  Returns [B, Hp, Wp, K] in [0, 1].
+  """
+  pred = jax.nn.sigmoid(jnp.einsum('bhwk,bnk->bhwn', proto, coef))  # [B, Hp, Wp, K]
+  return box_utils.crop(pred, gt_boxes, padding=1) if crop else pred
+
+
+def mask_loss_per_slot(pred: jnp.ndarray, gt_masks: jnp.ndarray, gt_boxes: jnp.ndarray,
+                       crop: bool = True, normalize_by_box: bool = True) -> jnp.ndarray:
   """Lincomb mask BCE of each slot, before masking, scaling and alpha.
 
   Args:
-    proto: [B, Hp, Wp, k] prototypes; coef: [B, K, k] coefficients of the slots' priors;
+    pred: [B, Hp, Wp, K] slot masks from :func:`slot_mask_predictions`;
     gt_masks: [B, K, Hp, Wp] binary GT masks of the slots' matched GT (downsampled);
     gt_boxes: [B, K, 4] relative x1y1x2y2 of the slots' matched GT.
   Returns:
-    [B, K]: sum over pixels of BCE(sigmoid(proto @ coef), gt) after cropping the prediction with
-    the GT box (1 proto-pixel padding); with ``normalize_by_box`` divided by the box's size in
-    proto pixels and multiplied by Hp * Wp (emulate_roi_pooling).
+    [B, K]: sum over pixels of BCE(pred, gt); with ``normalize_by_box`` divided by the GT box's
+    size in proto pixels and multiplied by Hp * Wp when cropping (emulate_roi_pooling).
   """
-  height, width = proto.shape[1], proto.shape[2]
-  pred = jax.nn.sigmoid(jnp.einsum('bhwk,bnk->bhwn', proto, coef))  # [B, Hp, Wp, K]
-  if crop:
-    pred = box_utils.crop(pred, gt_boxes, padding=1)
+  height, width = pred.shape[1], pred.shape[2]
   # torch clamps pred to [0, 1] first; a sigmoid (times a 0/1 crop) is already in that range.
   target = jnp.transpose(gt_masks, (0, 2, 3, 1)).astype(pred.dtype)  # [B, Hp, Wp, K]
   per_slot = jnp.sum(torch_bce(pred, target), axis=(1, 2))  # [B, K]
@@ -201,17 +210,27 @@ def mask_loss_per_slot(proto: jnp.ndarray, coef: jnp.ndarray, gt_masks: jnp.ndar
   return per_slot
 
 
+class MaskSlots(NamedTuple):
+  """The positives whose masks enter the mask loss (K slots per image, fixed shape)."""
+  pred: jnp.ndarray  # [B, Hp, Wp, K] cropped sigmoid masks
+  gt_masks: jnp.ndarray  # uint8 [B, K, Hp, Wp] their matched GT masks (binarised)
+  labels: jnp.ndarray  # int [B, K] their matched GT's class (0-based)
+  valid: jnp.ndarray  # bool [B, K] real slots
+
+
 def mask_loss(proto: jnp.ndarray, coef: jnp.ndarray, masks_proto: jnp.ndarray,
-              targets: MatchTargets, cfg: YolactConfig,
-              rng: jax.Array | None) -> tuple[jnp.ndarray, jnp.ndarray]:
+              targets: MatchTargets, cfg: YolactConfig, rng: jax.Array | None,
+              labels: jnp.ndarray | None = None
+              ) -> tuple[jnp.ndarray, jnp.ndarray, MaskSlots]:
   """Lincomb mask loss summed over the batch, x mask_alpha / (Hp * Wp) (before / N).
 
   Only up to masks_to_train positives per image are assembled (a fixed [B, K, ...] slot array),
   so nothing of size [B, P, Hp, Wp] is ever built.
   Args:
-    proto: [B, Hp, Wp, k]; coef: [B, P, k]; masks_proto: uint8 [B, G, Hp, Wp] binarised GT.
+    proto: [B, Hp, Wp, k]; coef: [B, P, k]; masks_proto: uint8 [B, G, Hp, Wp] binarised GT;
+    labels: int [B, G] 0-based GT classes (for the slots' labels; None: zeros).
   Returns:
-    (scalar loss, per-image scaled slot sums [B]).
+    (scalar loss, per-image scaled slot sums [B], the slots for the mask-IoU term).
   """
   height, width = proto.shape[1], proto.shape[2]
   positive = targets.conf_t > 0
@@ -223,11 +242,54 @@ def mask_loss(proto: jnp.ndarray, coef: jnp.ndarray, masks_proto: jnp.ndarray,
   # Empty slots get a harmless unit box so no 0/0 reaches the value or the gradient.
   unit_box = jnp.array([0.0, 0.0, 1.0, 1.0], slot_box.dtype)
   slot_box = jnp.where(slot_valid[..., None], slot_box, unit_box)
-  per_slot = mask_loss_per_slot(proto, slot_coef, slot_mask, slot_box, cfg.mask.proto_crop,
+  pred = slot_mask_predictions(proto, slot_coef, slot_box, cfg.mask.proto_crop)
+  per_slot = mask_loss_per_slot(pred, slot_mask, slot_box, cfg.mask.proto_crop,
                                 cfg.mask.normalize_emulate_roi_pooling)
   per_image = jnp.sum(jnp.where(slot_valid, per_slot, 0.0), axis=1) * scale  # [B]
   total = jnp.sum(per_image) * cfg.loss.mask_alpha / height / width
-  return total, per_image
+  slot_labels = (jnp.zeros_like(slot_gt) if labels is None
+                 else jnp.take_along_axis(labels, slot_gt, axis=1))
+  return total, per_image, MaskSlots(pred, slot_mask, slot_labels, slot_valid)
+
+
+# --------------------------------------------------------------------------------------------
+# I: mask IoU (YOLACT++)
+# --------------------------------------------------------------------------------------------
+
+
+def mask_iou_targets(pred: jnp.ndarray, gt_masks: jnp.ndarray) -> jnp.ndarray:
+  """IoU of each binarised (> 0.5) predicted mask with its GT mask: [B, K].
+
+  pred: [B, Hp, Wp, K]; gt_masks: [B, K, Hp, Wp] in {0, 1}. A pair with an empty union gives 0.
+  """
+  binary = (jax.lax.stop_gradient(pred) > 0.5).astype(jnp.float32)
+  gt = jnp.transpose(gt_masks, (0, 2, 3, 1)).astype(jnp.float32)
+  inter = jnp.sum(binary * gt, axis=(1, 2))
+  union = jnp.sum(binary, axis=(1, 2)) + jnp.sum(gt, axis=(1, 2)) - inter
+  return jnp.where(union > 0, inter / jnp.maximum(union, 1.0), 0.0)
+
+
+def mask_iou_loss(slots: MaskSlots, predict_iou: Callable[[jnp.ndarray], jnp.ndarray],
+                  alpha: float, discard_mask_area: float) -> jnp.ndarray:
+  """Smooth-L1 between the predicted IoU at the GT class and the real IoU, summed, x alpha
+  (before / N).
+
+  The mask-IoU network sees the cropped sigmoid masks themselves (gradients flow back into the
+  prototypes and coefficients). Slots whose GT mask has ``discard_mask_area`` pixels or fewer at
+  prototype resolution are left out (when that threshold is > 0).
+  predict_iou: ``[N, Hp, Wp] -> [N, C - 1]``.
+  """
+  batch, height, width, slots = slots.pred.shape
+  keep = slots.valid
+  if discard_mask_area > 0:
+    area = jnp.sum(slots.gt_masks.astype(jnp.float32), axis=(2, 3))  # [B, K]
+    keep = keep & (area > discard_mask_area)
+  target = mask_iou_targets(slots.pred, slots.gt_masks)  # [B, K]
+  masks = jnp.transpose(slots.pred, (0, 3, 1, 2)).reshape(batch * slots, height, width)
+  predicted = predict_iou(masks).reshape(batch, slots, -1)  # [B, K, C - 1]
+  at_class = jnp.take_along_axis(predicted, jnp.maximum(slots.labels, 0)[..., None],
+                                 axis=-1)[..., 0]
+  return alpha * jnp.sum(jnp.where(keep, smooth_l1(at_class - target), 0.0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,8 +328,9 @@ def semantic_loss(segm: jnp.ndarray, target: jnp.ndarray, alpha: float) -> jnp.n
 
 
 def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig,
-                rng: jax.Array | None = None) -> tuple[jnp.ndarray, dict]:
-  """The original's training loss for one batch.
+                rng: jax.Array | None = None, params: Any = None
+                ) -> tuple[jnp.ndarray, dict]:
+  """The original's training loss for one batch (B + C + M + S, and I for YOLACT++).
 
   Args:
     preds: training-mode network output: ``loc`` [B, P, 4], ``conf`` [B, P, C] logits, ``mask``
@@ -279,8 +342,11 @@ def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig
       when the semantic term is on).
     cfg: the (static, hashable) experiment config.
     rng: key for the masks_to_train subset; None takes the lowest-index positives.
+    params: the model's parameters being trained; the mask-IoU term (``cfg.use_maskiou``) runs
+      the mask-IoU network with ``params['maskiou_net']``.
   Returns:
-    (total, terms): ``B``, ``C``, ``M``, ``S`` (normalised as the original), ``num_pos`` (N),
+    (total, terms): ``B``, ``C``, ``M``, ``S``, ``I`` (normalised as the original; ``I`` is 0 when
+    every mask was discarded, where the original leaves the term out), ``num_pos`` (N),
     ``num_neg`` (mined negatives), ``num_neutral``, all scalars.
   """
   lc = cfg.loss
@@ -290,12 +356,21 @@ def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig
   normaliser = jnp.maximum(num_pos, 1).astype(jnp.float32)
 
   negatives = hard_negatives(preds['conf'], targets.conf_t, lc.ohem_negpos_ratio)
+  mask_total, _, slots = mask_loss(preds['proto'], preds['mask'], batch['masks_proto'],
+                                   targets, cfg, rng, batch['labels'])
   terms = {
       'B': box_loss(preds['loc'], targets.loc_t, positive, lc.bbox_alpha) / normaliser,
       'C': conf_loss(preds['conf'], targets.conf_t, negatives, lc.conf_alpha) / normaliser,
-      'M': mask_loss(preds['proto'], preds['mask'], batch['masks_proto'], targets, cfg,
-                     rng)[0] / normaliser,
+      'M': mask_total / normaliser,
   }
+  if lc.use_maskiou:
+    if params is None or 'maskiou_net' not in params:
+      raise ValueError('loss.use_maskiou needs the parameters of the mask-IoU network '
+                       "(params['maskiou_net']; set use_maskiou and maskiou_net in the config)")
+    net = MaskIoUNet(cfg.maskiou_net, cfg.num_classes - 1)
+    predict_iou = lambda m: net.apply({'params': params['maskiou_net']}, m)  # noqa: E731
+    terms['I'] = mask_iou_loss(slots, predict_iou, lc.maskiou_alpha,
+                               lc.discard_mask_area) / normaliser
   if lc.use_semantic_segmentation_loss:
     real = batch['valid'] & ~batch['is_crowd']
     target = semantic_target(batch['masks_segm'], batch['labels'], real, cfg.num_classes - 1)

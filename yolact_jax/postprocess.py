@@ -1,4 +1,4 @@
-"""Mask assembly and postprocess (spec section 13): Detect output -> boxes and masks in pixels.
+"""Mask assembly and postprocess: Detect output -> boxes and masks in pixels.
 
 Per detection, as the original's ``layers/output_utils.py::postprocess``:
 
@@ -27,14 +27,14 @@ sensitive to that).
 Cost: the canvas output is [B, D, Hc, Wc]; a canvas much larger than the images wastes memory
 and time but changes no value.
 
-:func:`to_numpy_results` turns the padded batch into per-image numpy results on the host.
+The inference program (:mod:`yolact_jax.predict`) packs this padded batch into its output dict
+and cuts it into per-image numpy results on the host (``predict.unpack_detections``).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from yolact_jax.boxes import crop, sanitize_coordinates
@@ -146,36 +146,3 @@ def postprocess(detections: dict[str, jnp.ndarray], proto: jnp.ndarray,
                        pixel_boxes(detections['boxes'], image_sizes), 0)
   return dict(detections, boxes_px=boxes_px, masks=masks, proto_masks=soft)
 
-
-def to_numpy_results(results: dict, image_sizes, score_threshold: float = 0.0,
-                     top_k: int | None = None) -> list[dict[str, np.ndarray]]:
-  """Per-image numpy results from the padded batch of :func:`postprocess` (host side).
-
-  Args:
-    results: :func:`postprocess` output (device or numpy arrays).
-    image_sizes: [B, 2] (h, w) as given to :func:`postprocess`.
-    score_threshold: keep detections with score > this (0 keeps all valid ones, as eval).
-    top_k: keep at most this many (detections are already sorted by score).
-
-  Returns:
-    One dict per image: ``boxes [n,4]`` int64 pixels x1y1x2y2, ``classes [n]`` int64 0-based,
-    ``scores [n]`` float32, ``masks [n,h,w]`` uint8 in {0, 1}.
-  """
-  valid = np.asarray(results['valid'])
-  scores = np.asarray(results['scores'])
-  classes = np.asarray(results['classes'])
-  boxes = np.asarray(results['boxes_px'])
-  masks = np.asarray(results['masks'])
-  sizes = np.asarray(image_sizes)
-  out = []
-  for b in range(valid.shape[0]):
-    keep = valid[b] & (scores[b] > score_threshold) if score_threshold > 0 else valid[b].copy()
-    index = np.flatnonzero(keep)[:top_k]
-    h, w = int(sizes[b, 0]), int(sizes[b, 1])
-    out.append({
-        'boxes': boxes[b, index].astype(np.int64),
-        'classes': classes[b, index].astype(np.int64),
-        'scores': scores[b, index].astype(np.float32),
-        'masks': masks[b, index, :h, :w].astype(np.uint8),
-    })
-  return out

@@ -24,25 +24,28 @@ host:   validate and convert each image to RGB uint8; copy it into the top-left 
         ``[B, 2]``; a partial last batch is padded with empty slots to ``max_batch``.
 device: ONE jit-compiled program with fixed shapes and no host round trip:
 
-        1. preprocessing, the original's eval transform (``FastBaseTransform``, spec 2.2/2.3):
-           bilinear resize of the float image from its own (h, w) to ``max_size x max_size``
-           (align_corners=False, no antialias, aspect ratio not kept), then ResNet
-           normalisation ``(x - mean) / std`` with the BGR constants applied to their channels,
-           or DarkNet ``x / 255``; channels in RGB order for the network;
+        1. preprocessing, the original's eval transform (``FastBaseTransform``): bilinear resize
+           of the float image from its own (h, w) to ``max_size x max_size`` (align_corners=False,
+           no antialias, aspect ratio not kept), then ResNet normalisation ``(x - mean) / std``
+           with the original's BGR constants applied to their own channels, or DarkNet
+           ``x / 255``; channels in RGB order for the network;
         2. the network (eval mode), 3. Detect (:mod:`yolact_jax.detect`),
         4. mask assembly and postprocess (:mod:`yolact_jax.postprocess`): masks at each image's
            own size inside the canvas, pixel boxes;
         5. masks packed to bits along the width (8x less to copy to the host).
 host:   unpack the valid detections of each image and cut them to its (h, w).
 
-Mixed sizes without recompiling: the resize in step 1 reads each image through index/weight
-vectors computed from its traced (h, w) (the separable form of bilinear interpolation: per output
-column two source columns and a weight, then the same for rows, exactly the sums
-``F.interpolate`` computes, width first), and step 4 uses per-image interpolation matrices (see
-:mod:`yolact_jax.postprocess`). So one compiled program serves every mix of sizes up to the
-canvas. The canvas is ``canvas_hw`` when given (larger images are an error); otherwise it starts
-at the first batch's largest size rounded up to a multiple of ``CANVAS_STEP`` and only grows
-(each growth compiles once more). The masks' cost grows with the canvas area.
+The program's outputs are one dict (:func:`program_outputs`, keys ``OUTPUT_KEYS``), read back on
+the host by :func:`fetch_detections`.
+
+Mixed sizes without recompiling: the resize in step 1 and the mask upsampling in step 4 both read
+each image through 2-tap index/weight vectors computed from its traced (h, w)
+(:func:`yolact_jax.postprocess.bilinear_taps`: per output column two source columns and a
+weight, then the same for rows, exactly the sums ``F.interpolate`` computes, width first). So
+one compiled program serves every mix of sizes up to the canvas. The canvas rule
+(:func:`fit_canvas`): ``canvas_hw`` when given (larger images are an error); otherwise the first
+batch's largest size rounded up to a multiple of ``CANVAS_STEP``, only ever growing (each growth
+compiles once more). The masks' cost grows with the canvas area.
 
 Compiled programs are cached per (config, dtype) for the process, so several Predictors or
 repeated :func:`predict` calls with the same config and shapes compile once.
@@ -61,13 +64,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolact_jax.anchors import make_priors
-from yolact_jax.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from yolact_jax.config import YolactConfig, validate
 from yolact_jax.detect import detect_from_logits, detect_kwargs
 from yolact_jax.model.yolact import Yolact
 from yolact_jax.postprocess import bilinear_taps, postprocess
 
-# The original's normalisation constants, BGR-ordered (spec 2.2), and the same per RGB channel.
+# The original's normalisation constants (its data/config.py MEANS / STD), BGR-ordered as its
+# cv2 images, and the same per RGB channel.
 RESNET_MEAN_BGR = (103.94, 116.78, 123.68)
 RESNET_STD_BGR = (57.38, 57.12, 58.40)
 RESNET_MEAN_RGB = RESNET_MEAN_BGR[::-1]
@@ -111,41 +114,8 @@ class Detections:
                       self.masks[keep], self.image_size)
 
 
-def coco_category_ids(class_names: Sequence[str]) -> tuple[int, ...]:
-  """Category id per 0-based class: COCO's ids for the 80 COCO classes, else index + 1."""
-  if tuple(class_names) == COCO_CLASSES:
-    return COCO_CATEGORY_IDS
-  return tuple(range(1, len(class_names) + 1))
-
-
-def to_coco_results(detections: Detections, image_id: int, category_ids: Sequence[int]
-                    ) -> tuple[list[dict], list[dict]]:
-  """COCO results records (bbox, segm) of one image, as the original's ``eval.py`` writes them.
-
-  Detections whose box area ``(y2 - y1) * (x2 - x1)`` is not positive are skipped (the original's
-  test, verbatim); bbox = [x1, y1, x2 - x1, y2 - y1] rounded to 0.1; segmentation = pycocotools
-  RLE of the full-size mask with ASCII counts; category ids via ``category_ids[class]``.
-  """
-  from pycocotools import mask as mask_util
-  bbox_records, segm_records = [], []
-  for i in range(len(detections)):
-    x1, y1, x2, y2 = (int(v) for v in detections.boxes[i])
-    if (y2 - y1) * (x2 - x1) <= 0:
-      continue
-    category_id = int(category_ids[int(detections.classes[i])])
-    score = float(detections.scores[i])
-    bbox = [round(float(v) * 10) / 10 for v in (x1, y1, x2 - x1, y2 - y1)]
-    bbox_records.append({'image_id': int(image_id), 'category_id': category_id, 'bbox': bbox,
-                         'score': score})
-    rle = mask_util.encode(np.asfortranarray(detections.masks[i].astype(np.uint8)))
-    rle['counts'] = rle['counts'].decode('ascii')
-    segm_records.append({'image_id': int(image_id), 'category_id': category_id,
-                         'segmentation': rle, 'score': score})
-  return bbox_records, segm_records
-
-
 # ---------------------------------------------------------------------------------------------
-# Host side: image checks, canvas and batch padding
+# Host side: image checks, the canvas, unpacking
 
 
 def as_rgb_uint8(image: Any, channel_order: str, name: str = 'image') -> np.ndarray:
@@ -174,8 +144,24 @@ def round_up(value: int, step: int) -> int:
   return -(-value // step) * step
 
 
-def pad_batch(images: Sequence[np.ndarray], canvas_hw: tuple[int, int], batch_size: int
-              ) -> tuple[np.ndarray, np.ndarray]:
+def fit_canvas(image_sizes: Iterable[Sequence[int]], at_least: tuple[int, int] | None = None
+               ) -> tuple[int, int]:
+  """The canvas rule: the largest (h, w) of ``image_sizes`` rounded up to a multiple of
+  ``CANVAS_STEP``, and never smaller than ``at_least`` (a canvas in use only grows).
+
+  Used by :class:`Predictor` (growing canvas), the evaluation set's fixed canvas and the
+  benchmark. ``image_sizes``: (h, w) pairs, e.g. an int array [N, 2] or ``[im.shape[:2], ...]``.
+  """
+  sizes = np.asarray([tuple(s)[:2] for s in image_sizes], np.int64).reshape(-1, 2)
+  if not len(sizes):
+    raise ValueError('no image size to fit a canvas to')
+  current = at_least or (0, 0)
+  return (max(int(current[0]), round_up(int(sizes[:, 0].max()), CANVAS_STEP)),
+          max(int(current[1]), round_up(int(sizes[:, 1].max()), CANVAS_STEP)))
+
+
+def pack_canvas(images: Sequence[np.ndarray], canvas_hw: tuple[int, int], batch_size: int
+                ) -> tuple[np.ndarray, np.ndarray]:
   """RGB uint8 images -> canvas [batch_size, Hc, Wc, 3] uint8 and sizes [batch_size, 2] int32.
 
   Image i sits in the top-left corner of slot i; the rest of the canvas is 0. Empty slots (past
@@ -226,6 +212,15 @@ def unpack_detections(outputs: dict[str, np.ndarray], image_sizes: np.ndarray, c
   return results
 
 
+def fetch_detections(outputs: dict[str, Any], image_sizes: np.ndarray, count: int,
+                     class_names: Sequence[str], score_threshold: float = 0.0,
+                     top_k: int | None = None) -> list[Detections]:
+  """The program's device outputs copied to the host and unpacked (:func:`unpack_detections`).
+  """
+  return unpack_detections(jax.device_get(outputs), image_sizes, count, class_names,
+                           score_threshold, top_k)
+
+
 # ---------------------------------------------------------------------------------------------
 # Device side: preprocessing (pure functions of traced sizes)
 
@@ -248,7 +243,7 @@ def normalise(rgb: jnp.ndarray, transform: str) -> jnp.ndarray:
   """Float RGB [..., 3] in 0..255 -> network input: 'resnet' (x - mean) / std, 'darknet' x / 255.
 
   The ResNet constants are the original's BGR ones applied to their own channels, so this equals
-  normalising the BGR image and then reordering to RGB (spec 2.2).
+  normalising the BGR image and then reordering to RGB, as the original does.
   """
   if transform == 'resnet':
     return (rgb - jnp.asarray(RESNET_MEAN_RGB, jnp.float32)) / jnp.asarray(RESNET_STD_RGB,
@@ -272,14 +267,33 @@ def preprocess(images: jnp.ndarray, image_sizes: jnp.ndarray, max_size: int,
 # The compiled program
 
 
+# The keys of the inference program's output dict (:func:`program_outputs`).
+OUTPUT_KEYS = ('boxes', 'classes', 'scores', 'valid', 'num_detections', 'masks_packed')
+
+
+def program_outputs(results: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+  """The inference program's output dict from :func:`yolact_jax.postprocess.postprocess`'s:
+  ``boxes [B,D,4]`` int32 pixels, ``classes [B,D]``, ``scores [B,D]``, ``valid [B,D]``,
+  ``num_detections [B]``, ``masks_packed [B,D,Hc,ceil(Wc/8)]`` uint8 (the binary masks' bits
+  along the width)."""
+  return {
+      'boxes': results['boxes_px'],
+      'classes': results['classes'],
+      'scores': results['scores'],
+      'valid': results['valid'],
+      'num_detections': results['num_detections'],
+      'masks_packed': jnp.packbits(results['masks'], axis=-1),
+  }
+
+
 class InferenceProgram:
   """The jit-compiled inference of one (config, dtype); ``trace_count`` counts compilations.
 
   ``from_images(variables, images [B,Hc,Wc,3] uint8 RGB, image_sizes [B,2])`` and
   ``from_network_input(variables, net_input [B,S,S,3] float, image_sizes [B,2], canvas_hw)``
-  (the same program after preprocessing) both return device arrays: ``boxes [B,D,4]`` int32
-  pixels, ``classes [B,D]``, ``scores [B,D]``, ``valid [B,D]``, ``num_detections [B]``,
-  ``masks_packed [B,D,Hc,ceil(Wc/8)]`` uint8 (bits of the binary masks along the width).
+  (the same program after preprocessing) both return :func:`program_outputs`' dict of device
+  arrays. The stages (``network_input``, ``network``, ``detect``, ``outputs``) are plain methods,
+  which ``yolact_jax.benchmarking`` also jits one by one.
   """
 
   def __init__(self, cfg: YolactConfig, dtype: Any = jnp.float32):
@@ -291,23 +305,32 @@ class InferenceProgram:
     self.from_images = jax.jit(self._from_images)
     self.from_network_input = jax.jit(self._from_network_input, static_argnames='canvas_hw')
 
-  def _detections(self, variables, net_input, image_sizes, canvas_hw):
+  def network_input(self, images: jnp.ndarray, image_sizes: jnp.ndarray) -> jnp.ndarray:
+    """uint8 RGB canvas [B, Hc, Wc, 3] -> normalised [B, S, S, 3] (:func:`preprocess`)."""
+    return preprocess(images, image_sizes, self.cfg.max_size, self.cfg.backbone.transform)
+
+  def network(self, variables: Any, net_input: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """The network in eval mode: {loc, conf, mask, proto}."""
     out = self.model.apply(variables, net_input, train=False)
-    dets = detect_from_logits(out['loc'], out['conf'], out['mask'], self.priors,
+    return {k: out[k] for k in ('loc', 'conf', 'mask', 'proto')}
+
+  def detect(self, out: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+    """Detect on the network's outputs (boxes, classes, scores, coefs, valid, ...)."""
+    return detect_from_logits(out['loc'], out['conf'], out['mask'], self.priors,
                               **self.detect_kwargs)
-    res = postprocess(dets, out['proto'], image_sizes, canvas_hw)
-    return {
-        'boxes': res['boxes_px'],
-        'classes': res['classes'],
-        'scores': res['scores'],
-        'valid': res['valid'],
-        'num_detections': res['num_detections'],
-        'masks_packed': jnp.packbits(res['masks'], axis=-1),
-    }
+
+  def outputs(self, detections: dict[str, jnp.ndarray], proto: jnp.ndarray,
+              image_sizes: jnp.ndarray, canvas_hw: tuple[int, int]) -> dict[str, jnp.ndarray]:
+    """Postprocess on the canvas -> :func:`program_outputs`."""
+    return program_outputs(postprocess(detections, proto, image_sizes, canvas_hw))
+
+  def _detections(self, variables, net_input, image_sizes, canvas_hw):
+    out = self.network(variables, net_input)
+    return self.outputs(self.detect(out), out['proto'], image_sizes, canvas_hw)
 
   def _from_images(self, variables, images, image_sizes):
     self.trace_count += 1  # runs only while tracing
-    net_input = preprocess(images, image_sizes, self.cfg.max_size, self.cfg.backbone.transform)
+    net_input = self.network_input(images, image_sizes)
     return self._detections(variables, net_input, image_sizes, images.shape[1:3])
 
   def _from_network_input(self, variables, net_input, image_sizes, canvas_hw):
@@ -384,14 +407,8 @@ class Predictor:
     return self.cfg.dataset.class_names
 
   def _fit_canvas(self, images: Sequence[np.ndarray]) -> tuple[int, int]:
-    need_h = max(image.shape[0] for image in images)
-    need_w = max(image.shape[1] for image in images)
-    if self.fixed_canvas:
-      return self.canvas_hw  # pad_batch reports an image that does not fit
-    current = self.canvas_hw or (0, 0)
-    if need_h > current[0] or need_w > current[1]:
-      self.canvas_hw = (max(current[0], round_up(need_h, CANVAS_STEP)),
-                        max(current[1], round_up(need_w, CANVAS_STEP)))
+    if not self.fixed_canvas:  # (a fixed canvas: pack_canvas reports an image that does not fit)
+      self.canvas_hw = fit_canvas([image.shape[:2] for image in images], self.canvas_hw)
     return self.canvas_hw
 
   def stream(self, images: Iterable[Any], *, channel_order: str, score_threshold: float = 0.0,
@@ -407,7 +424,7 @@ class Predictor:
       rgb = [as_rgb_uint8(image, channel_order, f'image {index + i}')
              for i, image in enumerate(chunk)]
       index += len(chunk)
-      canvas, sizes = pad_batch(rgb, self._fit_canvas(rgb), self.max_batch)
+      canvas, sizes = pack_canvas(rgb, self._fit_canvas(rgb), self.max_batch)
       outputs = self.program.from_images(self.variables, canvas, sizes)
       if pending is not None:
         yield from self._unpack(*pending, score_threshold, top_k)
@@ -416,8 +433,7 @@ class Predictor:
       yield from self._unpack(*pending, score_threshold, top_k)
 
   def _unpack(self, outputs, sizes, count, score_threshold, top_k) -> list[Detections]:
-    outputs = jax.device_get(outputs)
-    return unpack_detections(outputs, sizes, count, self.class_names, score_threshold, top_k)
+    return fetch_detections(outputs, sizes, count, self.class_names, score_threshold, top_k)
 
   def __call__(self, images: Sequence[Any], *, channel_order: str, score_threshold: float = 0.0,
                top_k: int | None = None) -> list[Detections]:

@@ -1,7 +1,9 @@
 """The training state, the original's optimiser and schedule, and the one jitted update.
 
-``make_train_step(cfg, model)`` returns ``train_step(state, batch) -> (state, metrics)``: forward
-in training mode, the multi-task loss, gradients, SGD update. Jit it with the state donated.
+``build_training(cfg)`` assembles model, optimiser, schedule and the jitted step
+``step(state, batch) -> (state, metrics)``: forward in training mode, the multi-task loss (passed
+in; default the original's), gradients, SGD update. The trainer, the benchmarks and the
+comparison with the original all train through it.
 
 Faithful to the original's ``train.py``:
 * SGD, momentum 0.9, weight decay 5e-4 added to the gradient of every trainable tensor (coupled,
@@ -10,7 +12,7 @@ Faithful to the original's ``train.py``:
 * Learning rate per iteration: linear warmup from ``lr_warmup_init`` up to iteration
   ``lr_warmup_until``, then ``lr * gamma ** k`` with k the number of ``lr_steps`` reached. The
   iteration counter advances on every step, also a skipped one (as the original's loop does), so
-  the rate is computed from ``state.step`` and injected into the optimiser.
+  the rate is computed from ``state.step`` and set as the optimiser's injected hyperparameter.
 * Batch-size autoscaling of lr, max_iter and lr_steps by batch_size / 8.
 * BatchNorm trains with batch statistics when the batch is >= 6 images, otherwise it is frozen
   (running statistics, no gradient, no weight decay); ``train.freeze_bn`` overrides.
@@ -34,6 +36,8 @@ import optax
 from yolact_jax.anchors import make_priors
 from yolact_jax.config import YolactConfig
 from yolact_jax.loss import yolact_loss
+from yolact_jax.model.variables import abstract_variables, init_variables
+from yolact_jax.model.yolact import Yolact
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +77,12 @@ def learning_rate(schedule: Schedule, iteration: jnp.ndarray) -> jnp.ndarray:
   return jnp.where(in_warmup & ~new_step_now, warm, stepped)
 
 
-def uses_frozen_bn(cfg: YolactConfig, num_devices: int = 1) -> bool:
-  """train.py: freeze every BatchNorm when the per-device batch is below 6 (unless forced)."""
+def uses_frozen_bn(cfg: YolactConfig, num_replicas: int = 1) -> bool:
+  """train.py: freeze every BatchNorm when the batch per replica (the devices the batch is split
+  over) is below 6 images, unless ``train.freeze_bn`` forces it either way."""
   if cfg.train.freeze_bn is not None:
     return cfg.train.freeze_bn
-  return cfg.train.batch_size // num_devices < 6
+  return cfg.train.batch_size // num_replicas < 6
 
 
 def trainable_mask(params: Any, freeze_bn: bool) -> Any:
@@ -127,21 +132,27 @@ def init_train_state(cfg: YolactConfig, variables: dict, tx: optax.GradientTrans
                     num_skipped=jnp.zeros((), jnp.int32))
 
 
-def _set_learning_rate(opt_state: Any, lr: jnp.ndarray) -> Any:
-  """Writes ``lr`` into the injected hyperparameters inside the multi_transform state."""
-  inner = opt_state.inner_states['train']
-  hyper = dict(inner.inner_state.hyperparams)
-  hyper['learning_rate'] = jnp.asarray(lr, hyper['learning_rate'].dtype)
-  new_inner = inner._replace(inner_state=inner.inner_state._replace(hyperparams=hyper))
-  return opt_state._replace(inner_states={**opt_state.inner_states, 'train': new_inner})
+def set_learning_rate(opt_state: Any, lr: jnp.ndarray) -> Any:
+  """``opt_state`` with the injected ``learning_rate`` hyperparameter set to ``lr``
+  (``optax.tree_utils.tree_set``: no knowledge of the state's layout needed)."""
+  return optax.tree_utils.tree_set(opt_state, learning_rate=jnp.asarray(lr, jnp.float32))
 
 
-def make_train_step(cfg: YolactConfig, model: nn.Module, tx: optax.GradientTransformation
+# ``loss_fn(preds, priors, batch, cfg, rng, params) -> (total, {term name: value})``; ``params``
+# are the parameters being differentiated (a term may run a part of the network with them, as
+# YOLACT++'s mask-IoU term runs ``params['maskiou_net']``).
+LossFn = Callable[[dict, jnp.ndarray, dict, YolactConfig, jax.Array, Any],
+                  tuple[jnp.ndarray, dict]]
+
+
+def make_train_step(cfg: YolactConfig, model: nn.Module, tx: optax.GradientTransformation,
+                    loss_fn: LossFn = yolact_loss
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """The update function (not yet jitted): ``(state, batch) -> (state, metrics)``.
 
-  ``batch`` holds ``image`` [B, S, S, 3] normalised NHWC plus the ground truth of
-  ``yolact_jax.loss.yolact_loss``. Metrics: the loss terms, ``loss``, ``lr``, ``finite``.
+  ``batch`` holds ``image`` [B, S, S, 3] normalised NHWC plus the ground truth that ``loss_fn``
+  reads (for ``yolact_jax.loss.yolact_loss``: boxes, labels, crowd flags, validity and masks).
+  Metrics: every loss term, ``loss``, ``lr``, ``finite``.
   """
   priors = jnp.asarray(make_priors(cfg))
   schedule = effective_schedule(cfg)
@@ -150,16 +161,16 @@ def make_train_step(cfg: YolactConfig, model: nn.Module, tx: optax.GradientTrans
     rng = jax.random.wrap_key_data(state.rng)
     rng, loss_rng = jax.random.split(rng)
 
-    def loss_fn(params):
+    def objective(params):
       preds, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
                                    batch['image'], train=True, mutable=['batch_stats'])
-      total, terms = yolact_loss(preds, priors, batch, cfg, loss_rng)
+      total, terms = loss_fn(preds, priors, batch, cfg, loss_rng, params)
       return total, (terms, updates['batch_stats'])
 
-    (total, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (total, (terms, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
         state.params)
     lr = learning_rate(schedule, state.step)
-    opt_state = _set_learning_rate(state.opt_state, lr)
+    opt_state = set_learning_rate(state.opt_state, lr)
     updates, new_opt_state = tx.update(grads, opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(total) & jnp.all(jnp.asarray(
@@ -178,6 +189,51 @@ def make_train_step(cfg: YolactConfig, model: nn.Module, tx: optax.GradientTrans
   return train_step
 
 
-def jit_train_step(step_fn: Callable) -> Callable:
-  """``jax.jit`` with the state donated (its buffers are reused for the new state)."""
-  return jax.jit(step_fn, donate_argnums=(0,))
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """Everything a training run computes with, built once from a config by ``build_training``.
+
+  ``update`` is the pure step ``(state, batch) -> (state, metrics)``; ``step`` is it under
+  ``jax.jit`` with the state donated (its buffers are reused for the new state).
+  """
+  cfg: YolactConfig
+  model: Yolact
+  tx: optax.GradientTransformation
+  freeze_bn: bool
+  schedule: Schedule
+  update: Callable[[TrainState, dict], tuple[TrainState, dict]]
+  step: Callable[[TrainState, dict], tuple[TrainState, dict]]
+
+  def init_state(self, variables: dict | None = None, seed: int | None = None) -> TrainState:
+    """A step-0 state from ``variables`` (default: a fresh random init of the model).
+
+    The state owns copies of ``variables``: ``step`` donates the state's buffers, and the
+    caller's arrays must survive that.
+    """
+    if variables is None:
+      variables = init_variables(self.cfg)
+    else:
+      variables = jax.tree_util.tree_map(jnp.array, variables)
+    return init_train_state(self.cfg, variables, self.tx, seed)
+
+  def abstract_state(self) -> TrainState:
+    """The state's tree of ``jax.ShapeDtypeStruct`` (for restoring a checkpoint into)."""
+    return jax.eval_shape(lambda: init_train_state(self.cfg, init_variables(self.cfg), self.tx))
+
+
+def build_training(cfg: YolactConfig, *, loss_fn: LossFn = yolact_loss, num_replicas: int = 1,
+                   dtype: Any = jnp.float32) -> Training:
+  """The one training assembly: model, optimiser, schedule and the jitted step for ``cfg``.
+
+  ``loss_fn`` is the multi-task loss (default the original's B + C + M + S). ``num_replicas`` is
+  the number of devices the batch is split over; the BatchNorm freeze rule looks at the batch per
+  replica, as the original's ``batch_size // num_gpus < 6``. ``dtype`` is the computation dtype
+  of the network (parameters stay float32).
+  """
+  freeze_bn = uses_frozen_bn(cfg, num_replicas)
+  model = Yolact(cfg, freeze_bn=freeze_bn, dtype=dtype)
+  tx = make_optimizer(cfg, abstract_variables(cfg)['params'], freeze_bn)
+  update = make_train_step(cfg, model, tx, loss_fn)
+  return Training(cfg=cfg, model=model, tx=tx, freeze_bn=freeze_bn,
+                  schedule=effective_schedule(cfg), update=update,
+                  step=jax.jit(update, donate_argnums=(0,)))

@@ -2,12 +2,13 @@
 
 ``train(cfg, workdir, train_source)`` runs (or resumes) a run in ``workdir``:
 
-* ``checkpoints/``: an orbax CheckpointManager; each step directory holds the whole
-  ``TrainState`` (params, batch stats, optimiser state, step, RNG, skipped-step count), the data
-  iterator state (grain) and a small JSON. The last ``keep`` checkpoints are kept, plus the one
-  with the best validation mask mAP.
+* ``checkpoints/``: an orbax CheckpointManager (``yolact_jax.checkpoint.runs``); each step
+  directory holds the whole ``TrainState`` (params, batch stats, optimiser state, step, RNG,
+  skipped-step count) and the data iterator state (grain). The last ``keep`` checkpoints are
+  kept, plus the one with the best validation mask mAP.
 * ``metrics.jsonl``: one JSON line per log interval (each loss term, lr, images/s, skipped steps)
   and per validation.
+* Model, optimiser and the jitted step come from ``train_step.build_training(cfg)``.
 * Resume is automatic: the newest checkpoint is restored, data position included, so a run
   interrupted at step N and resumed reaches the same parameters as an uninterrupted one.
 * SIGINT and SIGTERM finish the current step, save a checkpoint and return.
@@ -29,13 +30,12 @@ import grain.python as grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers
 from tqdm import tqdm
 
 from yolact_jax import train_step as ts
+from yolact_jax.checkpoint import runs
 from yolact_jax.config import YolactConfig, config_to_dict, feature_sizes, proto_size
 from yolact_jax.data import augment, loader
-from yolact_jax.model.yolact import Yolact
 
 log = logging.getLogger(__name__)
 
@@ -93,29 +93,6 @@ class _StopSignal:
       signal.signal(sig, handler)
 
 
-def checkpoint_manager(directory: pathlib.Path, keep: int) -> ocp.CheckpointManager:
-  policy = checkpoint_managers.AnyPreservationPolicy([
-      checkpoint_managers.LatestN(keep),
-      checkpoint_managers.BestN(get_metric_fn=lambda m: m['mask_map'], n=1,
-                                keep_checkpoints_without_metrics=False)])
-  options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
-                                         enable_async_checkpointing=False)
-  return ocp.CheckpointManager(directory.absolute(), options=options)
-
-
-def _new_state(cfg: YolactConfig, model: Yolact, tx, init: Callable[[], dict] | None):
-  if init is not None:
-    variables = init()
-  else:
-    x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
-    variables = jax.jit(model.init)(jax.random.key(cfg.train.seed), x)
-  return ts.init_train_state(cfg, variables, tx)
-
-
-def _abstract_state(cfg: YolactConfig, model: Yolact, tx) -> Any:
-  return jax.eval_shape(lambda: _new_state(cfg, model, tx, None))
-
-
 def state_variables(state: ts.TrainState) -> dict:
   return {'params': state.params, 'batch_stats': state.batch_stats}
 
@@ -152,31 +129,26 @@ def train(cfg: YolactConfig, workdir: str | os.PathLike, train_source: Any,
   options = options or TrainOptions()
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  schedule = ts.effective_schedule(cfg)
-  num_steps = options.num_steps or schedule.max_iter
-  freeze_bn = ts.uses_frozen_bn(cfg, jax.device_count())
-  model = Yolact(cfg, freeze_bn=freeze_bn)
-  tx = ts.make_optimizer(cfg, _abstract_params(cfg), freeze_bn)
-  abstract = _abstract_state(cfg, model, tx)
-  step_fn = ts.jit_train_step(ts.make_train_step(cfg, model, tx))
+  training = ts.build_training(cfg)
+  num_steps = options.num_steps or training.schedule.max_iter
 
   data_loader = loader.make_train_loader(
       train_source, cfg.train.batch_size, cfg.train.seed, pipeline_options(cfg),
       worker_count=options.workers, shard_index=jax.process_index(),
       shard_count=jax.process_count())
   data_iter = iter(data_loader)
-  manager = checkpoint_manager(workdir / 'checkpoints', options.keep)
+  manager = runs.checkpoint_manager(workdir / runs.CHECKPOINTS, options.keep)
   (workdir / 'config.json').write_text(json.dumps(config_to_dict(cfg), indent=1))
 
   latest = manager.latest_step()
   if latest is not None:
     restored = manager.restore(latest, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract),
+        state=ocp.args.StandardRestore(training.abstract_state()),
         data=grain.PyGrainCheckpointRestore(data_iter)))
     state = restored['state']
     log.info('resumed from step %d in %s', int(state.step), workdir)
   else:
-    state = _new_state(cfg, model, tx, options.init)
+    state = training.init_state(options.init() if options.init is not None else None)
   start = int(state.step)
 
   metrics_log = _MetricLog(workdir / 'metrics.jsonl')
@@ -207,7 +179,7 @@ def train(cfg: YolactConfig, workdir: str | os.PathLike, train_source: Any,
   with _StopSignal() as stop, contextlib.closing(bar):
     while step < num_steps and stop.received is None:
       batch = next(data_iter)
-      state, metrics = step_fn(state, {k: batch[k] for k in BATCH_KEYS})
+      state, metrics = training.step(state, {k: batch[k] for k in BATCH_KEYS})
       step += 1
       interval_steps += 1
       metrics_log.pending.append(metrics)
@@ -241,12 +213,6 @@ def train(cfg: YolactConfig, workdir: str | os.PathLike, train_source: Any,
   return summary
 
 
-def _abstract_params(cfg: YolactConfig) -> Any:
-  model = Yolact(cfg)
-  x = jax.ShapeDtypeStruct((1, cfg.max_size, cfg.max_size, 3), np.float32)
-  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)['params']
-
-
 def _scalars(tree: dict) -> dict:
   """The JSON-friendly scalar leaves of a (nested) metrics dict."""
   out = {}
@@ -256,33 +222,3 @@ def _scalars(tree: dict) -> dict:
     elif isinstance(value, (int, float, np.floating, np.integer)):
       out[key] = float(value)
   return out
-
-
-def load_variables_from_run(workdir: str | os.PathLike, cfg: YolactConfig,
-                            step: int | None = None) -> dict:
-  """Params and batch stats of a run's newest (or given) checkpoint.
-
-  The state is restored from its own stored metadata, so this works whatever optimiser the run
-  used; only the variables are checked against ``cfg``'s model.
-  """
-  from yolact_jax.checkpoint import convert
-  directory = pathlib.Path(workdir) / 'checkpoints'
-  manager = ocp.CheckpointManager(directory.absolute(),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f'no checkpoint in {directory}')
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  manager.close()
-  state = restored['state']
-  variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
-  expected = convert.abstract_variables(cfg)
-  got = jax.tree_util.tree_map(lambda x: tuple(x.shape), variables)
-  want = jax.tree_util.tree_map(lambda x: tuple(x.shape),
-                                {'params': expected['params'],
-                                 'batch_stats': expected['batch_stats']})
-  if got != want:
-    raise convert.CheckpointError(
-        f'the checkpoint in {directory} (step {step}) does not fit preset {cfg.name!r}: '
-        f'different variable shapes (was it trained with other --config overrides?)')
-  return jax.tree_util.tree_map(np.asarray, variables)

@@ -11,10 +11,10 @@ import numpy as np
 
 from yolact_jax.bench.device import device_peak_tflops
 from yolact_jax.bench.grid import DTYPES, Case
-from yolact_jax.bench.inference import init_variables
 from yolact_jax.bench.timing import TimingOptions, cost_of, guarded, measure_stage
 from yolact_jax.config import get_config
 from yolact_jax.machine import cpu_info
+from yolact_jax.model.variables import abstract_variables
 from yolact_jax.model.yolact import Yolact
 
 CONVENTION = 'one multiply-add = 2 FLOPs (XLA cost analysis counts it so)'
@@ -54,7 +54,7 @@ def compile_only_rows(cases: Sequence[Case]) -> list[dict]:
     cfg = get_config(preset)
     model = Yolact(cfg, dtype=DTYPES[dtype])
     x = jax.ShapeDtypeStruct((batch, cfg.max_size, cfg.max_size, 3), jnp.float32)
-    variables = jax.eval_shape(lambda: init_variables(model, cfg))
+    variables = abstract_variables(cfg)
     compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(
         variables, x).compile()
     flops = cost_of(compiled)['flops']

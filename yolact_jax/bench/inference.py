@@ -16,14 +16,10 @@ from yolact_jax.bench.inputs import random_network_input, random_uint8_images
 from yolact_jax.bench.timing import (TimingOptions, device_peak_bytes, guarded, max_rss_bytes,
                                      measure_stage)
 from yolact_jax.config import YolactConfig, get_config
+from yolact_jax.model.variables import init_variables
 from yolact_jax.model.yolact import Yolact
 from yolact_jax.postprocess import postprocess
 from yolact_jax.predict import InferenceProgram
-
-
-def init_variables(model: Yolact, cfg: YolactConfig, seed: int = 0) -> dict:
-  x = jnp.zeros((1, cfg.max_size, cfg.max_size, 3), jnp.float32)
-  return jax.jit(model.init)(jax.random.key(seed), x)
 
 
 def _detect_stages(cfg: YolactConfig, raw: dict, nms_kinds: Sequence[str], opts: TimingOptions
@@ -50,7 +46,7 @@ def inference_case(preset: str, batch: int, dtype: str, image_hw: tuple[int, int
   """Every inference stage of one (preset, batch, dtype) on ``image_hw`` images."""
   cfg = get_config(preset)
   model = Yolact(cfg, dtype=DTYPES[dtype])
-  variables = init_variables(model, cfg)
+  variables = init_variables(cfg, seed=0)
   net_input = jnp.asarray(random_network_input(cfg, batch))
   image_sizes = jnp.asarray(np.tile(np.asarray(image_hw, np.int32), (batch, 1)))
 

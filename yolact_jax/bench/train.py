@@ -10,27 +10,21 @@ import numpy as np
 
 from yolact_jax import train_step as ts
 from yolact_jax.bench.grid import DTYPES, Case
-from yolact_jax.bench.inference import init_variables
 from yolact_jax.bench.inputs import synthetic_train_batch
 from yolact_jax.bench.timing import (TimingOptions, compile_program, cost_of, device_peak_bytes,
                                      guarded, max_rss_bytes, memory_of)
 from yolact_jax.benchmarking import summarize_times, time_calls
 from yolact_jax.config import get_config
-from yolact_jax.model.yolact import Yolact
+from yolact_jax.model.variables import init_variables
 
 
 def train_case(preset: str, batch: int, dtype: str, opts: TimingOptions) -> dict[str, Any]:
   """The jitted train step of one (preset, batch, dtype) on a synthetic batch."""
   cfg = get_config(preset, [f'train.batch_size={batch}'])
-  freeze_bn = ts.uses_frozen_bn(cfg)
-  model = Yolact(cfg, freeze_bn=freeze_bn, dtype=DTYPES[dtype])
-  variables = init_variables(model, cfg)
-  tx = ts.make_optimizer(cfg, variables['params'], freeze_bn)
-  state = ts.init_train_state(cfg, variables, tx)
-  del variables
-  step = ts.jit_train_step(ts.make_train_step(cfg, model, tx))
+  training = ts.build_training(cfg, dtype=DTYPES[dtype])
+  state = training.init_state(init_variables(cfg, seed=0))
   batch_arrays = jax.device_put(synthetic_train_batch(cfg, batch))
-  compiled, compile_times = compile_program(step, state, batch_arrays)
+  compiled, compile_times = compile_program(training.step, state, batch_arrays)
 
   holder = {'state': state}
 
@@ -42,7 +36,7 @@ def train_case(preset: str, batch: int, dtype: str, opts: TimingOptions) -> dict
   summary = summarize_times(times)
   _, metrics = one_step()
   return {'preset': preset, 'input_size': cfg.max_size, 'batch': batch, 'dtype': dtype,
-          'freeze_bn': freeze_bn, 'stages': [{
+          'freeze_bn': training.freeze_bn, 'stages': [{
               'stage': 'train_step', **compile_times, **summary, **cost_of(compiled),
               'memory': memory_of(compiled),
               'images_per_s': batch / (summary['median_ms'] / 1e3)}],

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from yolact_jax.config import YolactConfig
+from yolact_jax.model.variables import abstract_variables
 
 _LEAF_TO_TORCH = {
     ('params', 'kernel'): 'weight',
@@ -88,15 +89,6 @@ def _flat_leaves(variables: Mapping[str, Any]) -> list[tuple[str, tuple[str, ...
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
       out.append((collection, tuple(p.key for p in path), leaf))
   return out
-
-
-def abstract_variables(cfg: YolactConfig) -> dict[str, Any]:
-  """Shapes and dtypes of the model's variables (``jax.eval_shape``, no computation)."""
-  import jax.numpy as jnp
-  from yolact_jax.model.yolact import Yolact
-  model = Yolact(cfg)
-  images = jax.ShapeDtypeStruct((1, cfg.max_size, cfg.max_size, 3), jnp.float32)
-  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
 
 
 def expected_state_dict_shapes(cfg: YolactConfig) -> 'collections.OrderedDict[str, tuple]':

@@ -17,8 +17,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from yolact_jax.checkpoint import convert
+from yolact_jax.checkpoint import convert, runs
 from yolact_jax.config import YolactConfig
+from yolact_jax.model.variables import abstract_variables
 
 _META = 'yolact.json'
 
@@ -34,10 +35,8 @@ def save_weights(path: str | os.PathLike, variables: dict[str, Any], cfg: Yolact
 
 
 def _restore_tree(directory: pathlib.Path, cfg: YolactConfig) -> dict[str, Any]:
-  abstract = convert.abstract_variables(cfg)
-  target = {'params': abstract['params'], 'batch_stats': abstract.get('batch_stats', {})}
   try:
-    return ocp.StandardCheckpointer().restore(directory, target)
+    return ocp.StandardCheckpointer().restore(directory, abstract_variables(cfg))
   except Exception as e:  # orbax raises several types for shape / structure mismatches
     raise convert.CheckpointError(
         f'Cannot restore {directory} as {cfg.name!r} weights: {type(e).__name__}: '
@@ -60,9 +59,8 @@ def load_weights(path: str | os.PathLike, cfg: YolactConfig) -> dict[str, Any]:
         print(f'warning: weights in {path} were saved for preset {preset!r}, loading into '
               f'{cfg.name!r}')
     return jax.tree_util.tree_map(np.asarray, _restore_tree(path / 'variables', cfg))
-  if (path / 'checkpoints').is_dir():  # a train.py run directory: its newest checkpoint
-    from yolact_jax import trainer
-    return trainer.load_variables_from_run(path, cfg)
+  if runs.is_run_directory(path):  # a train.py run directory: its newest checkpoint
+    return runs.load_run_variables(path, cfg)
   raise convert.CheckpointError(
       f'{path} is neither a .pth file, a yolact-jax weights directory (variables/) nor a '
       f'train.py run directory (checkpoints/)')

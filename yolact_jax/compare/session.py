@@ -75,7 +75,7 @@ def side_by_side(args: argparse.Namespace, cfg: Any, images: list[np.ndarray], j
   from yolact_jax.compare.train import train_side_by_side
   from yolact_jax.compare.weights import our_variables
   from yolact_jax.detect import detect_kwargs
-  from yolact_jax.predict import pad_batch, preprocess
+  from yolact_jax.predict import pack_canvas, preprocess
 
   batches, canvas_hw = make_batches(images, args.batch_size)
   to_input = jax.jit(lambda c, s: preprocess(c, s, cfg.max_size, cfg.backbone.transform))
@@ -99,7 +99,7 @@ def side_by_side(args: argparse.Namespace, cfg: Any, images: list[np.ndarray], j
     parts = {'raw_outputs': raw_outputs, 'per_image': per_image, 'speed': speed}
     if args.train_step:
       train_images = [images[k % len(images)] for k in range(args.train_batch_size)]
-      canvas, sizes = pad_batch(train_images, canvas_hw, args.train_batch_size)
+      canvas, sizes = pack_canvas(train_images, canvas_hw, args.train_batch_size)
       parts['train_step'] = train_side_by_side(
           cfg, variables, original, torch, theirs.device, np.asarray(to_input(canvas, sizes)),
           objects=args.train_objects, seed=args.seed, warmup=args.train_warmup,

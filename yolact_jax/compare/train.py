@@ -3,8 +3,8 @@ loss terms and parameter updates compared; both sides' steps timed.
 
 The original's step is its ``train.py`` iteration: ``net.train()`` (BatchNorm frozen as train.py
 decides from the batch size), forward, ``MultiBoxLoss``, the sum of its terms, backward,
-``torch.optim.SGD(momentum, weight_decay).step()``. Ours is the jitted, donated train step of
-:mod:`yolact_jax.train_step`. Both use the learning rate of iteration 0.
+``torch.optim.SGD(momentum, weight_decay).step()``. Ours is the jitted, donated step of
+:func:`yolact_jax.train_step.build_training`. Both use the learning rate of iteration 0.
 """
 
 from __future__ import annotations
@@ -207,18 +207,12 @@ class OurTrainer:
     return jax.device_get({'params': self.state.params, 'batch_stats': self.state.batch_stats})
 
 
-def our_trainer(cfg: Any, variables: dict, batch: dict, seed: int) -> OurTrainer:
-  """Our jitted, donated train step for ``cfg`` compiled for ``batch``, starting from
-  ``variables`` with the TrainState's random key from ``seed``."""
-  import jax
-  from yolact_jax import train_step as ts
-  from yolact_jax.model.yolact import Yolact
-  freeze_bn = ts.uses_frozen_bn(cfg)
-  model = Yolact(cfg, freeze_bn=freeze_bn)
-  tx = ts.make_optimizer(cfg, variables['params'], freeze_bn)
-  state = ts.init_train_state(cfg, jax.device_put(variables), tx, seed=seed)
+def our_trainer(training: Any, variables: dict, batch: dict, seed: int) -> OurTrainer:
+  """``training.step`` (:func:`yolact_jax.train_step.build_training`) compiled for ``batch``,
+  starting from ``variables`` with the TrainState's random key from ``seed``."""
+  state = training.init_state(variables, seed=seed)
   t0 = time.perf_counter()
-  step = ts.jit_train_step(ts.make_train_step(cfg, model, tx)).lower(state, batch).compile()
+  step = training.step.lower(state, batch).compile()
   trainer = OurTrainer(step, state, batch, time.perf_counter() - t0)
   trainer.reset()
   return trainer
@@ -258,8 +252,9 @@ def train_side_by_side(cfg: Any, variables: dict, original: Any, torch: Any, dev
 
   batch_size = net_input.shape[0]
   cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=batch_size))
-  freeze_bn = ts.uses_frozen_bn(cfg)
-  lr = float(ts.learning_rate(ts.effective_schedule(cfg), 0))
+  training = ts.build_training(cfg)
+  freeze_bn = training.freeze_bn
+  lr = float(ts.learning_rate(training.schedule, 0))
   targets = synthetic_targets(batch_size, cfg.max_size, objects, cfg.num_classes, seed)
   batch = jax.device_put(our_train_batch(net_input, targets, cfg))
   before = variables_to_state_dict(variables)
@@ -274,7 +269,7 @@ def train_side_by_side(cfg: Any, variables: dict, original: Any, torch: Any, dev
                             num_crowds)
 
   net, original_step, original_reset = make_original(net_input)
-  ours = our_trainer(cfg, variables, batch, seed)
+  ours = our_trainer(training, variables, batch, seed)
   theirs_losses = original_step()  # the first step from the same state on both sides
   theirs_after = _state_numpy(net)
   metrics = jax.device_get(ours.step())

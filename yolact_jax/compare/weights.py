@@ -15,10 +15,11 @@ def random_variables(cfg: Any, seed: int, calibration_input: np.ndarray) -> dict
   import jax
   import jax.numpy as jnp
   from yolact_jax.model.layers import BatchNorm
+  from yolact_jax.model.variables import init_variables
   from yolact_jax.model.yolact import Yolact
   model = Yolact(cfg)
   x = jnp.asarray(calibration_input)
-  variables = jax.jit(model.init)(jax.random.key(seed), x[:1])
+  variables = init_variables(cfg, seed)
   rng = np.random.default_rng(seed)
 
   def perturb(tree):

@@ -6,7 +6,7 @@ Modules (import the heavy ones directly: ``loader`` pulls in grain, ``tfds_build
   augment       train transform (SSDAugmentation), eval transform, normalisation.
   synthetic     deterministic COCO-format shapes dataset (the demo / test default).
   tfds_builder  array_record TFDS dataset from a COCO-format manual directory.
-  loader        grain loaders with fixed-shape batches, checkpointable state, device prefetch.
+  loader        grain loaders with fixed-shape training batches and checkpointable state.
 """
 
 from yolact_jax.data.augment import (AugmentFlags, MEANS_BGR, STD_BGR, TransformedSample,

@@ -1,4 +1,4 @@
-"""grain loaders producing fixed-shape batches for training and evaluation.
+"""grain loaders producing fixed-shape training batches.
 
 Sources (anything with ``len()`` and ``[i] -> record``, see ``coco.build_records``):
   * ``InMemoryRecordSource`` over a ``CocoDataset`` (records in memory, images read from disk);
@@ -34,10 +34,9 @@ iterator state restores it exactly (grain refuses a state saved with another wor
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import cv2
 import grain.python as grain
@@ -242,36 +241,6 @@ def make_train_example(source: Any, index: int, rng: np.random.Generator,
                      f'(last: {name}); is the dataset readable?')
 
 
-def make_eval_example(source: Any, index: int, options: PipelineOptions) -> dict:
-  """Reads and transforms the sample at ``index`` for evaluation (no augmentation).
-
-  Fields as training without masks, plus ``image_valid`` (False for an unreadable image, which
-  is logged and yields zeros) and ``index`` (position in the source, to fetch the full-size GT
-  with ``coco.decode_record(source[index])``). Boxes pass the eval small-box filter.
-  """
-  record = source[index]
-  name = record.get('image_path') or record.get('file_name', '?')
-  try:
-    raw = coco_lib.decode_record(record)
-    sample = augment.eval_transform(raw.image, raw.boxes, raw.labels,
-                                    max_size=options.max_size, kind=options.transform_kind,
-                                    discard_box_width=options.flags.discard_box_width,
-                                    discard_box_height=options.flags.discard_box_height)
-    image_valid = True
-  except coco_lib.BrokenSampleError as e:
-    log.warning('evaluation: broken sample %s: %s (left out)', e.file_name, e.reason)
-    sample = augment.TransformedSample(
-        image=np.zeros((options.max_size, options.max_size, 3), np.float32), masks=None,
-        boxes=np.zeros((0, 4), np.float32), labels=np.zeros((0,), np.int32), num_crowds=0)
-    image_valid = False
-  example = pack_example(sample, int(record['image_id']),
-                         (int(record['height']), int(record['width'])), options.max_instances,
-                         None, None, name=name)
-  example['image_valid'] = np.bool_(image_valid)
-  example['index'] = np.int64(index)
-  return example
-
-
 class TrainExampleTransform(grain.RandomMapTransform):
   """grain transform: sampled index (+ the record's generator) -> packed training example."""
 
@@ -283,20 +252,6 @@ class TrainExampleTransform(grain.RandomMapTransform):
     _set_cv2_threads(self.options.cv2_threads)
     return make_train_example(self.source, element, rng, self.options)
 
-
-class EvalExampleTransform(grain.MapTransform):
-  """grain transform: index -> packed eval example."""
-
-  def __init__(self, source: Any, options: PipelineOptions):
-    self.source = source
-    self.options = options
-
-  def map(self, element: int) -> dict:
-    _set_cv2_threads(self.options.cv2_threads)
-    return make_eval_example(self.source, element, self.options)
-
-
-# ---------------------------------------------------------------------------------- loaders
 
 def _mark_absl_flags_parsed() -> None:
   """grain's worker processes read absl flags; a program that did not parse them (pytest, a
@@ -343,96 +298,3 @@ def make_train_loader(source: Any, batch_size: int, seed: int,
       worker_count=worker_count, worker_buffer_size=worker_buffer_size,
       shard_options=shard_options,
       read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=max(batch_size, 1)))
-
-
-class EvalBatches:
-  """Evaluation batches in source order, every batch of size B: the last one is padded with
-  copies whose ``image_valid`` is False. Iterable several times (one pass each)."""
-
-  def __init__(self, source: Any, batch_size: int,
-               options: PipelineOptions = PipelineOptions(), worker_count: int = 0,
-               shard_index: int = 0, shard_count: int = 1):
-    if worker_count:
-      _mark_absl_flags_parsed()
-    self.batch_size = batch_size
-    shard_options = grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
-                                       drop_remainder=False)
-    sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options,
-                                 shuffle=False, num_epochs=1, seed=0)
-    self._loader = grain.DataLoader(
-        data_source=_IndexSource(source), sampler=sampler,
-        operations=[EvalExampleTransform(source, options),
-                    grain.Batch(batch_size=batch_size, drop_remainder=False)],
-        worker_count=worker_count, shard_options=shard_options,
-        read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=batch_size))
-
-  def __iter__(self) -> Iterator[dict]:
-    for batch in self._loader:
-      yield pad_batch(batch, self.batch_size)
-
-
-def pad_batch(batch: dict, batch_size: int) -> dict:
-  """Pads a short batch to ``batch_size`` by repeating its last element, marked
-  ``image_valid = False``."""
-  size = len(batch['image_id'])
-  if size == batch_size:
-    return batch
-  padded = {key: np.concatenate([value, np.repeat(value[-1:], batch_size - size, axis=0)])
-            for key, value in batch.items()}
-  padded['image_valid'][size:] = False
-  return padded
-
-
-# ------------------------------------------------------------------------ device prefetching
-
-class DevicePrefetchIterator:
-  """Keeps ``size`` batches already transferred with ``jax.device_put``.
-
-  ``get_state()`` is the state of the underlying grain iterator right after the last batch
-  RETURNED (not the ones waiting in the buffer), so saving it and later calling ``set_state``
-  resumes exactly after the batches the training loop consumed.
-  """
-
-  def __init__(self, iterator: Any, size: int = 2, sharding: Any = None):
-    import jax  # imported here: the rest of the data package does not need jax
-    self._jax = jax
-    self._iterator = iterator
-    self._size = max(int(size), 1)
-    self._sharding = sharding
-    self._queue: collections.deque = collections.deque()
-    self._state = iterator.get_state() if hasattr(iterator, 'get_state') else None
-
-  def _fill(self) -> None:
-    while len(self._queue) < self._size:
-      try:
-        batch = next(self._iterator)
-      except StopIteration:
-        return
-      state = self._iterator.get_state() if hasattr(self._iterator, 'get_state') else None
-      on_device = (self._jax.device_put(batch, self._sharding) if self._sharding is not None
-                   else self._jax.device_put(batch))
-      self._queue.append((on_device, state))
-
-  def __iter__(self) -> 'DevicePrefetchIterator':
-    return self
-
-  def __next__(self) -> Any:
-    self._fill()
-    if not self._queue:
-      raise StopIteration
-    batch, self._state = self._queue.popleft()
-    return batch
-
-  def get_state(self) -> Any:
-    return self._state
-
-  def set_state(self, state: Any) -> None:
-    self._queue.clear()
-    self._iterator.set_state(state)
-    self._state = state
-
-
-def prefetch_to_device(iterator: Any, size: int = 2, sharding: Any = None
-                       ) -> DevicePrefetchIterator:
-  """Wraps a batch iterator so that ``size`` batches are already on the device."""
-  return DevicePrefetchIterator(iterator, size=size, sharding=sharding)

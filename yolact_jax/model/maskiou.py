@@ -1,0 +1,41 @@
+"""YOLACT++'s fast mask re-scoring network: predicts, per class, the IoU of a mask with its object.
+
+Input: masks at prototype resolution ``[N, Hp, Wp]`` (the cropped sigmoid masks, not binarised).
+Layers (``cfg.maskiou_net``, each ``(channels, kernel, stride)``): convolutions without padding,
+each followed by a ReLU, then a 1x1 convolution to the ``C - 1`` foreground classes, also with a
+ReLU, then a max over the remaining spatial extent. Output ``[N, C - 1]``, >= 0 (not capped at
+1: with random weights a predicted IoU can exceed 1, as in the original).
+
+For the original's ``yolact_plus`` layers ``5 x (3x3, stride 2)`` with 8, 16, 32, 64, 128
+channels, a 138 x 138 input shrinks to 68, 33, 16, 7, 3, then 3 after the 1x1 convolution.
+Convolutions are named ``maskiou_net_<i>`` with i the index in the original's ``nn.Sequential``
+(conv, ReLU, conv, ReLU, ...), so the state_dict keys are ``maskiou_net.maskiou_net.<i>.*``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from yolact_jax.model.layers import conv
+
+# One layer of the mask-IoU network: (out_channels, kernel, stride); no padding.
+MaskIoULayer = tuple[int, int, int]
+
+
+class MaskIoUNet(nn.Module):
+  """``[N, Hp, Wp]`` masks -> ``[N, num_classes]`` predicted IoU per foreground class."""
+  layers: tuple[MaskIoULayer, ...]
+  num_classes: int  # foreground classes (C - 1)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, masks: jnp.ndarray) -> jnp.ndarray:
+    x = masks[..., None].astype(self.dtype)  # one input channel
+    specs = tuple(self.layers) + ((self.num_classes, 1, 1),)
+    for i, (channels, kernel, stride) in enumerate(specs):
+      x = nn.relu(conv(channels, kernel, stride, 0, name=f'maskiou_net_{2 * i}',
+                       dtype=self.dtype)(x))
+    return jnp.max(x, axis=(1, 2)).astype(jnp.float32)
