@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from yolact_jax.model.conv import conv_general_dilated
+from yolact_jax.ops.conv import conv_general_dilated
 from yolact_jax.model.layers import he_normal
 
 
