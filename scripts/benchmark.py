@@ -86,7 +86,8 @@ from yolact_jax import detect as detect_lib  # noqa: E402
 from yolact_jax import train_step as ts  # noqa: E402
 from yolact_jax.anchors import make_priors  # noqa: E402
 from yolact_jax.benchmarking import MIN_TIMED_RUNS, summarize_times, time_calls  # noqa: E402,F401
-from yolact_jax.config import YolactConfig, feature_sizes, get_config, proto_size  # noqa: E402
+from yolact_jax.config import YolactConfig, get_config  # noqa: E402
+from yolact_jax.model.shapes import feature_sizes, proto_size  # noqa: E402
 from yolact_jax.machine import cpu_info, git_commit  # noqa: E402
 from yolact_jax.model.yolact import Yolact  # noqa: E402
 from yolact_jax.postprocess import postprocess  # noqa: E402

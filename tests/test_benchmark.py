@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from scripts import benchmark as bench
-from yolact_jax.config import feature_sizes, get_config, proto_size
+from yolact_jax.config import get_config
+from yolact_jax.model.shapes import feature_sizes, proto_size
 
 TINY_ARGS = ['--presets', 'yolact_tiny', '--batch-sizes', '1', '--train-presets', 'yolact_tiny',
              '--repeats', '2', '--warmup', '1', '--image-hw', '48,64', '--nms-classes', '8',

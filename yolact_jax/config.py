@@ -434,47 +434,6 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
   return dataclasses.asdict(cfg)
 
 
-def feature_sizes(cfg: YolactConfig, size: int | None = None) -> list[int]:
-  """Spatial size of each pyramid level (P3..P7) for a square input of ``size``.
-
-  Follows conv arithmetic out = floor((in + 2p - k) / s) + 1; e.g. 550 -> [69, 35, 18, 9, 5].
-  """
-  size = cfg.max_size if size is None else size
-  conv = lambda n, k, s, p: (n + 2 * p - k) // s + 1  # noqa: E731
-  if cfg.backbone.kind == 'resnet':
-    n = conv(conv(size, 7, 2, 3), 3, 2, 1)  # stem conv and max-pool: C2
-    stage_sizes = [n]
-    for _ in cfg.backbone.layers[1:]:
-      n = conv(n, 3, 2, 1)
-      stage_sizes.append(n)
-  else:
-    n = size
-    stage_sizes = []
-    for _ in cfg.backbone.layers:
-      n = conv(n, 3, 2, 1)
-      stage_sizes.append(n)
-  sizes = [stage_sizes[i] for i in cfg.backbone.selected_layers]
-  for _ in range(cfg.fpn.num_downsample):
-    sizes.append(conv(sizes[-1], 3, 2, 1))
-  return sizes
-
-
-def proto_size(cfg: YolactConfig, size: int | None = None) -> int:
-  """Prototype resolution (138 at 550): the source level's size times the upsamples."""
-  n = feature_sizes(cfg, size)[cfg.mask.proto_src]
-  for channels, kernel, padding in cfg.mask.proto_net:
-    if kernel == -2:
-      n *= 2
-    elif channels is not None:
-      n = n + 2 * padding - kernel + 1
-  return n
-
-
-def num_priors(cfg: YolactConfig, size: int | None = None) -> int:
-  return sum(n * n for n in feature_sizes(cfg, size)) * cfg.backbone.num_anchors
-
-
-
 def load_config(spec: str, overrides: typing.Sequence[str] = ()) -> YolactConfig:
   """A preset name (``yolact_base``) or a config file (``configs/yolact_base.py`` defining
   ``get()``), with overrides applied."""

@@ -33,8 +33,9 @@ from orbax.checkpoint import checkpoint_managers
 from tqdm import tqdm
 
 from yolact_jax import train_step as ts
-from yolact_jax.config import YolactConfig, config_to_dict, feature_sizes, proto_size
+from yolact_jax.config import YolactConfig, config_to_dict
 from yolact_jax.data import augment, loader
+from yolact_jax.model.shapes import feature_sizes, proto_size
 from yolact_jax.model.yolact import Yolact
 
 log = logging.getLogger(__name__)
