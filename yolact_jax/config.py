@@ -36,9 +36,9 @@ NMS_KINDS = ('fast', 'cross_class', 'standard')
 BACKBONE_KINDS = ('resnet', 'darknet')
 # Input normalisations (yolact_jax.data.augment.normalize on the host, predict.normalise on device).
 INPUT_TRANSFORMS = ('resnet', 'darknet')
-# FPN top-down resize modes (yolact_jax.model.fpn.resize).
+# FPN top-down resize modes (yolact_jax.model.fpn.RESIZE).
 FPN_INTERPOLATIONS = ('bilinear', 'nearest')
-# Optimisers (yolact_jax.train_step).
+# Optimisers (built by yolact_jax.train_step.make_optimizer).
 OPTIMIZERS = ('sgd', 'adam')
 
 # --------------------------------------------------------------------------------------------
