@@ -35,6 +35,8 @@ import json
 import os
 import sys
 
+from yolact_jax.config import NMS_KINDS
+
 DEFAULT_SYNTHETIC_DIR = os.path.join('data', 'synthetic')
 SYNTHETIC_DATASET_NAME = 'synthetic shapes'  # cfg.dataset.name of the synthetic-class presets
 
@@ -58,7 +60,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
                     help='images when the synthetic val split has to be generated')
   data.add_argument('--max_images', type=int, default=None, help='evaluate the first N images')
   parser.add_argument('--batch_size', type=int, default=8, help='images per compiled call')
-  parser.add_argument('--nms', choices=('fast', 'cross_class', 'standard'), default=None,
+  parser.add_argument('--nms', choices=NMS_KINDS, default=None,
                       help="NMS variant (default: the config's detect.nms, 'fast')")
   parser.add_argument('--top_k', type=int, default=5,
                       help='display only: detections per image shown / copied in --benchmark')

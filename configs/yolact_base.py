@@ -3,14 +3,20 @@
 The original reports 29.8 mask mAP on test-dev at 33.5 fps (Titan Xp). Trains from the ImageNet
 file resnet101_reducedfc.pth.
 
-Train:     python train.py --config configs/yolact_base.py [--config.train.batch_size=8 ...]
+Train:     python train.py --config configs/yolact_base.py --data coco --imagenet weights/
+           (weights/ holds the ImageNet file named by backbone.pretrained_weights)
 Evaluate:  python evaluate.py --config configs/yolact_base.py --weights yolact_base_54_800000.pth
 Convert:   python scripts/convert_weights.py --config yolact_base yolact_base_54_800000.pth weights/yolact_base
-
+Load:      yolact_jax.config.load_config('configs/yolact_base.py') (calls get_config())
 """
 
-from yolact_jax.config import YolactConfig, get_config
+from yolact_jax import config
+from yolact_jax.config import YolactConfig
 
 
-def get() -> YolactConfig:
-  return get_config('yolact_base')
+def get_config() -> YolactConfig:
+  """The yolact_base preset of yolact_jax.config (validated)."""
+  return config.get_config('yolact_base')
+
+
+get = get_config  # the older name, still accepted by load_config

@@ -6,10 +6,16 @@ the YOLACT architecture sized for a 2-core machine, trained from scratch with Ad
 Demo:      python scripts/demo.py            (dataset + training + evaluation + pictures)
 Train:     python train.py --config configs/yolact_cpu.py --workdir runs/cpu
 Evaluate:  python evaluate.py --config configs/yolact_cpu.py --weights outputs/demo/run --synthetic data/synthetic
+Load:      yolact_jax.config.load_config('configs/yolact_cpu.py') (calls get_config())
 """
 
-from yolact_jax.config import YolactConfig, get_config
+from yolact_jax import config
+from yolact_jax.config import YolactConfig
 
 
-def get() -> YolactConfig:
-  return get_config('yolact_cpu')
+def get_config() -> YolactConfig:
+  """The yolact_cpu preset of yolact_jax.config (validated)."""
+  return config.get_config('yolact_cpu')
+
+
+get = get_config  # the older name, still accepted by load_config

@@ -2,14 +2,20 @@
 
 Trains from the torchvision ImageNet file resnet50-19c8e357.pth.
 
-Train:     python train.py --config configs/yolact_resnet50.py [--config.train.batch_size=8 ...]
+Train:     python train.py --config configs/yolact_resnet50.py --data coco --imagenet weights/
+           (weights/ holds the ImageNet file named by backbone.pretrained_weights)
 Evaluate:  python evaluate.py --config configs/yolact_resnet50.py --weights yolact_resnet50_54_800000.pth
 Convert:   python scripts/convert_weights.py --config yolact_resnet50 yolact_resnet50_54_800000.pth weights/yolact_resnet50
-
+Load:      yolact_jax.config.load_config('configs/yolact_resnet50.py') (calls get_config())
 """
 
-from yolact_jax.config import YolactConfig, get_config
+from yolact_jax import config
+from yolact_jax.config import YolactConfig
 
 
-def get() -> YolactConfig:
-  return get_config('yolact_resnet50')
+def get_config() -> YolactConfig:
+  """The yolact_resnet50 preset of yolact_jax.config (validated)."""
+  return config.get_config('yolact_resnet50')
+
+
+get = get_config  # the older name, still accepted by load_config

@@ -1,13 +1,18 @@
 """A tiny YOLACT (64 px, 8-wide ResNet, 16-channel FPN) for fast tests.
 
-Train:     python train.py --config configs/yolact_tiny.py [--config.train.batch_size=8 ...]
+Train:     python train.py --config configs/yolact_tiny.py --workdir runs/tiny --steps 20
 Evaluate:  python evaluate.py --config configs/yolact_tiny.py --weights runs/tiny
 Convert:   python scripts/convert_weights.py --config yolact_tiny runs/tiny weights/yolact_tiny
-
+Load:      yolact_jax.config.load_config('configs/yolact_tiny.py') (calls get_config())
 """
 
-from yolact_jax.config import YolactConfig, get_config
+from yolact_jax import config
+from yolact_jax.config import YolactConfig
 
 
-def get() -> YolactConfig:
-  return get_config('yolact_tiny')
+def get_config() -> YolactConfig:
+  """The yolact_tiny preset of yolact_jax.config (validated)."""
+  return config.get_config('yolact_tiny')
+
+
+get = get_config  # the older name, still accepted by load_config

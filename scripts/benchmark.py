@@ -25,7 +25,7 @@ if str(PROJECT_ROOT) not in sys.path:  # run as a script from anywhere
 from yolact_jax.bench.grid import DEFAULT_SECTIONS, SECTIONS, csv_list  # noqa: E402
 from yolact_jax.bench.run import run_benchmark  # noqa: E402
 from yolact_jax.benchmarking import MIN_TIMED_RUNS  # noqa: E402
-from yolact_jax.detect import NMS_KINDS  # noqa: E402
+from yolact_jax.config import NMS_KINDS  # noqa: E402
 
 
 def _ints(text: str) -> list[int]:

@@ -32,6 +32,8 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
+from yolact_jax.config import NMS_KINDS
+
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg')
 VIDEO_CODECS = {'.avi': 'MJPG', '.mp4': 'mp4v', '.m4v': 'mp4v', '.mov': 'mp4v', '.mkv': 'mp4v'}
@@ -50,7 +52,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument('--score_threshold', type=float, default=0.0,
                       help='overlays: show detections with score > this')
   parser.add_argument('--top_k', type=int, default=5, help='overlays: show at most this many')
-  parser.add_argument('--nms', choices=('fast', 'cross_class', 'standard'), default=None,
+  parser.add_argument('--nms', choices=NMS_KINDS, default=None,
                       help='NMS variant (default: the config\'s detect.nms)')
   parser.add_argument('--batch', type=int, default=4, help='images/frames per compiled call')
   parser.add_argument('--canvas', type=int, nargs=2, default=None, metavar=('H', 'W'),

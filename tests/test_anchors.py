@@ -43,6 +43,6 @@ def test_priors_equal_reference_bit_for_bit():
 
 @pytest.mark.parametrize('name', ['yolact_im400', 'yolact_im700', 'yolact_tiny'])
 def test_prior_count_matches_feature_sizes(name):
-  from yolact_jax.config import num_priors
+  from yolact_jax.model.shapes import num_priors
   cfg = get_config(name)
   assert make_priors(cfg).shape == (num_priors(cfg), 4)

@@ -16,7 +16,8 @@ from scripts import benchmark as cli
 from yolact_jax import benchmarking
 from yolact_jax.bench import convgrad, device, grid, report as report_lib, timing
 from yolact_jax.bench import inputs as bench_inputs
-from yolact_jax.config import feature_sizes, get_config, proto_size
+from yolact_jax.config import get_config
+from yolact_jax.model.shapes import feature_sizes, proto_size
 
 TINY_ARGS = ['--presets', 'yolact_tiny', '--batch-sizes', '1', '--train-presets', 'yolact_tiny',
              '--repeats', '2', '--warmup', '1', '--image-hw', '48,64', '--nms-classes', '8',

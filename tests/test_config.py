@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from yolact_jax import config as C
+from yolact_jax.model import shapes
 
 
 @pytest.mark.parametrize('name,max_size,layers,selected,scales,masks_to_train', [
@@ -40,12 +41,28 @@ def test_presets_match_the_original(name, max_size, layers, selected, scales, ma
     ('yolact_im400', [50, 25, 13, 7, 4], 100, 10077),
     ('yolact_im700', [88, 44, 22, 11, 6], 176, 30963),
     ('yolact_darknet53', [69, 35, 18, 9, 5], 138, 19248),
+    ('yolact_resnet50', [69, 35, 18, 9, 5], 138, 19248),
+    ('yolact_tiny', [8, 4, 2, 1, 1], 16, 258),
+    ('yolact_cpu', [16, 8, 4, 2, 1], 32, 1023),
 ])
-def test_shape_facts(name, sizes, proto, priors):  # spec section 17
+def test_shape_facts(name, sizes, proto, priors):
+  """The sizes read off the network (jax.eval_shape) equal the known ones, for every preset."""
   cfg = C.get_config(name)
-  assert C.feature_sizes(cfg) == sizes
-  assert C.proto_size(cfg) == proto
-  assert C.num_priors(cfg) == priors
+  assert shapes.feature_sizes(cfg) == sizes
+  assert shapes.proto_size(cfg) == proto
+  assert shapes.num_priors(cfg) == priors
+
+
+def test_every_preset_has_known_shapes():
+  tested = {'yolact_base', 'yolact_im400', 'yolact_im700', 'yolact_darknet53', 'yolact_resnet50',
+            'yolact_tiny', 'yolact_cpu'}
+  assert set(C.PRESETS) == tested
+
+
+def test_shapes_follow_the_input_size():
+  cfg = C.get_config('yolact_base')
+  assert shapes.feature_sizes(cfg, 400) == [50, 25, 13, 7, 4]
+  assert shapes.proto_size(cfg, 700) == 176
 
 
 def test_configs_are_frozen():

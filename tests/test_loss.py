@@ -15,7 +15,8 @@ from tests.reference_data import load_npz, require_reference
 from tests.reference_losses import reference_batch, reference_losses, reference_predictions
 from yolact_jax import loss as L
 from yolact_jax.anchors import make_priors
-from yolact_jax.config import get_config, proto_size, feature_sizes
+from yolact_jax.config import get_config
+from yolact_jax.model.shapes import feature_sizes, proto_size
 from yolact_jax.matching import match
 
 yolact_loss_jit = jax.jit(L.yolact_loss, static_argnames='cfg')

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from yolact_jax.config import feature_sizes, get_config, num_priors, proto_size
+from yolact_jax.config import get_config
 from yolact_jax.model.layers import BatchNorm
+from yolact_jax.model.shapes import feature_sizes, num_priors, proto_size
 from yolact_jax.model.yolact import Yolact
 
 

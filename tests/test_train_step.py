@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from yolact_jax import train_step as ts
-from yolact_jax.config import feature_sizes, get_config, proto_size
+from yolact_jax.config import get_config
+from yolact_jax.model.shapes import feature_sizes, proto_size
 from yolact_jax.loss import downsample_gt_masks
 from yolact_jax.model.variables import init_variables
 

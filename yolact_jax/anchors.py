@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from yolact_jax.config import YolactConfig, feature_sizes
+from yolact_jax.config import YolactConfig
+from yolact_jax.model.shapes import feature_sizes
 
 
 def level_priors(conv_h: int, conv_w: int, scales: tuple[float, ...],

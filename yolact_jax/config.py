@@ -1,8 +1,13 @@
 """Configuration: the schema (frozen, typed dataclasses) and every preset in one place.
 
 Each field carries a one-line meaning. Presets mirror the original's ``data/config.py``
-(``yolact_base`` and its descendants); every value of spec section 1 is in force. Names follow the
-original's field names where one exists, so a reader of the original finds each knob here.
+(``yolact_base`` and its descendants) value for value. Names follow the original's field names
+where one exists, so a reader of the original finds each knob here.
+
+Every field is read by the code, or :func:`validate` rejects any value the code cannot honour with
+an error that names the field (the YOLACT++ fields, for instance, until YOLACT++ is implemented).
+Each enumeration has one registry below (``NMS_KINDS``, ``BACKBONE_KINDS``, ...): validation,
+the implementations and the command-line ``choices`` all read it.
 
 Get a preset with ``get_config('yolact_base')``; override any field from the command line with
 ``--config.train.lr=1e-4`` style arguments (see :func:`apply_overrides`). An unknown field is an
@@ -22,6 +27,21 @@ from typing import Any, Callable
 from yolact_jax.coco_classes import COCO_CLASSES
 
 # --------------------------------------------------------------------------------------------
+# Registries: the one list of names of each enumeration
+# --------------------------------------------------------------------------------------------
+
+# Detect's NMS variants (dispatched in yolact_jax.detect.detect; CLI --nms choices).
+NMS_KINDS = ('fast', 'cross_class', 'standard')
+# Backbone networks (built by yolact_jax.model.backbone.BACKBONES).
+BACKBONE_KINDS = ('resnet', 'darknet')
+# Input normalisations (yolact_jax.data.augment.normalize on the host, predict.normalise on device).
+INPUT_TRANSFORMS = ('resnet', 'darknet')
+# FPN top-down resize modes (yolact_jax.model.fpn.RESIZE).
+FPN_INTERPOLATIONS = ('bilinear', 'nearest')
+# Optimisers (built by yolact_jax.train_step.make_optimizer).
+OPTIMIZERS = ('sgd', 'adam')
+
+# --------------------------------------------------------------------------------------------
 # Schema
 # --------------------------------------------------------------------------------------------
 
@@ -29,19 +49,20 @@ from yolact_jax.coco_classes import COCO_CLASSES
 @dataclass(frozen=True)
 class BackboneConfig:
   """The feature extractor and the anchors attached to its selected layers."""
-  kind: str = 'resnet'  # 'resnet' (bottleneck ResNet v1.5) or 'darknet' (DarkNet-53 style).
+  kind: str = 'resnet'  # BACKBONE_KINDS: 'resnet' (bottleneck ResNet v1.5), 'darknet' (DarkNet-53).
   layers: tuple[int, ...] = (3, 4, 23, 3)  # blocks per stage (ResNet: 4 stages, DarkNet: 5).
   base_width: int = 64  # ResNet stem / first-stage planes (64 in the original); DarkNet: 32.
   selected_layers: tuple[int, ...] = (1, 2, 3)  # stage outputs fed to the FPN (C3, C4, C5).
-  pretrained_weights: str = 'resnet101_reducedfc.pth'  # ImageNet file the original trains from.
-  transform: str = 'resnet'  # input normalisation: 'resnet' (BGR mean/std, then RGB), 'darknet' (x/255).
+  # ImageNet file the preset trains from: the name looked up when --imagenet names a folder.
+  pretrained_weights: str = 'resnet101_reducedfc.pth'
+  transform: str = 'resnet'  # INPUT_TRANSFORMS: 'resnet' (BGR mean/std, RGB), 'darknet' (x/255).
   pred_scales: tuple[tuple[float, ...], ...] = ((24,), (48,), (96,), (192,), (384,))  # per level.
   pred_aspect_ratios: tuple[tuple[float, ...], ...] = ((1, 0.5, 2),) * 5  # per level (one group).
   use_pixel_scales: bool = True  # scales are in pixels of max_size (divided by max_size).
   preapply_sqrt: bool = False  # False: the aspect ratio is square-rooted inside make_priors.
   use_square_anchors: bool = True  # h := w, so the ratios act as extra scales (all v1 presets).
-  dcn_layers: tuple[int, ...] = (0, 0, 0, 0)  # YOLACT++ DCNv2: per stage, how many last blocks.
-  dcn_interval: int = 1  # YOLACT++ DCNv2: every n-th block of those uses DCN.
+  dcn_layers: tuple[int, ...] = (0, 0, 0, 0)  # YOLACT++ DCNv2 blocks per stage (not yet: zeros).
+  dcn_interval: int = 1  # YOLACT++: every n-th of those blocks uses DCN (not yet: 1).
 
   @property
   def num_anchors(self) -> int:
@@ -53,10 +74,10 @@ class BackboneConfig:
 class FPNConfig:
   """Feature pyramid on top of the selected backbone layers."""
   num_features: int = 256  # channels of every pyramid level.
-  interpolation: str = 'bilinear'  # top-down resize mode (to the exact lateral size).
+  interpolation: str = 'bilinear'  # FPN_INTERPOLATIONS: top-down resize to the lateral's size.
   num_downsample: int = 2  # extra levels (P6, P7) made by stride-2 convs from P5.
-  use_conv_downsample: bool = True  # P6/P7 from 3x3 stride-2 convs (not max-pooling).
-  pad: bool = True  # pad the 3x3 prediction convs (padding 1).
+  use_conv_downsample: bool = True  # P6/P7 by 3x3 stride-2 convs; False: every 2nd pixel.
+  pad: bool = True  # padding 1 in the 3x3 prediction convs; False: padding 0 (levels shrink by 2).
   relu_pred_layers: bool = True  # ReLU after the P3-P5 3x3 convs.
   relu_downsample_layers: bool = False  # ReLU after P6/P7 (off, and buggy in the original).
 
@@ -76,7 +97,7 @@ class MaskConfig:
   proto_prototype_activation: str = 'relu'  # applied after the last proto conv.
   proto_coeff_activation: str = 'tanh'  # applied to the head's mask coefficients.
   proto_crop: bool = True  # crop assembled masks by their box (padding 1 proto pixel).
-  binarize_downsampled_gt: bool = True  # GT masks downsampled to proto size then > 0.5.
+  binarize_downsampled_gt: bool = True  # GT masks downsampled to proto size then > 0.5 (only).
   normalize_emulate_roi_pooling: bool = True  # mask loss normalised by GT box area.
   masks_to_train: int = 100  # cap on masks per image in the mask loss (random subset).
 
@@ -87,7 +108,7 @@ class HeadConfig:
   extra_head_net: tuple[int, ...] = (256,)  # 3x3 'upfeature' convs (+ReLU) before the branches.
   head_kernel: int = 3  # kernel of the bbox/conf/mask convs.
   head_padding: int = 1  # padding of the bbox/conf/mask convs.
-  share_prediction_module: bool = True  # one parameter set used at every level.
+  share_prediction_module: bool = True  # one parameter set at every level; False: one per level.
 
 
 @dataclass(frozen=True)
@@ -102,21 +123,21 @@ class LossConfig:
   mask_alpha: float = 6.125  # weight of the lincomb mask BCE term M.
   use_semantic_segmentation_loss: bool = True  # add the semantic segmentation term S.
   semantic_segmentation_alpha: float = 1.0  # weight of S.
-  use_maskiou: bool = False  # YOLACT++ mask-IoU term I.
-  maskiou_alpha: float = 25.0  # weight of I (YOLACT++).
-  discard_mask_area: int = -1  # YOLACT++: masks with GT area <= this skip the mask-IoU term.
+  use_maskiou: bool = False  # YOLACT++ mask-IoU term I (not yet: False).
+  maskiou_alpha: float = 25.0  # weight of I (YOLACT++; not yet: 25).
+  discard_mask_area: int = -1  # YOLACT++: GT area <= this skips term I (not yet: -1).
 
 
 @dataclass(frozen=True)
 class DetectConfig:
   """Inference-time box selection (the original's Detect)."""
-  nms: str = 'fast'  # 'fast' (eval.py default), 'cross_class' (fast, one IoU matrix), 'standard'.
+  nms: str = 'fast'  # NMS_KINDS: 'fast' (eval.py default), 'cross_class', 'standard'.
   nms_top_k: int = 200  # candidates per class kept before NMS.
   nms_conf_thresh: float = 0.05  # a prior is considered if its best fg score is > this.
   nms_thresh: float = 0.5  # IoU above which a lower-scored box is suppressed.
   max_num_detections: int = 100  # detections kept per image after NMS.
-  rescore_mask: bool = False  # YOLACT++: mask scores = box score x predicted mask IoU.
-  rescore_bbox: bool = False  # YOLACT++: also rescore boxes.
+  rescore_mask: bool = False  # YOLACT++: mask score x predicted mask IoU (not yet: False).
+  rescore_bbox: bool = False  # YOLACT++: also rescore boxes (not yet: False).
 
 
 @dataclass(frozen=True)
@@ -135,7 +156,7 @@ class AugmentConfig:
 class TrainConfig:
   """Optimiser, schedule and batch (values for batch 8; autoscaled for other sizes)."""
   batch_size: int = 8  # images per step (the original's --batch_size).
-  optimizer: str = 'sgd'  # 'sgd' (the original: momentum SGD) or 'adam' (CPU demo; not original).
+  optimizer: str = 'sgd'  # OPTIMIZERS: 'sgd' (the original's momentum SGD), 'adam' (CPU demo).
   lr: float = 1e-3  # base learning rate.
   momentum: float = 0.9  # SGD momentum.
   decay: float = 5e-4  # weight decay added to every parameter's gradient (coupled, as torch).
@@ -176,8 +197,8 @@ class YolactConfig:
   augment: AugmentConfig = field(default_factory=AugmentConfig)
   train: TrainConfig = field(default_factory=TrainConfig)
   dataset: DatasetConfig = field(default_factory=DatasetConfig)
-  use_maskiou: bool = False  # YOLACT++ fast mask re-scoring network (reserved).
-  maskiou_net: tuple[tuple[int, int, int], ...] = ()  # YOLACT++: (channels, kernel, stride).
+  use_maskiou: bool = False  # YOLACT++ fast mask re-scoring network (not yet: False).
+  maskiou_net: tuple[tuple[int, int, int], ...] = ()  # YOLACT++ (channels, kernel, stride); not yet.
 
   @property
   def num_classes(self) -> int:
@@ -305,7 +326,8 @@ def get_config(name: str, overrides: typing.Sequence[str] = ()) -> YolactConfig:
 
 
 class ConfigError(ValueError):
-  """A bad config override: unknown field or a value of the wrong type."""
+  """A bad config: an unknown field, a value of the wrong type, or a value the code cannot
+  honour (the message names the field)."""
 
 
 def _coerce(value: Any, annotation: Any, path: str) -> Any:
@@ -404,13 +426,49 @@ def apply_overrides(cfg: YolactConfig, overrides: typing.Sequence[str]) -> Yolac
   return cfg
 
 
+# Values the code cannot honour yet: (field, test of an honoured value, the honoured value, why
+# another value is refused). validate() rejects every other value with an error naming the field.
+_PLUS = 'is YOLACT++, not implemented yet'
+_UNSUPPORTED: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
+    ('backbone.dcn_layers', lambda v: not any(v), 'all zeros',
+     f'deformable convolution (DCNv2) in the backbone {_PLUS}'),
+    ('backbone.dcn_interval', lambda v: v == 1, '1', f'the spacing of DCNv2 blocks {_PLUS}'),
+    ('mask.binarize_downsampled_gt', lambda v: v, 'True',
+     'a soft downsampled GT mask is not implemented (the data pipeline ships binarised masks)'),
+    ('loss.use_maskiou', lambda v: not v, 'False', f'the mask-IoU loss {_PLUS}'),
+    ('loss.maskiou_alpha', lambda v: v == 25.0, '25.0', f'the mask-IoU loss weight {_PLUS}'),
+    ('loss.discard_mask_area', lambda v: v == -1, '-1',
+     f'the area filter of the mask-IoU loss {_PLUS}'),
+    ('detect.rescore_mask', lambda v: not v, 'False', f'mask re-scoring {_PLUS}'),
+    ('detect.rescore_bbox', lambda v: not v, 'False', f'box re-scoring {_PLUS}'),
+    ('use_maskiou', lambda v: not v, 'False', f'the mask re-scoring network {_PLUS}'),
+    ('maskiou_net', lambda v: not v, '()', f'the mask re-scoring network {_PLUS}'),
+)
+
+
+def get_field(cfg: Any, path: str) -> Any:
+  """The value of a dotted field path (``'fpn.pad'``)."""
+  for key in path.split('.'):
+    cfg = getattr(cfg, key)
+  return cfg
+
+
+def _check_choice(path: str, value: str, registry: tuple[str, ...]) -> None:
+  if value not in registry:
+    names = ', '.join(repr(r) for r in registry)
+    raise ConfigError(f'{path} must be one of {names}; got {value!r}')
+
+
 def validate(cfg: YolactConfig) -> None:
-  """Checks relations between fields that a typo could break."""
+  """Rejects a config the code cannot run as asked: a name outside its registry, relations
+  between fields that a typo could break, and any value of :data:`_UNSUPPORTED` fields other
+  than the honoured one. Each ConfigError names the field."""
   b = cfg.backbone
-  if b.kind not in ('resnet', 'darknet'):
-    raise ConfigError(f"backbone.kind must be 'resnet' or 'darknet', got {b.kind!r}")
-  if b.transform not in ('resnet', 'darknet'):
-    raise ConfigError(f"backbone.transform must be 'resnet' or 'darknet', got {b.transform!r}")
+  _check_choice('backbone.kind', b.kind, BACKBONE_KINDS)
+  _check_choice('backbone.transform', b.transform, INPUT_TRANSFORMS)
+  _check_choice('fpn.interpolation', cfg.fpn.interpolation, FPN_INTERPOLATIONS)
+  _check_choice('detect.nms', cfg.detect.nms, NMS_KINDS)
+  _check_choice('train.optimizer', cfg.train.optimizer, OPTIMIZERS)
   num_stages = len(b.layers)
   if any(not 0 <= i < num_stages for i in b.selected_layers):
     raise ConfigError(f'backbone.selected_layers {b.selected_layers} out of range for '
@@ -418,15 +476,14 @@ def validate(cfg: YolactConfig) -> None:
   if len(b.pred_scales) != cfg.num_levels or len(b.pred_aspect_ratios) != cfg.num_levels:
     raise ConfigError(f'backbone.pred_scales/pred_aspect_ratios need one entry per level '
                       f'({cfg.num_levels}), got {len(b.pred_scales)}/{len(b.pred_aspect_ratios)}')
-  if cfg.train.optimizer not in ('sgd', 'adam'):
-    raise ConfigError(f"train.optimizer must be 'sgd' or 'adam', got {cfg.train.optimizer!r}")
-  if cfg.detect.nms not in ('fast', 'cross_class', 'standard'):
-    raise ConfigError(f"detect.nms must be 'fast', 'cross_class' or 'standard', got "
-                      f'{cfg.detect.nms!r}')
   if cfg.mask.proto_net[-1][0] != cfg.mask.mask_dim:
     raise ConfigError(f'mask.proto_net must end with mask_dim={cfg.mask.mask_dim} channels')
   if cfg.max_size < 32:
     raise ConfigError(f'max_size {cfg.max_size} too small')
+  for path, honoured, allowed, reason in _UNSUPPORTED:
+    value = get_field(cfg, path)
+    if not honoured(value):
+      raise ConfigError(f'{path}={value!r}: {reason}. Supported: {path}={allowed}.')
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -434,62 +491,25 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
   return dataclasses.asdict(cfg)
 
 
-def feature_sizes(cfg: YolactConfig, size: int | None = None) -> list[int]:
-  """Spatial size of each pyramid level (P3..P7) for a square input of ``size``.
-
-  Follows conv arithmetic out = floor((in + 2p - k) / s) + 1; e.g. 550 -> [69, 35, 18, 9, 5].
-  """
-  size = cfg.max_size if size is None else size
-  conv = lambda n, k, s, p: (n + 2 * p - k) // s + 1  # noqa: E731
-  if cfg.backbone.kind == 'resnet':
-    n = conv(conv(size, 7, 2, 3), 3, 2, 1)  # stem conv and max-pool: C2
-    stage_sizes = [n]
-    for _ in cfg.backbone.layers[1:]:
-      n = conv(n, 3, 2, 1)
-      stage_sizes.append(n)
-  else:
-    n = size
-    stage_sizes = []
-    for _ in cfg.backbone.layers:
-      n = conv(n, 3, 2, 1)
-      stage_sizes.append(n)
-  sizes = [stage_sizes[i] for i in cfg.backbone.selected_layers]
-  for _ in range(cfg.fpn.num_downsample):
-    sizes.append(conv(sizes[-1], 3, 2, 1))
-  return sizes
-
-
-def proto_size(cfg: YolactConfig, size: int | None = None) -> int:
-  """Prototype resolution (138 at 550): the source level's size times the upsamples."""
-  n = feature_sizes(cfg, size)[cfg.mask.proto_src]
-  for channels, kernel, padding in cfg.mask.proto_net:
-    if kernel == -2:
-      n *= 2
-    elif channels is not None:
-      n = n + 2 * padding - kernel + 1
-  return n
-
-
-def num_priors(cfg: YolactConfig, size: int | None = None) -> int:
-  return sum(n * n for n in feature_sizes(cfg, size)) * cfg.backbone.num_anchors
-
-
-
 def load_config(spec: str, overrides: typing.Sequence[str] = ()) -> YolactConfig:
   """A preset name (``yolact_base``) or a config file (``configs/yolact_base.py`` defining
-  ``get()``), with overrides applied."""
-  if spec.endswith('.py'):
-    import importlib.util
-    import os
-    if not os.path.isfile(spec):
-      raise FileNotFoundError(f'Config file not found: {spec}')
-    module_spec = importlib.util.spec_from_file_location('_yolact_config_file', spec)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, 'get'):
-      raise ConfigError(f'{spec} must define get() returning a YolactConfig')
-    return apply_overrides(module.get(), overrides)
-  return get_config(spec, overrides)
+  ``get_config()``, or the older ``get()``), with overrides applied and the result validated."""
+  if not spec.endswith('.py'):
+    return get_config(spec, overrides)
+  import importlib.util
+  import os
+  if not os.path.isfile(spec):
+    raise FileNotFoundError(f'Config file not found: {spec}')
+  module_spec = importlib.util.spec_from_file_location('_yolact_config_file', spec)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  make = getattr(module, 'get_config', None) or getattr(module, 'get', None)
+  if make is None:
+    raise ConfigError(f'{spec} must define get_config() returning a YolactConfig')
+  cfg = make()
+  if not isinstance(cfg, YolactConfig):
+    raise ConfigError(f'{spec}: get_config() returned {type(cfg).__name__}, not a YolactConfig')
+  return apply_overrides(cfg, overrides)
 
 
 def parse_args_with_overrides(parser: Any, argv: typing.Sequence[str] | None = None

@@ -1,4 +1,4 @@
-"""Detect: from head outputs to at most ``max_detections`` scored boxes per image (spec section 12).
+"""Detect: from head outputs to at most ``max_detections`` scored boxes per image.
 
 Batched, fixed-shape and jit-compatible: no boolean indexing, no data-dependent shapes, no host
 round trip, no Python loop over data. Every image of the batch is processed independently.
@@ -13,7 +13,7 @@ Steps, as the original's ``layers/functions/detection.py``:
    pass the filter, the original works with K' = #passing candidates; here the list keeps its fixed
    length ``top_k`` and the padded entries carry ``valid=False``: they are never kept and never
    suppress anything.
-4. NMS, one of
+4. NMS, one of ``NMS_KINDS`` (the registry in ``yolact_jax.config``)
    - ``'fast'``: per class IoU matrix, strict upper triangle, column max over ALL higher-scored
      candidates (suppressed ones included), keep where ``iou_max <= iou_thresh``;
    - ``'cross_class'``: the best class per prior, one ranked list of ``top_k`` priors, one IoU
@@ -50,9 +50,7 @@ import numpy as np
 from jax import lax
 
 from yolact_jax.boxes import decode, jaccard
-from yolact_jax.config import YolactConfig
-
-NMS_KINDS = ('fast', 'cross_class', 'standard')
+from yolact_jax.config import NMS_KINDS, YolactConfig
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,8 +34,9 @@ from tqdm import tqdm
 
 from yolact_jax import train_step as ts
 from yolact_jax.checkpoint import runs
-from yolact_jax.config import YolactConfig, config_to_dict, feature_sizes, proto_size
+from yolact_jax.config import YolactConfig, config_to_dict
 from yolact_jax.data import augment, loader
+from yolact_jax.model.shapes import feature_sizes, proto_size
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ import pathlib
 import numpy as np
 
 from yolact_jax.bench.device import PROJECT_ROOT
-from yolact_jax.config import YolactConfig, feature_sizes, proto_size
+from yolact_jax.config import YolactConfig
+from yolact_jax.model.shapes import feature_sizes, proto_size
 
 
 def random_network_input(cfg: YolactConfig, batch: int, seed: int = 0) -> np.ndarray:

@@ -10,7 +10,7 @@ import pathlib
 import sys
 from typing import Any, Callable, Sequence
 
-from yolact_jax import detect as detect_lib
+from yolact_jax.config import NMS_KINDS
 from yolact_jax.bench import convgrad, flops, inference, nms, train
 from yolact_jax.bench.device import PROJECT_ROOT, machine_info, machine_slug
 from yolact_jax.bench.grid import SECTIONS, Case, csv_list, resolve_cases
@@ -27,8 +27,8 @@ def checked_sections(args: argparse.Namespace) -> list[str]:
   if unknown:
     raise SystemExit(f'unknown section(s) {unknown}; choose from {", ".join(SECTIONS)}')
   for kind in args.nms_kinds:
-    if kind not in detect_lib.NMS_KINDS:
-      raise SystemExit(f'unknown NMS kind {kind!r}; use {", ".join(detect_lib.NMS_KINDS)}')
+    if kind not in NMS_KINDS:
+      raise SystemExit(f'unknown NMS kind {kind!r}; use {", ".join(NMS_KINDS)}')
   return sections
 
 

@@ -282,7 +282,15 @@ def load_imagenet_backbone(path: str | os.PathLike, cfg: YolactConfig,
                            variables: Mapping[str, Any]) -> dict[str, Any]:
   """Returns ``variables`` with the backbone replaced by an ImageNet file
   (``resnet101_reducedfc.pth``, ``resnet50-19c8e357.pth`` in torchvision layout, or
-  ``darknet53.pth``). Every backbone tensor must be present with the right shape."""
+  ``darknet53.pth``). Every backbone tensor must be present with the right shape.
+
+  ``path`` is the file, or a folder holding the file named by ``cfg.backbone.pretrained_weights``.
+  """
+  if os.path.isdir(path):
+    if not cfg.backbone.pretrained_weights:
+      raise CheckpointError(f'{path} is a folder and {cfg.name} names no ImageNet file '
+                            '(backbone.pretrained_weights is empty): pass the file itself')
+    path = os.path.join(path, cfg.backbone.pretrained_weights)
   renamed = imagenet_backbone_state_dict(load_pth(path))
   current = variables_to_state_dict(variables)
   merged = {k: v for k, v in current.items() if not k.startswith('backbone.')}

@@ -1,4 +1,4 @@
-"""The original's input transforms in numpy/OpenCV on the host (spec section 2).
+"""The original's input transforms in numpy/OpenCV on the host.
 
 * ``train_transform`` = ``SSDAugmentation``: photometric distortion, expand with the mean fill,
   random sample crop (as it really behaves), mirror, resize to ``max_size``, the small-box filter
@@ -10,7 +10,7 @@ Randomness comes only from the ``np.random.Generator`` passed in, drawn in the s
 original draws from ``numpy.random``, so a seed fixes the result. Every draw ``uniform(a, b)`` is
 ``a + (b - a) * rng.random()``, which is also what numpy does.
 
-Faithfulness notes (pitfalls 18-21):
+Faithfulness notes:
 * RandomSampleCrop's min-IoU test never rejects (``overlap.min() < min_iou and max_iou <
   overlap.max()`` with max_iou = inf); the five crop modes behave the same, so the IoU is not even
   computed here. The original draws ``left = random.uniform(width - w)``, i.e. numpy's
@@ -30,11 +30,13 @@ import dataclasses
 import cv2
 import numpy as np
 
+from yolact_jax.config import INPUT_TRANSFORMS
+
 
 # BGR-ordered, as the original (data/config.py MEANS / STD).
 MEANS_BGR = (103.94, 116.78, 123.68)
 STD_BGR = (57.38, 57.12, 58.40)
-TRANSFORM_KINDS = ('resnet', 'darknet')
+TRANSFORM_KINDS = INPUT_TRANSFORMS  # the registry of yolact_jax.config
 
 _CROP_TRIALS = 50
 _NUM_CROP_MODES = 6  # None, (0.1, None), (0.3, None), (0.7, None), (0.9, None), (None, None)
@@ -248,7 +250,7 @@ def train_transform(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, lab
                     num_crowds: int, rng: np.random.Generator, max_size: int = 550,
                     kind: str = 'resnet', flags: AugmentFlags = AugmentFlags(),
                     ) -> TransformedSample:
-  """The original's training transform (``SSDAugmentation``), spec 2.4, in order.
+  """The original's training transform (``SSDAugmentation``), in order.
 
   Args:
     image: uint8 [H, W, 3] BGR.
@@ -322,10 +324,10 @@ def eval_transform(image: np.ndarray, boxes: np.ndarray | None = None,
                    labels: np.ndarray | None = None, max_size: int = 550, kind: str = 'resnet',
                    discard_box_width: float = 4 / 550, discard_box_height: float = 4 / 550,
                    ) -> TransformedSample:
-  """The original's eval transform (``BaseTransform``), spec 2.3.
+  """The original's eval transform (``BaseTransform``).
 
   float32 -> ``cv2.resize`` to S x S (INTER_LINEAR, aspect ratio not kept) -> normalise. The
-  Resize step's small-box filter runs on the RELATIVE boxes here (pitfall 19), so GT boxes
+  Resize step's small-box filter runs on the RELATIVE boxes here, so GT boxes
   narrower or shorter than 4/550 of the image are removed, as the original's own mAP sees them.
 
   Args:

@@ -1,7 +1,8 @@
 """Backbones: ResNet-50/101 (bottleneck, torchvision "v1.5": stride on the 3x3) and DarkNet-53.
 
 Both take an NHWC normalised image and return the tuple of stage outputs; YOLACT feeds
-``cfg.backbone.selected_layers`` of them to the FPN.
+``cfg.backbone.selected_layers`` of them to the FPN. ``BACKBONES`` maps each name of the config's
+``BACKBONE_KINDS`` registry to its module.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from yolact_jax.config import BACKBONE_KINDS
 from yolact_jax.model.layers import BatchNorm, conv, he_normal
 
 
@@ -119,10 +121,14 @@ class DarkNet(nn.Module):
     return tuple(outputs)
 
 
+# cfg.backbone.kind -> module; its keys are exactly config.BACKBONE_KINDS.
+BACKBONES: dict[str, type[nn.Module]] = {'resnet': ResNet, 'darknet': DarkNet}
+assert tuple(BACKBONES) == BACKBONE_KINDS, (tuple(BACKBONES), BACKBONE_KINDS)
+
+
 def make_backbone(kind: str, layers: tuple[int, ...], base_width: int, freeze_bn: bool,
                   dtype: Any, name: str = 'backbone') -> nn.Module:
-  if kind == 'resnet':
-    return ResNet(layers, base_width, freeze_bn, dtype, name=name)
-  if kind == 'darknet':
-    return DarkNet(layers, base_width, freeze_bn, dtype, name=name)
-  raise ValueError(f"Unknown backbone kind {kind!r}: expected 'resnet' or 'darknet'")
+  """The backbone ``kind`` (one of ``BACKBONE_KINDS``): stages ``layers``, stem width ``base_width``."""
+  if kind not in BACKBONES:
+    raise ValueError(f'Unknown backbone kind {kind!r}: expected one of {BACKBONE_KINDS}')
+  return BACKBONES[kind](layers, base_width, freeze_bn, dtype, name=name)

@@ -1,17 +1,30 @@
-"""Feature pyramid (spec section 4): lateral 1x1 convs, top-down bilinear resize to the exact
-lateral size, 3x3 prediction convs with ReLU (P3-P5), then P6/P7 by stride-2 convs without ReLU.
+"""Feature pyramid: lateral 1x1 convs, a top-down resize to the exact lateral size, 3x3 prediction
+convs with ReLU (P3-P5), then P6/P7 by stride-2 convs without ReLU.
 
 Index order is the original's: ``lat_layers_0`` / ``pred_layers_0`` belong to C5 / P5.
+
+The options follow the config's ``fpn`` fields (the presets use the first value of each):
+
+* ``interpolation`` (``FPN_INTERPOLATIONS``): 'bilinear' with half-pixel centres, or 'nearest'
+  as torch's ``F.interpolate(mode='nearest')`` (source index ``floor(dst * in / out)``). The
+  original passes ``align_corners=False`` with the mode, which torch refuses for 'nearest', so
+  there 'nearest' stops with an error; here it runs the mode without that argument.
+* ``use_conv_downsample``: P6/P7 by 3x3 stride-2 convs (padding 1), or, when False, as the
+  original's ``max_pool2d(x, 1, stride=2)``: every second row and column (no parameters). Both
+  give ceil(n / 2) pixels.
+* ``pad``: padding 1 in the 3x3 prediction convs, or 0 (each of P3-P5 then loses 2 pixels).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from yolact_jax.config import FPN_INTERPOLATIONS
 from yolact_jax.model.layers import conv
 
 
@@ -21,6 +34,26 @@ def resize_bilinear(x: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
                           antialias=False)
 
 
+def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+  """torch's 'nearest' source indices [out_size]: min(floor(dst * (in / out)), in - 1), float32."""
+  scale = np.float32(in_size) / np.float32(out_size)
+  src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+  return np.minimum(src, in_size - 1)
+
+
+def resize_nearest(x: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
+  """NHWC nearest-neighbour resize as torch ``F.interpolate(mode='nearest')``."""
+  rows = nearest_indices(x.shape[1], height)
+  cols = nearest_indices(x.shape[2], width)
+  return x[:, rows][:, :, cols]
+
+
+# cfg.fpn.interpolation -> resize [B, H, W, C] -> [B, height, width, C]; keys = FPN_INTERPOLATIONS.
+RESIZE: dict[str, Callable[[jnp.ndarray, int, int], jnp.ndarray]] = {
+    'bilinear': resize_bilinear, 'nearest': resize_nearest}
+assert tuple(RESIZE) == FPN_INTERPOLATIONS, (tuple(RESIZE), FPN_INTERPOLATIONS)
+
+
 class FPN(nn.Module):
   """[C3, C4, C5] -> [P3, P4, P5, P6, P7], each with ``num_features`` channels."""
   num_features: int = 256
@@ -28,24 +61,35 @@ class FPN(nn.Module):
   relu_pred_layers: bool = True
   relu_downsample_layers: bool = False
   dtype: Any = jnp.float32
+  interpolation: str = 'bilinear'
+  use_conv_downsample: bool = True
+  pad: bool = True
 
   @nn.compact
   def __call__(self, features: Sequence[jnp.ndarray]) -> list[jnp.ndarray]:
+    if self.interpolation not in RESIZE:
+      raise ValueError(f'FPN interpolation must be one of {FPN_INTERPOLATIONS}, got '
+                       f'{self.interpolation!r}')
+    resize = RESIZE[self.interpolation]
     n = len(features)
     f = self.num_features
     laterals = [conv(f, 1, name=f'lat_layers_{i}', dtype=self.dtype)(x)
                 for i, x in enumerate(reversed(features))]  # index 0 is the deepest level
     tops = [laterals[0]]
     for lateral in laterals[1:]:
-      above = resize_bilinear(tops[-1], lateral.shape[1], lateral.shape[2])
+      above = resize(tops[-1], lateral.shape[1], lateral.shape[2])
       tops.append(above + lateral)
     outs = []
+    padding = 1 if self.pad else 0
     for i, top in enumerate(tops):
-      y = conv(f, 3, 1, 1, name=f'pred_layers_{i}', dtype=self.dtype)(top)
+      y = conv(f, 3, 1, padding, name=f'pred_layers_{i}', dtype=self.dtype)(top)
       outs.append(nn.relu(y) if self.relu_pred_layers else y)
     outs = outs[::-1]  # P3 .. P5
     for i in range(self.num_downsample):
-      y = conv(f, 3, 2, 1, name=f'downsample_layers_{i}', dtype=self.dtype)(outs[-1])
+      if self.use_conv_downsample:
+        y = conv(f, 3, 2, 1, name=f'downsample_layers_{i}', dtype=self.dtype)(outs[-1])
+      else:
+        y = outs[-1][:, ::2, ::2]
       outs.append(nn.relu(y) if self.relu_downsample_layers else y)
     assert len(outs) == n + self.num_downsample
     return outs

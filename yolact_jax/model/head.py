@@ -1,4 +1,5 @@
-"""Prediction head (spec section 6.1): one parameter set shared across pyramid levels.
+"""Prediction head: one parameter set shared across pyramid levels (the original's
+``share_prediction_module``), or one per level (:func:`prediction_modules`).
 
 For each level: ReLU(3x3 'upfeature' conv), then three 3x3 convs for box offsets, class logits
 and mask coefficients (tanh). Outputs are reshaped anchor-fastest: prior index within a level is
@@ -45,3 +46,18 @@ class PredictionModule(nn.Module):
     elif self.coeff_activation != 'none':
       raise ValueError(f'Unknown coefficient activation {self.coeff_activation!r}')
     return {'loc': loc, 'conf': conf, 'mask': mask}
+
+
+def prediction_modules(num_levels: int, share: bool, *args: Any, **kwargs: Any
+                       ) -> list[PredictionModule]:
+  """The head of each pyramid level; call inside the network's compact ``__call__``.
+
+  ``share`` (``cfg.head.share_prediction_module``): one module, ``prediction_layers_0``, used at
+  every level. Otherwise one module per level, ``prediction_layers_{i}``, each with its own
+  parameters (the original's state_dict keys ``prediction_layers.{i}.*``). ``args``/``kwargs``
+  are :class:`PredictionModule`'s fields.
+  """
+  if share:
+    return [PredictionModule(*args, name='prediction_layers_0', **kwargs)] * num_levels
+  return [PredictionModule(*args, name=f'prediction_layers_{i}', **kwargs)
+          for i in range(num_levels)]

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from yolact_jax.config import YolactConfig
 from yolact_jax.model.backbone import make_backbone
 from yolact_jax.model.fpn import FPN
-from yolact_jax.model.head import PredictionModule
+from yolact_jax.model.head import prediction_modules
 from yolact_jax.model.layers import conv
 from yolact_jax.model.protonet import ProtoNet
 
@@ -37,16 +37,18 @@ class Yolact(nn.Module):
     b = cfg.backbone
     x = images.astype(self.dtype)
     stages = make_backbone(b.kind, b.layers, b.base_width, self.freeze_bn, self.dtype)(x, train)
-    pyramid = FPN(cfg.fpn.num_features, cfg.fpn.num_downsample, cfg.fpn.relu_pred_layers,
-                  cfg.fpn.relu_downsample_layers, self.dtype,
+    f = cfg.fpn
+    pyramid = FPN(f.num_features, f.num_downsample, f.relu_pred_layers, f.relu_downsample_layers,
+                  self.dtype, interpolation=f.interpolation,
+                  use_conv_downsample=f.use_conv_downsample, pad=f.pad,
                   name='fpn')([stages[i] for i in b.selected_layers])
     proto = ProtoNet(cfg.mask.proto_net, cfg.mask.proto_prototype_activation, self.dtype,
                      name='proto_net')(pyramid[cfg.mask.proto_src])
-    head = PredictionModule(cfg.num_classes, cfg.mask.mask_dim, b.num_anchors,
-                            cfg.head.extra_head_net, cfg.head.head_kernel, cfg.head.head_padding,
-                            cfg.mask.proto_coeff_activation, self.dtype,
-                            name='prediction_layers_0')
-    levels = [head(p) for p in pyramid]
+    heads = prediction_modules(len(pyramid), cfg.head.share_prediction_module, cfg.num_classes,
+                               cfg.mask.mask_dim, b.num_anchors, cfg.head.extra_head_net,
+                               cfg.head.head_kernel, cfg.head.head_padding,
+                               cfg.mask.proto_coeff_activation, self.dtype)
+    levels = [head(p) for head, p in zip(heads, pyramid)]
     out = {k: jnp.concatenate([level[k] for level in levels], axis=1).astype(jnp.float32)
            for k in ('loc', 'conf', 'mask')}
     out['proto'] = proto.astype(jnp.float32)

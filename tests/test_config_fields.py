@@ -1,0 +1,244 @@
+"""An honest config: every field formerly ignored now changes the computation or is rejected
+with an error naming it; one registry per enumeration; the FPN and head options."""
+
+import dataclasses
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from yolact_jax import config as C
+from yolact_jax import detect as detect_lib
+from yolact_jax import predict
+from yolact_jax.data import augment
+from yolact_jax.model import backbone, fpn, head
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _loads_named_imagenet_file(tmp_path):
+  """backbone.pretrained_weights names the file that ``--imagenet <folder>`` loads."""
+  import torch
+  from yolact_jax.checkpoint import convert
+  from yolact_jax.model.yolact import Yolact
+  cfg = C.get_config('yolact_tiny')
+  x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
+  init = jax.jit(Yolact(cfg).init)
+  fresh, other = init(jax.random.key(0), x), init(jax.random.key(1), x)
+  backbone_only = {k[len('backbone.'):]: torch.from_numpy(np.array(v))
+                   for k, v in convert.variables_to_state_dict(other).items()
+                   if k.startswith('backbone.')}
+  torch.save(backbone_only, tmp_path / 'mine.pth')
+  with pytest.raises(convert.CheckpointError, match='backbone.pretrained_weights'):
+    convert.load_imagenet_backbone(tmp_path, cfg, fresh)  # the tiny preset names no file
+  named = C.get_config('yolact_tiny', ['backbone.pretrained_weights=mine.pth'])
+  loaded = convert.load_imagenet_backbone(tmp_path, named, fresh)
+  kernel = lambda v: np.asarray(v['params']['backbone']['conv1']['kernel'])  # noqa: E731
+  assert not np.array_equal(kernel(fresh), kernel(other))
+  np.testing.assert_array_equal(kernel(loaded), kernel(other))
+  return True
+
+
+def _changes_the_network(field, value):
+  """The tiny network at 128 px (P5 4 x 4, so unpadded 3x3 convs fit) computes other outputs
+  (or has other parameters) with ``field=value``."""
+  from yolact_jax.model.yolact import Yolact
+
+  def run(overrides):
+    cfg = C.get_config('yolact_tiny', ['max_size=128'] + overrides)
+    x = jax.random.normal(jax.random.key(0), (1, 128, 128, 3))
+    variables = Yolact(cfg).init(jax.random.key(1), x)
+    return variables, Yolact(cfg).apply(variables, x)
+
+  (v0, out0), (v1, out1) = run([]), run([f'{field}={value}'])
+  if jax.tree.structure(v0) != jax.tree.structure(v1):
+    return True
+  return any(out0[k].shape != out1[k].shape or not np.allclose(out0[k], out1[k]) for k in out0)
+
+
+REJECTED = 'rejected'
+
+# Every field the code used to ignore: a non-default value, and either REJECTED or a check that
+# the value changes what is computed.
+FORMERLY_IGNORED = [
+    ('backbone.dcn_layers', '(0, 1, 1, 1)', REJECTED),
+    ('backbone.dcn_interval', '3', REJECTED),
+    ('backbone.pretrained_weights', 'mine.pth', _loads_named_imagenet_file),
+    ('fpn.interpolation', 'nearest', lambda _: _changes_the_network('fpn.interpolation', 'nearest')),
+    ('fpn.use_conv_downsample', 'False',
+     lambda _: _changes_the_network('fpn.use_conv_downsample', 'False')),
+    ('fpn.pad', 'False', lambda _: _changes_the_network('fpn.pad', 'False')),
+    ('mask.binarize_downsampled_gt', 'False', REJECTED),
+    ('head.share_prediction_module', 'False',
+     lambda _: _changes_the_network('head.share_prediction_module', 'False')),
+    ('loss.use_maskiou', 'True', REJECTED),
+    ('loss.maskiou_alpha', '10.0', REJECTED),
+    ('loss.discard_mask_area', '25', REJECTED),
+    ('detect.rescore_mask', 'True', REJECTED),
+    ('detect.rescore_bbox', 'True', REJECTED),
+    ('use_maskiou', 'True', REJECTED),
+    ('maskiou_net', '((8, 3, 2), (16, 3, 2))', REJECTED),
+]
+
+
+@pytest.mark.parametrize('field,value,expect', FORMERLY_IGNORED,
+                         ids=[row[0] for row in FORMERLY_IGNORED])
+def test_formerly_ignored_field_changes_the_computation_or_is_rejected(field, value, expect,
+                                                                       tmp_path):
+  if expect == REJECTED:
+    with pytest.raises(C.ConfigError) as info:
+      C.get_config('yolact_tiny', [f'{field}={value}'])
+    message = str(info.value)
+    assert message.startswith(f'{field}=') and 'not implemented' in message
+    assert f'Supported: {field}=' in message
+  else:
+    assert expect(tmp_path)
+
+
+def test_the_table_covers_the_unsupported_list():
+  table = {row[0] for row in FORMERLY_IGNORED if row[2] == REJECTED}
+  assert table == {row[0] for row in C._UNSUPPORTED}
+
+
+@pytest.mark.parametrize('name', sorted(C.PRESETS))
+def test_every_preset_is_valid_as_defined(name):
+  C.validate(C.PRESETS[name]())
+
+
+def test_config_files_validate(tmp_path):
+  bad = tmp_path / 'bad.py'
+  bad.write_text('from yolact_jax import config\n\n\ndef get_config():\n'
+                 '  import dataclasses\n  cfg = config.yolact_tiny()\n'
+                 '  return dataclasses.replace(cfg, use_maskiou=True)\n')
+  with pytest.raises(C.ConfigError, match='use_maskiou=True'):
+    C.load_config(str(bad))
+  old = tmp_path / 'old.py'
+  old.write_text('from yolact_jax import config\n\n\ndef get():\n  return config.yolact_tiny()\n')
+  assert C.load_config(str(old)).name == 'yolact_tiny'
+  none = tmp_path / 'none.py'
+  none.write_text('X = 1\n')
+  with pytest.raises(C.ConfigError, match='get_config'):
+    C.load_config(str(none))
+
+
+def test_config_files_define_get_config():
+  for f in sorted((ROOT / 'configs').glob('*.py')):
+    text = f.read_text()
+    assert 'def get_config() -> YolactConfig:' in text and 'get = get_config' in text, f.name
+    assert f"load_config('configs/{f.name}')" in text, f.name
+
+
+# ------------------------------------------------------------------------------- registries
+
+
+@pytest.mark.parametrize('field,registry', [
+    ('detect.nms', C.NMS_KINDS), ('backbone.kind', C.BACKBONE_KINDS),
+    ('backbone.transform', C.INPUT_TRANSFORMS), ('fpn.interpolation', C.FPN_INTERPOLATIONS),
+    ('train.optimizer', C.OPTIMIZERS)])
+def test_validate_reads_the_registry(field, registry):
+  with pytest.raises(C.ConfigError) as info:
+    C.get_config('yolact_tiny', [f'{field}=nonsense'])
+  assert field in str(info.value)
+  for name in registry:
+    assert repr(name) in str(info.value)
+
+
+def test_implementations_use_the_registries():
+  assert detect_lib.NMS_KINDS is C.NMS_KINDS
+  assert tuple(backbone.BACKBONES) == C.BACKBONE_KINDS
+  assert augment.TRANSFORM_KINDS is C.INPUT_TRANSFORMS
+  assert tuple(fpn.RESIZE) == C.FPN_INTERPOLATIONS
+  image = np.full((2, 2, 3), 128, np.uint8)
+  for kind in C.INPUT_TRANSFORMS:  # host and device normalisations know every transform
+    host = augment.normalize(image, kind)
+    device = predict.normalise(jnp.asarray(image[..., ::-1], jnp.float32), kind)
+    np.testing.assert_allclose(host, device, rtol=1e-6)
+
+
+@pytest.mark.parametrize('script', ['evaluate.py', 'scripts/predict.py'])
+def test_cli_nms_choices_are_the_registry(script):
+  text = (ROOT / script).read_text()
+  assert "'--nms', choices=NMS_KINDS" in text
+  assert "'cross_class', 'standard')" not in text
+
+
+# -------------------------------------------------------------------- FPN and head options
+
+
+def _features(seed=0, sizes=(13, 7, 4), channels=(6, 8, 10)):
+  keys = jax.random.split(jax.random.key(seed), len(sizes))
+  return [jax.random.normal(k, (1, n, n, c)) for k, n, c in zip(keys, sizes, channels)]
+
+
+def _fpn_outputs(**options):
+  module = fpn.FPN(8, 2, True, False, jnp.float32, **options)
+  feats = _features()
+  variables = module.init(jax.random.key(1), feats)
+  return variables, module.apply(variables, feats)
+
+
+def test_fpn_defaults_are_the_presets():
+  fields = {f.name: f.default for f in dataclasses.fields(C.FPNConfig)}
+  assert (fpn.FPN.interpolation, fpn.FPN.use_conv_downsample, fpn.FPN.pad) == (
+      fields['interpolation'], fields['use_conv_downsample'], fields['pad'])
+
+
+def test_fpn_nearest_matches_torch():
+  torch = pytest.importorskip('torch')
+  x = np.random.default_rng(0).normal(size=(1, 7, 4, 3)).astype(np.float32)
+  for h, w in [(13, 7), (14, 8), (7, 4), (20, 9)]:
+    ours = fpn.resize_nearest(jnp.asarray(x), h, w)
+    theirs = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2),
+                                             size=(h, w), mode='nearest')
+    np.testing.assert_array_equal(ours, theirs.permute(0, 2, 3, 1).numpy())
+  (_, bilinear), (_, nearest) = _fpn_outputs(), _fpn_outputs(interpolation='nearest')
+  assert not np.allclose(bilinear[0], nearest[0])  # P3 sees the resized levels above
+  np.testing.assert_array_equal(bilinear[2], nearest[2])  # P5 does not
+
+
+def test_fpn_max_pool_downsample_matches_torch():
+  torch = pytest.importorskip('torch')
+  variables, outs = _fpn_outputs(use_conv_downsample=False)
+  assert 'downsample_layers_0' not in variables['params']
+  p5 = torch.from_numpy(np.array(outs[2])).permute(0, 3, 1, 2)
+  p6 = torch.nn.functional.max_pool2d(p5, 1, stride=2)
+  p7 = torch.nn.functional.max_pool2d(p6, 1, stride=2)
+  np.testing.assert_array_equal(outs[3], p6.permute(0, 2, 3, 1).numpy())
+  np.testing.assert_array_equal(outs[4], p7.permute(0, 2, 3, 1).numpy())
+  _, conv_outs = _fpn_outputs()
+  assert [o.shape for o in outs] == [o.shape for o in conv_outs]  # both ceil(n / 2)
+
+
+def test_fpn_without_padding_shrinks_the_prediction_levels():
+  _, outs = _fpn_outputs(pad=False)
+  assert [o.shape[1] for o in outs] == [11, 5, 2, 1, 1]
+  _, padded = _fpn_outputs()
+  assert [o.shape[1] for o in padded] == [13, 7, 4, 2, 1]
+
+
+class _Heads(head.nn.Module):
+  share: bool
+
+  @head.nn.compact
+  def __call__(self, levels):
+    modules = head.prediction_modules(len(levels), self.share, 3, 2, 1, (4,))
+    outs = [m(x) for m, x in zip(modules, levels)]
+    return jnp.concatenate([o['conf'] for o in outs], axis=1)
+
+
+def test_heads_shared_or_one_per_level():
+  levels = [jax.random.normal(jax.random.key(i), (1, n, n, 5)) for i, n in enumerate((4, 2, 1))]
+  shared = _Heads(True).init(jax.random.key(0), levels)['params']
+  assert list(shared) == ['prediction_layers_0']
+  separate = _Heads(False).init(jax.random.key(0), levels)['params']
+  assert list(separate) == ['prediction_layers_0', 'prediction_layers_1', 'prediction_layers_2']
+  assert jax.tree.structure(separate['prediction_layers_2']) == jax.tree.structure(
+      shared['prediction_layers_0'])
+  # Level 1 run through level 0's parameters differs from its own parameters.
+  own = _Heads(False).apply({'params': separate}, levels)
+  tied = {k: separate['prediction_layers_0'] for k in separate}
+  reused = _Heads(False).apply({'params': tied}, levels)
+  np.testing.assert_array_equal(own[:, :16], reused[:, :16])
+  assert not np.allclose(own[:, 16:], reused[:, 16:])
