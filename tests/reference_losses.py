@@ -55,5 +55,5 @@ def reference_losses() -> dict:
 def reference_predictions() -> dict[str, np.ndarray]:
   """The original's head outputs from ``raw.npz`` in the Flax model's training-output layout."""
   raw = load_npz('yolact_resnet50', 'raw.npz')
-  return dict(loc=raw['loc'], conf=raw['conf_logits'], mask=raw['mask'], proto=raw['proto'],
+  return dict(loc=raw['loc'], conf=raw['conf_logits'], coefs=raw['mask'], proto=raw['proto'],
               segm=np.transpose(raw['segm'], (0, 2, 3, 1)))

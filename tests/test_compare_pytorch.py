@@ -668,7 +668,7 @@ FAKE_FILES = {
                 rng = np.random.default_rng(0)
                 noisy = lambda a: torch.from_numpy(
                     (a + rng.uniform(-NOISE, NOISE, a.shape)).astype(np.float32))
-                preds = {'loc': noisy(out['loc']), 'mask': noisy(out['mask']),
+                preds = {'loc': noisy(out['loc']), 'mask': noisy(out['coefs']),
                           'conf': torch.softmax(torch.tensor(out['conf']), -1),
                           'priors': torch.tensor(make_priors(self.jax_cfg)),
                           'proto': noisy(out['proto'])}

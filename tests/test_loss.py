@@ -195,7 +195,7 @@ def synthetic_predictions(cfg, batch_size, seed=0, proto_scale=1.0):
   return dict(
       loc=normal(batch_size, num_priors, 4),
       conf=2 * normal(batch_size, num_priors, c),
-      mask=np.tanh(normal(batch_size, num_priors, k)),
+      coefs=np.tanh(normal(batch_size, num_priors, k)),
       proto=proto_scale * np.maximum(normal(batch_size, hp, hp, k), 0),
       segm=normal(batch_size, hs, hs, c - 1))
 
@@ -215,7 +215,7 @@ def per_prior_mask_losses(preds, targets, masks_proto, cfg):
     return L.mask_loss_per_slot(L.slot_mask_predictions(proto, coef, gt_box_t), gt_masks,
                                 gt_box_t)
 
-  return np.asarray(every_prior(preds['proto'], preds['mask'], masks_proto, targets.idx_t,
+  return np.asarray(every_prior(preds['proto'], preds['coefs'], masks_proto, targets.idx_t,
                                 targets.gt_box_t))
 
 
@@ -235,7 +235,7 @@ def test_masks_to_train_cap_scales_the_chosen_subset():
   mask_loss = jax.jit(L.mask_loss, static_argnames='cfg')
 
   rng = jax.random.key(3)
-  _, per_image, _ = mask_loss(preds['proto'], preds['mask'], batch['masks_proto'], targets, cfg,
+  _, per_image, _ = mask_loss(preds['proto'], preds['coefs'], batch['masks_proto'], targets, cfg,
                            rng)
   select = jax.jit(L.select_mask_slots, static_argnums=1)
   prior_idx, slot_valid, scale = map(np.asarray, select(positive, cap, rng))
@@ -249,13 +249,13 @@ def test_masks_to_train_cap_scales_the_chosen_subset():
   unsubsampled = all_priors[1, positive[1]].sum()
   assert scale[1] == 1.0
   assert float(per_image[1]) == pytest.approx(unsubsampled, rel=1e-5)
-  _, per_image_no_rng, _ = mask_loss(preds['proto'], preds['mask'], batch['masks_proto'], targets,
+  _, per_image_no_rng, _ = mask_loss(preds['proto'], preds['coefs'], batch['masks_proto'], targets,
                                   cfg, None)
   assert float(per_image_no_rng[1]) == pytest.approx(unsubsampled, rel=1e-5)
 
   # A high enough cap makes image 0 unsubsampled too.
   roomy = dataclasses.replace(cfg, mask=dataclasses.replace(cfg.mask, masks_to_train=1000))
-  _, per_image_roomy, _ = mask_loss(preds['proto'], preds['mask'], batch['masks_proto'], targets,
+  _, per_image_roomy, _ = mask_loss(preds['proto'], preds['coefs'], batch['masks_proto'], targets,
                                  roomy, rng)
   np.testing.assert_allclose(np.asarray(per_image_roomy), all_priors.sum(1, where=positive),
                              rtol=1e-5)
@@ -299,11 +299,11 @@ def test_loss_and_gradients_finite(name):
     assert int(terms['num_pos']) == 0 and int(terms['num_neg']) == 0
     for key in 'BCM':
       assert float(terms[key]) == 0.0
-      assert not np.any(np.asarray(grads[{'B': 'loc', 'C': 'conf', 'M': 'mask'}[key]]))
+      assert not np.any(np.asarray(grads[{'B': 'loc', 'C': 'conf', 'M': 'coefs'}[key]]))
     assert float(terms['S']) > 0 and float(value) == pytest.approx(float(terms['S']))
   else:
     assert int(terms['num_pos']) > 0 and float(terms['M']) > 0
-    assert np.any(np.asarray(grads['mask'])) and np.any(np.asarray(grads['proto']))
+    assert np.any(np.asarray(grads['coefs'])) and np.any(np.asarray(grads['proto']))
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,10 +34,10 @@ def test_output_shapes(preset, overrides):
   h3 = feature_sizes(cfg)[0]
   assert out['loc'].shape == (2, p, 4)
   assert out['conf'].shape == (2, p, cfg.num_classes)
-  assert out['mask'].shape == (2, p, k)
+  assert out['coefs'].shape == (2, p, k)
   assert out['proto'].shape == (2, hp, hp, k)
   assert out['segm'].shape == (2, h3, h3, cfg.num_classes - 1)
-  assert np.all(np.abs(out['mask']) <= 1)  # tanh'd coefficients
+  assert np.all(np.abs(out['coefs']) <= 1)  # tanh'd coefficients
   assert np.all(out['proto'] >= 0)  # ReLU prototypes
 
 

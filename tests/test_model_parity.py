@@ -31,7 +31,7 @@ def reference_run():
 
 
 @pytest.mark.parametrize('ours,theirs', [
-    ('loc', 'loc'), ('conf', 'conf_logits'), ('mask', 'mask'), ('proto', 'proto'),
+    ('loc', 'loc'), ('conf', 'conf_logits'), ('coefs', 'mask'), ('proto', 'proto'),
     ('segm', 'segm')])
 def test_head_outputs_match_reference(reference_run, ours, theirs):
   out, _ = reference_run

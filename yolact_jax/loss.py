@@ -333,7 +333,7 @@ def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig
   """The original's training loss for one batch (B + C + M + S, and I for YOLACT++).
 
   Args:
-    preds: training-mode network output: ``loc`` [B, P, 4], ``conf`` [B, P, C] logits, ``mask``
+    preds: training-mode network output: ``loc`` [B, P, 4], ``conf`` [B, P, C] logits, ``coefs``
       [B, P, k] tanh'd coefficients, ``proto`` [B, Hp, Wp, k], ``segm`` [B, Hs, Ws, C-1] logits
       (needed only when the semantic term is on).
     priors: [P, 4] (cx, cy, w, h).
@@ -356,7 +356,7 @@ def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig
   normaliser = jnp.maximum(num_pos, 1).astype(jnp.float32)
 
   negatives = hard_negatives(preds['conf'], targets.conf_t, lc.ohem_negpos_ratio)
-  mask_total, _, slots = mask_loss(preds['proto'], preds['mask'], batch['masks_proto'],
+  mask_total, _, slots = mask_loss(preds['proto'], preds['coefs'], batch['masks_proto'],
                                    targets, cfg, rng, batch['labels'])
   terms = {
       'B': box_loss(preds['loc'], targets.loc_t, positive, lc.bbox_alpha) / normaliser,

@@ -310,13 +310,13 @@ class InferenceProgram:
     return preprocess(images, image_sizes, self.cfg.max_size, self.cfg.backbone.transform)
 
   def network(self, variables: Any, net_input: jnp.ndarray) -> dict[str, jnp.ndarray]:
-    """The network in eval mode: {loc, conf, mask, proto}."""
+    """The network in eval mode: {loc, conf, coefs, proto}."""
     out = self.model.apply(variables, net_input, train=False)
-    return {k: out[k] for k in ('loc', 'conf', 'mask', 'proto')}
+    return {k: out[k] for k in ('loc', 'conf', 'coefs', 'proto')}
 
   def detect(self, out: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
     """Detect on the network's outputs (boxes, classes, scores, coefs, valid, ...)."""
-    return detect_from_logits(out['loc'], out['conf'], out['mask'], self.priors,
+    return detect_from_logits(out['loc'], out['conf'], out['coefs'], self.priors,
                               **self.detect_kwargs)
 
   def outputs(self, detections: dict[str, jnp.ndarray], proto: jnp.ndarray,

@@ -32,7 +32,7 @@ def _detect_stages(cfg: YolactConfig, raw: dict, nms_kinds: Sequence[str], opts:
     kwargs = dict(detect_lib.detect_kwargs(cfg), nms=kind)
     fn = jax.jit(lambda loc, conf, mask, kw=kwargs: detect_lib.detect_from_logits(
         loc, conf, mask, priors, **kw))
-    record, out = measure_stage(f'detect_{kind}', fn, (raw['loc'], raw['conf'], raw['mask']),
+    record, out = measure_stage(f'detect_{kind}', fn, (raw['loc'], raw['conf'], raw['coefs']),
                                 opts)
     record['num_detections'] = np.asarray(out['num_detections']).tolist()
     stages.append(record)

@@ -97,7 +97,7 @@ def reference_detect_inputs(reference_dir: pathlib.Path, batch: int
   with np.load(path) as raw:
     tile = lambda x: np.concatenate([x] * math.ceil(batch / x.shape[0]))[:batch]  # noqa: E731
     return {'loc': tile(raw['loc']), 'conf': tile(softmax_np(raw['conf_logits'])),
-            'mask': tile(raw['mask']), 'priors': raw['priors'],
+            'coefs': tile(raw['mask']), 'priors': raw['priors'],
             'source': str(path)}
 
 
@@ -127,5 +127,5 @@ def synthetic_detect_inputs(batch: int, num_priors: int = 19248, num_classes: in
   logits[:, np.flatnonzero(near), classes[owner[near]]] += boost[near]
   return {'loc': rng.normal(0, 0.05, (batch, num_priors, 4)).astype(np.float32),
           'conf': softmax_np(logits).astype(np.float32),
-          'mask': np.tanh(rng.normal(0, 1, (batch, num_priors, mask_dim))).astype(np.float32),
+          'coefs': np.tanh(rng.normal(0, 1, (batch, num_priors, mask_dim))).astype(np.float32),
           'priors': priors, 'source': 'synthetic clustered boxes, peaked scores'}

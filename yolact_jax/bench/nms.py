@@ -48,7 +48,7 @@ def nms_variant(inputs: dict[str, np.ndarray], kind: str, settings: dict[str, An
   alone, keep = measure_stage('nms_only', keep_fn, (boxes, valid), opts)
   detect_fn = jax.jit(lambda loc, conf, mask, priors: detect_lib.detect(
       loc, conf, mask, priors, nms=kind, **settings))
-  args = tuple(jnp.asarray(inputs[k]) for k in ('loc', 'conf', 'mask', 'priors'))
+  args = tuple(jnp.asarray(inputs[k]) for k in ('loc', 'conf', 'coefs', 'priors'))
   whole, dets = measure_stage('detect', detect_fn, args, opts)
   return {'nms': kind, 'candidate_shape': list(boxes.shape[:-1]),
           'candidates_valid': int(np.asarray(valid).sum()),

@@ -134,7 +134,7 @@ class OurInference:
     import jax
     raw = jax.device_get(self.net(self.variables, self.inputs[k]))
     return jax.device_get({'loc': raw['loc'], 'conf': jax.nn.softmax(raw['conf'], axis=-1),
-                           'mask': raw['mask'], 'proto': raw['proto'],
+                           'mask': raw['coefs'], 'proto': raw['proto'],
                            'priors': self.program.priors})
 
 

@@ -17,7 +17,7 @@ from yolact_jax.model.layers import conv
 
 
 class PredictionModule(nn.Module):
-  """One pyramid level -> loc [B, H*W*A, 4], conf [B, H*W*A, C] logits, mask [B, H*W*A, k]."""
+  """One pyramid level -> loc [B, H*W*A, 4], conf [B, H*W*A, C] logits, coefs [B, H*W*A, k]."""
   num_classes: int
   mask_dim: int
   num_anchors: int
@@ -40,12 +40,12 @@ class PredictionModule(nn.Module):
 
     loc = branch('bbox_layer', 4)
     conf = branch('conf_layer', self.num_classes)
-    mask = branch('mask_layer', self.mask_dim)
+    coefs = branch('mask_layer', self.mask_dim)
     if self.coeff_activation == 'tanh':
-      mask = jnp.tanh(mask)
+      coefs = jnp.tanh(coefs)
     elif self.coeff_activation != 'none':
       raise ValueError(f'Unknown coefficient activation {self.coeff_activation!r}')
-    return {'loc': loc, 'conf': conf, 'mask': mask}
+    return {'loc': loc, 'conf': conf, 'coefs': coefs}
 
 
 def prediction_modules(num_levels: int, share: bool, *args: Any, **kwargs: Any

@@ -2,7 +2,7 @@
 
 ``Yolact(cfg)(images, train=...)`` takes normalised NHWC images [B, S, S, 3] and returns a dict:
 ``loc`` [B, P, 4] encoded offsets, ``conf`` [B, P, C] class logits (softmax is Detect's job),
-``mask`` [B, P, k] tanh'd coefficients, ``proto`` [B, Hp, Wp, k] prototypes and, in training
+``coefs`` [B, P, k] tanh'd mask coefficients, ``proto`` [B, Hp, Wp, k] prototypes and, in training
 (or when ``return_segm``), ``segm`` [B, H3, W3, C-1] semantic logits. Priors come from
 ``yolact_jax.anchors.make_priors(cfg, S)``.
 """
@@ -50,7 +50,7 @@ class Yolact(nn.Module):
                                cfg.mask.proto_coeff_activation, self.dtype)
     levels = [head(p) for head, p in zip(heads, pyramid)]
     out = {k: jnp.concatenate([level[k] for level in levels], axis=1).astype(jnp.float32)
-           for k in ('loc', 'conf', 'mask')}
+           for k in ('loc', 'conf', 'coefs')}
     out['proto'] = proto.astype(jnp.float32)
     if train if return_segm is None else return_segm:
       segm = conv(cfg.num_classes - 1, 1, name='semantic_seg_conv', dtype=self.dtype)(pyramid[0])
