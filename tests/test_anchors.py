@@ -10,7 +10,7 @@ from yolact_jax.config import get_config
 from tests.reference_data import REFERENCE_DIR, require_reference
 
 
-def test_first_priors_of_yolact_base():  # spec 6.2 [verified] values
+def test_first_priors_of_yolact_base():  # the original's first priors at 550 px
   priors = make_priors(get_config('yolact_base'))
   assert priors.shape == (19248, 4) and priors.dtype == np.float32
   np.testing.assert_allclose(priors[:3], [[0.007246, 0.007246, 0.043636, 0.043636],

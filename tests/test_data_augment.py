@@ -272,7 +272,7 @@ def test_eval_transform_is_resize_then_normalise_and_filters_relative_boxes():
     expected = augment.normalize(cv2.resize(image.astype(np.float32), (550, 550),
                                             interpolation=cv2.INTER_LINEAR), kind)
     np.testing.assert_array_equal(out.image, expected)
-    # The 3/550-wide box is dropped by the eval filter (relative units, pitfall 19).
+    # The 3/550-wide box is dropped by the eval filter (relative sizes; training compares pixels).
     np.testing.assert_array_equal(out.boxes, boxes[[0, 2]])
     np.testing.assert_array_equal(out.labels, [1, -1])
     assert out.num_crowds == 1 and out.masks is None

@@ -119,99 +119,118 @@ class _MetricLog:
     return summary
 
 
+class _Run:
+  """One training run's moving parts: state, data iterator, checkpoints, metrics, summary."""
+
+  def __init__(self, cfg: YolactConfig, workdir: pathlib.Path, train_source: Any,
+               options: TrainOptions):
+    self.cfg, self.options = cfg, options
+    self.training = ts.build_training(cfg)
+    self.num_steps = options.num_steps or self.training.schedule.max_iter
+    self.data_iter = iter(loader.make_train_loader(
+        train_source, cfg.train.batch_size, cfg.train.seed, pipeline_options(cfg),
+        worker_count=options.workers, shard_index=jax.process_index(),
+        shard_count=jax.process_count()))
+    self.manager = runs.checkpoint_manager(workdir / runs.CHECKPOINTS, options.keep)
+    (workdir / 'config.json').write_text(json.dumps(config_to_dict(cfg), indent=1))
+    self.state = self._restore_or_init(workdir)
+    self.start = int(self.state.step)
+    self.metrics_log = _MetricLog(workdir / 'metrics.jsonl')
+    self.summary: dict[str, Any] = {'step': self.start, 'stopped_by': None,
+                                    'last_metrics': None, 'last_eval': None}
+
+  def _restore_or_init(self, workdir: pathlib.Path) -> ts.TrainState:
+    latest = self.manager.latest_step()
+    if latest is None:
+      init = self.options.init
+      return self.training.init_state(init() if init is not None else None)
+    restored = self.manager.restore(latest, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(self.training.abstract_state()),
+        data=grain.PyGrainCheckpointRestore(self.data_iter)))
+    log.info('resumed from step %d in %s', int(restored['state'].step), workdir)
+    return restored['state']
+
+  def save(self, step: int, eval_metrics: dict | None = None) -> None:
+    metrics = {'mask_map': float(eval_metrics['mask_map'])} if eval_metrics else None
+    if self.manager.latest_step() == step and metrics is None:
+      return
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(self.state),
+        data=grain.PyGrainCheckpointSave(self.data_iter)), metrics=metrics, force=True)
+    self.manager.wait_until_finished()
+
+  def validate(self, step: int) -> dict | None:
+    if self.options.eval_fn is None:
+      return None
+    result = self.options.eval_fn(jax.device_get(state_variables(self.state)), step)
+    self.metrics_log.write({'kind': 'eval', 'step': step, **_scalars(result)})
+    self.summary['last_eval'] = result
+    return result
+
+  def log_interval(self, step: int, steps: int, elapsed: float, bar: tqdm) -> None:
+    rate = steps * self.cfg.train.batch_size / max(elapsed, 1e-9)
+    skipped = int(self.state.num_skipped)
+    last = self.metrics_log.flush_steps(step, rate, skipped)
+    self.summary['last_metrics'] = last
+    bar.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{last['lr']:.1e}", img_s=f'{rate:.1f}',
+                    skipped=skipped)
+
+  def loop(self, stop: '_StopSignal', bar: tqdm) -> int:
+    """Steps until ``num_steps`` or a stop signal; logs, validates and saves on the way."""
+    options, step = self.options, self.start
+    interval_start, interval_steps = time.perf_counter(), 0
+    while step < self.num_steps and stop.received is None:
+      batch = next(self.data_iter)
+      self.state, metrics = self.training.step(self.state, {k: batch[k] for k in BATCH_KEYS})
+      step += 1
+      interval_steps += 1
+      self.metrics_log.pending.append(metrics)
+      bar.update(1)
+      if options.on_step is not None:
+        options.on_step(step, metrics)
+      if step % options.log_every == 0 or step == self.num_steps:
+        jax.block_until_ready(metrics)  # time the device work, not the dispatch
+        self.log_interval(step, interval_steps, time.perf_counter() - interval_start, bar)
+        interval_start, interval_steps = time.perf_counter(), 0
+      if options.eval_every and step % options.eval_every == 0 and step < self.num_steps:
+        self.save(step, self.validate(step))
+      elif step % options.save_every == 0:
+        self.save(step)
+    return step
+
+  def finish(self, step: int, stop: '_StopSignal') -> None:
+    """Flushes metrics; on a signal saves, otherwise validates (if anything ran) and saves."""
+    if self.metrics_log.pending:
+      self.summary['last_metrics'] = self.metrics_log.flush_steps(
+          step, 0.0, int(self.state.num_skipped))
+    if stop.received is not None:
+      self.summary['stopped_by'] = signal.Signals(stop.received).name
+      self.save(step)
+    else:
+      ran = step > self.start or self.summary['last_eval'] is None
+      self.save(step, self.validate(step) if ran else None)
+
+
 def train(cfg: YolactConfig, workdir: str | os.PathLike, train_source: Any,
           options: TrainOptions | None = None) -> dict:
   """Trains (or resumes) in ``workdir`` and returns a summary dict.
 
   ``train_source``: a record source of ``yolact_jax.data.loader`` (in-memory COCO or TFDS).
   The summary has ``step``, ``stopped_by`` (None, 'SIGINT', 'SIGTERM'), ``num_skipped``,
-  ``last_metrics`` and ``last_eval``.
+  ``last_metrics``, ``last_eval`` and the final ``state``.
   """
   options = options or TrainOptions()
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  training = ts.build_training(cfg)
-  num_steps = options.num_steps or training.schedule.max_iter
-
-  data_loader = loader.make_train_loader(
-      train_source, cfg.train.batch_size, cfg.train.seed, pipeline_options(cfg),
-      worker_count=options.workers, shard_index=jax.process_index(),
-      shard_count=jax.process_count())
-  data_iter = iter(data_loader)
-  manager = runs.checkpoint_manager(workdir / runs.CHECKPOINTS, options.keep)
-  (workdir / 'config.json').write_text(json.dumps(config_to_dict(cfg), indent=1))
-
-  latest = manager.latest_step()
-  if latest is not None:
-    restored = manager.restore(latest, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(training.abstract_state()),
-        data=grain.PyGrainCheckpointRestore(data_iter)))
-    state = restored['state']
-    log.info('resumed from step %d in %s', int(state.step), workdir)
-  else:
-    state = training.init_state(options.init() if options.init is not None else None)
-  start = int(state.step)
-
-  metrics_log = _MetricLog(workdir / 'metrics.jsonl')
-  summary: dict[str, Any] = {'step': start, 'stopped_by': None, 'last_metrics': None,
-                             'last_eval': None}
-
-  def save(step: int, eval_metrics: dict | None = None) -> None:
-    metrics = {'mask_map': float(eval_metrics['mask_map'])} if eval_metrics else None
-    if manager.latest_step() == step and metrics is None:
-      return
-    manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=grain.PyGrainCheckpointSave(data_iter)),
-        metrics=metrics, force=True)
-    manager.wait_until_finished()
-
-  def validate(step: int) -> dict | None:
-    if options.eval_fn is None:
-      return None
-    result = options.eval_fn(jax.device_get(state_variables(state)), step)
-    metrics_log.write({'kind': 'eval', 'step': step, **_scalars(result)})
-    summary['last_eval'] = result
-    return result
-
-  bar = tqdm(total=num_steps, initial=start, disable=not options.progress, unit='step',
-             dynamic_ncols=True, desc=cfg.name)
-  interval_start, interval_steps = time.perf_counter(), 0
-  step = start
+  run = _Run(cfg, workdir, train_source, options)
+  bar = tqdm(total=run.num_steps, initial=run.start, disable=not options.progress,
+             unit='step', dynamic_ncols=True, desc=cfg.name)
   with _StopSignal() as stop, contextlib.closing(bar):
-    while step < num_steps and stop.received is None:
-      batch = next(data_iter)
-      state, metrics = training.step(state, {k: batch[k] for k in BATCH_KEYS})
-      step += 1
-      interval_steps += 1
-      metrics_log.pending.append(metrics)
-      bar.update(1)
-      if options.on_step is not None:
-        options.on_step(step, metrics)
-      if step % options.log_every == 0 or step == num_steps:
-        jax.block_until_ready(metrics)  # time the device work, not the dispatch
-        elapsed = time.perf_counter() - interval_start
-        rate = interval_steps * cfg.train.batch_size / max(elapsed, 1e-9)
-        last = metrics_log.flush_steps(step, rate, int(state.num_skipped))
-        summary['last_metrics'] = last
-        bar.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{last['lr']:.1e}",
-                        img_s=f'{rate:.1f}', skipped=int(state.num_skipped))
-        interval_start, interval_steps = time.perf_counter(), 0
-      if options.eval_every and step % options.eval_every == 0 and step < num_steps:
-        save(step, validate(step))
-      elif step % options.save_every == 0:
-        save(step)
-    if metrics_log.pending:
-      summary['last_metrics'] = metrics_log.flush_steps(step, 0.0, int(state.num_skipped))
-    if stop.received is not None:
-      summary['stopped_by'] = signal.Signals(stop.received).name
-      save(step)
-    else:
-      final_eval = validate(step) if step > start or summary['last_eval'] is None else None
-      save(step, final_eval)
-  manager.close()
-  summary.update(step=step, num_skipped=int(state.num_skipped))
-  summary['state'] = state
-  return summary
+    step = run.loop(stop, bar)
+    run.finish(step, stop)
+  run.manager.close()
+  run.summary.update(step=step, num_skipped=int(run.state.num_skipped), state=run.state)
+  return run.summary
 
 
 def _scalars(tree: dict) -> dict:

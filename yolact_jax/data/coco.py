@@ -222,6 +222,67 @@ def _check_segmentation(segmentation: Any, height: int, width: int) -> tuple[Any
                 'used as mask']
 
 
+def _valid_images(data: dict, ann_file: str, problems: list[Problem]) -> dict[int, dict]:
+  """Images by id, without those of non-positive size (reported in ``problems``)."""
+  images = {}
+  for image in data['images']:
+    image_id = int(image['id'])
+    height, width = int(image['height']), int(image['width'])
+    if height <= 0 or width <= 0:
+      problems.append(Problem(ann_file, f'image size {width}x{height} is invalid: image '
+                              'dropped', image_id=image_id))
+      continue
+    images[image_id] = image
+  return images
+
+
+def _valid_annotations(data: dict, images: dict[int, dict], label_map: LabelMap, ann_file: str,
+                       problems: list[Problem]) -> dict[int, list[dict]]:
+  """Per image id, its usable annotations in file order (box clipped, segmentation checked);
+  unusable ones are dropped and reported in ``problems``."""
+  class_of = label_map.id_to_index
+  annotations_of: dict[int, list[dict]] = {image_id: [] for image_id in images}
+  for ann in data['annotations']:
+    image_id, ann_id = int(ann['image_id']), int(ann['id'])
+    if image_id not in images:
+      problems.append(Problem(ann_file, 'image_id not in images: annotation dropped',
+                              image_id=image_id, annotation_id=ann_id))
+      continue
+    image = images[image_id]
+    height, width = int(image['height']), int(image['width'])
+    if ann['category_id'] not in class_of:
+      problems.append(Problem(ann_file, f"category_id {ann['category_id']} is not in "
+                              'categories: annotation dropped', image_id, ann_id))
+      continue
+    box, message = _clip_box(ann.get('bbox'), height, width)
+    if message:
+      problems.append(Problem(ann_file, message, image_id, ann_id))
+    if box is None:
+      continue
+    segmentation, messages = _check_segmentation(ann.get('segmentation'), height, width)
+    problems.extend(Problem(ann_file, m, image_id, ann_id) for m in messages)
+    annotations_of[image_id].append({
+        'id': ann_id, 'box': box, 'class': class_of[ann['category_id']],
+        'crowd': bool(ann.get('iscrowd', 0)), 'segmentation': segmentation})
+  return annotations_of
+
+
+def _record(image_id: int, image: dict, path: str, anns: list[dict]) -> dict:
+  """One image's record (see :func:`build_records`)."""
+  return {
+      'image_id': image_id,
+      'file_name': str(image['file_name']),
+      'height': int(image['height']),
+      'width': int(image['width']),
+      'image_path': path,
+      'boxes_xywh': np.array([a['box'] for a in anns], np.float64).reshape(-1, 4),
+      'category_index': np.array([a['class'] for a in anns], np.int32),
+      'is_crowd': np.array([a['crowd'] for a in anns], bool),
+      'annotation_ids': np.array([a['id'] for a in anns], np.int64),
+      'segmentations': [a['segmentation'] for a in anns],
+  }
+
+
 def build_records(data: dict, ann_file: str, image_dir: str, label_map: LabelMap | None = None,
                   keep: str = 'with_objects', check_files: bool = True,
                   ) -> tuple[list[dict], list[Problem], LabelMap]:
@@ -254,43 +315,9 @@ def build_records(data: dict, ann_file: str, image_dir: str, label_map: LabelMap
     if not data['categories']:
       raise CocoFormatError(f"{ann_file}: 'categories' is empty: no class to learn")
     label_map = build_label_map(data['categories'])
-  class_of = label_map.id_to_index
   problems: list[Problem] = []
-
-  images = {}
-  for image in data['images']:
-    image_id = int(image['id'])
-    height, width = int(image['height']), int(image['width'])
-    if height <= 0 or width <= 0:
-      problems.append(Problem(ann_file, f'image size {width}x{height} is invalid: image '
-                              'dropped', image_id=image_id))
-      continue
-    images[image_id] = image
-
-  annotations_of: dict[int, list[dict]] = {image_id: [] for image_id in images}
-  for ann in data['annotations']:
-    image_id, ann_id = int(ann['image_id']), int(ann['id'])
-    if image_id not in images:
-      problems.append(Problem(ann_file, 'image_id not in images: annotation dropped',
-                              image_id=image_id, annotation_id=ann_id))
-      continue
-    image = images[image_id]
-    height, width = int(image['height']), int(image['width'])
-    if ann['category_id'] not in class_of:
-      problems.append(Problem(ann_file, f"category_id {ann['category_id']} is not in "
-                              'categories: annotation dropped', image_id, ann_id))
-      continue
-    box, message = _clip_box(ann.get('bbox'), height, width)
-    if message:
-      problems.append(Problem(ann_file, message, image_id, ann_id))
-    if box is None:
-      continue
-    segmentation, messages = _check_segmentation(ann.get('segmentation'), height, width)
-    problems.extend(Problem(ann_file, m, image_id, ann_id) for m in messages)
-    annotations_of[image_id].append({
-        'id': ann_id, 'box': box, 'class': class_of[ann['category_id']],
-        'crowd': bool(ann.get('iscrowd', 0)), 'segmentation': segmentation})
-
+  images = _valid_images(data, ann_file, problems)
+  annotations_of = _valid_annotations(data, images, label_map, ann_file, problems)
   records = []
   for image_id, image in images.items():
     anns = annotations_of[image_id]
@@ -302,18 +329,7 @@ def build_records(data: dict, ann_file: str, image_dir: str, label_map: LabelMap
     if check_files and not os.path.isfile(path):
       problems.append(Problem(path, 'image file not found: image dropped', image_id))
       continue
-    records.append({
-        'image_id': image_id,
-        'file_name': str(image['file_name']),
-        'height': int(image['height']),
-        'width': int(image['width']),
-        'image_path': path,
-        'boxes_xywh': np.array([a['box'] for a in anns], np.float64).reshape(-1, 4),
-        'category_index': np.array([a['class'] for a in anns], np.int32),
-        'is_crowd': np.array([a['crowd'] for a in anns], bool),
-        'annotation_ids': np.array([a['id'] for a in anns], np.int64),
-        'segmentations': [a['segmentation'] for a in anns],
-    })
+    records.append(_record(image_id, image, path, anns))
   if not records:
     raise CocoFormatError(
         f'{ann_file}: empty dataset: no image left (keep={keep!r}; {len(data["images"])} '

@@ -1,4 +1,4 @@
-"""ProtoNet (spec section 5): convs with ReLU, a x2 bilinear upsample, and a final 1x1 conv to
+"""ProtoNet: convs with ReLU, a x2 bilinear upsample, and a final 1x1 conv to
 ``mask_dim`` prototypes followed by the prototype activation (ReLU). Output is NHWC, i.e. the
 original's channels-last ``proto`` [B, Hp, Wp, k].
 """
