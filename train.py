@@ -55,6 +55,8 @@ def parse_args(argv=None):
                       help='also write the final weights as an original-layout .pth')
   parser.add_argument('--no_progress', action='store_true')
   from yolact_jax.config import parse_args_with_overrides
+  from yolact_jax.parallel import add_distributed_args
+  add_distributed_args(parser)
   args, overrides = parse_args_with_overrides(parser, argv)
   return args, overrides
 
@@ -118,6 +120,12 @@ def main(argv=None) -> int:
   for noisy in ('absl', 'orbax', 'jax'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
   args, overrides = parse_args(argv)
+  from yolact_jax import parallel
+  try:
+    parallel.initialize_from_args(args)
+  except parallel.DistributedError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
   import jax
   from yolact_jax import trainer
   from yolact_jax.checkpoint import convert, io
@@ -143,6 +151,8 @@ def main(argv=None) -> int:
       eval_fn=None if args.no_eval else make_eval_fn(cfg, val_source, val_ann))
   summary = trainer.train(cfg, workdir, train_source, options)
   variables = trainer.state_variables(summary.pop('state'))
+  if jax.process_index() != 0:
+    return 0
   if args.export_pth:
     convert.save_original_weights(jax.device_get(variables), args.export_pth)
     print(f'wrote {args.export_pth}')

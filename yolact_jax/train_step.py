@@ -32,7 +32,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
+from yolact_jax import parallel
 from yolact_jax.anchors import make_priors
 from yolact_jax.config import YolactConfig
 from yolact_jax.loss import yolact_loss
@@ -194,18 +196,21 @@ class Training:
   """Everything a training run computes with, built once from a config by ``build_training``.
 
   ``update`` is the pure step ``(state, batch) -> (state, metrics)``; ``step`` is it under
-  ``jax.jit`` with the state donated (its buffers are reused for the new state).
+  ``jax.jit`` with the state donated (its buffers are reused for the new state) and, with a
+  ``mesh``, the state replicated and the batch sharded along the mesh's ``'data'`` axis.
   """
   cfg: YolactConfig
   model: Yolact
   tx: optax.GradientTransformation
   freeze_bn: bool
   schedule: Schedule
+  mesh: Mesh | None
   update: Callable[[TrainState, dict], tuple[TrainState, dict]]
   step: Callable[[TrainState, dict], tuple[TrainState, dict]]
 
   def init_state(self, variables: dict | None = None, seed: int | None = None) -> TrainState:
-    """A step-0 state from ``variables`` (default: a fresh random init of the model).
+    """A step-0 state from ``variables`` (default: a fresh random init of the model), placed
+    on the mesh.
 
     The state owns copies of ``variables``: ``step`` donates the state's buffers, and the
     caller's arrays must survive that.
@@ -214,26 +219,37 @@ class Training:
       variables = init_variables(self.cfg)
     else:
       variables = jax.tree_util.tree_map(jnp.array, variables)
-    return init_train_state(self.cfg, variables, self.tx, seed)
+    return parallel.replicate(init_train_state(self.cfg, variables, self.tx, seed), self.mesh)
 
   def abstract_state(self) -> TrainState:
-    """The state's tree of ``jax.ShapeDtypeStruct`` (for restoring a checkpoint into)."""
-    return jax.eval_shape(lambda: init_train_state(self.cfg, init_variables(self.cfg), self.tx))
+    """The state's tree of ``jax.ShapeDtypeStruct`` (with the mesh's replicated sharding), for
+    restoring a checkpoint into."""
+    shapes = jax.eval_shape(lambda: init_train_state(self.cfg, init_variables(self.cfg), self.tx))
+    if self.mesh is None:
+      return shapes
+    sharding = parallel.replicated(self.mesh)
+    return jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
-def build_training(cfg: YolactConfig, *, loss_fn: LossFn = yolact_loss, num_replicas: int = 1,
+def build_training(cfg: YolactConfig, *, loss_fn: LossFn = yolact_loss, mesh: Mesh | None = None,
                    dtype: Any = jnp.float32) -> Training:
   """The one training assembly: model, optimiser, schedule and the jitted step for ``cfg``.
 
-  ``loss_fn`` is the multi-task loss (default the original's B + C + M + S). ``num_replicas`` is
-  the number of devices the batch is split over; the BatchNorm freeze rule looks at the batch per
-  replica, as the original's ``batch_size // num_gpus < 6``. ``dtype`` is the computation dtype
-  of the network (parameters stay float32).
+  ``loss_fn`` is the multi-task loss (default the original's). ``mesh``: the devices the batch
+  is split over (``yolact_jax.parallel.data_mesh``; None: one device); the BatchNorm freeze rule
+  looks at the batch per replica, as the original's ``batch_size // num_gpus < 6``. ``dtype`` is
+  the computation dtype of the network (parameters stay float32).
   """
-  freeze_bn = uses_frozen_bn(cfg, num_replicas)
+  freeze_bn = uses_frozen_bn(cfg, parallel.num_replicas(mesh))
   model = Yolact(cfg, freeze_bn=freeze_bn, dtype=dtype)
   tx = make_optimizer(cfg, abstract_variables(cfg)['params'], freeze_bn)
   update = make_train_step(cfg, model, tx, loss_fn)
+  if mesh is None:
+    step = jax.jit(update, donate_argnums=(0,))
+  else:
+    state_sharding = parallel.replicated(mesh)
+    step = jax.jit(update, in_shardings=(state_sharding, parallel.batch_sharding(mesh)),
+                   out_shardings=(state_sharding, state_sharding), donate_argnums=(0,))
   return Training(cfg=cfg, model=model, tx=tx, freeze_bn=freeze_bn,
-                  schedule=effective_schedule(cfg), update=update,
-                  step=jax.jit(update, donate_argnums=(0,)))
+                  schedule=effective_schedule(cfg), mesh=mesh, update=update, step=step)

@@ -24,14 +24,16 @@ import os
 import pathlib
 import signal
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import grain.python as grain
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
+from yolact_jax import parallel
 from yolact_jax import train_step as ts
 from yolact_jax.checkpoint import runs
 from yolact_jax.config import YolactConfig, config_to_dict
@@ -65,6 +67,7 @@ class TrainOptions:
   init: Callable[[], dict] | None = None  # initial variables for a new run (default: random)
   eval_fn: Callable[[dict, int], dict] | None = None  # (variables, step) -> metrics
   on_step: Callable[[int, dict], None] | None = None  # called after each step (tests, hooks)
+  devices: Sequence[Any] | None = None  # devices the batch is split over (default: all)
 
 
 class _StopSignal:
@@ -99,15 +102,18 @@ def state_variables(state: ts.TrainState) -> dict:
 
 
 class _MetricLog:
-  """Appends JSON lines; averages per-step device metrics at each log interval."""
+  """Appends JSON lines (process 0 only); averages per-step device metrics at each log
+  interval. Every line records the run's ``num_devices`` and ``num_processes``."""
 
-  def __init__(self, path: pathlib.Path):
+  def __init__(self, path: pathlib.Path, topology: dict[str, int]):
     self.path = path
+    self.topology = topology
     self.pending: list[dict] = []
 
   def write(self, record: dict) -> None:
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    if jax.process_index() == 0:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps({**record, **self.topology}) + '\n')
 
   def flush_steps(self, step: int, images_per_s: float, num_skipped: int) -> dict:
     rows = jax.device_get(self.pending)
@@ -125,17 +131,24 @@ class _Run:
   def __init__(self, cfg: YolactConfig, workdir: pathlib.Path, train_source: Any,
                options: TrainOptions):
     self.cfg, self.options = cfg, options
-    self.training = ts.build_training(cfg)
+    devices = list(options.devices) if options.devices is not None else jax.devices()
+    self.mesh = parallel.data_mesh(devices) if len(devices) > 1 else None
+    self.topology = {'num_devices': len(devices), 'num_processes': jax.process_count()}
+    log.info('training on %d device(s) (%s) in %d process(es); global batch %d',
+             len(devices), devices[0].platform, jax.process_count(), cfg.train.batch_size)
+    self.training = ts.build_training(cfg, mesh=self.mesh)
     self.num_steps = options.num_steps or self.training.schedule.max_iter
     self.data_iter = iter(loader.make_train_loader(
-        train_source, cfg.train.batch_size, cfg.train.seed, pipeline_options(cfg),
-        worker_count=options.workers, shard_index=jax.process_index(),
-        shard_count=jax.process_count()))
+        train_source, parallel.local_batch_size(cfg.train.batch_size, self.mesh),
+        cfg.train.seed, pipeline_options(cfg), worker_count=options.workers,
+        shard_index=jax.process_index(), shard_count=jax.process_count()))
     self.manager = runs.checkpoint_manager(workdir / runs.CHECKPOINTS, options.keep)
-    (workdir / 'config.json').write_text(json.dumps(config_to_dict(cfg), indent=1))
+    if jax.process_index() == 0:
+      (workdir / 'config.json').write_text(
+          json.dumps({**config_to_dict(cfg), **self.topology}, indent=1))
     self.state = self._restore_or_init(workdir)
     self.start = int(self.state.step)
-    self.metrics_log = _MetricLog(workdir / 'metrics.jsonl')
+    self.metrics_log = _MetricLog(workdir / 'metrics.jsonl', self.topology)
     self.summary: dict[str, Any] = {'step': self.start, 'stopped_by': None,
                                     'last_metrics': None, 'last_eval': None}
 
@@ -160,10 +173,17 @@ class _Run:
     self.manager.wait_until_finished()
 
   def validate(self, step: int) -> dict | None:
+    """Runs ``eval_fn`` on process 0 and shares its mask mAP with every process (each one
+    saves the checkpoint, and the best-checkpoint policy must see the same number)."""
     if self.options.eval_fn is None:
       return None
-    result = self.options.eval_fn(jax.device_get(state_variables(self.state)), step)
-    self.metrics_log.write({'kind': 'eval', 'step': step, **_scalars(result)})
+    result = {'mask_map': 0.0}
+    if jax.process_index() == 0:
+      result = self.options.eval_fn(jax.device_get(state_variables(self.state)), step)
+      self.metrics_log.write({'kind': 'eval', 'step': step, **_scalars(result)})
+    if jax.process_count() > 1:
+      shared = multihost_utils.broadcast_one_to_all(np.float64(result['mask_map']))
+      result = {**result, 'mask_map': float(shared)}
     self.summary['last_eval'] = result
     return result
 
@@ -180,8 +200,9 @@ class _Run:
     options, step = self.options, self.start
     interval_start, interval_steps = time.perf_counter(), 0
     while step < self.num_steps and stop.received is None:
-      batch = next(self.data_iter)
-      self.state, metrics = self.training.step(self.state, {k: batch[k] for k in BATCH_KEYS})
+      next_batch = next(self.data_iter)
+      batch = parallel.shard_batch({k: next_batch[k] for k in BATCH_KEYS}, self.mesh)
+      self.state, metrics = self.training.step(self.state, batch)
       step += 1
       interval_steps += 1
       self.metrics_log.pending.append(metrics)
@@ -223,8 +244,8 @@ def train(cfg: YolactConfig, workdir: str | os.PathLike, train_source: Any,
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   run = _Run(cfg, workdir, train_source, options)
-  bar = tqdm(total=run.num_steps, initial=run.start, disable=not options.progress,
-             unit='step', dynamic_ncols=True, desc=cfg.name)
+  bar = tqdm(total=run.num_steps, initial=run.start, unit='step', dynamic_ncols=True,
+             desc=cfg.name, disable=not options.progress or jax.process_index() != 0)
   with _StopSignal() as stop, contextlib.closing(bar):
     step = run.loop(stop, bar)
     run.finish(step, stop)

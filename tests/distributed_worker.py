@@ -1,0 +1,40 @@
+"""One training process of the multi-process tests (run as ``python -m tests.distributed_worker``;
+the parent sets XLA_FLAGS for the device count and JAX_PLATFORMS=cpu).
+
+  python -m tests.distributed_worker DATA_DIR WORKDIR STEPS OUT.npz [COORDINATOR NUM_PROCESSES ID]
+
+Trains ``yolact_tiny`` (batch 4, no augmentation, synced BatchNorm statistics) on the synthetic
+train split in DATA_DIR for STEPS steps in WORKDIR (resuming if it holds checkpoints), saving every
+2 steps, and writes the final parameters to OUT.npz (process 0).
+"""
+
+import sys
+
+import numpy as np
+
+
+def main(argv):
+  data_dir, workdir, steps, out = argv[:4]
+  from yolact_jax import parallel
+  if len(argv) > 4:
+    parallel.initialize(argv[4], int(argv[5]), int(argv[6]), timeout_s=60)
+  import jax
+  from yolact_jax import trainer
+  from yolact_jax.config import get_config
+  from yolact_jax.data import coco, loader, synthetic
+  cfg = get_config('yolact_tiny', [
+      'train.batch_size=4', 'train.freeze_bn=False', 'augment.photometric_distort=False',
+      'augment.expand=False', 'augment.random_sample_crop=False', 'augment.random_mirror=False'])
+  ann_file, image_dir = synthetic.dataset_paths(data_dir, 'train')
+  source = loader.InMemoryRecordSource.from_coco(coco.CocoDataset(ann_file, image_dir))
+  summary = trainer.train(cfg, workdir, source, trainer.TrainOptions(
+      num_steps=int(steps), progress=False, log_every=1, save_every=2))
+  params = jax.device_get(summary['state'].params)
+  if jax.process_index() == 0:
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    np.savez(out, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves})
+  print('DONE', jax.process_index(), summary['step'], flush=True)
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])

@@ -1,0 +1,72 @@
+"""Run in a subprocess with several host devices (XLA_FLAGS must be set before jax starts):
+train steps of the tiny preset on a mesh vs on one device, printing one JSON line of results.
+
+  python -m tests.parallel_worker same_params OVERRIDES...
+"""
+
+import json
+import sys
+
+import jax
+import numpy as np
+
+
+def _train(cfg, batch, mesh, steps):
+  from yolact_jax import parallel, train_step as ts
+  from yolact_jax.model.variables import init_variables
+  training = ts.build_training(cfg, mesh=mesh)
+  state = training.init_state(init_variables(cfg, seed=0))
+  for _ in range(steps):
+    state, metrics = training.step(state, parallel.shard_batch(batch, mesh))
+  return jax.device_get(state), jax.device_get(metrics), training
+
+
+def same_params(overrides):
+  """Max |difference| of every parameter and BN statistic after 3 steps, 2 devices vs 1."""
+  from tests.test_train_step import synthetic_batch
+  from yolact_jax import parallel
+  from yolact_jax.config import get_config
+  cfg = get_config('yolact_tiny', overrides)
+  batch = synthetic_batch(cfg, batch=cfg.train.batch_size)
+  one, m1, t1 = _train(cfg, batch, None, 3)
+  two, m2, t2 = _train(cfg, batch, parallel.data_mesh(jax.devices()[:2]), 3)
+  diffs = [float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+           for a, b in zip(jax.tree_util.tree_leaves((one.params, one.batch_stats)),
+                           jax.tree_util.tree_leaves((two.params, two.batch_stats)))]
+  scale = max(float(np.max(np.abs(x))) for x in jax.tree_util.tree_leaves(one.params))
+  return {'devices': jax.device_count(), 'max_diff': max(diffs), 'param_scale': scale,
+          'loss_1': float(m1['loss']), 'loss_2': float(m2['loss']),
+          'freeze_bn_1': t1.freeze_bn, 'freeze_bn_2': t2.freeze_bn,
+          'bn_changed': bool(np.any(np.asarray(one.batch_stats['backbone']['bn1']['mean'])))}
+
+
+def lower_for_cuda(overrides):
+  """Exports the train step for CUDA (jax.export, no GPU needed) in float32 and bfloat16 on 1
+  and 2 devices."""
+  import jax.numpy as jnp
+  from tests.test_train_step import synthetic_batch
+  from yolact_jax import parallel, train_step as ts
+  from yolact_jax.config import get_config
+  cfg = get_config('yolact_tiny', overrides)
+  batch = synthetic_batch(cfg)
+  cases = []
+  for devices in (1, 2):
+    mesh = parallel.data_mesh(jax.devices()[:devices]) if devices > 1 else None
+    for dtype in (jnp.float32, jnp.bfloat16):
+      training = ts.build_training(cfg, mesh=mesh, dtype=dtype)
+      sharding = parallel.batch_sharding(mesh) if mesh is not None else None
+      spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding)
+              for k, v in batch.items()}
+      exported = jax.export.export(training.step, platforms=['cuda'])(
+          training.abstract_state(), spec)
+      text = exported.mlir_module()
+      cases.append({'devices': devices, 'dtype': jnp.dtype(dtype).name,
+                    'platforms': list(exported.platforms), 'nr_devices': exported.nr_devices,
+                    'has_bf16': 'bf16' in text, 'has_convolution': 'convolution' in text})
+  return {'cases': cases}
+
+
+if __name__ == '__main__':
+  result = {'same_params': same_params,
+            'lower_for_cuda': lower_for_cuda}[sys.argv[1]](sys.argv[2:])
+  print('RESULT ' + json.dumps(result))
