@@ -50,7 +50,7 @@ def plus_variables():
   cfg = plus_tiny_config()
   x = jnp.zeros((1, cfg.max_size, cfg.max_size, 3), jnp.float32)
   variables = jax.device_get(jax.jit(Yolact(cfg).init)(jax.random.key(0), x))
-  proto = Yolact(cfg).apply(variables, x, train=False)['proto']
+  proto = jax.eval_shape(lambda v: Yolact(cfg).apply(v, x, train=False)['proto'], variables)
   params = dict(variables['params'])
   params['maskiou_net'] = jax.device_get(maskiou_params(cfg, proto.shape[1]))
   return dict(variables, params=params)
@@ -115,6 +115,24 @@ def test_program_rescores_masks_with_the_mask_iou_net(plus_variables, rescore_bb
     np.testing.assert_allclose(result.scores, box_scores[b, :n], rtol=1e-5, atol=1e-6)
     sub = result.select(top_k=3)
     np.testing.assert_array_equal(sub.mask_scores, result.mask_scores[:3])
+
+
+def test_plus_tiny_preset_rescores_through_the_public_api():
+  from yolact_jax.model.variables import init_variables
+  cfg = get_config('yolact_plus_tiny', ['detect.nms_conf_thresh=0.02'])
+  variables = jax.device_get(init_variables(cfg, seed=0))
+  assert 'maskiou_net' in variables['params']  # the model creates it
+  params = dict(variables['params'], maskiou_net=jax.device_get(maskiou_params(cfg, 16)))
+  variables = dict(variables, params=params)
+  images = random_images(2, seed=5)
+  dets, expected, _ = independent_rescoring(cfg, variables, images)
+  results = pr.Predictor(cfg, variables, max_batch=2)(images, channel_order='rgb')
+  for b, result in enumerate(results):
+    n = int(dets['valid'][b].sum())
+    assert n > 0 and len(result) == n
+    np.testing.assert_allclose(result.scores, dets['scores'][b, :n], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.mask_scores, expected[b, :n], rtol=1e-5, atol=1e-6)
+  assert np.any(expected[dets['valid']] != dets['scores'][dets['valid']])
 
 
 def test_rescoring_program_compiles_once_without_host_round_trips(plus_variables):
@@ -186,3 +204,4 @@ def test_rescore_matches_the_original_on_its_masks():
   np.testing.assert_allclose(out['mask_scores'][0], ref['mask_scores_0'], rtol=0, atol=1e-5)
   np.testing.assert_array_equal(out['scores'][0], ref['scores_0'])
   assert np.sum(ref['mask_scores_0'] > 0) > 10  # not vacuous
+
