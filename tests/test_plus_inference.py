@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 from tests.reference_data import REFERENCE_DIR, load_npz, require_reference
+from tests.test_detect import match_detections
 from yolact_jax import predict as pr
 from yolact_jax.config import get_config
 from yolact_jax.model.maskiou import MaskIoUNet
 from yolact_jax.model.yolact import Yolact
-from yolact_jax.postprocess import proto_masks, rescore
+from yolact_jax.postprocess import proto_masks, rescore, resize_to_canvas
 
 PLUS_DIR = REFERENCE_DIR / 'yolact_plus_resnet50'
 TINY_MASKIOU = ((8, 3, 2), (16, 3, 2))
@@ -205,3 +206,53 @@ def test_rescore_matches_the_original_on_its_masks():
   np.testing.assert_array_equal(out['scores'][0], ref['scores_0'])
   assert np.sum(ref['mask_scores_0'] > 0) > 10  # not vacuous
 
+
+# ---------------------------------------------------------------------------------------------
+# End to end on the ++ reference: weights.pth + network input -> detections, via the public API
+
+
+@pytest.fixture(scope='module')
+def plus_reference_predictions():
+  require_reference('yolact_plus_resnet50', 'weights.pth')
+  ref = load_npz('yolact_plus_resnet50', 'dets.npz')
+  sizes = ref['orig_hw_0'][None]
+  net_input = np.load(PLUS_DIR / 'input.npy').transpose(0, 2, 3, 1)  # NCHW -> NHWC
+  predictor = pr.Predictor(get_config('yolact_plus_resnet50'), PLUS_DIR / 'weights.pth',
+                           max_batch=1)
+  return predictor.predict_network_input(net_input, sizes)[0], ref
+
+
+def mask_ious(ours, theirs):
+  """Per-pair IoU of binary masks [n, h, w] (1 where both are empty)."""
+  ours, theirs = ours.astype(bool), theirs.astype(bool)
+  union = (ours | theirs).sum((1, 2))
+  return np.where(union > 0, (ours & theirs).sum((1, 2)) / np.maximum(union, 1), 1.0), union
+
+
+@pytest.mark.slow
+def test_plus_end_to_end_reference_parity(plus_reference_predictions):
+  result, ref = plus_reference_predictions
+  h, w = (int(v) for v in ref['orig_hw_0'])
+  assert result.image_size == (h, w) and result.masks.shape[1:] == (h, w)
+  ref_boxes, ref_classes = ref['boxes_0'], ref['classes_0']
+  pairs = match_detections(ref_boxes.astype(np.float32), ref_classes,
+                           result.boxes.astype(np.float32), result.classes, min_iou=0.98)
+  assert len(pairs) >= 0.98 * len(ref_classes), f'{len(pairs)} of {len(ref_classes)} matched'
+  ri, oi = (np.array(x) for x in zip(*pairs))
+  np.testing.assert_allclose(result.scores[oi], ref['scores_0'][ri], rtol=0, atol=1e-3)
+  np.testing.assert_allclose(result.mask_scores[oi], ref['mask_scores_0'][ri], rtol=0, atol=1e-3)
+  assert np.sum(ref['mask_scores_0'][ri] > 0) > 10  # the rescoring comparison is not vacuous
+  assert np.abs(result.boxes[oi] - ref_boxes[ri]).max() <= 1
+  iou, union = mask_ious(result.masks[oi], ref['masks_0'][ri])
+  assert (union > 0).sum() > 50  # the mask comparison is not vacuous
+  # IoU > 0.99 per mask; a small mask may dip below by a pixel or two on which the original's
+  # own soft mask sits within 1e-3 of the 0.5 threshold (float noise decides them)
+  low = np.flatnonzero(iou <= 0.99)
+  assert len(low) <= 2, f'mask IoUs {np.sort(iou)[:5]}'
+  for k in low:
+    ours, theirs = result.masks[oi[k]].astype(bool), ref['masks_0'][ri[k]].astype(bool)
+    ys, xs = np.nonzero(ours ^ theirs)
+    soft = ref['proto_res_mask_0'][ri[k]][None, None]
+    upsampled = np.asarray(resize_to_canvas(jnp.asarray(soft), jnp.asarray([[h, w]]), (h, w)))
+    assert len(ys) <= 2 and np.all(np.abs(upsampled[0, 0, ys, xs] - 0.5) < 1e-3), (
+        f'mask {oi[k]}: IoU {iou[k]}, {len(ys)} pixels differ')
