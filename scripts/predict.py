@@ -9,11 +9,14 @@
   python scripts/predict.py --config yolact_base --weights w.pth clip.mp4 --output clip_out.mp4
   # any config field: --config.detect.nms_conf_thresh=0.1, --config.detect.max_num_detections=50
 
-Overlays follow the original's display flags: ``--top_k`` (default 5) best detections with score
-``> --score_threshold`` (default 0). The COCO JSON holds every detection (up to
+Overlays follow the original's display mode and flags: ``--top_k`` (default 5) best detections
+with score ``> --score_threshold`` (default 0), ranked and labelled with one score per detection,
+the rescored one (YOLACT++: class score x predicted mask IoU; YOLACT: the class score; see
+``yolact_jax.visualize.display_detections``). The COCO JSON holds every detection (up to
 max_num_detections, as eval): ``{"bbox": [...], "segm": [...]}`` with the original eval.py's
 records (bbox xywh from the integer boxes rounded to 0.1, RLE masks with ASCII counts, COCO
-category ids for the COCO classes, else class index + 1). Evaluate one part with
+category ids for the COCO classes, else class index + 1); bbox records carry the class score,
+segm records the mask score (the same for YOLACT). Evaluate one part with
 ``COCO(gt).loadRes(json.load(f)['segm'])``. Image ids: the number after the last '_' of a file
 name when it is all digits (COCO names), else the running index; the frame index for videos.
 

@@ -18,6 +18,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = Path(os.environ.get('YOLACT_REFERENCE_DIR',
                                     PROJECT_ROOT.parent / 'shared' / 'reference'))
 RESNET50_DIR = REFERENCE_DIR / 'yolact_resnet50'
+PLUS_RESNET50_DIR = REFERENCE_DIR / 'yolact_plus_resnet50'
 
 
 def require_reference(*relative: str) -> Path:

@@ -12,9 +12,11 @@ from tests.reference_data import load_npz, require_reference
 NUM_SLOTS = 8  # GT slots per image in the parity batch (3 real objects each, the rest padding)
 
 
-@functools.lru_cache(maxsize=1)
-def reference_batch(num_slots: int = NUM_SLOTS) -> dict[str, np.ndarray]:
-  """``gt.npz`` as the data pipeline's padded batch (crowds after non-crowd, padding last).
+@functools.lru_cache(maxsize=2)
+def reference_batch(num_slots: int = NUM_SLOTS, preset: str = 'yolact_resnet50'
+                    ) -> dict[str, np.ndarray]:
+  """``gt.npz`` of ``preset``'s reference set as the data pipeline's padded batch (crowds after
+  non-crowd, padding last).
 
   Padding slots hold a deliberately attractive box (a copy of the image's first GT) and label,
   with ``valid`` False, so a matcher that looked at padding would be caught. The GT masks are
@@ -22,8 +24,8 @@ def reference_batch(num_slots: int = NUM_SLOTS) -> dict[str, np.ndarray]:
   """
   from yolact_jax.loss import downsample_gt_masks
 
-  gt = load_npz('yolact_resnet50', 'gt.npz')
-  batch_size = 2
+  gt = load_npz(preset, 'gt.npz')
+  batch_size = sum(1 for key in gt if key.startswith('labels_'))
   boxes = np.zeros((batch_size, num_slots, 4), np.float32)
   labels = np.zeros((batch_size, num_slots), np.int32)
   is_crowd = np.zeros((batch_size, num_slots), bool)
@@ -46,14 +48,14 @@ def reference_batch(num_slots: int = NUM_SLOTS) -> dict[str, np.ndarray]:
               masks_proto=masks_proto, masks_segm=masks_segm)
 
 
-def reference_losses() -> dict:
-  """``loss.json`` of the original (B, C, M, S, total, counts per image)."""
-  with open(require_reference('yolact_resnet50', 'loss.json')) as f:
+def reference_losses(preset: str = 'yolact_resnet50') -> dict:
+  """``loss.json`` of the original (B, C, M, S, for YOLACT++ also I, total, counts per image)."""
+  with open(require_reference(preset, 'loss.json')) as f:
     return json.load(f)
 
 
-def reference_predictions() -> dict[str, np.ndarray]:
+def reference_predictions(preset: str = 'yolact_resnet50') -> dict[str, np.ndarray]:
   """The original's head outputs from ``raw.npz`` in the Flax model's training-output layout."""
-  raw = load_npz('yolact_resnet50', 'raw.npz')
+  raw = load_npz(preset, 'raw.npz')
   return dict(loc=raw['loc'], conf=raw['conf_logits'], coefs=raw['mask'], proto=raw['proto'],
               segm=np.transpose(raw['segm'], (0, 2, 3, 1)))

@@ -260,6 +260,38 @@ def test_coco_records_reproduce_the_original_json():
   assert json.loads(json.dumps(segm)) == expected['segm']
 
 
+def test_box_records_carry_class_scores_and_mask_records_mask_scores():
+  masks = np.zeros((3, 4, 6), np.uint8)
+  masks[:, 1:3, 2:5] = 1
+  boxes = np.array([[2, 1, 5, 3], [0, 0, 6, 4], [1, 1, 3, 3]])
+  scores = np.array([0.9, 0.5, 0.25], np.float32)
+  mask_scores = np.array([0.3, 0.45, 1.2], np.float32)  # rescored: any order, may exceed 1
+  dets = Detections(boxes, np.array([1, 0, 3]), ('b', 'a', 'd'), scores, masks, (4, 6),
+                    mask_scores=mask_scores)
+  bbox, segm = ev.to_coco_results(dets, 7, (1, 2, 3, 4))
+  assert [r['score'] for r in bbox] == pytest.approx(scores.tolist())
+  assert [r['score'] for r in segm] == pytest.approx(mask_scores.tolist())
+  assert [r['category_id'] for r in segm] == [r['category_id'] for r in bbox] == [2, 1, 4]
+  # without mask scores (YOLACT) both record kinds carry the class score
+  v1 = Detections(boxes, np.array([1, 0, 3]), ('b', 'a', 'd'), scores, masks, (4, 6))
+  assert v1.mask_scores is v1.scores
+  assert [r['score'] for r in ev.to_coco_results(v1, 7, (1, 2, 3, 4))[1]] == pytest.approx(
+      scores.tolist())
+
+
+def test_plus_coco_records_reproduce_the_original_json():
+  ref = load_npz('yolact_plus_resnet50', 'dets.npz')
+  expected = json.loads(require_reference('yolact_plus_resnet50', 'dets.json').read_text())
+  names = get_config('yolact_resnet50').dataset.class_names
+  dets = Detections(ref['boxes_0'], ref['classes_0'], tuple(names[c] for c in ref['classes_0']),
+                    ref['scores_0'], ref['masks_0'], tuple(ref['orig_hw_0']),
+                    mask_scores=ref['mask_scores_0'])
+  bbox, segm = ev.to_coco_results(dets, 0, ev.coco_category_ids(names))
+  assert json.loads(json.dumps(bbox)) == expected['bbox']
+  assert json.loads(json.dumps(segm)) == expected['segm']
+  assert any(r['score'] != s['score'] for r, s in zip(bbox, segm))
+
+
 @pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')  # pycocotools
 def test_coco_records_skip_empty_boxes_and_map_categories():
   masks = np.zeros((3, 4, 6), np.uint8)

@@ -84,6 +84,25 @@ def test_draw_detections_applies_display_filters():
   assert np.any(everything[10] != image[10])
 
 
+def test_display_ranks_and_labels_by_the_rescored_mask_score():
+  n = 4
+  dets = Detections(np.array([[0, 0, 5, 5]] * n), np.arange(n), ('a', 'b', 'c', 'd'),
+                    np.array([0.9, 0.8, 0.7, 0.1], np.float32), np.zeros((n, 20, 20), np.uint8),
+                    (20, 20), mask_scores=np.array([0.2, 0.85, 0.6, 0.95], np.float32))
+  shown = vis.display_detections(dets)
+  assert shown.classes.tolist() == [3, 1, 2, 0]
+  np.testing.assert_array_equal(shown.scores, dets.mask_scores[[3, 1, 2, 0]])
+  np.testing.assert_array_equal(shown.mask_scores, shown.scores)
+  # class score > threshold first (d goes), then mask-score order, top_k, stop below threshold
+  assert vis.display_detections(dets, 0.5).classes.tolist() == [1, 2]
+  assert vis.display_detections(dets, 0.5, top_k=1).classes.tolist() == [1]
+  assert vis.display_detections(dets, top_k=2).class_names == ('d', 'b')
+  # YOLACT (mask scores = scores): the same as select
+  v1 = Detections(dets.boxes, dets.classes, dets.class_names, dets.scores, dets.masks, (20, 20))
+  assert vis.display_detections(v1, 0.5, top_k=2).classes.tolist() == v1.select(
+      0.5, 2).classes.tolist()
+
+
 def test_bad_inputs_are_errors():
   with pytest.raises(ValueError, match='uint8'):
     vis.draw_instances(np.zeros((4, 4, 3), np.float32), [], [])

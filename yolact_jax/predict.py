@@ -1,4 +1,5 @@
-"""Inference API: images in, per-image boxes, classes, class names, scores and masks out (numpy).
+"""Inference API: images in, per-image boxes, classes, class names, scores (class scores and mask
+scores) and masks out (numpy).
 
     from yolact_jax.config import load_config
     from yolact_jax.predict import Predictor
@@ -32,7 +33,13 @@ device: ONE jit-compiled program with fixed shapes and no host round trip:
         2. the network (eval mode), 3. Detect (:mod:`yolact_jax.detect`),
         4. mask assembly and postprocess (:mod:`yolact_jax.postprocess`): masks at each image's
            own size inside the canvas, pixel boxes;
-        5. masks packed to bits along the width (8x less to copy to the host).
+        5. YOLACT++ (``cfg.use_maskiou`` and ``cfg.detect.rescore_mask``): mask re-scoring, the
+           mask-IoU network (``variables['params']['maskiou_net']``) on every detection slot's
+           cropped soft mask at prototype resolution, ``mask_scores = scores x predicted IoU``
+           at the detection's class (:func:`yolact_jax.postprocess.rescore`); with
+           ``cfg.detect.rescore_bbox`` the box scores are that rescored score too. Otherwise
+           ``mask_scores`` equals ``scores``;
+        6. masks packed to bits along the width (8x less to copy to the host).
 host:   unpack the valid detections of each image and cut them to its (h, w).
 
 The program's outputs are one dict (:func:`program_outputs`, keys ``OUTPUT_KEYS``), read back on
@@ -66,8 +73,9 @@ import numpy as np
 from yolact_jax.anchors import make_priors
 from yolact_jax.config import YolactConfig, validate
 from yolact_jax.detect import detect_from_logits, detect_kwargs
+from yolact_jax.model.maskiou import MaskIoUNet
 from yolact_jax.model.yolact import Yolact
-from yolact_jax.postprocess import bilinear_taps, postprocess
+from yolact_jax.postprocess import bilinear_taps, postprocess, rescore
 
 # The original's normalisation constants (its data/config.py MEANS / STD), BGR-ordered as its
 # cv2 images, and the same per RGB channel.
@@ -87,31 +95,48 @@ DEFAULT_MAX_BATCH = 4
 
 @dataclasses.dataclass(frozen=True)
 class Detections:
-  """The detections of one image, best score first (n detections, original size h x w).
+  """The detections of one image in Detect's order, best class score first (n detections,
+  original size h x w).
 
   boxes [n, 4] int64 pixels x1 y1 x2 y2 (the original's rule: scaled, ordered, clamped to the
-  image, truncated); classes [n] int64 0-based; class_names: n names; scores [n] float32;
-  masks [n, h, w] uint8 in {0, 1}; image_size (h, w).
+  image, truncated); classes [n] int64 0-based; class_names: n names; scores [n] float32, the
+  box scores (class scores; with ``cfg.detect.rescore_bbox`` the rescored score); mask_scores
+  [n] float32, the mask scores (YOLACT++ with ``cfg.detect.rescore_mask``: class score x
+  predicted mask IoU, not sorted and not capped at 1; otherwise equal to ``scores``; a keyword,
+  defaulting to ``scores``); masks [n, h, w] uint8 in {0, 1}; image_size (h, w).
+
+  Box results rank by ``scores``, mask results by ``mask_scores``; overlays show ``mask_scores``
+  (:func:`yolact_jax.visualize.display_detections`).
   """
   boxes: np.ndarray
   classes: np.ndarray
   class_names: tuple[str, ...]
   scores: np.ndarray
+  mask_scores: np.ndarray | None = dataclasses.field(default=None, kw_only=True)
   masks: np.ndarray
   image_size: tuple[int, int]
+
+  def __post_init__(self):
+    if self.mask_scores is None:
+      object.__setattr__(self, 'mask_scores', self.scores)
 
   def __len__(self) -> int:
     return len(self.scores)
 
   def select(self, score_threshold: float = 0.0, top_k: int | None = None) -> 'Detections':
-    """The detections with score > ``score_threshold`` (0: all), at most the best ``top_k``."""
+    """The detections with score > ``score_threshold`` (0: all), at most the first ``top_k``
+    (the original's postprocess filter: on ``scores``, order kept)."""
     keep = np.arange(len(self))
     if score_threshold > 0:
       keep = keep[self.scores > score_threshold]
-    keep = keep[:top_k]
-    return Detections(self.boxes[keep], self.classes[keep],
-                      tuple(self.class_names[i] for i in keep), self.scores[keep],
-                      self.masks[keep], self.image_size)
+    return self.take(keep[:top_k])
+
+  def take(self, index: np.ndarray) -> 'Detections':
+    """The detections at ``index`` (int array), in that order."""
+    index = np.asarray(index, np.int64)
+    return Detections(self.boxes[index], self.classes[index],
+                      tuple(self.class_names[i] for i in index), self.scores[index],
+                      self.masks[index], self.image_size, mask_scores=self.mask_scores[index])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +213,8 @@ def unpack_detections(outputs: dict[str, np.ndarray], image_sizes: np.ndarray, c
 
   Args:
     outputs: numpy ``boxes [B,D,4]`` int pixels, ``classes [B,D]``, ``scores [B,D]``,
-      ``valid [B,D]`` (a prefix), ``masks_packed [B,D,Hc,ceil(Wc/8)]`` uint8 bits.
+      ``mask_scores [B,D]``, ``valid [B,D]`` (a prefix), ``masks_packed [B,D,Hc,ceil(Wc/8)]``
+      uint8 bits (:func:`program_outputs`).
     image_sizes: [B, 2] (h, w).
     count: the first ``count`` slots are real images.
     score_threshold: keep score > this (0 keeps all, as eval); top_k: keep at most this many.
@@ -207,6 +233,7 @@ def unpack_detections(outputs: dict[str, np.ndarray], image_sizes: np.ndarray, c
         classes=classes,
         class_names=tuple(class_names[c] for c in classes),
         scores=outputs['scores'][b, index].astype(np.float32),
+        mask_scores=outputs['mask_scores'][b, index].astype(np.float32),
         masks=masks,
         image_size=(h, w)))
   return results
@@ -268,18 +295,21 @@ def preprocess(images: jnp.ndarray, image_sizes: jnp.ndarray, max_size: int,
 
 
 # The keys of the inference program's output dict (:func:`program_outputs`).
-OUTPUT_KEYS = ('boxes', 'classes', 'scores', 'valid', 'num_detections', 'masks_packed')
+OUTPUT_KEYS = ('boxes', 'classes', 'scores', 'mask_scores', 'valid', 'num_detections',
+               'masks_packed')
 
 
 def program_outputs(results: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
-  """The inference program's output dict from :func:`yolact_jax.postprocess.postprocess`'s:
-  ``boxes [B,D,4]`` int32 pixels, ``classes [B,D]``, ``scores [B,D]``, ``valid [B,D]``,
-  ``num_detections [B]``, ``masks_packed [B,D,Hc,ceil(Wc/8)]`` uint8 (the binary masks' bits
-  along the width)."""
+  """The inference program's output dict from :func:`yolact_jax.postprocess.postprocess`'s
+  (after :func:`yolact_jax.postprocess.rescore`): ``boxes [B,D,4]`` int32 pixels,
+  ``classes [B,D]``, ``scores [B,D]`` box scores, ``mask_scores [B,D]`` mask scores (the
+  results' own, else equal to ``scores``), ``valid [B,D]``, ``num_detections [B]``,
+  ``masks_packed [B,D,Hc,ceil(Wc/8)]`` uint8 (the binary masks' bits along the width)."""
   return {
       'boxes': results['boxes_px'],
       'classes': results['classes'],
       'scores': results['scores'],
+      'mask_scores': results.get('mask_scores', results['scores']),
       'valid': results['valid'],
       'num_detections': results['num_detections'],
       'masks_packed': jnp.packbits(results['masks'], axis=-1),
@@ -294,11 +324,18 @@ class InferenceProgram:
   (the same program after preprocessing) both return :func:`program_outputs`' dict of device
   arrays. The stages (``network_input``, ``network``, ``detect``, ``outputs``) are plain methods,
   which ``yolact_jax.benchmarking`` also jits one by one.
+
+  ``rescores`` is True for a YOLACT++ config with mask re-scoring (``cfg.use_maskiou`` and
+  ``cfg.detect.rescore_mask``): ``outputs`` then needs the variables (the mask-IoU network's
+  parameters are ``variables['params']['maskiou_net']``).
   """
 
   def __init__(self, cfg: YolactConfig, dtype: Any = jnp.float32):
     self.cfg = cfg
     self.model = Yolact(cfg, dtype=dtype)
+    self.rescores = bool(cfg.use_maskiou and cfg.detect.rescore_mask)
+    self.maskiou_net = (MaskIoUNet(tuple(cfg.maskiou_net), cfg.num_classes - 1, dtype=dtype)
+                        if self.rescores else None)
     self.priors = make_priors(cfg)
     self.detect_kwargs = detect_kwargs(cfg)
     self.trace_count = 0
@@ -319,14 +356,33 @@ class InferenceProgram:
     return detect_from_logits(out['loc'], out['conf'], out['coefs'], self.priors,
                               **self.detect_kwargs)
 
+  def mask_iou(self, variables: Any, masks: jnp.ndarray) -> jnp.ndarray:
+    """The mask-IoU network: soft masks [N, Hp, Wp] -> predicted IoU [N, C - 1] (YOLACT++)."""
+    params = variables['params'].get('maskiou_net') if 'params' in variables else None
+    if params is None:
+      raise ValueError("mask re-scoring (cfg.use_maskiou and cfg.detect.rescore_mask) needs the "
+                       "mask-IoU network's parameters at variables['params']['maskiou_net']")
+    return self.maskiou_net.apply({'params': params}, masks)
+
   def outputs(self, detections: dict[str, jnp.ndarray], proto: jnp.ndarray,
-              image_sizes: jnp.ndarray, canvas_hw: tuple[int, int]) -> dict[str, jnp.ndarray]:
-    """Postprocess on the canvas -> :func:`program_outputs`."""
-    return program_outputs(postprocess(detections, proto, image_sizes, canvas_hw))
+              image_sizes: jnp.ndarray, canvas_hw: tuple[int, int],
+              variables: Any = None) -> dict[str, jnp.ndarray]:
+    """Postprocess on the canvas, then mask re-scoring -> :func:`program_outputs`.
+
+    ``variables`` are needed only when ``rescores`` (YOLACT++); else they may be None.
+    """
+    results = postprocess(detections, proto, image_sizes, canvas_hw)
+    predict_iou = None
+    if self.rescores:
+      if variables is None:
+        raise ValueError('this config rescores masks (cfg.use_maskiou and '
+                         'cfg.detect.rescore_mask): pass the variables to outputs()')
+      predict_iou = functools.partial(self.mask_iou, variables)
+    return program_outputs(rescore(results, predict_iou, self.cfg.detect.rescore_bbox))
 
   def _detections(self, variables, net_input, image_sizes, canvas_hw):
     out = self.network(variables, net_input)
-    return self.outputs(self.detect(out), out['proto'], image_sizes, canvas_hw)
+    return self.outputs(self.detect(out), out['proto'], image_sizes, canvas_hw, variables)
 
   def _from_images(self, variables, images, image_sizes):
     self.trace_count += 1  # runs only while tracing
@@ -439,8 +495,10 @@ class Predictor:
                top_k: int | None = None) -> list[Detections]:
     """Detections for a list of images (see the module docstring for accepted arrays).
 
-    ``channel_order`` is required: 'rgb' or 'bgr'. ``score_threshold`` (keep > it; 0 keeps all)
-    and ``top_k`` are display filters; the defaults return every detection, as eval does.
+    ``channel_order`` is required: 'rgb' or 'bgr'. ``score_threshold`` (keep ``scores`` > it;
+    0 keeps all) and ``top_k`` (the first ones, in Detect's order) are filters as
+    :meth:`Detections.select`; the defaults return every detection, as eval does. (Overlays
+    pick by the display score: :func:`yolact_jax.visualize.display_detections`.)
     A 4-D uint8 array [B, H, W, C] is taken as a list of B images.
     """
     if isinstance(images, np.ndarray) and images.ndim < 4:

@@ -2,7 +2,9 @@
 
 :func:`draw_instances` paints instances given as arrays (predictions or ground truth):
 translucent masks in a per-class colour, boxes, and a "name score" label per instance.
-:func:`draw_detections` does the same for a :class:`yolact_jax.predict.Detections`.
+:func:`draw_detections` does the same for a :class:`yolact_jax.predict.Detections`, showing the
+detections and the score the original's display mode shows (:func:`display_detections`: for
+YOLACT++ the rescored mask score).
 :func:`make_grid` lays several such panels out with optional titles (e.g. predictions beside
 ground truth).
 
@@ -13,6 +15,7 @@ come out right either way (colours are defined in RGB).
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,11 +125,34 @@ def draw_instances(image: np.ndarray, boxes: Any, classes: Any, *, masks: Any = 
   return out
 
 
+def display_detections(detections: Any, score_threshold: float = 0.0,
+                       top_k: int | None = None) -> Any:
+  """The detections an overlay shows, picked as the original's display mode picks them.
+
+  Display mode uses one score per detection, the rescored one (YOLACT++: class score x
+  predicted mask IoU, ``Detections.mask_scores``; YOLACT: the class score): keep class score
+  > ``score_threshold`` (0: all), order by the display score (descending, stable), keep the
+  first ``top_k``, and stop at the first whose display score is below ``score_threshold``.
+  For YOLACT this is ``detections.select(score_threshold, top_k)``.
+
+  Returns a ``Detections`` in display order whose ``scores`` and ``mask_scores`` are both the
+  display score.
+  """
+  dets = detections.select(score_threshold)
+  order = np.argsort(-np.asarray(dets.mask_scores), kind='stable')[:top_k]
+  below = np.flatnonzero(np.asarray(dets.mask_scores)[order] < score_threshold)
+  if len(below):
+    order = order[:below[0]]
+  shown = dets.take(order)
+  return dataclasses.replace(shown, scores=shown.mask_scores)
+
+
 def draw_detections(image: np.ndarray, detections: Any, *, channel_order: str = 'rgb',
                     score_threshold: float = 0.0, top_k: int | None = None,
                     **kwargs) -> np.ndarray:
-  """:func:`draw_instances` for a ``Detections`` (display filters: score > threshold, top_k)."""
-  dets = detections.select(score_threshold, top_k)
+  """:func:`draw_instances` for a ``Detections``: the detections and scores of
+  :func:`display_detections` (display filters ``score_threshold``, ``top_k``)."""
+  dets = display_detections(detections, score_threshold, top_k)
   return draw_instances(image, dets.boxes, dets.classes, masks=dets.masks, scores=dets.scores,
                         names=dets.class_names, channel_order=channel_order, **kwargs)
 

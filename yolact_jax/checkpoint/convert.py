@@ -278,11 +278,20 @@ def imagenet_backbone_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.
   return out
 
 
+# Tensors of a YOLACT++ DCN conv2 that an ImageNet file cannot hold (it has only conv2.weight):
+# the original zeroes them when it builds the block, so each DCN starts as 0.5 x the plain conv.
+_DCN_ZERO_INIT = re.compile(
+    r'backbone\.layers\.\d+\.\d+\.conv2\.(bias|conv_offset_mask\.(weight|bias))$')
+
+
 def load_imagenet_backbone(path: str | os.PathLike, cfg: YolactConfig,
                            variables: Mapping[str, Any]) -> dict[str, Any]:
   """Returns ``variables`` with the backbone replaced by an ImageNet file
   (``resnet101_reducedfc.pth``, ``resnet50-19c8e357.pth`` in torchvision layout, or
-  ``darknet53.pth``). Every backbone tensor must be present with the right shape.
+  ``darknet53.pth``). Every backbone tensor must be present with the right shape, except those a
+  plain ResNet lacks for a DCN block (YOLACT++): ``conv2.weight`` loads into the DCN's weight and
+  its bias and offset/modulation conv are zeroed, as the original, so that at iteration 0 every
+  DCN computes 0.5 x the ImageNet 3x3 conv (zero offsets, modulation sigmoid(0)).
 
   ``path`` is the file, or a folder holding the file named by ``cfg.backbone.pretrained_weights``.
   """
@@ -294,6 +303,8 @@ def load_imagenet_backbone(path: str | os.PathLike, cfg: YolactConfig,
   renamed = imagenet_backbone_state_dict(load_pth(path))
   current = variables_to_state_dict(variables)
   merged = {k: v for k, v in current.items() if not k.startswith('backbone.')}
+  merged.update({k: np.zeros_like(v) for k, v in current.items()
+                 if _DCN_ZERO_INIT.match(k) and k not in renamed})
   merged.update(renamed)
   backbone_keys = {k for k in current if k.startswith('backbone.')}
   extra = sorted(k for k in renamed if k not in backbone_keys)

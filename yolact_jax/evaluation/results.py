@@ -47,8 +47,11 @@ def to_coco_results(detections: Any, image_id: int, category_ids: Sequence[int]
   Detections whose box area ``(y2 - y1) * (x2 - x1)`` is not positive are skipped (the original's
   test, verbatim); bbox = [x1, y1, x2 - x1, y2 - y1] rounded to 0.1; segmentation = pycocotools
   RLE of the full-size mask with ASCII counts; category ids via ``category_ids[class]``.
+  Box records are scored (and so ranked by COCOeval) with the box score ``scores``, segm records
+  with the mask score ``mask_scores`` (YOLACT++: class score x predicted mask IoU; YOLACT: the
+  same class score).
   ``detections``: a ``predict.Detections`` (boxes [n, 4] int pixels, classes [n], scores [n],
-  masks [n, h, w] uint8).
+  mask_scores [n], masks [n, h, w] uint8).
   """
   from pycocotools import mask as mask_util
   bbox_records, segm_records = [], []
@@ -57,14 +60,13 @@ def to_coco_results(detections: Any, image_id: int, category_ids: Sequence[int]
     if (y2 - y1) * (x2 - x1) <= 0:
       continue
     category_id = int(category_ids[int(detections.classes[i])])
-    score = float(detections.scores[i])
     bbox = [round(float(v) * 10) / 10 for v in (x1, y1, x2 - x1, y2 - y1)]
     bbox_records.append({'image_id': int(image_id), 'category_id': category_id, 'bbox': bbox,
-                         'score': score})
+                         'score': float(detections.scores[i])})
     rle = mask_util.encode(np.asfortranarray(detections.masks[i].astype(np.uint8)))
     rle['counts'] = rle['counts'].decode('ascii')
     segm_records.append({'image_id': int(image_id), 'category_id': category_id,
-                         'segmentation': rle, 'score': score})
+                         'segmentation': rle, 'score': float(detections.mask_scores[i])})
   return bbox_records, segm_records
 
 
