@@ -273,3 +273,25 @@ def test_exported_program_reproduces_the_reference(tmp_path):
   outputs = jax.device_get(reloaded.call(leaves, net_input.astype(np.float32), sizes))
   results = pr.unpack_detections(outputs, sizes, 2, cfg.dataset.class_names)
   test_predict.test_end_to_end_reference_parity((results, ref))  # the live test's checks
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts/export.py
+
+
+def test_export_cli(weights_dir, tmp_path, capsys):
+  from scripts import export as cli
+  out = tmp_path / 'cli' / 'tiny.stablehlo'
+  assert cli.main(['--config', 'yolact_tiny', '--weights', str(weights_dir), '--format',
+                   'stablehlo', '--out', str(out), '--batch', '2', '--canvas', '64', '96',
+                   '--nms', 'cross_class', '--platforms', 'cpu',
+                   '--config.detect.nms_conf_thresh=0.3']) == 0
+  assert 'stablehlo artefact written' in capsys.readouterr().out
+  model = serving.load(out)
+  assert model.max_batch == 2 and model.canvas_hw == (64, 96)
+  assert model.metadata['nms'] == 'cross_class' and model.metadata['platforms'] == ['cpu']
+  results = model([random_image(0, 50, 90)], channel_order='rgb')
+  assert results[0].masks.shape[1:] == (50, 90) and np.all(results[0].scores > 0.3)
+  assert cli.main(['--config', 'yolact_tiny', '--weights', str(weights_dir), '--format',
+                   'stablehlo', '--out', str(out), '--batch', '0']) == 1
+  assert 'batch must be >= 1' in capsys.readouterr().err
