@@ -1,0 +1,60 @@
+"""Running an ONNX artefact with onnxruntime and numpy only (no jax, no flax, no model code)."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from yolact_jax.serving import artefact as af
+
+ORT_TYPES = {'tensor(uint8)': 'uint8', 'tensor(int32)': 'int32', 'tensor(float)': 'float32'}
+
+
+def check_contract(path: pathlib.Path, session: Any, meta: dict[str, Any]) -> None:
+  """Raises :class:`ContractError` unless the graph's inputs and outputs are the metadata's."""
+  inputs = {i.name: i for i in session.get_inputs()}
+  if sorted(inputs) != sorted(af.INPUT_NAMES):
+    raise af.ContractError(f'{path}: graph inputs {sorted(inputs)}, the contract has '
+                           f'{list(af.INPUT_NAMES)}')
+  for name in af.INPUT_NAMES:
+    want, got = meta['input'][name], inputs[name]
+    dims = [d if isinstance(d, int) else 'B' for d in got.shape]
+    if dims != want['shape'] or ORT_TYPES.get(got.type) != want['dtype']:
+      raise af.ContractError(f'{path}: the graph takes {name} {got.type}{dims}, its metadata '
+                             f'says {want["dtype"]}{want["shape"]}: the files belong to '
+                             'different exports')
+  outputs = [o.name for o in session.get_outputs()]
+  if sorted(outputs) != sorted(meta['outputs']):
+    raise af.ContractError(f'{path}: graph outputs {outputs}, the metadata says '
+                           f'{meta["outputs"]}')
+
+
+def make_runner(path: pathlib.Path, meta: dict[str, Any],
+                providers: Sequence[str] | None = None):
+  """``run(images, image_sizes) -> outputs`` (numpy) of the ONNX artefact in ONNX Runtime."""
+  try:
+    import onnxruntime as ort
+  except ImportError as e:
+    raise ImportError('running an ONNX artefact needs onnxruntime: pip install '
+                      "'yolact-jax[onnx]'") from e
+  available = ort.get_available_providers()
+  wanted = list(providers or ['CPUExecutionProvider'])
+  missing = [p for p in wanted if p not in available]
+  if missing:
+    raise af.PlatformError(f'{path}: ONNX Runtime here has no {", ".join(missing)} (it has '
+                           f'{", ".join(available)})')
+  try:
+    session = ort.InferenceSession(str(path), providers=wanted)
+  except Exception as e:  # onnxruntime's own error types for unreadable models
+    raise af.ArtefactError(f'{path}: not an ONNX model ONNX Runtime can load '
+                           f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})'
+                           ) from None
+  check_contract(path, session, meta)
+
+  def run(images: np.ndarray, image_sizes: np.ndarray) -> dict[str, np.ndarray]:
+    values = session.run(list(meta['outputs']), {'images': images, 'image_sizes': image_sizes})
+    return dict(zip(meta['outputs'], values))
+
+  return run
