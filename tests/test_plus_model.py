@@ -159,3 +159,10 @@ def test_plus_tiny_overfits_one_batch_with_all_five_terms():
   assert all(np.isfinite(v) for t in terms for v in t.values())
   assert terms[0]['I'] > 0
   assert losses[-1] <= 0.1 * losses[0], (losses[0], losses[-1])
+
+
+def test_a_mask_iou_net_too_deep_for_the_prototypes_is_named():
+  cfg = get_config('yolact_plus_tiny',
+                   ['maskiou_net=((4, 3, 2), (8, 3, 2), (16, 3, 2), (8, 3, 2))'])
+  with pytest.raises(ValueError, match='shrinks 16x16 masks to nothing'):
+    abstract_variables(cfg)

@@ -1,6 +1,6 @@
 """Modulated deformable convolution (DCNv2), the 3x3 conv of YOLACT++'s DCN bottlenecks.
 
-Semantics are those of the CUDA kernel the original uses (spec section 3.2): for output position
+Semantics are those of the CUDA kernel the original uses (CharlesShang DCNv2): for output position
 (ho, wo) and kernel tap k = i * kw + j (row-major) the input is sampled at
 
     y = ho * stride - padding + i * dilation + offset[..., 2k]        (dy first,
