@@ -35,6 +35,12 @@ class MaskIoUNet(nn.Module):
   def __call__(self, masks: jnp.ndarray) -> jnp.ndarray:
     x = masks[..., None].astype(self.dtype)  # one input channel
     specs = tuple(self.layers) + ((self.num_classes, 1, 1),)
+    size = min(masks.shape[1:3])
+    for _, kernel, stride in specs:
+      size = (size - kernel) // stride + 1 if size >= kernel else 0
+    if size < 1:
+      raise ValueError(f'maskiou_net={tuple(self.layers)} shrinks {masks.shape[1]}x'
+                       f'{masks.shape[2]} masks to nothing: use fewer or smaller layers')
     for i, (channels, kernel, stride) in enumerate(specs):
       x = nn.relu(conv(channels, kernel, stride, 0, name=f'maskiou_net_{2 * i}',
                        dtype=self.dtype)(x))
