@@ -35,7 +35,7 @@ import json
 import os
 import sys
 
-from yolact_jax.config import NMS_KINDS
+from yolact_jax.config import COMPUTE_DTYPES, NMS_KINDS
 
 DEFAULT_SYNTHETIC_DIR = os.path.join('data', 'synthetic')
 SYNTHETIC_DATASET_NAME = 'synthetic shapes'  # cfg.dataset.name of the synthetic-class presets
@@ -66,7 +66,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
                       help='display only: detections per image shown / copied in --benchmark')
   parser.add_argument('--score_threshold', type=float, default=0.0,
                       help='display only: detections counted as shown (mAP uses all)')
-  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32')
+  parser.add_argument('--dtype', choices=COMPUTE_DTYPES, default='float32',
+                      help='network computation dtype')
   parser.add_argument('--output_dir', default=None,
                       help='write bbox_detections.json, mask_detections.json, summary.json here')
   results = parser.add_argument_group('evaluate existing results (no model)')

@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from yolact_jax.config import NMS_KINDS
+from yolact_jax.config import COMPUTE_DTYPES, NMS_KINDS
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
@@ -40,7 +40,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
                            'up to 128, square)')
   parser.add_argument('--nms', choices=NMS_KINDS, default=None,
                       help='NMS variant (default: the config\'s detect.nms)')
-  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32',
+  parser.add_argument('--dtype', choices=COMPUTE_DTYPES, default='float32',
                       help='network compute dtype (ONNX: float32 only)')
   parser.add_argument('--platforms', nargs='+', default=['cpu', 'cuda'],
                       help='StableHLO: platforms to lower for (one file)')

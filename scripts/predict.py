@@ -35,7 +35,7 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from yolact_jax.config import NMS_KINDS
+from yolact_jax.config import COMPUTE_DTYPES, NMS_KINDS
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg')
@@ -60,7 +60,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument('--batch', type=int, default=4, help='images/frames per compiled call')
   parser.add_argument('--canvas', type=int, nargs=2, default=None, metavar=('H', 'W'),
                       help='fixed canvas every input must fit (default: grows as needed)')
-  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32')
+  parser.add_argument('--dtype', choices=COMPUTE_DTYPES, default='float32',
+                      help='network computation dtype')
   parser.add_argument('--alpha', type=float, default=0.45, help='mask opacity')
   parser.add_argument('--no_masks', action='store_true', help='do not draw masks')
   parser.add_argument('--no_progress', action='store_true', help='no progress bar')

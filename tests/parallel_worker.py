@@ -4,6 +4,7 @@ train steps of the tiny preset on a mesh vs on one device, printing one JSON lin
   python -m tests.parallel_worker same_params OVERRIDES...
 """
 
+import dataclasses
 import json
 import sys
 
@@ -40,6 +41,35 @@ def same_params(overrides):
           'bn_changed': bool(np.any(np.asarray(one.batch_stats['backbone']['bn1']['mean'])))}
 
 
+def per_replica(overrides):
+  """2 devices with per-replica BatchNorm statistics vs one device computing the same two
+  half-batch statistics (``bn_groups=2``): max |difference| after 3 steps."""
+  from tests.test_train_step import synthetic_batch
+  from yolact_jax import parallel, train_step as ts
+  from yolact_jax.config import get_config
+  from yolact_jax.model.variables import init_variables
+  from yolact_jax.model.yolact import Yolact
+  cfg = get_config('yolact_tiny', overrides)
+  batch = synthetic_batch(cfg, batch=cfg.train.batch_size)
+  two, _, training = _train(cfg, batch, parallel.data_mesh(jax.devices()[:2]), 3)
+  model = Yolact(cfg, freeze_bn=training.freeze_bn, bn_groups=2)
+  step = jax.jit(ts.make_train_step(cfg, model, training.tx))
+  state = ts.init_train_state(cfg, init_variables(cfg, seed=0), training.tx)
+  for _ in range(3):
+    state, _ = step(state, batch)
+  one = jax.device_get(state)
+  diffs = [float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+           for a, b in zip(jax.tree_util.tree_leaves((one.params, one.batch_stats)),
+                           jax.tree_util.tree_leaves((two.params, two.batch_stats)))]
+  synced = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sync_batchnorm=True))
+  sync, _, _ = _train(synced, batch, parallel.data_mesh(jax.devices()[:2]), 3)
+  sync_diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                  for a, b in zip(jax.tree_util.tree_leaves(sync.batch_stats),
+                                  jax.tree_util.tree_leaves(two.batch_stats)))
+  return {'max_diff': max(diffs), 'model_bn_groups': training.model.bn_groups,
+          'sync_vs_per_replica_bn_stats': sync_diff}
+
+
 def lower_for_cuda(overrides):
   """Exports the train step for CUDA (jax.export, no GPU needed) in float32 and bfloat16 on 1
   and 2 devices."""
@@ -67,6 +97,6 @@ def lower_for_cuda(overrides):
 
 
 if __name__ == '__main__':
-  result = {'same_params': same_params,
+  result = {'same_params': same_params, 'per_replica': per_replica,
             'lower_for_cuda': lower_for_cuda}[sys.argv[1]](sys.argv[2:])
   print('RESULT ' + json.dumps(result))

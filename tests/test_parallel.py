@@ -40,7 +40,7 @@ def _worker(args, devices=2, timeout=600) -> dict:
 
 
 @pytest.mark.parametrize('overrides,frozen', [
-    (['train.batch_size=4', 'train.freeze_bn=False'], False),  # BN statistics of the global batch
+    (['train.batch_size=4', 'train.freeze_bn=False', 'train.sync_batchnorm=True'], False),
     (['train.batch_size=4', 'train.freeze_bn=True'], True),
 ])
 def test_two_devices_reach_the_parameters_of_one(overrides, frozen):
@@ -49,6 +49,27 @@ def test_two_devices_reach_the_parameters_of_one(overrides, frozen):
   assert r['bn_changed'] is (not frozen)
   assert r['max_diff'] <= 1e-5 * max(r['param_scale'], 1.0), r
   assert r['loss_1'] == pytest.approx(r['loss_2'], rel=1e-5)
+
+
+def test_per_replica_batchnorm_is_two_half_batch_computations():
+  r = _worker(['per_replica', 'train.batch_size=4', 'train.freeze_bn=False'])
+  assert r['model_bn_groups'] == 2
+  assert r['max_diff'] <= 1e-5, r
+  assert r['sync_vs_per_replica_bn_stats'] > 1e-4, r  # the two modes really differ
+
+
+def test_batchnorm_groups_normalise_each_slice_and_keep_the_first_slices_statistics():
+  import jax
+  from yolact_jax.model.layers import BatchNorm
+  x = np.random.default_rng(0).normal(size=(4, 3, 5, 6)).astype(np.float32) * [1, 2, 3, 4, 5, 6]
+  variables = BatchNorm().init(jax.random.key(0), x[:2])
+  grouped, stats = BatchNorm(groups=2).apply(variables, x, train=True, mutable=['batch_stats'])
+  first, first_stats = BatchNorm().apply(variables, x[:2], train=True, mutable=['batch_stats'])
+  second, _ = BatchNorm().apply(variables, x[2:], train=True, mutable=['batch_stats'])
+  np.testing.assert_allclose(grouped, np.concatenate([first, second]), rtol=1e-5, atol=1e-6)
+  for key in ('mean', 'var'):
+    np.testing.assert_allclose(stats['batch_stats'][key], first_stats['batch_stats'][key],
+                               rtol=1e-6)
 
 
 def test_train_step_lowers_for_cuda_on_one_and_two_devices():

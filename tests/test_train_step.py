@@ -102,11 +102,15 @@ def _setup(overrides=()):
   return cfg, state, training.step
 
 
-def test_tiny_model_overfits_one_batch():
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_tiny_model_overfits_one_batch(dtype):
   # Batch statistics on (the rule would freeze BN at batch 2; frozen, untrained BN is an
-  # identity and a from-scratch model this small then trains much more slowly).
+  # identity and a from-scratch model this small then trains much more slowly). bfloat16:
+  # mixed precision (convolutions in bfloat16; parameters, optimiser and loss in float32).
   cfg, state, step = _setup(['train.lr=0.003', 'train.lr_warmup_until=20', 'train.max_iter=400',
-                             'train.lr_steps=(1000,)', 'train.freeze_bn=False'])
+                             'train.lr_steps=(1000,)', 'train.freeze_bn=False',
+                             f'train.compute_dtype={dtype}'])
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(state.params))
   batch = synthetic_batch(cfg)
   losses = []
   for _ in range(200):

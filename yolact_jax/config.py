@@ -40,6 +40,10 @@ INPUT_TRANSFORMS = ('resnet', 'darknet')
 FPN_INTERPOLATIONS = ('bilinear', 'nearest')
 # Optimisers (built by yolact_jax.train_step.make_optimizer).
 OPTIMIZERS = ('sgd', 'adam')
+# Computation dtypes of the network (train.compute_dtype; --dtype of evaluate and predict):
+# convolutions and matrix products in that dtype; parameters, optimiser state, BatchNorm
+# statistics, the loss and its reductions stay float32.
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 # --------------------------------------------------------------------------------------------
 # Schema
@@ -174,6 +178,9 @@ class TrainConfig:
   freeze_bn: bool | None = None  # None: freeze iff batch_size < 6 (as train.py); or force.
   max_instances: int = 100  # ground-truth slots per image (padded, with a validity mask).
   seed: int = 0  # seed of initialisation, data order and augmentation.
+  compute_dtype: str = 'float32'  # COMPUTE_DTYPES: 'bfloat16' = mixed precision (params f32).
+  sync_batchnorm: bool = False  # several devices: False = per-replica BN statistics (the
+  # original's nn.DataParallel), True = statistics of the global batch.
 
 
 @dataclass(frozen=True)
@@ -513,6 +520,7 @@ def validate(cfg: YolactConfig) -> None:
   _check_choice('fpn.interpolation', cfg.fpn.interpolation, FPN_INTERPOLATIONS)
   _check_choice('detect.nms', cfg.detect.nms, NMS_KINDS)
   _check_choice('train.optimizer', cfg.train.optimizer, OPTIMIZERS)
+  _check_choice('train.compute_dtype', cfg.train.compute_dtype, COMPUTE_DTYPES)
   num_stages = len(b.layers)
   if any(not 0 <= i < num_stages for i in b.selected_layers):
     raise ConfigError(f'backbone.selected_layers {b.selected_layers} out of range for '

@@ -233,16 +233,21 @@ class Training:
 
 
 def build_training(cfg: YolactConfig, *, loss_fn: LossFn = yolact_loss, mesh: Mesh | None = None,
-                   dtype: Any = jnp.float32) -> Training:
+                   dtype: Any = None) -> Training:
   """The one training assembly: model, optimiser, schedule and the jitted step for ``cfg``.
 
   ``loss_fn`` is the multi-task loss (default the original's). ``mesh``: the devices the batch
   is split over (``yolact_jax.parallel.data_mesh``; None: one device); the BatchNorm freeze rule
-  looks at the batch per replica, as the original's ``batch_size // num_gpus < 6``. ``dtype`` is
-  the computation dtype of the network (parameters stay float32).
+  looks at the batch per replica, as the original's ``batch_size // num_gpus < 6``, and training
+  BatchNorm statistics are per replica unless ``train.sync_batchnorm``. ``dtype``: the network's
+  computation dtype (default ``train.compute_dtype``; parameters, optimiser state, BatchNorm
+  statistics and the loss stay float32).
   """
-  freeze_bn = uses_frozen_bn(cfg, parallel.num_replicas(mesh))
-  model = Yolact(cfg, freeze_bn=freeze_bn, dtype=dtype)
+  replicas = parallel.num_replicas(mesh)
+  freeze_bn = uses_frozen_bn(cfg, replicas)
+  dtype = jnp.dtype(cfg.train.compute_dtype if dtype is None else dtype)
+  bn_groups = 1 if cfg.train.sync_batchnorm else replicas
+  model = Yolact(cfg, freeze_bn=freeze_bn, dtype=dtype, bn_groups=bn_groups)
   tx = make_optimizer(cfg, abstract_variables(cfg)['params'], freeze_bn)
   update = make_train_step(cfg, model, tx, loss_fn)
   if mesh is None:

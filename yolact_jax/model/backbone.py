@@ -39,10 +39,12 @@ class Bottleneck(nn.Module):
   freeze_bn: bool = False
   dtype: Any = jnp.float32
   use_dcn: bool = False
+  bn_groups: int = 1  # BatchNorm statistics per replica (see layers.BatchNorm.groups)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    bn = lambda name: BatchNorm(frozen=self.freeze_bn, dtype=self.dtype, name=name)  # noqa: E731
+    bn = lambda name: BatchNorm(frozen=self.freeze_bn, groups=self.bn_groups,  # noqa: E731
+                                dtype=self.dtype, name=name)
     kw = dict(bias=False, kernel_init=he_normal, dtype=self.dtype)
     y = conv(self.planes, 1, name='conv1', **kw)(x)
     y = nn.relu(bn('bn1')(y, train))
@@ -71,12 +73,14 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   dcn_layers: tuple[int, ...] = ()
   dcn_interval: int = 1
+  bn_groups: int = 1
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> tuple[jnp.ndarray, ...]:
     x = conv(self.base_width, 7, 2, 3, bias=False, kernel_init=he_normal, dtype=self.dtype,
              name='conv1')(x)
-    x = BatchNorm(frozen=self.freeze_bn, dtype=self.dtype, name='bn1')(x, train)
+    x = BatchNorm(frozen=self.freeze_bn, groups=self.bn_groups, dtype=self.dtype,
+                  name='bn1')(x, train)
     x = nn.relu(x)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     outputs = []
@@ -91,7 +95,7 @@ class ResNet(nn.Module):
         x = Bottleneck(planes, stride if first else 1,
                        downsample=first and (stride != 1 or in_channels != planes * 4),
                        freeze_bn=self.freeze_bn, dtype=self.dtype, use_dcn=use_dcn[block],
-                       name=f'layers_{stage}_{block}')(x, train)
+                       bn_groups=self.bn_groups, name=f'layers_{stage}_{block}')(x, train)
         in_channels = planes * 4
       outputs.append(x)
     return tuple(outputs)
@@ -104,12 +108,14 @@ class DarkNetConv(nn.Module):
   stride: int = 1
   freeze_bn: bool = False
   dtype: Any = jnp.float32
+  bn_groups: int = 1
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     x = conv(self.features, self.kernel, self.stride, self.kernel // 2, bias=False,
              kernel_init=he_normal, dtype=self.dtype, name='0')(x)
-    x = BatchNorm(frozen=self.freeze_bn, dtype=self.dtype, name='1')(x, train)
+    x = BatchNorm(frozen=self.freeze_bn, groups=self.bn_groups, dtype=self.dtype,
+                  name='1')(x, train)
     return nn.leaky_relu(x, 0.1)
 
 
@@ -118,10 +124,11 @@ class DarkNetBlock(nn.Module):
   channels: int
   freeze_bn: bool = False
   dtype: Any = jnp.float32
+  bn_groups: int = 1
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    kw = dict(freeze_bn=self.freeze_bn, dtype=self.dtype)
+    kw = dict(freeze_bn=self.freeze_bn, dtype=self.dtype, bn_groups=self.bn_groups)
     y = DarkNetConv(self.channels, 1, name='conv1', **kw)(x, train)
     y = DarkNetConv(self.channels * 2, 3, name='conv2', **kw)(y, train)
     return y + x
@@ -133,10 +140,11 @@ class DarkNet(nn.Module):
   base_width: int = 32
   freeze_bn: bool = False
   dtype: Any = jnp.float32
+  bn_groups: int = 1
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> tuple[jnp.ndarray, ...]:
-    kw = dict(freeze_bn=self.freeze_bn, dtype=self.dtype)
+    kw = dict(freeze_bn=self.freeze_bn, dtype=self.dtype, bn_groups=self.bn_groups)
     x = DarkNetConv(self.base_width, 3, name='preconv', **kw)(x, train)
     outputs = []
     for stage, num_blocks in enumerate(self.layers):
@@ -155,14 +163,15 @@ assert tuple(BACKBONES) == BACKBONE_KINDS, (tuple(BACKBONES), BACKBONE_KINDS)
 
 def make_backbone(kind: str, layers: tuple[int, ...], base_width: int, freeze_bn: bool,
                   dtype: Any, name: str = 'backbone', dcn_layers: tuple[int, ...] = (),
-                  dcn_interval: int = 1) -> nn.Module:
+                  dcn_interval: int = 1, bn_groups: int = 1) -> nn.Module:
   """The backbone ``kind`` (one of ``BACKBONE_KINDS``): stages ``layers``, stem width
-  ``base_width``; ``dcn_layers`` / ``dcn_interval`` place DCNv2 blocks (ResNet only)."""
+  ``base_width``; ``dcn_layers`` / ``dcn_interval`` place DCNv2 blocks (ResNet only);
+  ``bn_groups``: BatchNorm statistics per replica."""
   if kind not in BACKBONES:
     raise ValueError(f'Unknown backbone kind {kind!r}: expected one of {BACKBONE_KINDS}')
   if kind == 'resnet':
     return ResNet(layers, base_width, freeze_bn, dtype, tuple(dcn_layers), dcn_interval,
-                  name=name)
+                  bn_groups=bn_groups, name=name)
   if any(dcn_layers):
     raise ValueError(f'deformable convolutions exist only in the ResNet backbone, not {kind!r}')
-  return BACKBONES[kind](layers, base_width, freeze_bn, dtype, name=name)
+  return BACKBONES[kind](layers, base_width, freeze_bn, dtype, bn_groups=bn_groups, name=name)

@@ -42,10 +42,16 @@ class BatchNorm(nn.Module):
     ``num_batches_tracked`` (kept so that checkpoints round-trip bit-exactly).
   * ``frozen=True``: the original's freeze_bn: running statistics and no gradient to the affine
     parameters (the train step also exempts them from weight decay).
+
+  ``groups`` > 1 (training mode): the batch is ``groups`` equal slices, one per data-parallel
+  replica, each normalised with its own statistics, as ``nn.DataParallel`` replicas do; the
+  running statistics follow the first slice only, as ``nn.DataParallel`` keeps the first
+  replica's buffers. ``groups`` = 1 on a sharded batch gives statistics of the global batch.
   """
   momentum: float = 0.1
   epsilon: float = 1e-5
   frozen: bool = False
+  groups: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -58,21 +64,23 @@ class BatchNorm(nn.Module):
     count = self.variable('batch_stats', 'num_batches_tracked', jnp.zeros, (), jnp.int32)
     if self.frozen:
       scale, bias = jax.lax.stop_gradient(scale), jax.lax.stop_gradient(bias)
-    use_batch_stats = train and not self.frozen
-    if use_batch_stats:
-      x32 = x.astype(jnp.float32)
-      axes = tuple(range(x.ndim - 1))
-      batch_mean = jnp.mean(x32, axes)
-      batch_var = jnp.mean(jnp.square(x32 - batch_mean), axes)
-      n = x.size // features
-      if not self.is_initializing():
-        m = self.momentum
-        mean.value = (1 - m) * mean.value + m * batch_mean
-        var.value = (1 - m) * var.value + m * batch_var * (n / max(n - 1, 1))
-        count.value = count.value + 1
-      use_mean, use_var = batch_mean, batch_var
-    else:
-      use_mean, use_var = mean.value, var.value
-    inv = jax.lax.rsqrt(use_var + self.epsilon) * scale
-    y = (x - use_mean.astype(x.dtype)) * inv.astype(x.dtype) + bias.astype(x.dtype)
+    if not (train and not self.frozen):
+      return self._normalise(x, mean.value, var.value, scale, bias)
+    groups = self.groups if x.shape[0] % self.groups == 0 else 1  # init runs on one image
+    x32 = x.astype(jnp.float32).reshape((groups, -1) + x.shape[1:])
+    axes = tuple(range(1, x32.ndim - 1))
+    batch_mean = jnp.mean(x32, axes, keepdims=True)  # [G, 1, 1, 1, C]
+    batch_var = jnp.mean(jnp.square(x32 - batch_mean), axes, keepdims=True)
+    n = x.size // features // groups
+    if not self.is_initializing():
+      m = self.momentum
+      mean.value = (1 - m) * mean.value + m * batch_mean[0].reshape(features)
+      var.value = (1 - m) * var.value + m * batch_var[0].reshape(features) * (n / max(n - 1, 1))
+      count.value = count.value + 1
+    y = self._normalise(x.reshape(x32.shape), batch_mean, batch_var, scale, bias)
+    return y.reshape(x.shape)
+
+  def _normalise(self, x, mean, var, scale, bias):
+    inv = jax.lax.rsqrt(var + self.epsilon) * scale
+    y = (x - mean.astype(x.dtype)) * inv.astype(x.dtype) + bias.astype(x.dtype)
     return y.astype(self.dtype)

@@ -29,10 +29,13 @@ from yolact_jax.model.protonet import ProtoNet
 
 
 class Yolact(nn.Module):
-  """The whole network. ``freeze_bn`` runs every BatchNorm on running stats without gradients."""
+  """The whole network. ``freeze_bn`` runs every BatchNorm on running stats without gradients;
+  ``bn_groups`` > 1 computes training-mode BatchNorm statistics per replica (the batch split into
+  that many equal groups, as ``nn.DataParallel`` does); ``dtype`` is the computation dtype."""
   cfg: YolactConfig
   freeze_bn: bool = False
   dtype: Any = jnp.float32
+  bn_groups: int = 1
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False,
@@ -43,7 +46,8 @@ class Yolact(nn.Module):
     b = cfg.backbone
     x = images.astype(self.dtype)
     stages = make_backbone(b.kind, b.layers, b.base_width, self.freeze_bn, self.dtype,
-                           dcn_layers=b.dcn_layers, dcn_interval=b.dcn_interval)(x, train)
+                           dcn_layers=b.dcn_layers, dcn_interval=b.dcn_interval,
+                           bn_groups=self.bn_groups)(x, train)
     f = cfg.fpn
     pyramid = FPN(f.num_features, f.num_downsample, f.relu_pred_layers, f.relu_downsample_layers,
                   self.dtype, interpolation=f.interpolation,

@@ -26,13 +26,12 @@ import numpy as np
 from jax import export as jax_export
 
 import yolact_jax
-from yolact_jax.config import YolactConfig, validate
+from yolact_jax.config import COMPUTE_DTYPES, YolactConfig, validate
 from yolact_jax.host import CANVAS_STEP, round_up
 from yolact_jax.predict import OUTPUT_KEYS, InferenceProgram, resolve_variables
 from yolact_jax.serving import artefact as af
 
 DEFAULT_PLATFORMS = ('cpu', 'cuda')
-DTYPES = ('float32', 'bfloat16')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +58,8 @@ def make_spec(cfg: YolactConfig, *, nms: str | None = None, dtype: str = 'float3
   if nms is not None:
     cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, nms=nms))
     validate(cfg)
-  if dtype not in DTYPES:
-    raise ValueError(f'dtype must be one of {DTYPES}, got {dtype!r}')
+  if dtype not in COMPUTE_DTYPES:
+    raise ValueError(f'dtype must be one of {COMPUTE_DTYPES}, got {dtype!r}')
   if batch < 1:
     raise ValueError(f'batch must be >= 1, got {batch}')
   if canvas_hw is not None and min(canvas_hw) < 1:
