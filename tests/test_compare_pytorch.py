@@ -62,15 +62,33 @@ def test_torchvision_stub_serves_imports_and_is_removed():
     import torchvision  # noqa: F401,F811
 
 
-def test_dcn_v2_stub_serves_the_yolact_plus_import():
-  if import_stubs.module_available('dcn_v2'):
-    pytest.skip('dcn_v2 installed: no stub needed')
-  assert 'dcn_v2' in shims.STUBBED_WHEN_MISSING
-  with import_stubs.stub_missing_module('dcn_v2') as stubbed:
-    assert stubbed
-    from dcn_v2 import DCN  # what YOLACT++-era backbone.py does at import
-    with pytest.raises(import_stubs.PlaceholderError, match='placeholder'):
-      DCN(64, 64, kernel_size=3, stride=1, padding=1, dilation=1, deformable_groups=1)
+def test_stub_with_attributes_and_replacing_an_installed_module():
+  class Thing:
+    pass
+
+  with import_stubs.stub_missing_module('no_such_pkg_xyz', attributes={'Thing': Thing}) as used:
+    assert used
+    from no_such_pkg_xyz import Thing as served, Other
+    assert served is Thing
+    with pytest.raises(import_stubs.PlaceholderError):
+      Other()
+  assert 'no_such_pkg_xyz' not in sys.modules
+  import json
+  with import_stubs.stub_missing_module('json', attributes={'Thing': Thing}, replace=True) as used:
+    assert used
+    import json as stub
+    assert stub.Thing is Thing and stub is not json
+  assert sys.modules['json'] is json  # the real module is back
+
+
+def test_dcn_v2_is_served_with_the_torch_dcn():
+  if shims.dcn_v2_usable(torch):
+    pytest.skip('the compiled dcn_v2 extension is usable: no stand-in')
+  from yolact_jax.compare.dcn_torch import DCN as TorchDCN
+  with shims.dcn_v2_stand_in(torch) as used:
+    assert used
+    from dcn_v2 import DCN  # what the original's backbone.py does at import
+    assert DCN is TorchDCN
   assert 'dcn_v2' not in sys.modules
 
 
@@ -714,6 +732,7 @@ def test_whole_run_against_a_fake_checkout(fake_checkout, tmp_path):
     assert s['shims']['cuda_calls_for_cpu']
   for name in shims.STUBBED_WHEN_MISSING:
     assert s['shims'][f'{name}_stub'] == (not import_stubs.module_available(name))
+  assert s['shims']['dcn_v2_torch'] == (not shims.dcn_v2_usable(torch))
   raw = report['raw_outputs']
   assert set(raw) == set(outputs.RAW_KEYS)
   for key in ('loc', 'mask', 'proto'):  # the fake adds uniform noise of FAKE_NOISE
@@ -737,7 +756,7 @@ def test_whole_run_against_a_fake_checkout(fake_checkout, tmp_path):
       assert t['runs'] == 2 and t['median_ms'] > 0 and t['images_per_s'] > 0
   assert speed['speedup']['end_to_end'] > 0 and speed['ours_compile_s'] > 0
   # the fake's stand-ins are gone again
-  assert not any(n.split('.')[0] in shims.STUBBED_WHEN_MISSING for n in sys.modules
+  assert not any(n.split('.')[0] in (*shims.STUBBED_WHEN_MISSING, 'dcn_v2') for n in sys.modules
                  if getattr(sys.modules[n], '__is_stub__', False))
   assert all(name not in np.__dict__ for name in NUMPY_ALIASES_MISSING)
 
