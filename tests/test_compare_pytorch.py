@@ -217,6 +217,27 @@ def test_original_result_handles_detections_and_empty_images():
   assert empty['masks'].shape == (0, 5, 6) and empty['boxes'].shape == (0, 4)
 
 
+def test_original_result_splits_the_yolact_plus_score_pair():
+  """YOLACT++ (rescore_mask, not rescore_bbox): the original returns [box scores, mask scores]."""
+  box, mask = torch.tensor([0.9, 0.5]), torch.tensor([0.6, 0.1])
+  args = (torch.tensor([3, 1]), [box, mask], torch.tensor([[0, 0, 4, 4], [1, 1, 2, 3]]),
+          torch.zeros(2, 5, 6))
+  res = original.original_result(*args, 5, 6)
+  np.testing.assert_allclose(res['scores'], [0.9, 0.5])
+  np.testing.assert_allclose(res['mask_scores'], [0.6, 0.1])
+  single = original.original_result(*args[:1], box, *args[2:], 5, 6)
+  np.testing.assert_array_equal(single['mask_scores'], single['scores'])
+
+
+def test_ours_result_takes_mask_scores_where_present():
+  import types
+  det = types.SimpleNamespace(classes=[1], scores=[0.8], boxes=[[0, 0, 2, 2]],
+                              masks=np.zeros((1, 3, 3)))
+  assert outputs.ours_result(det)['mask_scores'].tolist() == pytest.approx([0.8])
+  det.mask_scores = [0.4]
+  assert outputs.ours_result(det)['mask_scores'].tolist() == pytest.approx([0.4])
+
+
 # ---------------------------------------------------------------------------------------------
 # Comparison logic
 
@@ -284,6 +305,14 @@ def test_compare_detections_counts_agreement_and_mask_iou():
   assert r['score_abs_diff_max'] == pytest.approx(0.01, abs=1e-6)
   assert r['mask_iou_min'] == pytest.approx(0.9) and r['mask_iou_mean'] == pytest.approx(0.95)
   assert r['mask_iou_over_0_99'] == 0.5
+  assert r['mask_score_abs_diff_max'] is None  # no mask scores on either side
+  ours['mask_scores'] = ours['scores'] * 0.5
+  theirs['mask_scores'] = theirs['scores'] * 0.5
+  theirs['mask_scores'][1] -= 0.1
+  rescored = outputs.compare_detections(ours, theirs, 0.9)
+  assert rescored['mask_score_abs_diff_max'] == pytest.approx(0.1, abs=1e-6)
+  assert outputs.summarize_detection_comparison([rescored])['mask_score_abs_diff_max'] == \
+      pytest.approx(0.1, abs=1e-6)
   none = outputs.compare_detections(detections([], [], []), detections([], [], []), 0.9)
   assert none['agreement'] == 1.0 and none['mask_iou_mean'] is None
   total = outputs.summarize_detection_comparison([r, none])
@@ -396,6 +425,13 @@ def test_markdown_report_has_every_table():
   assert 'oversubscribed (1-minute load 4.20 on 2 CPUs)' in report_lib.markdown_report(report)
   report['machine'] |= {'load_average_before_timing': [2.1, 2, 2], 'load_average': [2.3, 2, 2]}
   assert 'Warning' not in report_lib.markdown_report(report)
+  assert 'YOLACT++: DCN' not in text and 'max mask score diff' in text
+  report['settings'] |= {'shims': {'dcn_v2_torch': True}, 'yolact_plus': {
+      'dcn_layers': [0, 4, 6, 3], 'dcn_interval': 1, 'num_anchors': 9, 'use_maskiou': True,
+      'rescore_mask': True, 'rescore_bbox': False}}
+  text = report_lib.markdown_report(report)
+  assert 'YOLACT++: DCN layers per stage [0, 4, 6, 3]' in text and 'dcn_torch' in text
+  assert 'mask re-scoring on, box re-scoring off' in text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def random_case(seed, n=2, c=5, h=7, w=9, cout=6, stride=1, padding=1, max_offse
   wo = (w + 2 * padding - 3) // stride + 1
   x = rng.normal(size=(n, h, w, c)).astype(np.float32)
   offset = rng.uniform(-max_offset, max_offset, (n, ho, wo, 18)).astype(np.float32)
-  offset[:, :, :, ::5] = np.round(offset[:, :, :, ::5])  # integer positions (exact corners)
+  offset[:, :, :, ::5] = np.round(offset[:, :, :, ::5])  # integer positions: exact corners
   offset[:, 0, :, 0] = -0.5  # tap (0, 0) of the first row: y = -padding - 0.5
   mask = rng.uniform(0, 1, (n, ho, wo, 9)).astype(np.float32)
   kernel = rng.normal(size=(3, 3, c, cout)).astype(np.float32) / np.sqrt(9 * c)
@@ -38,7 +38,8 @@ def random_case(seed, n=2, c=5, h=7, w=9, cout=6, stride=1, padding=1, max_offse
 
 def to_torch(x, offset, mask, kernel, bias, dtype=torch.float32):
   """NHWC / HWIO numpy -> the torch layout (NCHW, offsets and modulation channels first, OIHW)."""
-  t = lambda a, perm: torch.from_numpy(np.ascontiguousarray(a.transpose(perm))).to(dtype)  # noqa: E731
+  def t(a, perm):
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(perm))).to(dtype)
   return (t(x, (0, 3, 1, 2)), t(offset, (0, 3, 1, 2)), t(mask, (0, 3, 1, 2)),
           t(kernel, (3, 2, 0, 1)), torch.from_numpy(bias).to(dtype))
 
@@ -78,7 +79,8 @@ def test_border_rule_by_hand():
   assert sample(-0.5, 1) == pytest.approx(0.5 * 2)
   assert sample(-1.0, 1) == 0 and sample(h, 1) == 0 and sample(1, -1.0) == 0
   assert sample(h - 0.5, 0) == pytest.approx(0.5 * 9)
-  assert sample(1.25, 2.5) == pytest.approx(0.75 * (0.5 * 7 + 0.5 * 8) + 0.25 * (0.5 * 11 + 0.5 * 12))
+  assert sample(1.25, 2.5) == pytest.approx(0.75 * (0.5 * 7 + 0.5 * 8)
+                                            + 0.25 * (0.5 * 11 + 0.5 * 12))
 
 
 def test_zero_offsets_and_unit_modulation_are_a_plain_conv():
