@@ -30,7 +30,8 @@ What is compared
 * Detections after each side's Detect and postprocess (score threshold 0): matched per image by
   class and box IoU (greedy in our score order), with the score (and YOLACT++ mask score)
   difference and the mask IoU of every matched pair at full image resolution. Both sides'
-  Detect settings are recorded. The original's standard NMS is its Cython NMS, compiled through ``pyximport`` (needs Cython).
+  Detect settings are recorded. The original's standard NMS is its Cython NMS, compiled
+  through ``pyximport`` (needs Cython).
 * Speed, timed the same way on both sides: batches from the network input (already in memory /
   on the device) to per-image numpy results on the host (network, Detect, postprocess; the
   original's ``eval.py --benchmark`` scope), untimed warm-up batches then the median (p10, p90)
