@@ -236,3 +236,60 @@ def test_convgrad_case_times_forward_and_both_gradients():
   assert '## Convolution gradients' in text and '| tiny 3x3/2 | xla | 16 | 1 |' in text
   assert '| tiny 1x1 | yolact_jax | 16 | 1 |' in text
   assert '| broken | xla | failed: OOM |' in text
+
+
+def test_grid_takes_the_yolact_plus_presets():
+  assert {'yolact_plus_base', 'yolact_plus_resnet50'} <= set(grid.FULL_INFERENCE_PRESETS)
+  assert {'yolact_plus_base', 'yolact_plus_resnet50'} <= {c[0] for c in grid.FULL_TRAIN_CASES}
+  args = cli.build_parser().parse_args(['--presets', 'yolact_plus_resnet50,yolact_plus_base',
+                                        '--train-presets', 'yolact_plus_resnet50'])
+  inference, train = grid.resolve_cases(args, 'cpu')
+  assert inference == [('yolact_plus_resnet50', 1, 'float32'), ('yolact_plus_resnet50', 8,
+                                                                'float32'),
+                       ('yolact_plus_base', 1, 'float32'), ('yolact_plus_base', 8, 'float32')]
+  assert train == [('yolact_plus_resnet50', 2, 'float32')]
+  for preset in grid.FULL_INFERENCE_PRESETS + grid.DCN_PRESETS:
+    get_config(preset)  # every preset of the grids exists
+
+
+def test_unknown_inference_stage_is_an_error():
+  with pytest.raises(SystemExit, match='inference stage'):
+    cli.main(['--only', 'inference', '--inference-stages', 'network,netwrok'])
+
+
+def test_inference_stages_can_be_limited():
+  from yolact_jax.bench import inference
+  opts = timing.TimingOptions(warmup=0, repeats=2, max_seconds=10.0)
+  case = inference.inference_case('yolact_tiny', 1, 'float32', (48, 64), ['fast'], opts,
+                                  stages=('network', 'end_to_end'))
+  assert [s['stage'] for s in case['stages']] == ['network', 'end_to_end']
+
+
+def test_dcn_section_on_the_tiny_yolact_plus():
+  from yolact_jax.bench import dcn
+  opts = timing.TimingOptions(warmup=0, repeats=2, max_seconds=10.0)
+  cfg = get_config('yolact_plus_tiny')
+  calls = dcn.dcn_layer_calls(cfg, 1, np.float32, train=False)
+  assert sum(c['count'] for c in calls) == sum(1 for c in calls for _ in c['names'])
+  assert sum(c['count'] for c in calls) >= 1
+  (case,) = dcn.run_dcn(['yolact_plus_tiny'], 'float32', 1, 2, opts, lambda msg: None)
+  assert 'error' not in case, case.get('traceback')
+  for part, stage in (('network', 'forward'), ('train_step', 'forward_backward')):
+    d = case[part]
+    assert d['dcn_layers'] == sum(c['count'] for c in calls)
+    for key in ('with_dcn_ms', 'without_dcn_ms', 'dcn_layers_alone_ms', 'plain_convs_alone_ms',
+                'share_alone'):
+      assert positive_finite(d[key]), (part, key, d[key])
+    for layer in d['layers']:
+      assert 'error' not in layer, layer.get('traceback')
+      assert layer['dcn']['stage'] == layer['plain_conv']['stage'] == stage
+  report = {'machine': {'date_utc': 'now', 'device_kind': 'cpu', 'platform': 'cpu',
+                        'cpu_model': 'x', 'cpu_cores_usable': 1, 'jax': 'j',
+                        'load_average_start': [1.0, 1.0, 1.0]},
+            'dcn': [case, {'preset': 'yolact_tiny', 'error': 'ValueError: no DCN'}]}
+  text = report_lib.markdown_report(report)
+  assert '## DCN (YOLACT++)' in text and '| yolact_plus_tiny | network, batch 1 |' in text
+  assert '| yolact_plus_tiny | train step, batch 2 |' in text
+  assert '| yolact_tiny | failed: ValueError' in text
+  with pytest.raises(ValueError, match='no DCN'):
+    dcn.dcn_case('yolact_tiny', 'float32', 1, 0, opts, lambda msg: None)
