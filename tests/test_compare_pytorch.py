@@ -630,6 +630,7 @@ FAKE_FILES = {
         import jax
         import numpy as np
         import torch
+        from yolact_jax.config import get_config
         from yolact_jax.postprocess import postprocess as jax_postprocess
 
         from data.config import cfg
@@ -647,7 +648,12 @@ FAKE_FILES = {
                  'valid': np.ones((1, n), bool), 'num_detections': np.array([n])}
             res = jax.device_get(jax_postprocess(d, dets['proto'].numpy()[None],
                                                  np.array([[h, w]]), (h, w)))
-            return (dets['class'], dets['score'], torch.tensor(res['boxes_px'][0]).long(),
+            scores = dets['score']
+            if getattr(get_config(cfg.name), 'use_maskiou', False):
+                # YOLACT++ mask re-scoring: the pair [box scores, mask scores]; the fake has no
+                # mask-IoU network, so its mask scores are the box scores
+                scores = [scores, scores.clone()]
+            return (dets['class'], scores, torch.tensor(res['boxes_px'][0]).long(),
                     torch.tensor(res['masks'][0].astype(np.float32)))
         ''',
     'yolact.py': '''
@@ -795,6 +801,24 @@ def test_whole_run_against_a_fake_checkout(fake_checkout, tmp_path):
   assert not any(n.split('.')[0] in (*shims.STUBBED_WHEN_MISSING, 'dcn_v2') for n in sys.modules
                  if getattr(sys.modules[n], '__is_stub__', False))
   assert all(name not in np.__dict__ for name in NUMPY_ALIASES_MISSING)
+
+
+def test_whole_run_with_a_yolact_plus_preset(fake_checkout, tmp_path):
+  """yolact_plus_tiny: DCN layers (randomised offsets) through the state_dict both ways, 9
+  anchors, the original's [box, mask] score pair, the DCN stand-in recorded."""
+  report = cli.main(['--yolact-repo', str(fake_checkout), '--config', 'yolact_plus_tiny',
+                     '--random-weights', '0', '--num-images', '2', '--skip-speed',
+                     '--out', str(tmp_path / 'c.json')])
+  s = report['settings']
+  assert s['yolact_plus']['num_anchors'] == 9 and any(s['yolact_plus']['dcn_layers'])
+  assert s['yolact_plus']['use_maskiou'] and s['yolact_plus']['rescore_mask']
+  assert s['shims']['dcn_v2_torch'] == (not shims.dcn_v2_usable(torch))
+  raw = report['raw_outputs']
+  assert all(raw[k]['within_reference_tolerance'] for k in ('loc', 'mask', 'proto'))
+  det = report['detections']['total']
+  assert det['num_ours'] > 0 and det['agreement'] >= 0.95
+  assert det['mask_score_abs_diff_max'] is not None
+  assert 'YOLACT++: DCN layers per stage' in (tmp_path / 'c.md').read_text()
 
 
 def test_whole_run_with_a_checkpoint_file(fake_checkout, tmp_path):
