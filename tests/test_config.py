@@ -36,6 +36,33 @@ def test_presets_match_the_original(name, max_size, layers, selected, scales, ma
   assert cfg.backbone.transform == ('darknet' if 'darknet' in name else 'resnet')
 
 
+# The original's YOLACT++ scales: per level i, [i, i * 2^(1/3), i * 2^(2/3)].
+_PLUS_SCALES = tuple(tuple(i * 2 ** (j / 3.0) for j in range(3)) for i in (24, 48, 96, 192, 384))
+
+
+@pytest.mark.parametrize('name,parent,layers,dcn_layers,dcn_interval', [
+    ('yolact_plus_base', 'yolact_base', (3, 4, 23, 3), (0, 4, 23, 3), 3),
+    ('yolact_plus_resnet50', 'yolact_resnet50', (3, 4, 6, 3), (0, 4, 6, 3), 1),
+])
+def test_plus_presets_match_the_original(name, parent, layers, dcn_layers, dcn_interval):
+  cfg, v1 = C.get_config(name), C.get_config(parent)
+  b = cfg.backbone
+  assert cfg.name == name and b.layers == layers
+  assert (b.dcn_layers, b.dcn_interval) == (dcn_layers, dcn_interval)
+  assert b.pred_scales == _PLUS_SCALES and b.pred_scales[0][1] == pytest.approx(30.2381, abs=1e-4)
+  assert b.pred_aspect_ratios == ((1, 0.5, 2),) * 5 and b.num_anchors == 9
+  assert (b.use_pixel_scales, b.preapply_sqrt, b.use_square_anchors) == (True, False, False)
+  assert cfg.use_maskiou and cfg.maskiou_net == (
+      (8, 3, 2), (16, 3, 2), (32, 3, 2), (64, 3, 2), (128, 3, 2))
+  assert (cfg.loss.maskiou_alpha, cfg.loss.discard_mask_area) == (25.0, 25)
+  assert (cfg.detect.rescore_mask, cfg.detect.rescore_bbox) == (True, False)
+  # Everything else is the v1 parent's.
+  plain = dataclasses.replace(
+      cfg, name=v1.name, use_maskiou=False, maskiou_net=(),
+      backbone=v1.backbone, loss=v1.loss, detect=v1.detect)
+  assert plain == v1
+
+
 @pytest.mark.parametrize('name,sizes,proto,priors', [
     ('yolact_base', [69, 35, 18, 9, 5], 138, 19248),
     ('yolact_im400', [50, 25, 13, 7, 4], 100, 10077),
@@ -44,6 +71,9 @@ def test_presets_match_the_original(name, max_size, layers, selected, scales, ma
     ('yolact_resnet50', [69, 35, 18, 9, 5], 138, 19248),
     ('yolact_tiny', [8, 4, 2, 1, 1], 16, 258),
     ('yolact_cpu', [16, 8, 4, 2, 1], 32, 1023),
+    ('yolact_plus_base', [69, 35, 18, 9, 5], 138, 57744),
+    ('yolact_plus_resnet50', [69, 35, 18, 9, 5], 138, 57744),
+    ('yolact_plus_tiny', [8, 4, 2, 1, 1], 16, 774),
 ])
 def test_shape_facts(name, sizes, proto, priors):
   """The sizes read off the network (jax.eval_shape) equal the known ones, for every preset."""
@@ -55,7 +85,8 @@ def test_shape_facts(name, sizes, proto, priors):
 
 def test_every_preset_has_known_shapes():
   tested = {'yolact_base', 'yolact_im400', 'yolact_im700', 'yolact_darknet53', 'yolact_resnet50',
-            'yolact_tiny', 'yolact_cpu'}
+            'yolact_tiny', 'yolact_cpu', 'yolact_plus_base', 'yolact_plus_resnet50',
+            'yolact_plus_tiny'}
   assert set(C.PRESETS) == tested
 
 

@@ -3,6 +3,7 @@ with an error naming it; one registry per enumeration; the FPN and head options.
 
 import dataclasses
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -41,30 +42,57 @@ def _loads_named_imagenet_file(tmp_path):
   return True
 
 
-def _changes_the_network(field, value):
-  """The tiny network at 128 px (P5 4 x 4, so unpadded 3x3 convs fit) computes other outputs
-  (or has other parameters) with ``field=value``."""
+def _changes_the_network(field, value, preset='yolact_tiny', base=()):
+  """The tiny network at 128 px (P5 4 x 4, so unpadded 3x3 convs fit) has other parameters, or
+  computes other outputs, with ``field=value``."""
   from yolact_jax.model.yolact import Yolact
 
-  def run(overrides):
-    cfg = C.get_config('yolact_tiny', ['max_size=128'] + overrides)
-    x = jax.random.normal(jax.random.key(0), (1, 128, 128, 3))
-    variables = Yolact(cfg).init(jax.random.key(1), x)
-    return variables, Yolact(cfg).apply(variables, x)
-
-  (v0, out0), (v1, out1) = run([]), run([f'{field}={value}'])
-  if jax.tree.structure(v0) != jax.tree.structure(v1):
+  x = jax.random.normal(jax.random.key(0), (1, 128, 128, 3))
+  models = [Yolact(C.get_config(preset, ['max_size=128', *base, *extra]))
+            for extra in ([], [f'{field}={value}'])]
+  trees = [jax.eval_shape(m.init, jax.random.key(1), x) for m in models]  # no computation
+  if jax.tree.structure(trees[0]) != jax.tree.structure(trees[1]):
     return True
+  out0, out1 = (m.apply(m.init(jax.random.key(1), x), x) for m in models)
   return any(out0[k].shape != out1[k].shape or not np.allclose(out0[k], out1[k]) for k in out0)
 
 
+def _changes_the_maskiou_loss(field, value):
+  """The mask-IoU term I of yolact_plus_tiny on a synthetic batch differs with ``field=value``
+  (a loss field: the network's outputs are the same for both)."""
+  from tests.test_train_step import synthetic_batch
+  from yolact_jax.anchors import make_priors
+  from yolact_jax.loss import yolact_loss
+  from yolact_jax.model.variables import init_variables
+  from yolact_jax.model.yolact import Yolact
+
+  cfg = C.get_config('yolact_plus_tiny')
+  variables = init_variables(cfg, seed=0)
+  batch = synthetic_batch(cfg)
+  preds = jax.jit(lambda v, x: Yolact(cfg).apply(v, x, return_segm=True))(
+      variables, batch['image'])
+
+  def term_i(cfg):
+    loss = jax.jit(lambda p, b: yolact_loss(preds, make_priors(cfg), b, cfg, None, p)[1]['I'])
+    return float(loss(variables['params'], batch))
+
+  before = term_i(cfg)
+  after = term_i(C.get_config('yolact_plus_tiny', [f'{field}={value}']))
+  return before > 0 and before != after
+
+
 REJECTED = 'rejected'
+ACCEPTED = 'accepted'  # valid; its reader lives outside the network and the loss
 
 # Every field the code used to ignore: a non-default value, and either REJECTED or a check that
 # the value changes what is computed.
 FORMERLY_IGNORED = [
-    ('backbone.dcn_layers', '(0, 1, 1, 1)', REJECTED),
-    ('backbone.dcn_interval', '3', REJECTED),
+    ('backbone.dcn_layers', '(0, 1, 1, 1)',
+     lambda _: _changes_the_network('backbone.dcn_layers', '(0, 1, 1, 1)')),
+    ('backbone.dcn_interval', '3',
+     lambda _: _changes_the_network('backbone.dcn_interval', '3',
+                                    base=['backbone.layers=(1, 1, 4, 1)',
+                                          'backbone.dcn_layers=(0, 0, 4, 0)'])),
     ('backbone.pretrained_weights', 'mine.pth', _loads_named_imagenet_file),
     ('fpn.interpolation', 'nearest', lambda _: _changes_the_network('fpn.interpolation', 'nearest')),
     ('fpn.use_conv_downsample', 'False',
@@ -73,13 +101,18 @@ FORMERLY_IGNORED = [
     ('mask.binarize_downsampled_gt', 'False', REJECTED),
     ('head.share_prediction_module', 'False',
      lambda _: _changes_the_network('head.share_prediction_module', 'False')),
-    ('loss.use_maskiou', 'True', REJECTED),
-    ('loss.maskiou_alpha', '10.0', REJECTED),
-    ('loss.discard_mask_area', '25', REJECTED),
-    ('detect.rescore_mask', 'True', REJECTED),
-    ('detect.rescore_bbox', 'True', REJECTED),
-    ('use_maskiou', 'True', REJECTED),
-    ('maskiou_net', '((8, 3, 2), (16, 3, 2))', REJECTED),
+    ('loss.maskiou_alpha', '10.0',
+     lambda _: _changes_the_maskiou_loss('loss.maskiou_alpha', '10.0')),
+    ('loss.discard_mask_area', '1000',
+     lambda _: _changes_the_maskiou_loss('loss.discard_mask_area', '1000')),
+    # Read by the inference program (mask / box re-scoring); its own tests show the effect.
+    ('detect.rescore_mask', 'False', ACCEPTED),
+    ('detect.rescore_bbox', 'True', ACCEPTED),
+    ('use_maskiou', 'False',
+     lambda _: _changes_the_network('use_maskiou', 'False', 'yolact_plus_tiny',
+                                    ['detect.rescore_mask=False'])),
+    ('maskiou_net', '((4, 3, 2), (8, 3, 2))',
+     lambda _: _changes_the_network('maskiou_net', '((4, 3, 2), (8, 3, 2))', 'yolact_plus_tiny')),
 ]
 
 
@@ -93,8 +126,26 @@ def test_formerly_ignored_field_changes_the_computation_or_is_rejected(field, va
     message = str(info.value)
     assert message.startswith(f'{field}=') and 'not implemented' in message
     assert f'Supported: {field}=' in message
+  elif expect == ACCEPTED:
+    C.get_config('yolact_plus_tiny', [f'{field}={value}'])
   else:
     assert expect(tmp_path)
+
+
+@pytest.mark.parametrize('preset,overrides,message', [
+    ('yolact_tiny', ['backbone.dcn_layers=(0, 1, 1)'], 'one entry per stage'),
+    ('yolact_tiny', ['backbone.dcn_layers=(0, -1, 1, 1)'], '>= 0'),
+    ('yolact_tiny', ['backbone.dcn_interval=0'], 'backbone.dcn_interval=0'),
+    ('yolact_darknet53', ['backbone.dcn_layers=(0, 1, 1, 1, 1)'], 'only in the ResNet'),
+    ('yolact_tiny', ['use_maskiou=True'], 'needs maskiou_net'),
+    ('yolact_tiny', ['detect.rescore_mask=True'], 'set use_maskiou=True'),
+    ('yolact_plus_tiny', ['use_maskiou=False', 'detect.rescore_mask=False',
+                          'detect.rescore_bbox=True'], 'detect.rescore_bbox'),
+    ('yolact_plus_tiny', ['maskiou_net=((4, 3, 0),)'], 'maskiou_net='),
+])
+def test_yolact_plus_fields_are_validated(preset, overrides, message):
+  with pytest.raises(C.ConfigError, match=re.escape(message)):
+    C.get_config(preset, overrides)
 
 
 def test_the_table_covers_the_unsupported_list():
@@ -111,8 +162,9 @@ def test_config_files_validate(tmp_path):
   bad = tmp_path / 'bad.py'
   bad.write_text('from yolact_jax import config\n\n\ndef get_config():\n'
                  '  import dataclasses\n  cfg = config.yolact_tiny()\n'
-                 '  return dataclasses.replace(cfg, use_maskiou=True)\n')
-  with pytest.raises(C.ConfigError, match='use_maskiou=True'):
+                 '  return dataclasses.replace(cfg, mask=dataclasses.replace(\n'
+                 '      cfg.mask, binarize_downsampled_gt=False))\n')
+  with pytest.raises(C.ConfigError, match='binarize_downsampled_gt=False'):
     C.load_config(str(bad))
   old = tmp_path / 'old.py'
   old.write_text('from yolact_jax import config\n\n\ndef get():\n  return config.yolact_tiny()\n')

@@ -279,14 +279,14 @@ def mask_iou_loss(slots: MaskSlots, predict_iou: Callable[[jnp.ndarray], jnp.nda
   prototype resolution are left out (when that threshold is > 0).
   predict_iou: ``[N, Hp, Wp] -> [N, C - 1]``.
   """
-  batch, height, width, slots = slots.pred.shape
+  batch, height, width, num_slots = slots.pred.shape
   keep = slots.valid
   if discard_mask_area > 0:
     area = jnp.sum(slots.gt_masks.astype(jnp.float32), axis=(2, 3))  # [B, K]
     keep = keep & (area > discard_mask_area)
   target = mask_iou_targets(slots.pred, slots.gt_masks)  # [B, K]
-  masks = jnp.transpose(slots.pred, (0, 3, 1, 2)).reshape(batch * slots, height, width)
-  predicted = predict_iou(masks).reshape(batch, slots, -1)  # [B, K, C - 1]
+  masks = jnp.transpose(slots.pred, (0, 3, 1, 2)).reshape(batch * num_slots, height, width)
+  predicted = predict_iou(masks).reshape(batch, num_slots, -1)  # [B, K, C - 1]
   at_class = jnp.take_along_axis(predicted, jnp.maximum(slots.labels, 0)[..., None],
                                  axis=-1)[..., 0]
   return alpha * jnp.sum(jnp.where(keep, smooth_l1(at_class - target), 0.0))
@@ -363,10 +363,10 @@ def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig
       'C': conf_loss(preds['conf'], targets.conf_t, negatives, lc.conf_alpha) / normaliser,
       'M': mask_total / normaliser,
   }
-  if lc.use_maskiou:
+  if cfg.use_maskiou:
     if params is None or 'maskiou_net' not in params:
-      raise ValueError('loss.use_maskiou needs the parameters of the mask-IoU network '
-                       "(params['maskiou_net']; set use_maskiou and maskiou_net in the config)")
+      raise ValueError("use_maskiou needs the parameters of the mask-IoU network "
+                       "(params['maskiou_net'], created by Yolact(cfg).init when use_maskiou)")
     net = MaskIoUNet(cfg.maskiou_net, cfg.num_classes - 1)
     predict_iou = lambda m: net.apply({'params': params['maskiou_net']}, m)  # noqa: E731
     terms['I'] = mask_iou_loss(slots, predict_iou, lc.maskiou_alpha,

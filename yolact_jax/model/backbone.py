@@ -1,4 +1,5 @@
-"""Backbones: ResNet-50/101 (bottleneck, torchvision "v1.5": stride on the 3x3) and DarkNet-53.
+"""Backbones: ResNet-50/101 (bottleneck, torchvision "v1.5": stride on the 3x3; YOLACT++ puts a
+DCNv2 in some blocks' 3x3) and DarkNet-53.
 
 Both take an NHWC normalised image and return the tuple of stage outputs; YOLACT feeds
 ``cfg.backbone.selected_layers`` of them to the FPN. ``BACKBONES`` maps each name of the config's
@@ -13,16 +14,31 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from yolact_jax.config import BACKBONE_KINDS
+from yolact_jax.model.dcn import ModulatedDeformConv
 from yolact_jax.model.layers import BatchNorm, conv, he_normal
 
 
+def dcn_blocks(num_blocks: int, dcn_layers: int, dcn_interval: int = 1) -> tuple[bool, ...]:
+  """Which blocks of a stage of ``num_blocks`` use a deformable conv2, as the original's ResNet:
+  block 0 iff ``dcn_layers >= num_blocks``; block i >= 1 iff ``i + dcn_layers >= num_blocks``
+  and ``i % dcn_interval == 0``. E.g. (23, 23, 3) -> blocks 0, 3, 6, ..., 21."""
+  return tuple((dcn_layers >= num_blocks) if i == 0
+               else (i + dcn_layers >= num_blocks and i % dcn_interval == 0)
+               for i in range(num_blocks))
+
+
 class Bottleneck(nn.Module):
-  """1x1 -> 3x3 (strided) -> 1x1 (x4 channels), residual; shortcut conv+BN when shapes change."""
+  """1x1 -> 3x3 (strided) -> 1x1 (x4 channels), residual; shortcut conv+BN when shapes change.
+
+  ``use_dcn``: the 3x3 is a modulated deformable conv (DCNv2, with its own bias and offset conv,
+  same stride and padding), as YOLACT++.
+  """
   planes: int
   stride: int = 1
   downsample: bool = False
   freeze_bn: bool = False
   dtype: Any = jnp.float32
+  use_dcn: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -30,7 +46,11 @@ class Bottleneck(nn.Module):
     kw = dict(bias=False, kernel_init=he_normal, dtype=self.dtype)
     y = conv(self.planes, 1, name='conv1', **kw)(x)
     y = nn.relu(bn('bn1')(y, train))
-    y = conv(self.planes, 3, self.stride, 1, name='conv2', **kw)(y)
+    if self.use_dcn:
+      y = ModulatedDeformConv(self.planes, 3, self.stride, 1, kernel_init=he_normal,
+                              dtype=self.dtype, name='conv2')(y)
+    else:
+      y = conv(self.planes, 3, self.stride, 1, name='conv2', **kw)(y)
     y = nn.relu(bn('bn2')(y, train))
     y = conv(self.planes * 4, 1, name='conv3', **kw)(y)
     y = bn('bn3')(y, train)
@@ -41,11 +61,16 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-  """Stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) and four bottleneck stages (C2..C5)."""
+  """Stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) and four bottleneck stages (C2..C5).
+
+  ``dcn_layers`` (one count per stage) and ``dcn_interval`` place DCNv2 blocks (:func:`dcn_blocks`).
+  """
   layers: tuple[int, ...] = (3, 4, 23, 3)
   base_width: int = 64
   freeze_bn: bool = False
   dtype: Any = jnp.float32
+  dcn_layers: tuple[int, ...] = ()
+  dcn_interval: int = 1
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> tuple[jnp.ndarray, ...]:
@@ -56,14 +81,16 @@ class ResNet(nn.Module):
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     outputs = []
     in_channels = self.base_width
+    dcn_layers = tuple(self.dcn_layers) or (0,) * len(self.layers)
     for stage, num_blocks in enumerate(self.layers):
       planes = self.base_width * 2**stage
       stride = 1 if stage == 0 else 2
+      use_dcn = dcn_blocks(num_blocks, dcn_layers[stage], self.dcn_interval)
       for block in range(num_blocks):
         first = block == 0
         x = Bottleneck(planes, stride if first else 1,
                        downsample=first and (stride != 1 or in_channels != planes * 4),
-                       freeze_bn=self.freeze_bn, dtype=self.dtype,
+                       freeze_bn=self.freeze_bn, dtype=self.dtype, use_dcn=use_dcn[block],
                        name=f'layers_{stage}_{block}')(x, train)
         in_channels = planes * 4
       outputs.append(x)
@@ -127,8 +154,15 @@ assert tuple(BACKBONES) == BACKBONE_KINDS, (tuple(BACKBONES), BACKBONE_KINDS)
 
 
 def make_backbone(kind: str, layers: tuple[int, ...], base_width: int, freeze_bn: bool,
-                  dtype: Any, name: str = 'backbone') -> nn.Module:
-  """The backbone ``kind`` (one of ``BACKBONE_KINDS``): stages ``layers``, stem width ``base_width``."""
+                  dtype: Any, name: str = 'backbone', dcn_layers: tuple[int, ...] = (),
+                  dcn_interval: int = 1) -> nn.Module:
+  """The backbone ``kind`` (one of ``BACKBONE_KINDS``): stages ``layers``, stem width
+  ``base_width``; ``dcn_layers`` / ``dcn_interval`` place DCNv2 blocks (ResNet only)."""
   if kind not in BACKBONES:
     raise ValueError(f'Unknown backbone kind {kind!r}: expected one of {BACKBONE_KINDS}')
+  if kind == 'resnet':
+    return ResNet(layers, base_width, freeze_bn, dtype, tuple(dcn_layers), dcn_interval,
+                  name=name)
+  if any(dcn_layers):
+    raise ValueError(f'deformable convolutions exist only in the ResNet backbone, not {kind!r}')
   return BACKBONES[kind](layers, base_width, freeze_bn, dtype, name=name)

@@ -5,6 +5,11 @@
 ``coefs`` [B, P, k] tanh'd mask coefficients, ``proto`` [B, Hp, Wp, k] prototypes and, in training
 (or when ``return_segm``), ``segm`` [B, H3, W3, C-1] semantic logits. Priors come from
 ``yolact_jax.anchors.make_priors(cfg, S)``.
+
+With ``cfg.use_maskiou`` (YOLACT++) the variables also hold the mask-IoU network
+(``params['maskiou_net']``, a :class:`~yolact_jax.model.maskiou.MaskIoUNet`); like the semantic
+segmentation conv it is only created here, never run: the loss and the inference program apply it
+to assembled masks.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from yolact_jax.model.backbone import make_backbone
 from yolact_jax.model.fpn import FPN
 from yolact_jax.model.head import prediction_modules
 from yolact_jax.model.layers import conv
+from yolact_jax.model.maskiou import MaskIoUNet
 from yolact_jax.model.protonet import ProtoNet
 
 
@@ -36,7 +42,8 @@ class Yolact(nn.Module):
       raise ValueError(f'Yolact expects NHWC images [B, H, W, 3], got shape {images.shape}')
     b = cfg.backbone
     x = images.astype(self.dtype)
-    stages = make_backbone(b.kind, b.layers, b.base_width, self.freeze_bn, self.dtype)(x, train)
+    stages = make_backbone(b.kind, b.layers, b.base_width, self.freeze_bn, self.dtype,
+                           dcn_layers=b.dcn_layers, dcn_interval=b.dcn_interval)(x, train)
     f = cfg.fpn
     pyramid = FPN(f.num_features, f.num_downsample, f.relu_pred_layers, f.relu_downsample_layers,
                   self.dtype, interpolation=f.interpolation,
@@ -44,6 +51,9 @@ class Yolact(nn.Module):
                   name='fpn')([stages[i] for i in b.selected_layers])
     proto = ProtoNet(cfg.mask.proto_net, cfg.mask.proto_prototype_activation, self.dtype,
                      name='proto_net')(pyramid[cfg.mask.proto_src])
+    if cfg.use_maskiou and self.is_initializing():  # parameters only; applied to masks elsewhere
+      MaskIoUNet(cfg.maskiou_net, cfg.num_classes - 1, self.dtype,
+                 name='maskiou_net')(jnp.zeros(proto.shape[:3], self.dtype))
     heads = prediction_modules(len(pyramid), cfg.head.share_prediction_module, cfg.num_classes,
                                cfg.mask.mask_dim, b.num_anchors, cfg.head.extra_head_net,
                                cfg.head.head_kernel, cfg.head.head_padding,

@@ -1,0 +1,25 @@
+"""YOLACT++ ResNet-50 FPN at 550 px (DCNv2 in every block of C3-C5, 13 DCNs). Original: 34.1 mask
+mAP test-dev, 33.5 fps.
+
+Nine anchors per location (three scales x three aspect ratios), the fast mask re-scoring network
+(mask score = class score x predicted mask IoU) and its loss term. Trains from the torchvision
+ImageNet file resnet50-19c8e357.pth; every DCN starts as 0.5 x the ImageNet 3x3 conv (zero
+offsets, modulation sigmoid(0)).
+
+Train:     python train.py --config configs/yolact_plus_resnet50.py --data coco --imagenet weights/
+           (weights/ holds the ImageNet file named by backbone.pretrained_weights)
+Evaluate:  python evaluate.py --config configs/yolact_plus_resnet50.py --weights yolact_plus_resnet50_54_800000.pth
+Convert:   python scripts/convert_weights.py --config yolact_plus_resnet50 yolact_plus_resnet50_54_800000.pth weights/yolact_plus_resnet50
+Load:      yolact_jax.config.load_config('configs/yolact_plus_resnet50.py') (calls get_config())
+"""
+
+from yolact_jax import config
+from yolact_jax.config import YolactConfig
+
+
+def get_config() -> YolactConfig:
+  """The yolact_plus_resnet50 preset of yolact_jax.config (validated)."""
+  return config.get_config('yolact_plus_resnet50')
+
+
+get = get_config  # the older name, still accepted by load_config
