@@ -265,31 +265,63 @@ def test_inference_stages_can_be_limited():
   assert [s['stage'] for s in case['stages']] == ['network', 'end_to_end']
 
 
-def test_dcn_section_on_the_tiny_yolact_plus():
+def test_dcn_layer_calls_find_every_dcn_of_the_network():
+  from yolact_jax.bench import dcn
+  from yolact_jax.model.backbone import dcn_blocks
+  cfg = get_config('yolact_plus_tiny')
+  calls = dcn.dcn_layer_calls(cfg, 2, np.float32, train=True)
+  expected = sum(sum(dcn_blocks(n, d, cfg.backbone.dcn_interval))
+                 for n, d in zip(cfg.backbone.layers, cfg.backbone.dcn_layers))
+  assert expected > 0 and sum(c['count'] for c in calls) == expected
+  assert all(len(c['names']) == c['count'] and c['input_shape'][0] == 2 for c in calls)
+  assert all(name.startswith('backbone/') and name.endswith('conv2')
+             for c in calls for name in c['names'])
+
+
+def test_dcn_layer_alone_forward_and_backward():
   from yolact_jax.bench import dcn
   opts = timing.TimingOptions(warmup=0, repeats=2, max_seconds=10.0)
-  cfg = get_config('yolact_plus_tiny')
-  calls = dcn.dcn_layer_calls(cfg, 1, np.float32, train=False)
-  assert sum(c['count'] for c in calls) == sum(1 for c in calls for _ in c['names'])
-  assert sum(c['count'] for c in calls) >= 1
-  (case,) = dcn.run_dcn(['yolact_plus_tiny'], 'float32', 1, 2, opts, lambda msg: None)
+  entry = dcn.dcn_layer_calls(get_config('yolact_plus_tiny'), 1, np.float32, train=False)[-1]
+  for backward, stage in ((False, 'forward'), (True, 'forward_backward')):
+    layer = dcn.time_layer(entry, backward, opts)
+    assert layer['dcn']['stage'] == layer['plain_conv']['stage'] == stage
+    assert positive_finite(layer['dcn']['median_ms'])
+    assert positive_finite(layer['plain_conv']['median_ms'])
+    assert layer['count'] == entry['count'] and layer['input_shape'] == list(entry['input_shape'])
+
+
+def test_dcn_case_shares_and_report(monkeypatch):
+  """The section's bookkeeping, with stand-in timings (the real programs are timed by the
+  layer test above and by the section's own runs)."""
+  from yolact_jax.bench import dcn
+  record = lambda ms: {'stage': 'x', 'median_ms': ms, 'p10_ms': ms, 'p90_ms': ms}  # noqa: E731
+  seen = []
+  monkeypatch.setattr(dcn, '_whole_network', lambda p, b, d, overrides, o: (
+      seen.append(('network', tuple(overrides))) or record(60.0 if overrides else 100.0)))
+  monkeypatch.setattr(dcn, 'train_case', lambda p, b, d, o, overrides=(): (
+      seen.append(('train', tuple(overrides))) or {'stages': [record(150 if overrides else 300)]}))
+  monkeypatch.setattr(dcn, 'time_layer', lambda entry, backward, o: {
+      'input_shape': list(entry['input_shape']), 'features': 8, 'stride': 1,
+      'count': entry['count'], 'dcn': record(10.0), 'plain_conv': record(2.0)})
+  opts = timing.TimingOptions(warmup=0, repeats=2, max_seconds=10.0)
+  earlier = {'inference': [{'preset': 'yolact_plus_tiny', 'batch': 1, 'dtype': 'float32',
+                            'stages': [record(100.0) | {'stage': 'network'}]}]}
+  (case,) = dcn.run_dcn(['yolact_plus_tiny'], 'float32', 1, 2, opts, lambda msg: None, earlier)
   assert 'error' not in case, case.get('traceback')
-  for part, stage in (('network', 'forward'), ('train_step', 'forward_backward')):
-    d = case[part]
-    assert d['dcn_layers'] == sum(c['count'] for c in calls)
-    for key in ('with_dcn_ms', 'without_dcn_ms', 'dcn_layers_alone_ms', 'plain_convs_alone_ms',
-                'share_alone'):
-      assert positive_finite(d[key]), (part, key, d[key])
-    for layer in d['layers']:
-      assert 'error' not in layer, layer.get('traceback')
-      assert layer['dcn']['stage'] == layer['plain_conv']['stage'] == stage
+  assert seen == [('network', (dcn.NO_DCN,)), ('train', ()), ('train', (dcn.NO_DCN,))]
+  layers = case['network']['dcn_layers']
+  assert layers == case['train_step']['dcn_layers'] == 3
+  assert case['network']['share_by_difference'] == pytest.approx(0.4)
+  assert case['network']['share_alone'] == pytest.approx(10.0 * layers / 100)
+  assert case['train_step']['share_by_difference'] == pytest.approx(0.5)
+  assert case['train_step']['plain_convs_alone_ms'] == pytest.approx(2.0 * layers)
   report = {'machine': {'date_utc': 'now', 'device_kind': 'cpu', 'platform': 'cpu',
                         'cpu_model': 'x', 'cpu_cores_usable': 1, 'jax': 'j',
                         'load_average_start': [1.0, 1.0, 1.0]},
             'dcn': [case, {'preset': 'yolact_tiny', 'error': 'ValueError: no DCN'}]}
   text = report_lib.markdown_report(report)
-  assert '## DCN (YOLACT++)' in text and '| yolact_plus_tiny | network, batch 1 |' in text
-  assert '| yolact_plus_tiny | train step, batch 2 |' in text
-  assert '| yolact_tiny | failed: ValueError' in text
+  assert '## DCN (YOLACT++)' in text and '| yolact_plus_tiny | network, batch 1 | 3 |' in text
+  assert '| yolact_plus_tiny | train step, batch 2 | 3 |' in text and '| 40% |' in text
+  assert '| yolact_tiny | failed: ValueError' in text and '| 5.0 |' in text
   with pytest.raises(ValueError, match='no DCN'):
     dcn.dcn_case('yolact_tiny', 'float32', 1, 0, opts, lambda msg: None)
