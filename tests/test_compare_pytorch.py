@@ -401,6 +401,18 @@ def test_random_variables_have_nontrivial_batchnorm_and_convert():
   np.testing.assert_array_equal(again['batch_stats']['backbone']['bn1']['var'], bn['var'])
 
 
+def test_deformed_randomises_a_dcn_offset_conv():
+  dcn = {'kernel': np.ones((3, 3, 16, 8), np.float32), 'bias': np.zeros(8, np.float32),
+         'conv_offset_mask': {'kernel': np.zeros((3, 3, 16, 27), np.float32),
+                              'bias': np.zeros(27, np.float32)}}
+  out = weights_lib.deformed(dcn, np.random.default_rng(0))
+  kernel = out['conv_offset_mask']['kernel']
+  assert kernel.shape == (3, 3, 16, 27) and kernel.dtype == np.float32
+  assert kernel.std() == pytest.approx(weights_lib.DCN_OFFSET_GAIN / 12, rel=0.1)
+  assert out['bias'].any() and out['conv_offset_mask']['bias'].any()
+  assert out['kernel'] is dcn['kernel'] and not dcn['conv_offset_mask']['kernel'].any()
+
+
 def test_markdown_report_has_every_table():
   report = {
       'date_utc': 'now', 'machine': {'cpu_model': 'cpu', 'load_average': [1, 1, 1],
