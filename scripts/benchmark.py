@@ -5,6 +5,9 @@
     python scripts/benchmark.py --only nms --repeats 50
     python scripts/benchmark.py --presets yolact_base --batch-sizes 1,8 --dtypes float32,bfloat16
     python scripts/benchmark.py --only convgrad                 # the convolutions' gradients
+    # YOLACT++ R50 next to R50, network only, and the DCN layers' share (network, train step)
+    python scripts/benchmark.py --only inference,dcn --batch-sizes 1 \
+        --presets yolact_resnet50,yolact_plus_resnet50 --inference-stages network
 
 Writes ``--out`` (JSON, default ``results/benchmark_<machine>.json``) and a markdown table beside
 it (same name, ``.md``). How things are timed and what each section measures:
@@ -22,7 +25,8 @@ PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:  # run as a script from anywhere
   sys.path.insert(0, str(PROJECT_ROOT))
 
-from yolact_jax.bench.grid import DEFAULT_SECTIONS, SECTIONS, csv_list  # noqa: E402
+from yolact_jax.bench.grid import DCN_PRESETS, DEFAULT_SECTIONS, SECTIONS, csv_list  # noqa: E402
+from yolact_jax.bench.inference import INFERENCE_STAGES  # noqa: E402
 from yolact_jax.bench.run import run_benchmark  # noqa: E402
 from yolact_jax.benchmarking import MIN_TIMED_RUNS  # noqa: E402
 from yolact_jax.config import NMS_KINDS  # noqa: E402
@@ -37,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--only', default=','.join(DEFAULT_SECTIONS),
                  help=f'comma-separated sections to run, of {",".join(SECTIONS)} (default: all '
-                      'but convgrad)')
+                      'but convgrad and dcn)')
   p.add_argument('--convgrad-batch', type=int, default=2,
                  help='batch of the convgrad section (the CPU train-step batch)')
   p.add_argument('--grid', choices=('auto', 'cpu', 'full'), default='auto',
@@ -48,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
                  help='inference batch sizes (with --presets; default 1,8)')
   p.add_argument('--dtypes', type=csv_list, help='compute dtypes, of float32,bfloat16 (with '
                  '--presets; default float32 on cpu, both on full)')
+  p.add_argument('--inference-stages', type=csv_list, default=list(INFERENCE_STAGES),
+                 help=f'inference stages to time, of {",".join(INFERENCE_STAGES)} (the network '
+                      'always; detect also for postprocess)')
+  p.add_argument('--dcn-presets', type=csv_list, default=list(DCN_PRESETS),
+                 help='presets of the dcn section (YOLACT++ presets: they have DCN layers)')
+  p.add_argument('--dcn-batch', type=int, default=1, help='network batch of the dcn section')
+  p.add_argument('--dcn-train-batch', type=int, default=2,
+                 help='train-step batch of the dcn section (0: no train step)')
+  p.add_argument('--dcn-dtype', default='float32', help='compute dtype of the dcn section')
   p.add_argument('--nms-kinds', type=csv_list, default=list(NMS_KINDS),
                  help='NMS variants timed inside the inference section')
   p.add_argument('--image-hw', type=lambda s: tuple(_ints(s)), default=(480, 640),

@@ -236,3 +236,92 @@ def test_convgrad_case_times_forward_and_both_gradients():
   assert '## Convolution gradients' in text and '| tiny 3x3/2 | xla | 16 | 1 |' in text
   assert '| tiny 1x1 | yolact_jax | 16 | 1 |' in text
   assert '| broken | xla | failed: OOM |' in text
+
+
+def test_grid_takes_the_yolact_plus_presets():
+  assert {'yolact_plus_base', 'yolact_plus_resnet50'} <= set(grid.FULL_INFERENCE_PRESETS)
+  assert {'yolact_plus_base', 'yolact_plus_resnet50'} <= {c[0] for c in grid.FULL_TRAIN_CASES}
+  args = cli.build_parser().parse_args(['--presets', 'yolact_plus_resnet50,yolact_plus_base',
+                                        '--train-presets', 'yolact_plus_resnet50'])
+  inference, train = grid.resolve_cases(args, 'cpu')
+  assert inference == [('yolact_plus_resnet50', 1, 'float32'), ('yolact_plus_resnet50', 8,
+                                                                'float32'),
+                       ('yolact_plus_base', 1, 'float32'), ('yolact_plus_base', 8, 'float32')]
+  assert train == [('yolact_plus_resnet50', 2, 'float32')]
+  for preset in grid.FULL_INFERENCE_PRESETS + grid.DCN_PRESETS:
+    get_config(preset)  # every preset of the grids exists
+
+
+def test_unknown_inference_stage_is_an_error():
+  with pytest.raises(SystemExit, match='inference stage'):
+    cli.main(['--only', 'inference', '--inference-stages', 'network,netwrok'])
+
+
+def test_inference_stages_can_be_limited():
+  from yolact_jax.bench import inference
+  opts = timing.TimingOptions(warmup=0, repeats=2, max_seconds=10.0)
+  case = inference.inference_case('yolact_tiny', 1, 'float32', (48, 64), ['fast'], opts,
+                                  stages=('network', 'end_to_end'))
+  assert [s['stage'] for s in case['stages']] == ['network', 'end_to_end']
+
+
+def test_dcn_layer_calls_find_every_dcn_of_the_network():
+  from yolact_jax.bench import dcn
+  from yolact_jax.model.backbone import dcn_blocks
+  cfg = get_config('yolact_plus_tiny')
+  calls = dcn.dcn_layer_calls(cfg, 2, np.float32, train=True)
+  expected = sum(sum(dcn_blocks(n, d, cfg.backbone.dcn_interval))
+                 for n, d in zip(cfg.backbone.layers, cfg.backbone.dcn_layers))
+  assert expected > 0 and sum(c['count'] for c in calls) == expected
+  assert all(len(c['names']) == c['count'] and c['input_shape'][0] == 2 for c in calls)
+  assert all(name.startswith('backbone/') and name.endswith('conv2')
+             for c in calls for name in c['names'])
+
+
+def test_dcn_layer_alone_forward_and_backward():
+  from yolact_jax.bench import dcn
+  opts = timing.TimingOptions(warmup=0, repeats=2, max_seconds=10.0)
+  entry = dcn.dcn_layer_calls(get_config('yolact_plus_tiny'), 1, np.float32, train=False)[-1]
+  for backward, stage in ((False, 'forward'), (True, 'forward_backward')):
+    layer = dcn.time_layer(entry, backward, opts)
+    assert layer['dcn']['stage'] == layer['plain_conv']['stage'] == stage
+    assert positive_finite(layer['dcn']['median_ms'])
+    assert positive_finite(layer['plain_conv']['median_ms'])
+    assert layer['count'] == entry['count'] and layer['input_shape'] == list(entry['input_shape'])
+
+
+def test_dcn_case_shares_and_report(monkeypatch):
+  """The section's bookkeeping, with stand-in timings (the real programs are timed by the
+  layer test above and by the section's own runs)."""
+  from yolact_jax.bench import dcn
+  record = lambda ms: {'stage': 'x', 'median_ms': ms, 'p10_ms': ms, 'p90_ms': ms}  # noqa: E731
+  seen = []
+  monkeypatch.setattr(dcn, '_whole_network', lambda p, b, d, overrides, o: (
+      seen.append(('network', tuple(overrides))) or record(60.0 if overrides else 100.0)))
+  monkeypatch.setattr(dcn, 'train_case', lambda p, b, d, o, overrides=(): (
+      seen.append(('train', tuple(overrides))) or {'stages': [record(150 if overrides else 300)]}))
+  monkeypatch.setattr(dcn, 'time_layer', lambda entry, backward, o: {
+      'input_shape': list(entry['input_shape']), 'features': 8, 'stride': 1,
+      'count': entry['count'], 'dcn': record(10.0), 'plain_conv': record(2.0)})
+  opts = timing.TimingOptions(warmup=0, repeats=2, max_seconds=10.0)
+  earlier = {'inference': [{'preset': 'yolact_plus_tiny', 'batch': 1, 'dtype': 'float32',
+                            'stages': [record(100.0) | {'stage': 'network'}]}]}
+  (case,) = dcn.run_dcn(['yolact_plus_tiny'], 'float32', 1, 2, opts, lambda msg: None, earlier)
+  assert 'error' not in case, case.get('traceback')
+  assert seen == [('network', (dcn.NO_DCN,)), ('train', ()), ('train', (dcn.NO_DCN,))]
+  layers = case['network']['dcn_layers']
+  assert layers == case['train_step']['dcn_layers'] == 3
+  assert case['network']['share_by_difference'] == pytest.approx(0.4)
+  assert case['network']['share_alone'] == pytest.approx(10.0 * layers / 100)
+  assert case['train_step']['share_by_difference'] == pytest.approx(0.5)
+  assert case['train_step']['plain_convs_alone_ms'] == pytest.approx(2.0 * layers)
+  report = {'machine': {'date_utc': 'now', 'device_kind': 'cpu', 'platform': 'cpu',
+                        'cpu_model': 'x', 'cpu_cores_usable': 1, 'jax': 'j',
+                        'load_average_start': [1.0, 1.0, 1.0]},
+            'dcn': [case, {'preset': 'yolact_tiny', 'error': 'ValueError: no DCN'}]}
+  text = report_lib.markdown_report(report)
+  assert '## DCN (YOLACT++)' in text and '| yolact_plus_tiny | network, batch 1 | 3 |' in text
+  assert '| yolact_plus_tiny | train step, batch 2 | 3 |' in text and '| 40% |' in text
+  assert '| yolact_tiny | failed: ValueError' in text and '| 5.0 |' in text
+  with pytest.raises(ValueError, match='no DCN'):
+    dcn.dcn_case('yolact_tiny', 'float32', 1, 0, opts, lambda msg: None)

@@ -62,15 +62,33 @@ def test_torchvision_stub_serves_imports_and_is_removed():
     import torchvision  # noqa: F401,F811
 
 
-def test_dcn_v2_stub_serves_the_yolact_plus_import():
-  if import_stubs.module_available('dcn_v2'):
-    pytest.skip('dcn_v2 installed: no stub needed')
-  assert 'dcn_v2' in shims.STUBBED_WHEN_MISSING
-  with import_stubs.stub_missing_module('dcn_v2') as stubbed:
-    assert stubbed
-    from dcn_v2 import DCN  # what YOLACT++-era backbone.py does at import
-    with pytest.raises(import_stubs.PlaceholderError, match='placeholder'):
-      DCN(64, 64, kernel_size=3, stride=1, padding=1, dilation=1, deformable_groups=1)
+def test_stub_with_attributes_and_replacing_an_installed_module():
+  class Thing:
+    pass
+
+  with import_stubs.stub_missing_module('no_such_pkg_xyz', attributes={'Thing': Thing}) as used:
+    assert used
+    from no_such_pkg_xyz import Thing as served, Other
+    assert served is Thing
+    with pytest.raises(import_stubs.PlaceholderError):
+      Other()
+  assert 'no_such_pkg_xyz' not in sys.modules
+  import json
+  with import_stubs.stub_missing_module('json', attributes={'Thing': Thing}, replace=True) as used:
+    assert used
+    import json as stub
+    assert stub.Thing is Thing and stub is not json
+  assert sys.modules['json'] is json  # the real module is back
+
+
+def test_dcn_v2_is_served_with_the_torch_dcn():
+  if shims.dcn_v2_usable(torch):
+    pytest.skip('the compiled dcn_v2 extension is usable: no stand-in')
+  from yolact_jax.compare.dcn_torch import DCN as TorchDCN
+  with shims.dcn_v2_stand_in(torch) as used:
+    assert used
+    from dcn_v2 import DCN  # what the original's backbone.py does at import
+    assert DCN is TorchDCN
   assert 'dcn_v2' not in sys.modules
 
 
@@ -199,6 +217,27 @@ def test_original_result_handles_detections_and_empty_images():
   assert empty['masks'].shape == (0, 5, 6) and empty['boxes'].shape == (0, 4)
 
 
+def test_original_result_splits_the_yolact_plus_score_pair():
+  """YOLACT++ (rescore_mask, not rescore_bbox): the original returns [box scores, mask scores]."""
+  box, mask = torch.tensor([0.9, 0.5]), torch.tensor([0.6, 0.1])
+  args = (torch.tensor([3, 1]), [box, mask], torch.tensor([[0, 0, 4, 4], [1, 1, 2, 3]]),
+          torch.zeros(2, 5, 6))
+  res = original.original_result(*args, 5, 6)
+  np.testing.assert_allclose(res['scores'], [0.9, 0.5])
+  np.testing.assert_allclose(res['mask_scores'], [0.6, 0.1])
+  single = original.original_result(*args[:1], box, *args[2:], 5, 6)
+  np.testing.assert_array_equal(single['mask_scores'], single['scores'])
+
+
+def test_ours_result_takes_mask_scores_where_present():
+  import types
+  det = types.SimpleNamespace(classes=[1], scores=[0.8], boxes=[[0, 0, 2, 2]],
+                              masks=np.zeros((1, 3, 3)))
+  assert outputs.ours_result(det)['mask_scores'].tolist() == pytest.approx([0.8])
+  det.mask_scores = [0.4]
+  assert outputs.ours_result(det)['mask_scores'].tolist() == pytest.approx([0.4])
+
+
 # ---------------------------------------------------------------------------------------------
 # Comparison logic
 
@@ -266,6 +305,14 @@ def test_compare_detections_counts_agreement_and_mask_iou():
   assert r['score_abs_diff_max'] == pytest.approx(0.01, abs=1e-6)
   assert r['mask_iou_min'] == pytest.approx(0.9) and r['mask_iou_mean'] == pytest.approx(0.95)
   assert r['mask_iou_over_0_99'] == 0.5
+  assert r['mask_score_abs_diff_max'] is None  # no mask scores on either side
+  ours['mask_scores'] = ours['scores'] * 0.5
+  theirs['mask_scores'] = theirs['scores'] * 0.5
+  theirs['mask_scores'][1] -= 0.1
+  rescored = outputs.compare_detections(ours, theirs, 0.9)
+  assert rescored['mask_score_abs_diff_max'] == pytest.approx(0.1, abs=1e-6)
+  assert outputs.summarize_detection_comparison([rescored])['mask_score_abs_diff_max'] == \
+      pytest.approx(0.1, abs=1e-6)
   none = outputs.compare_detections(detections([], [], []), detections([], [], []), 0.9)
   assert none['agreement'] == 1.0 and none['mask_iou_mean'] is None
   total = outputs.summarize_detection_comparison([r, none])
@@ -354,6 +401,18 @@ def test_random_variables_have_nontrivial_batchnorm_and_convert():
   np.testing.assert_array_equal(again['batch_stats']['backbone']['bn1']['var'], bn['var'])
 
 
+def test_deformed_randomises_a_dcn_offset_conv():
+  dcn = {'kernel': np.ones((3, 3, 16, 8), np.float32), 'bias': np.zeros(8, np.float32),
+         'conv_offset_mask': {'kernel': np.zeros((3, 3, 16, 27), np.float32),
+                              'bias': np.zeros(27, np.float32)}}
+  out = weights_lib.deformed(dcn, np.random.default_rng(0))
+  kernel = out['conv_offset_mask']['kernel']
+  assert kernel.shape == (3, 3, 16, 27) and kernel.dtype == np.float32
+  assert kernel.std() == pytest.approx(weights_lib.DCN_OFFSET_GAIN / 12, rel=0.1)
+  assert out['bias'].any() and out['conv_offset_mask']['bias'].any()
+  assert out['kernel'] is dcn['kernel'] and not dcn['conv_offset_mask']['kernel'].any()
+
+
 def test_markdown_report_has_every_table():
   report = {
       'date_utc': 'now', 'machine': {'cpu_model': 'cpu', 'load_average': [1, 1, 1],
@@ -378,6 +437,13 @@ def test_markdown_report_has_every_table():
   assert 'oversubscribed (1-minute load 4.20 on 2 CPUs)' in report_lib.markdown_report(report)
   report['machine'] |= {'load_average_before_timing': [2.1, 2, 2], 'load_average': [2.3, 2, 2]}
   assert 'Warning' not in report_lib.markdown_report(report)
+  assert 'YOLACT++: DCN' not in text and 'max mask score diff' in text
+  report['settings'] |= {'shims': {'dcn_v2_torch': True}, 'yolact_plus': {
+      'dcn_layers': [0, 4, 6, 3], 'dcn_interval': 1, 'num_anchors': 9, 'use_maskiou': True,
+      'rescore_mask': True, 'rescore_bbox': False}}
+  text = report_lib.markdown_report(report)
+  assert 'YOLACT++: DCN layers per stage [0, 4, 6, 3]' in text and 'dcn_torch' in text
+  assert 'mask re-scoring on, box re-scoring off' in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -576,6 +642,7 @@ FAKE_FILES = {
         import jax
         import numpy as np
         import torch
+        from yolact_jax.config import get_config
         from yolact_jax.postprocess import postprocess as jax_postprocess
 
         from data.config import cfg
@@ -593,7 +660,12 @@ FAKE_FILES = {
                  'valid': np.ones((1, n), bool), 'num_detections': np.array([n])}
             res = jax.device_get(jax_postprocess(d, dets['proto'].numpy()[None],
                                                  np.array([[h, w]]), (h, w)))
-            return (dets['class'], dets['score'], torch.tensor(res['boxes_px'][0]).long(),
+            scores = dets['score']
+            if getattr(get_config(cfg.name), 'use_maskiou', False):
+                # YOLACT++ mask re-scoring: the pair [box scores, mask scores]; the fake has no
+                # mask-IoU network, so its mask scores are the box scores
+                scores = [scores, scores.clone()]
+            return (dets['class'], scores, torch.tensor(res['boxes_px'][0]).long(),
                     torch.tensor(res['masks'][0].astype(np.float32)))
         ''',
     'yolact.py': '''
@@ -714,6 +786,7 @@ def test_whole_run_against_a_fake_checkout(fake_checkout, tmp_path):
     assert s['shims']['cuda_calls_for_cpu']
   for name in shims.STUBBED_WHEN_MISSING:
     assert s['shims'][f'{name}_stub'] == (not import_stubs.module_available(name))
+  assert s['shims']['dcn_v2_torch'] == (not shims.dcn_v2_usable(torch))
   raw = report['raw_outputs']
   assert set(raw) == set(outputs.RAW_KEYS)
   for key in ('loc', 'mask', 'proto'):  # the fake adds uniform noise of FAKE_NOISE
@@ -737,9 +810,27 @@ def test_whole_run_against_a_fake_checkout(fake_checkout, tmp_path):
       assert t['runs'] == 2 and t['median_ms'] > 0 and t['images_per_s'] > 0
   assert speed['speedup']['end_to_end'] > 0 and speed['ours_compile_s'] > 0
   # the fake's stand-ins are gone again
-  assert not any(n.split('.')[0] in shims.STUBBED_WHEN_MISSING for n in sys.modules
+  assert not any(n.split('.')[0] in (*shims.STUBBED_WHEN_MISSING, 'dcn_v2') for n in sys.modules
                  if getattr(sys.modules[n], '__is_stub__', False))
   assert all(name not in np.__dict__ for name in NUMPY_ALIASES_MISSING)
+
+
+def test_whole_run_with_a_yolact_plus_preset(fake_checkout, tmp_path):
+  """yolact_plus_tiny: DCN layers (randomised offsets) through the state_dict both ways, 9
+  anchors, the original's [box, mask] score pair, the DCN stand-in recorded."""
+  report = cli.main(['--yolact-repo', str(fake_checkout), '--config', 'yolact_plus_tiny',
+                     '--random-weights', '0', '--num-images', '2', '--skip-speed',
+                     '--out', str(tmp_path / 'c.json')])
+  s = report['settings']
+  assert s['yolact_plus']['num_anchors'] == 9 and any(s['yolact_plus']['dcn_layers'])
+  assert s['yolact_plus']['use_maskiou'] and s['yolact_plus']['rescore_mask']
+  assert s['shims']['dcn_v2_torch'] == (not shims.dcn_v2_usable(torch))
+  raw = report['raw_outputs']
+  assert all(raw[k]['within_reference_tolerance'] for k in ('loc', 'mask', 'proto'))
+  det = report['detections']['total']
+  assert det['num_ours'] > 0 and det['agreement'] >= 0.95
+  assert det['mask_score_abs_diff_max'] is not None
+  assert 'YOLACT++: DCN layers per stage' in (tmp_path / 'c.md').read_text()
 
 
 def test_whole_run_with_a_checkpoint_file(fake_checkout, tmp_path):

@@ -4,7 +4,8 @@ convolutions' gradients. ``scripts/benchmark.py`` is the command line over this 
 Modules: ``grid`` (the preset x batch x dtype cases), ``timing`` (compiling, timing, cost and
 memory of one program), ``device`` (the machine and its peak FLOP/s), ``inputs`` (synthetic
 batches and Detect inputs), one module per section (``inference``, ``nms``, ``train``, ``flops``,
-``convgrad``), ``report`` (markdown) and ``run`` (the sections in order, the files written).
+``convgrad``, ``dcn``), ``report`` (markdown) and ``run`` (the sections in order, the files
+written).
 
 How things are timed (the same everywhere)
 ------------------------------------------
@@ -21,14 +22,15 @@ How things are timed (the same everywhere)
 
 Sections
 --------
-``inference``  per (preset, batch, dtype): ``network`` (backbone, FPN, ProtoNet, head; eval mode),
-               ``detect_<nms>`` for each NMS variant (softmax, decode, per-class top-k, NMS,
+``inference``  per (preset, batch, dtype): ``network`` (backbone, FPN, ProtoNet, head; eval
+               mode), ``detect_<nms>`` for each NMS variant (softmax, decode, per-class top-k, NMS,
                global top-D), ``postprocess`` (mask assembly, crop, bilinear resize to the image
                size inside the canvas, pixel boxes), ``end_to_end`` (network input ->
                network + Detect + postprocess + bit-packed masks, outputs copied to the host: the
                scope of the original's ``eval.py --benchmark``, which excludes data loading and
                the input transform) and ``end_to_end_uint8`` (the same from uint8 images,
-               including the on-device resize and normalisation).
+               including the on-device resize and normalisation). ``--inference-stages``
+               limits the stages.
 ``nms``        Fast NMS vs cross-class Fast NMS vs standard (greedy) NMS on C classes x top K
                (80 x 200): the NMS rule alone on prepared ranked candidate lists
                (``nms_only``) and the whole Detect (``detect``). Inputs: the original's raw head
@@ -42,6 +44,12 @@ Sections
 ``convgrad``   (opt-in) forward, input-gradient and weight-gradient time of the network's
                typical convolutions, each alone, with XLA's convolution and with the network's
                (``yolact_jax.ops.conv``): where a train step's time goes.
+``dcn``        (opt-in; YOLACT++ presets) the DCN layers' share of the network (forward, network
+               batch) and of the train step (forward + backward, train batch), two ways: the
+               whole program against the same preset with ``backbone.dcn_layers`` zeroed, and
+               every distinct DCN layer timed alone at its real shape (found by tracing the
+               network with a method interceptor) next to the plain 3x3 conv it replaces.
+               Programs the inference / train sections already timed are reused.
 ``flops``      XLA's cost analysis (``compiled.cost_analysis()['flops']``) of each timed
                program, achieved FLOP/s = flops / median time, and the fraction of the device's
                peak. Convention: one multiply-add = 2 FLOPs (XLA counts it so; a 64x64 @ 64x64

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import jax.numpy as jnp
 
-SECTIONS = ('inference', 'nms', 'train', 'flops', 'convgrad')
+SECTIONS = ('inference', 'nms', 'train', 'flops', 'convgrad', 'dcn')
 DEFAULT_SECTIONS = ('inference', 'nms', 'train', 'flops')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -16,12 +16,15 @@ CPU_INFERENCE_CASES = (('yolact_resnet50', 1, 'float32'), ('yolact_cpu', 1, 'flo
                        ('yolact_cpu', 8, 'float32'), ('yolact_tiny', 1, 'float32'),
                        ('yolact_tiny', 8, 'float32'))
 FULL_INFERENCE_PRESETS = ('yolact_base', 'yolact_resnet50', 'yolact_darknet53', 'yolact_im400',
-                          'yolact_im700')
+                          'yolact_im700', 'yolact_plus_base', 'yolact_plus_resnet50')
 CPU_TRAIN_CASES = (('yolact_tiny', 2, 'float32'), ('yolact_cpu', 8, 'float32'),
                    ('yolact_resnet50', 2, 'float32'))
 FULL_TRAIN_CASES = (('yolact_tiny', 8, 'float32'), ('yolact_resnet50', 8, 'float32'),
                     ('yolact_base', 8, 'float32'), ('yolact_darknet53', 8, 'float32'),
+                    ('yolact_plus_resnet50', 8, 'float32'), ('yolact_plus_base', 8, 'float32'),
                     ('yolact_resnet50', 8, 'bfloat16'), ('yolact_base', 8, 'bfloat16'))
+# The dcn section's presets (YOLACT++: the ones with DCN layers).
+DCN_PRESETS = ('yolact_plus_resnet50',)
 
 Case = tuple[str, int, str]  # (preset, batch, dtype name)
 

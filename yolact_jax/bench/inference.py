@@ -41,9 +41,15 @@ def _detect_stages(cfg: YolactConfig, raw: dict, nms_kinds: Sequence[str], opts:
   return stages, dets
 
 
+INFERENCE_STAGES = ('network', 'detect', 'postprocess', 'end_to_end', 'end_to_end_uint8')
+
+
 def inference_case(preset: str, batch: int, dtype: str, image_hw: tuple[int, int],
-                   nms_kinds: Sequence[str], opts: TimingOptions) -> dict[str, Any]:
-  """Every inference stage of one (preset, batch, dtype) on ``image_hw`` images."""
+                   nms_kinds: Sequence[str], opts: TimingOptions,
+                   stages: Sequence[str] = INFERENCE_STAGES) -> dict[str, Any]:
+  """The inference ``stages`` (``INFERENCE_STAGES``; the network always, Detect also when the
+  postprocess is asked for: it is the postprocess's input) of one (preset, batch, dtype) on
+  ``image_hw`` images."""
   cfg = get_config(preset)
   model = Yolact(cfg, dtype=DTYPES[dtype])
   variables = init_variables(cfg, seed=0)
@@ -52,34 +58,39 @@ def inference_case(preset: str, batch: int, dtype: str, image_hw: tuple[int, int
 
   network = jax.jit(lambda v, x: model.apply(v, x, train=False))
   record, raw = measure_stage('network', network, (variables, net_input), opts)
-  detect_stages, dets = _detect_stages(cfg, raw, nms_kinds, opts)
-  stages = [record] + detect_stages
-
-  post = jax.jit(lambda d, proto, sizes: postprocess(d, proto, sizes, tuple(image_hw)))
-  record, _ = measure_stage('postprocess', post, (dets, raw['proto'], image_sizes), opts)
-  stages.append(record)
-
-  program = InferenceProgram(cfg, DTYPES[dtype])
-  record, _ = measure_stage('end_to_end', program.from_network_input,
-                            (variables, net_input, image_sizes), opts,
-                            static={'canvas_hw': tuple(image_hw)}, after=jax.device_get)
-  stages.append(record)
-  images = jnp.asarray(random_uint8_images(batch, image_hw))
-  record, _ = measure_stage('end_to_end_uint8', program.from_images,
-                            (variables, images, image_sizes), opts, after=jax.device_get)
-  stages.append(record)
+  records = [record]
+  if 'detect' in stages or 'postprocess' in stages:
+    detect_stages, dets = _detect_stages(cfg, raw, nms_kinds, opts)
+    records += detect_stages
+  if 'postprocess' in stages:
+    post = jax.jit(lambda d, proto, sizes: postprocess(d, proto, sizes, tuple(image_hw)))
+    record, _ = measure_stage('postprocess', post, (dets, raw['proto'], image_sizes), opts)
+    records.append(record)
+  if {'end_to_end', 'end_to_end_uint8'} & set(stages):
+    program = InferenceProgram(cfg, DTYPES[dtype])
+  if 'end_to_end' in stages:
+    record, _ = measure_stage('end_to_end', program.from_network_input,
+                              (variables, net_input, image_sizes), opts,
+                              static={'canvas_hw': tuple(image_hw)}, after=jax.device_get)
+    records.append(record)
+  if 'end_to_end_uint8' in stages:
+    images = jnp.asarray(random_uint8_images(batch, image_hw))
+    record, _ = measure_stage('end_to_end_uint8', program.from_images,
+                              (variables, images, image_sizes), opts, after=jax.device_get)
+    records.append(record)
   return {'preset': preset, 'input_size': cfg.max_size, 'batch': batch, 'dtype': dtype,
-          'image_hw': list(image_hw), 'detect_nms': cfg.detect.nms, 'stages': stages,
+          'image_hw': list(image_hw), 'detect_nms': cfg.detect.nms, 'stages': records,
           'max_rss_bytes': max_rss_bytes(), 'device_peak_bytes': device_peak_bytes()}
 
 
 def run_inference(cases: Sequence[Case], image_hw: tuple[int, int], nms_kinds: Sequence[str],
-                  opts: TimingOptions, log: Callable) -> list[dict]:
+                  opts: TimingOptions, log: Callable,
+                  stages: Sequence[str] = INFERENCE_STAGES) -> list[dict]:
   """:func:`inference_case` for every case; a failed case is recorded with its error."""
   results = []
   for preset, batch, dtype in cases:
     log(f'inference {preset} batch {batch} {dtype}')
     results.append(guarded(lambda: inference_case(preset, batch, dtype, image_hw, nms_kinds,
-                                                  opts),
+                                                  opts, stages),
                            {'preset': preset, 'batch': batch, 'dtype': dtype}, log))
   return results

@@ -168,9 +168,63 @@ def _flops_section(f: dict[str, Any]) -> list[str]:
   return lines + ['']
 
 
+def _pct(value: float | None) -> str:
+  return '-' if value is None else f'{value:.0%}'
+
+
+def _dcn_rows(case: dict, part: str, label: str) -> list[str]:
+  d = case.get(part)
+  if not d:
+    return []
+  fmt = lambda v: '-' if v is None else f'{v:.0f}'  # noqa: E731
+  return [f'| {case["preset"]} | {label} | {d["dcn_layers"]} | {_ms(d["with_dcn"])} | '
+          f'{_ms(d["without_dcn"])} | {_pct(d["share_by_difference"])} | '
+          f'{fmt(d["dcn_layers_alone_ms"])} | {fmt(d["plain_convs_alone_ms"])} | '
+          f'{_pct(d["share_alone"])} |']
+
+
+def _dcn_layer_rows(case: dict) -> list[str]:
+  lines = []
+  for part, label in (('network', 'forward'), ('train_step', 'forward + backward')):
+    for layer in (case.get(part) or {}).get('layers', []):
+      if 'error' in layer:
+        lines.append(_failed_row(case['preset'], label, layer['input_shape'],
+                                 error=layer['error']))
+        continue
+      lines.append(f'| {case["preset"]} | {label} | {"x".join(map(str, layer["input_shape"]))} '
+                   f'-> {layer["features"]}, stride {layer["stride"]} | {layer["count"]} | '
+                   f'{_ms(layer["dcn"])} | {_ms(layer["plain_conv"])} | '
+                   f'{layer["dcn"]["median_ms"] / layer["plain_conv"]["median_ms"]:.1f} |')
+  return lines
+
+
+def _dcn_table(cases: list[dict]) -> list[str]:
+  lines = ['## DCN (YOLACT++)', '',
+           'The DCN layers\' share, two ways: the whole program with DCN against the same '
+           'preset with `backbone.dcn_layers` zeroed (plain 3x3 convs; share = difference / '
+           'with), and each distinct DCN layer timed alone at its real shape, summed over the '
+           'layers (share = sum / with). Network: forward at the network batch; train step: '
+           'forward + backward at the train batch.', '',
+           '| preset | program | DCN layers | with DCN ms | without DCN ms | share by difference '
+           '| DCN layers alone ms | plain convs alone ms | share alone |',
+           '|---|---|---|---|---|---|---|---|---|']
+  for case in cases:
+    if 'error' in case:
+      lines.append(_failed_row(case['preset'], error=case['error']))
+      continue
+    lines += _dcn_rows(case, 'network', f'network, batch {case["batch"]}')
+    lines += _dcn_rows(case, 'train_step', f'train step, batch {case["train_batch"]}')
+  lines += ['', '| preset | pass | input -> out channels | count | DCN ms | plain conv ms | '
+            'DCN / plain |', '|---|---|---|---|---|---|---|']
+  for case in cases:
+    if 'error' not in case:
+      lines += _dcn_layer_rows(case)
+  return lines + ['']
+
+
 # (results key, table of that section), in the report's order.
 SECTION_TABLES = (('inference', _inference_table), ('nms', _nms_table), ('train', _train_table),
-                  ('convgrad', _convgrad_table), ('flops', _flops_section))
+                  ('convgrad', _convgrad_table), ('dcn', _dcn_table), ('flops', _flops_section))
 
 
 def markdown_report(results: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from yolact_jax.config import NMS_KINDS
-from yolact_jax.bench import convgrad, flops, inference, nms, train
+from yolact_jax.bench import convgrad, dcn, flops, inference, nms, train
 from yolact_jax.bench.device import PROJECT_ROOT, machine_info, machine_slug
 from yolact_jax.bench.grid import SECTIONS, Case, csv_list, resolve_cases
 from yolact_jax.bench.inputs import default_reference_dir
@@ -29,6 +29,10 @@ def checked_sections(args: argparse.Namespace) -> list[str]:
   for kind in args.nms_kinds:
     if kind not in NMS_KINDS:
       raise SystemExit(f'unknown NMS kind {kind!r}; use {", ".join(NMS_KINDS)}')
+  bad_stages = [s for s in args.inference_stages if s not in inference.INFERENCE_STAGES]
+  if bad_stages:
+    raise SystemExit(f'unknown inference stage(s) {bad_stages}; choose from '
+                     f'{", ".join(inference.INFERENCE_STAGES)}')
   return sections
 
 
@@ -45,11 +49,13 @@ def run_sections(args: argparse.Namespace, sections: Sequence[str], machine: dic
       'settings': {'sections': list(sections), 'grid': grid, 'warmup': opts.warmup,
                    'repeats': opts.repeats, 'max_seconds': opts.max_seconds,
                    'min_timed_runs': MIN_TIMED_RUNS, 'image_hw': list(args.image_hw),
-                   'inference_cases': inference_cases, 'train_cases': train_cases},
+                   'inference_cases': inference_cases, 'train_cases': train_cases,
+                   'inference_stages': list(args.inference_stages)},
   }
   if 'inference' in sections:
     results['inference'] = inference.run_inference(inference_cases, args.image_hw,
-                                                   args.nms_kinds, opts, log)
+                                                   args.nms_kinds, opts, log,
+                                                   args.inference_stages)
   if 'nms' in sections:
     results['nms'] = nms.run_nms(args.nms_batch, args.nms_top_k, args.nms_classes,
                                  args.reference_dir or default_reference_dir(), opts, log)
@@ -57,6 +63,9 @@ def run_sections(args: argparse.Namespace, sections: Sequence[str], machine: dic
     results['train'] = train.run_train(train_cases, opts, log)
   if 'convgrad' in sections:
     results['convgrad'] = convgrad.run_convgrad(args.convgrad_batch, 'float32', opts, log)
+  if 'dcn' in sections:
+    results['dcn'] = dcn.run_dcn(args.dcn_presets, args.dcn_dtype, args.dcn_batch,
+                                 args.dcn_train_batch, opts, log, results)
   if 'flops' in sections:
     results['flops'] = flops.run_flops(results, machine, inference_cases, args.peak_tflops,
                                        probe, opts, log)

@@ -6,7 +6,8 @@ The original is imported at run time from the user's checkout of dbolya/yolact (
 into this project, and the checkout is not modified.
 
 Modules: ``import_stubs`` (the import hook standing in for missing packages), ``shims`` (the
-runtime shims the original needs on a modern or CPU-only stack), ``original`` (importing the
+runtime shims the original needs on a modern or CPU-only stack), ``dcn_torch`` (a pure-PyTorch
+DCNv2 for the original's YOLACT++ backbones), ``original`` (importing the
 original, recording its head outputs, its results as numpy), ``weights``, ``inputs``,
 ``outputs`` (comparing raw outputs and detections), ``timing``, ``inference`` (both sides'
 inference, compared and timed), ``train`` (one training step side by side), ``report``
@@ -27,9 +28,10 @@ What is compared
   ``priors``): max and mean absolute difference. The original's are recorded where its forward
   hands them to ``Detect``.
 * Detections after each side's Detect and postprocess (score threshold 0): matched per image by
-  class and box IoU (greedy in our score order), with the score difference and the mask IoU of
-  every matched pair at full image resolution. Both sides' Detect settings are recorded. The
-  original's standard NMS is its Cython NMS, compiled through ``pyximport`` (needs Cython).
+  class and box IoU (greedy in our score order), with the score (and YOLACT++ mask score)
+  difference and the mask IoU of every matched pair at full image resolution. Both sides'
+  Detect settings are recorded. The original's standard NMS is its Cython NMS, compiled
+  through ``pyximport`` (needs Cython).
 * Speed, timed the same way on both sides: batches from the network input (already in memory /
   on the device) to per-image numpy results on the host (network, Detect, postprocess; the
   original's ``eval.py --benchmark`` scope), untimed warm-up batches then the median (p10, p90)
@@ -48,6 +50,26 @@ What is compared
   beforehand, compile time reported apart), each from the initial weights and optimiser state
   (restored untimed: repeated steps from random weights can diverge, and a step's cost does not
   depend on the weights).
+
+YOLACT++
+--------
+The ++ presets (``yolact_plus_base``, ``yolact_plus_resnet50``) compare like the others, with:
+
+* DCN: the original's ResNet bottlenecks build ``dcn_v2.DCN``, the compiled extension in its
+  ``external/DCNv2``, which only runs on CUDA. When it cannot be imported, or CUDA is
+  unavailable, the import hook serves a ``dcn_v2`` package whose ``DCN`` is
+  :class:`yolact_jax.compare.dcn_torch.DCN`: a modulated deformable convolution in torch's own
+  ops with the CUDA kernel's semantics (offsets (dy, dx) interleaved per tap, sigmoid modulation
+  from the last third of ``conv_offset_mask``'s channels, bilinear neighbours outside the image
+  read 0, a tap outside (-1, H) x (-1, W) is 0, plus the bias), the extension's constructor and
+  parameter names, so the original's state_dict loads unchanged. The report's ``shims`` record
+  ``dcn_v2_torch``. Random weights give every DCN random offset/modulation weights (their
+  initial zeros would make each DCN half a plain conv and leave the sampling untested).
+* Mask re-scoring: the original's postprocess returns the scores as the pair [box scores, mask
+  scores] (mask scores = class score x the mask-IoU network's prediction); both are compared
+  per matched detection (ours: ``Detections.mask_scores`` where present).
+* Priors (9 per location), the mask-IoU network's weights and the ``I`` loss term of the
+  training step need nothing special; the settings record the preset's ++ features.
 
 Same threads, same device
 -------------------------

@@ -6,8 +6,11 @@ While :func:`stub_missing_module` is active and such a package is missing, ``imp
 ``import root.x.y`` succeed: a finder at the front of ``sys.meta_path`` serves a
 :class:`StubModule` for ``root`` and every submodule. A stub's CamelCase attributes are
 placeholder classes that raise :class:`PlaceholderError` when instantiated or called; its other
-attributes are further stub submodules. On exit the finder and every stub module are removed
-again, so nothing outlives the comparison.
+attributes are further stub submodules. The root may be given real attributes instead
+(``attributes``: ``dcn_v2`` gets a working ``DCN``, :mod:`yolact_jax.compare.dcn_torch`), and a
+module that is installed but unusable may be stood in for too (``replace``). On exit the finder
+and every stub module are removed again (set-aside real modules put back), so nothing outlives
+the comparison.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def placeholder(qualified_name: str) -> type:
   def refuse(*args, **kwargs):
     raise PlaceholderError(f'{qualified_name} is a placeholder: {root} is not installed and '
                            'compare_pytorch.py stubbed it because the YOLACT presets do not use '
-                           f'it (dcn_v2: only YOLACT++ does). Install {root} to use it.')
+                           'it. Install {root} to use it.')
   return type(qualified_name.rsplit('.', 1)[-1], (), {'__init__': refuse, '__call__': refuse,
                                                       '__module__': qualified_name.rsplit('.', 1)[0]})
 
@@ -55,8 +58,9 @@ class StubModule(types.ModuleType):
 class StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
   """The import hook: serves :class:`StubModule` packages for ``root`` and its submodules."""
 
-  def __init__(self, root: str):
+  def __init__(self, root: str, attributes: dict[str, Any] | None = None):
     self.root = root
+    self.attributes = dict(attributes or {})
 
   def find_spec(self, fullname, path=None, target=None):
     if fullname == self.root or fullname.startswith(self.root + '.'):
@@ -67,6 +71,9 @@ class StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     module = StubModule(spec.name)
     module.__path__ = []
     module.__is_stub__ = True
+    if spec.name == self.root:
+      for name, value in self.attributes.items():
+        setattr(module, name, value)
     return module
 
   def exec_module(self, module):
@@ -81,19 +88,28 @@ def module_available(name: str) -> bool:
     return False
 
 
+def _is_root_or_below(name: str, root: str) -> bool:
+  return name == root or name.startswith(root + '.')
+
+
 @contextlib.contextmanager
-def stub_missing_module(root: str) -> Iterator[bool]:
-  """While active, ``import root`` (and ``root.x.y``) works even if ``root`` is not installed.
+def stub_missing_module(root: str, attributes: dict[str, Any] | None = None,
+                        replace: bool = False) -> Iterator[bool]:
+  """While active, ``import root`` (and ``root.x.y``) works even if ``root`` is not installed;
+  the stub root module carries ``attributes``. With ``replace`` the stub is served even when
+  ``root`` is installed (already imported ``root`` modules are set aside meanwhile).
   Yields whether the stub is in use; afterwards the stub modules are removed."""
-  if module_available(root):
+  if not replace and module_available(root):
     yield False
     return
-  finder = StubFinder(root)
+  set_aside = {n: sys.modules.pop(n) for n in list(sys.modules) if _is_root_or_below(n, root)}
+  finder = StubFinder(root, attributes)
   sys.meta_path.insert(0, finder)
   try:
     yield True
   finally:
     sys.meta_path.remove(finder)
-    for name in [n for n in sys.modules if n == root or n.startswith(root + '.')]:
+    for name in [n for n in sys.modules if _is_root_or_below(n, root)]:
       if getattr(sys.modules[name], '__is_stub__', False):
         del sys.modules[name]
+    sys.modules.update(set_aside)

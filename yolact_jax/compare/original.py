@@ -128,11 +128,22 @@ def nchw_tensor(images: np.ndarray, torch: Any, device: Any) -> Any:
 
 def original_result(classes: Any, scores: Any, boxes: Any, masks: Any, h: int, w: int
                     ) -> dict[str, np.ndarray]:
-  """The original postprocess's four tensors -> numpy (an image without detections gets empty
-  arrays of the right shapes; the original returns four empty tensors then)."""
-  classes, scores, boxes, masks = (tensor_to_numpy(x) for x in (classes, scores, boxes, masks))
+  """The original postprocess's four results -> numpy (an image without detections gets empty
+  arrays of the right shapes; the original returns four empty tensors then).
+
+  With mask re-scoring (YOLACT++: ``rescore_mask`` without ``rescore_bbox``) the original returns
+  ``scores`` as the pair [box scores, mask scores] (box AP reads the first, mask AP the second):
+  ``scores`` is then the first, ``mask_scores`` the second; otherwise both are the one score.
+  """
+  if isinstance(scores, (list, tuple)):
+    scores, mask_scores = scores
+  else:
+    mask_scores = scores
+  classes, scores, mask_scores, boxes, masks = (
+      tensor_to_numpy(x) for x in (classes, scores, mask_scores, boxes, masks))
   n = classes.shape[0] if classes.ndim else 0
   return {'classes': classes.reshape(n).astype(np.int64),
           'scores': scores.reshape(n).astype(np.float32),
+          'mask_scores': mask_scores.reshape(n).astype(np.float32),
           'boxes': boxes.reshape(n, 4).astype(np.int64),
           'masks': (masks.reshape(n, h, w) > 0.5).astype(np.uint8)}

@@ -59,8 +59,11 @@ def merge_raw_diffs(diffs: Sequence[dict[str, dict]]) -> dict[str, dict]:
 
 def ours_result(det: Any) -> dict[str, np.ndarray]:
   """A :class:`yolact_jax.predict.Detections` -> the layout of
-  :func:`yolact_jax.compare.original.original_result`."""
-  return {'classes': np.asarray(det.classes, np.int64), 'scores': np.asarray(det.scores, np.float32),
+  :func:`yolact_jax.compare.original.original_result` (``mask_scores``: the re-scored mask
+  scores of YOLACT++ where the detections carry them, else the scores)."""
+  scores = np.asarray(det.scores, np.float32)
+  return {'classes': np.asarray(det.classes, np.int64), 'scores': scores,
+          'mask_scores': np.asarray(getattr(det, 'mask_scores', scores), np.float32),
           'boxes': np.asarray(det.boxes, np.int64), 'masks': np.asarray(det.masks, np.uint8)}
 
 
@@ -110,27 +113,43 @@ def match_detections(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray],
   return pairs
 
 
+def _score_diffs(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], key: str,
+                 pairs: Sequence[tuple[int, int, float]]) -> list[float]:
+  """|ours - original| of ``key`` over the matched pairs (empty when a side lacks ``key``)."""
+  if key not in ours or key not in theirs:
+    return []
+  return [abs(float(ours[key][i]) - float(theirs[key][j])) for i, j, _ in pairs]
+
+
 def compare_detections(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray],
                        iou_thresh: float) -> dict[str, Any]:
-  """Counts, agreement, score differences, box and mask IoU of one image's detections."""
+  """Counts, agreement, score and mask-score differences, box and mask IoU of one image's
+  detections."""
   pairs = match_detections(ours, theirs, iou_thresh)
   n_ours, n_theirs = len(ours['classes']), len(theirs['classes'])
   box_ious = [p[2] for p in pairs]
-  score_diffs = [abs(float(ours['scores'][i]) - float(theirs['scores'][j])) for i, j, _ in pairs]
+  score_diffs = _score_diffs(ours, theirs, 'scores', pairs)
+  mask_score_diffs = _score_diffs(ours, theirs, 'mask_scores', pairs)
   mask_ious = [mask_iou(ours['masks'][i], theirs['masks'][j]) for i, j, _ in pairs]
   return {'num_ours': n_ours, 'num_original': n_theirs, 'matched': len(pairs),
           'agreement': len(pairs) / max(n_ours, n_theirs) if max(n_ours, n_theirs) else 1.0,
           'box_iou_min': min(box_ious, default=None),
           'box_iou_mean': float(np.mean(box_ious)) if box_ious else None,
           'score_abs_diff_max': max(score_diffs, default=None),
+          'mask_score_abs_diff_max': max(mask_score_diffs, default=None),
           'mask_iou_min': min(mask_ious, default=None),
           'mask_iou_mean': float(np.mean(mask_ious)) if mask_ious else None,
           'mask_iou_over_0_99': (float(np.mean(np.asarray(mask_ious) > 0.99))
                                  if mask_ious else None)}
 
 
+def _max_of(images: Sequence[dict[str, Any]], key: str) -> float | None:
+  return max((r[key] for r in images if r.get(key) is not None), default=None)
+
+
 def summarize_detection_comparison(images: Sequence[dict[str, Any]]) -> dict[str, Any]:
-  """Totals over images: detections on each side, matched, overall agreement, mask IoU."""
+  """Totals over images: detections on each side, matched, overall agreement, mask IoU, the
+  largest score and mask-score differences."""
   n_ours = sum(r['num_ours'] for r in images)
   n_theirs = sum(r['num_original'] for r in images)
   matched = sum(r['matched'] for r in images)
@@ -142,5 +161,5 @@ def summarize_detection_comparison(images: Sequence[dict[str, Any]]) -> dict[str
           'mask_iou_mean': (sum(m * n for m, n in weighted) / sum(n for _, n in weighted)
                             if weighted else None),
           'mask_iou_min': min(mins, default=None),
-          'score_abs_diff_max': max((r['score_abs_diff_max'] for r in images
-                                     if r['score_abs_diff_max'] is not None), default=None)}
+          'score_abs_diff_max': _max_of(images, 'score_abs_diff_max'),
+          'mask_score_abs_diff_max': _max_of(images, 'mask_score_abs_diff_max')}

@@ -33,10 +33,13 @@ def _outputs_section(report: dict[str, Any]) -> list[str]:
       '`conf` is compared as softmax probabilities.', '',
       f'## Detections (class + box IoU >= {s["match_iou"]})', '',
       '| images | ours | original | matched | agreement | mask IoU mean | mask IoU min | '
-      'max score diff |', '|---|---|---|---|---|---|---|---|',
+      'max score diff | max mask score diff |', '|---|---|---|---|---|---|---|---|---|',
       f'| {det["images"]} | {det["num_ours"]} | {det["num_original"]} | {det["matched"]} | '
       f'{det["agreement"]:.2%} | {_fmt(det["mask_iou_mean"])} | {_fmt(det["mask_iou_min"])} | '
-      f'{_fmt(det["score_abs_diff_max"], ".3g")} |', '']
+      f'{_fmt(det["score_abs_diff_max"], ".3g")} | '
+      f'{_fmt(det.get("mask_score_abs_diff_max"), ".3g")} |', '',
+      'Scores are the box scores; mask scores are the mask-re-scored ones of YOLACT++ (class '
+      'score x predicted mask IoU; without re-scoring they are the scores).', '']
 
 
 def _speed_section(speed: dict[str, Any]) -> list[str]:
@@ -55,6 +58,21 @@ def _speed_section(speed: dict[str, Any]) -> list[str]:
                   f'{speed.get("ours_compile_s", float("nan")):.1f} s.']
 
 
+def _plus_lines(settings: dict[str, Any]) -> list[str]:
+  """A sentence on the YOLACT++ parts of the preset (none for YOLACT)."""
+  plus = settings.get('yolact_plus') or {}
+  if not any(plus.get('dcn_layers') or ()) and not plus.get('use_maskiou'):
+    return []
+  dcn = ('the pure-PyTorch stand-in (yolact_jax.compare.dcn_torch)'
+         if (settings.get('shims') or {}).get('dcn_v2_torch') else 'its compiled dcn_v2')
+  return [f'YOLACT++: DCN layers per stage {plus.get("dcn_layers")} (interval '
+          f'{plus.get("dcn_interval")}), the original\'s DCN being {dcn}; '
+          f'{plus.get("num_anchors")} anchors per location; mask-IoU network '
+          f'{"on" if plus.get("use_maskiou") else "off"}, mask re-scoring '
+          f'{"on" if plus.get("rescore_mask") else "off"}, box re-scoring '
+          f'{"on" if plus.get("rescore_bbox") else "off"}.', '']
+
+
 def markdown_report(report: dict[str, Any]) -> str:
   """The report's figures as markdown."""
   s = report['settings']
@@ -64,6 +82,7 @@ def markdown_report(report: dict[str, Any]) -> str:
            f'Machine: {report["machine"]["cpu_model"]}, load {report["machine"]["load_average"]}; '
            f'torch {report["machine"]["torch"]}, jax {report["machine"]["jax"]}; original at '
            f'{s["yolact_repo"]} (commit {s.get("original_commit")}).', '']
+  lines += _plus_lines(s)
   lines += _outputs_section(report) + _speed_section(report['speed'])
   if 'train_step' in report:
     lines += [''] + train_markdown(report['train_step'])

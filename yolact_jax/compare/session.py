@@ -54,8 +54,21 @@ def _machine(threads: int, load_before_timing: list[float], jax: Any, torch: Any
           'jax_device': jax.devices()[0].device_kind, 'python': platform.python_version()}
 
 
+def plus_features(cfg: Any) -> dict[str, Any]:
+  """What of YOLACT++ the preset uses: DCN layers per stage and their interval, anchors per
+  location, the mask-IoU network and mask / box re-scoring (all off or zero for YOLACT)."""
+  backbone, detect = cfg.backbone, cfg.detect
+  return {'dcn_layers': list(getattr(backbone, 'dcn_layers', ())),
+          'dcn_interval': getattr(backbone, 'dcn_interval', 1),
+          'num_anchors': backbone.num_anchors,
+          'use_maskiou': bool(getattr(cfg, 'use_maskiou', False)),
+          'rescore_mask': bool(getattr(detect, 'rescore_mask', False)),
+          'rescore_bbox': bool(getattr(detect, 'rescore_bbox', False))}
+
+
 def _settings(args: argparse.Namespace, context: dict[str, Any]) -> dict[str, Any]:
   return {'config': args.config, 'weights': context['weights'], 'inputs': context['inputs'],
+          'yolact_plus': context['yolact_plus'],
           'batch_size': args.batch_size, 'device': args.device, 'threads': context['threads'],
           'torch_threads': context['torch_threads'], 'nms': args.nms,
           'match_iou': args.match_iou, 'warmup': args.warmup, 'repeats': args.repeats,
@@ -117,7 +130,8 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
   from yolact_jax.config import get_config
   cfg = get_config(args.config, [f'detect.nms={args.nms}'])
   images, inputs_desc = load_images(args.images, args.num_images, args.seed)
-  context: dict[str, Any] = {'inputs': inputs_desc, 'threads': threads}
+  context: dict[str, Any] = {'inputs': inputs_desc, 'threads': threads,
+                             'yolact_plus': plus_features(cfg)}
   parts = side_by_side(args, cfg, images, jax, torch, context)
   context['torch_threads'] = torch.get_num_threads()
   report = {

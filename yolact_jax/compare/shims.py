@@ -6,11 +6,15 @@ Applied only while needed, restored afterwards, no file of the user's checkout t
    CPU-only PyTorch it raises. Without CUDA, ``current_device`` returns 0 and ``synchronize``
    does nothing (:func:`cuda_calls_for_cpu`).
 2. ``torchvision`` may be absent; the original imports it for a class (``Bottleneck``) that no
-   shipped preset uses. Likewise ``dcn_v2``, the compiled CUDA extension in the original's
-   ``external/DCNv2`` that only the YOLACT++ presets use: revisions of ``backbone.py`` from the
-   YOLACT++ development import it unconditionally (later ones guard it with ``try``). When either
-   is not installed, :mod:`yolact_jax.compare.import_stubs` serves a stub package for it (a
-   YOLACT++ preset fails at model construction, the others never touch it).
+   shipped preset uses. When it is not installed, :mod:`yolact_jax.compare.import_stubs` serves
+   a stub package for it.
+   ``dcn_v2`` is the compiled extension in the original's ``external/DCNv2``; its ``DCN`` is the
+   deformable 3x3 conv of the YOLACT++ backbones (``backbone.py`` imports it at module level,
+   inside ``try`` in later revisions). It builds only against CUDA (its CPU functions raise).
+   When it cannot be imported, or CUDA is unavailable, a stub ``dcn_v2`` package is served whose
+   ``DCN`` is :class:`yolact_jax.compare.dcn_torch.DCN`: the same constructor, parameter names
+   and kernel semantics in plain PyTorch, so the YOLACT++ presets run on any machine
+   (:func:`dcn_v2_stand_in`).
 3. With at most one GPU visible the original makes its FPN a TorchScript ``ScriptModule`` with
    ``script_method``; during the import ``torch.jit.ScriptModule`` is ``torch.nn.Module`` and
    ``torch.jit.script_method`` the identity, so the FPN is a plain module with the same math
@@ -25,6 +29,7 @@ Applied only while needed, restored afterwards, no file of the user's checkout t
 from __future__ import annotations
 
 import contextlib
+import importlib
 import types
 from typing import Any, Iterator
 
@@ -32,8 +37,9 @@ import numpy as np
 
 from yolact_jax.compare.import_stubs import stub_missing_module
 
-# Shim 2: packages the original imports at module level for things the YOLACT presets never use.
-STUBBED_WHEN_MISSING = ('torchvision', 'dcn_v2')
+# Shim 2: packages the original imports at module level for things the YOLACT presets never use
+# (dcn_v2: see dcn_v2_stand_in, which serves a working DCN).
+STUBBED_WHEN_MISSING = ('torchvision',)
 NUMPY_LEGACY_ALIASES = {'float': float, 'int': int, 'bool': bool, 'object': object,
                         'complex': complex, 'str': str}
 
@@ -64,6 +70,32 @@ def cuda_calls_for_cpu(torch: Any) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
   return patched_attributes(torch.cuda, {'current_device': lambda: 0,
                                          'synchronize': lambda device=None: None})
+
+
+def dcn_v2_usable(torch: Any) -> bool:
+  """Whether the original's compiled ``dcn_v2`` extension can run here: CUDA is available and
+  ``import dcn_v2`` succeeds (it fails when the extension was not built, or built for another
+  torch)."""
+  if not torch.cuda.is_available():
+    return False
+  try:
+    importlib.import_module('dcn_v2')
+  except Exception:  # noqa: BLE001 - an unbuilt or mismatched extension fails in several ways
+    return False
+  return True
+
+
+@contextlib.contextmanager
+def dcn_v2_stand_in(torch: Any) -> Iterator[bool]:
+  """Shim 2 for ``dcn_v2``: unless :func:`dcn_v2_usable`, ``from dcn_v2 import DCN`` yields
+  the pure-PyTorch :class:`yolact_jax.compare.dcn_torch.DCN` while active. Yields whether it
+  does."""
+  if dcn_v2_usable(torch):
+    yield False
+    return
+  from yolact_jax.compare.dcn_torch import DCN
+  with stub_missing_module('dcn_v2', attributes={'DCN': DCN}, replace=True) as used:
+    yield used
 
 
 def plain_torchscript_classes(torch: Any) -> contextlib.AbstractContextManager:
@@ -101,10 +133,12 @@ def original_runtime_shims(torch: Any) -> Iterator[dict[str, bool]]:
     stack.enter_context(cuda_calls_for_cpu(torch))
     stubbed = {name: stack.enter_context(stub_missing_module(name))
                for name in STUBBED_WHEN_MISSING}
+    dcn_torch = stack.enter_context(dcn_v2_stand_in(torch))
     stack.enter_context(numpy_legacy_aliases())
     stack.enter_context(torch_load_on_cpu(torch))
     yield {'cuda_calls_for_cpu': not torch.cuda.is_available(),
            **{f'{name}_stub': used for name, used in stubbed.items()},
+           'dcn_v2_torch': dcn_torch,
            'numpy_legacy_aliases': True,
            'torch_load_on_cpu': not torch.cuda.is_available(),
            'plain_torchscript_during_import': True}

@@ -9,9 +9,9 @@ import numpy as np
 
 
 def random_variables(cfg: Any, seed: int, calibration_input: np.ndarray) -> dict:
-  """Seeded Flax variables with non-trivial BatchNorm: affine parameters perturbed, then running
-  statistics set to the batch statistics of ``calibration_input`` [B, S, S, 3] (one
-  training-mode pass)."""
+  """Seeded Flax variables with non-trivial BatchNorm: affine parameters perturbed (and YOLACT++
+  DCNs given random offsets, :func:`deformed`), then running statistics set to the batch
+  statistics of ``calibration_input`` [B, S, S, 3] (one training-mode pass)."""
   import jax
   import jax.numpy as jnp
   from yolact_jax.model.layers import BatchNorm
@@ -26,6 +26,8 @@ def random_variables(cfg: Any, seed: int, calibration_input: np.ndarray) -> dict
     if isinstance(tree, dict) and 'scale' in tree:  # a BatchNorm's parameters
       return {**tree, 'scale': rng.uniform(0.5, 1.5, tree['scale'].shape).astype(np.float32),
               'bias': rng.normal(0, 0.1, tree['bias'].shape).astype(np.float32)}
+    if isinstance(tree, dict) and 'conv_offset_mask' in tree:  # a YOLACT++ DCN
+      return deformed(tree, rng)
     return {k: perturb(v) if isinstance(v, dict) else v for k, v in tree.items()}
 
   params = perturb(jax.device_get(variables['params']))
@@ -36,6 +38,27 @@ def random_variables(cfg: Any, seed: int, calibration_input: np.ndarray) -> dict
   return {'params': params,
           'batch_stats': _batch_statistics(jax.device_get(updates['batch_stats']), old,
                                            BatchNorm.momentum)}
+
+
+# Random YOLACT++ DCN offsets/modulation logits: their conv's output standard deviation over its
+# input's root mean square (post-BatchNorm ReLU activations have an RMS near 0.7, so offsets of
+# about 1.4 px, often several pixels, and modulations spread over (0, 1)).
+DCN_OFFSET_GAIN = 2.0
+
+
+def deformed(dcn: dict, rng: np.random.Generator) -> dict:
+  """A DCN's parameters with random offset/modulation conv and bias: the initial ones are zero
+  (offsets 0, modulation 0.5, the layer half a plain conv), which would leave the deformable
+  sampling untested."""
+  offset_conv = dcn['conv_offset_mask']
+  kernel = np.asarray(offset_conv['kernel'])
+  fan_in = int(np.prod(kernel.shape[:-1]))
+  return {**dcn, 'bias': rng.normal(0, 0.1, np.shape(dcn['bias'])).astype(np.float32),
+          'conv_offset_mask': {
+              **offset_conv,
+              'kernel': rng.normal(0, DCN_OFFSET_GAIN / np.sqrt(fan_in), kernel.shape
+                                   ).astype(np.float32),
+              'bias': rng.normal(0, 0.5, np.shape(offset_conv['bias'])).astype(np.float32)}}
 
 
 def _batch_statistics(new: dict, old: dict, momentum: float) -> dict:
