@@ -125,19 +125,20 @@ class InferenceStages:
   """The stages of :class:`yolact_jax.predict.InferenceProgram` (its own stage methods), each
   jitted on its own:
 
-  network(variables, images [B,Hc,Wc,3] uint8, sizes [B,2]) -> {loc, conf, mask, proto}
+  network(variables, images [B,Hc,Wc,3] uint8, sizes [B,2]) -> {loc, conf, coefs, proto}
     (preprocessing included)
   detect(network_out) -> Detect dict (boxes [B,D,4], classes, scores, coefs, valid, ...)
-  postprocess(detections, proto, sizes) -> the program's outputs
-    (:func:`yolact_jax.predict.program_outputs`)
+  postprocess(variables, detections, proto, sizes) -> the program's outputs
+    (:func:`yolact_jax.predict.program_outputs`; YOLACT++ mask re-scoring included, which
+    reads the mask-IoU network's variables)
   """
 
   def __init__(self, program: Any, canvas_hw: tuple[int, int]):
     def network(variables, images, sizes):
       return program.network(variables, program.network_input(images, sizes))
 
-    def finish(detections, proto, sizes):
-      return program.outputs(detections, proto, sizes, canvas_hw)
+    def finish(variables, detections, proto, sizes):
+      return program.outputs(detections, proto, sizes, canvas_hw, variables)
 
     self.network = jax.jit(network)
     self.detect = jax.jit(program.detect)
@@ -164,10 +165,11 @@ def time_stages(program: Any, variables: Any, batch: tuple[np.ndarray, np.ndarra
   report['detect'] = {'compile_s': seconds, **summarize_times(
       time_calls(lambda: compiled_detect(out), repeats))}
 
-  compiled_post, seconds = compile_timed(stages.postprocess, detections, out['proto'], sizes_dev)
-  outputs = jax.block_until_ready(compiled_post(detections, out['proto'], sizes_dev))
+  post_args = (variables, detections, out['proto'], sizes_dev)
+  compiled_post, seconds = compile_timed(stages.postprocess, *post_args)
+  outputs = jax.block_until_ready(compiled_post(*post_args))
   report['postprocess'] = {'compile_s': seconds, **summarize_times(
-      time_calls(lambda: compiled_post(detections, out['proto'], sizes_dev), repeats))}
+      time_calls(lambda: compiled_post(*post_args), repeats))}
 
   names = program.cfg.dataset.class_names
   report['host_copy'] = {'compile_s': 0.0, **summarize_times(
