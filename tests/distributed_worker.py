@@ -2,6 +2,7 @@
 the parent sets XLA_FLAGS for the device count and JAX_PLATFORMS=cpu).
 
   python -m tests.distributed_worker DATA_DIR WORKDIR STEPS OUT.npz [COORDINATOR NUM_PROCESSES ID]
+  python -m tests.distributed_worker evaluate DATA_DIR OUT.json [COORDINATOR NUM_PROCESSES ID]
 
 Trains ``yolact_tiny`` (batch 4, no augmentation, synced BatchNorm statistics) on the synthetic
 train split in DATA_DIR for STEPS steps in WORKDIR (resuming if it holds checkpoints), saving every
@@ -36,5 +37,33 @@ def main(argv):
   print('DONE', jax.process_index(), summary['step'], flush=True)
 
 
+def evaluate(argv):
+  """COCO evaluation of a seeded random yolact_tiny on the synthetic val split of DATA_DIR;
+  process 0 writes the summary's scalars (and the evaluated image ids) to OUT.json."""
+  import json
+  data_dir, out = argv[:2]
+  from yolact_jax import parallel
+  if len(argv) > 2:
+    parallel.initialize(argv[2], int(argv[3]), int(argv[4]), timeout_s=60)
+  import jax
+  from yolact_jax import evaluation
+  from yolact_jax.config import get_config
+  from yolact_jax.data import synthetic
+  from yolact_jax.model.variables import init_variables
+  cfg = get_config('yolact_tiny', ['detect.nms_conf_thresh=0.02'])
+  run = evaluation.evaluate(cfg, jax.device_get(init_variables(cfg, seed=3)),
+                            evaluation.coco_eval_set(*synthetic.dataset_paths(data_dir, 'val')),
+                            batch_size=2, progress=False)
+  if jax.process_index() == 0:
+    scalars = {k: v for k, v in run.summary.items() if isinstance(v, float)}
+    with open(out, 'w') as f:
+      json.dump({'summary': scalars, 'image_ids': sorted(run.results.image_ids),
+                 'num_segm': len(run.results.segm)}, f)
+  print('DONE', jax.process_index(), flush=True)
+
+
 if __name__ == '__main__':
-  main(sys.argv[1:])
+  if sys.argv[1] == 'evaluate':
+    evaluate(sys.argv[2:])
+  else:
+    main(sys.argv[1:])

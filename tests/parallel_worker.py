@@ -96,7 +96,45 @@ def lower_for_cuda(overrides):
   return {'cases': cases}
 
 
+def predictor_devices(overrides):
+  """The Predictor on 2 devices (one program, the batch split) vs on 1: same detections; and
+  the inference program exported for CUDA in float32 / bfloat16 on 1 and 2 devices."""
+  import jax.numpy as jnp
+  from yolact_jax import parallel
+  from yolact_jax.config import get_config
+  from yolact_jax.model.variables import init_variables
+  from yolact_jax.predict import Predictor
+  cfg = get_config('yolact_tiny', overrides)
+  variables = jax.device_get(init_variables(cfg, seed=0))
+  rng = np.random.default_rng(0)
+  images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in ((40, 60), (64, 30),
+                                                                        (50, 50))]
+  one = Predictor(cfg, variables, max_batch=2, devices=jax.devices()[:1])
+  two = Predictor(cfg, variables, max_batch=2, devices=jax.devices()[:2])
+  a, b = one(images, channel_order='rgb'), two(images, channel_order='rgb')
+  same = all(np.array_equal(x.boxes, y.boxes) and np.array_equal(x.classes, y.classes)
+             and np.allclose(x.scores, y.scores, rtol=1e-5, atol=1e-6)
+             and np.array_equal(x.masks, y.masks) for x, y in zip(a, b))
+  lowered = []
+  for devices in (1, 2):
+    for dtype in (jnp.float32, jnp.bfloat16):
+      predictor = Predictor(cfg, variables, max_batch=2, devices=jax.devices()[:devices],
+                            dtype=dtype)
+      mesh = predictor.mesh
+      sharding = parallel.batch_sharding(mesh) if mesh is not None else None
+      canvas = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.uint8, sharding=sharding)
+      sizes = jax.ShapeDtypeStruct((2, 2), jnp.int32, sharding=sharding)
+      exported = jax.export.export(predictor.program.from_images, platforms=['cuda'])(
+          predictor.variables, canvas, sizes)
+      lowered.append({'devices': devices, 'dtype': jnp.dtype(dtype).name,
+                      'nr_devices': exported.nr_devices,
+                      'platforms': list(exported.platforms)})
+  return {'same_detections': bool(same), 'num_devices': [one.num_devices, two.num_devices],
+          'counts': [len(x) for x in b], 'lowered': lowered}
+
+
 if __name__ == '__main__':
   result = {'same_params': same_params, 'per_replica': per_replica,
-            'lower_for_cuda': lower_for_cuda}[sys.argv[1]](sys.argv[2:])
+            'lower_for_cuda': lower_for_cuda,
+            'predictor_devices': predictor_devices}[sys.argv[1]](sys.argv[2:])
   print('RESULT ' + json.dumps(result))

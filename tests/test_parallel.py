@@ -72,6 +72,15 @@ def test_batchnorm_groups_normalise_each_slice_and_keep_the_first_slices_statist
                                rtol=1e-6)
 
 
+def test_predictor_splits_a_batch_over_two_devices_and_lowers_for_cuda():
+  r = _worker(['predictor_devices', 'detect.nms_conf_thresh=0.02'])
+  assert r['num_devices'] == [1, 2] and r['same_detections'] and min(r['counts']) > 0, r
+  assert [(c['devices'], c['dtype']) for c in r['lowered']] == [
+      (1, 'float32'), (1, 'bfloat16'), (2, 'float32'), (2, 'bfloat16')]
+  assert all(c['platforms'] == ['cuda'] and c['nr_devices'] == c['devices']
+             for c in r['lowered'])
+
+
 def test_train_step_lowers_for_cuda_on_one_and_two_devices():
   r = _worker(['lower_for_cuda'])
   for case in r['cases']:
@@ -162,6 +171,25 @@ def test_two_processes_match_two_devices_and_resume_after_kill(four_images, tmp_
   four, resumed = _params(tmp_path / 'four.npz'), _params(tmp_path / 'resumed.npz')
   for key in four:
     np.testing.assert_array_equal(resumed[key], four[key], err_msg=key)
+
+
+def test_evaluation_over_two_processes_gathers_every_image(tmp_path):
+  synthetic.generate_synthetic_coco(tmp_path / 'data', num_train=0, num_val=5, image_hw=(64, 80),
+                                    seed=4)
+  command = [sys.executable, '-m', 'tests.distributed_worker', 'evaluate', str(tmp_path / 'data')]
+  single = subprocess.run([*command, str(tmp_path / 'one.json')], cwd=ROOT, env=_env(1),
+                          capture_output=True, text=True, timeout=600)
+  assert single.returncode == 0, single.stderr[-3000:]
+  address = f'127.0.0.1:{_free_port()}'
+  _wait([subprocess.Popen([*command, str(tmp_path / 'two.json'), address, '2', str(i)], cwd=ROOT,
+                          env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         for i in range(2)])
+  one = json.loads((tmp_path / 'one.json').read_text())
+  two = json.loads((tmp_path / 'two.json').read_text())
+  assert len(one['image_ids']) == 5 and two['image_ids'] == one['image_ids']
+  assert two['num_segm'] == one['num_segm'] > 0
+  for key, value in one['summary'].items():
+    assert two['summary'][key] == pytest.approx(value, abs=1e-6), key
 
 
 def test_unreachable_coordinator_is_a_clear_error():

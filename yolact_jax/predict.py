@@ -70,6 +70,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yolact_jax import parallel
 from yolact_jax.anchors import make_priors
 from yolact_jax.config import YolactConfig, validate
 from yolact_jax.detect import detect_from_logits, detect_kwargs
@@ -281,22 +282,40 @@ class Predictor:
     canvas_hw: fixed (Hc, Wc) that every image must fit, or None to grow it as needed.
     nms: override ``cfg.detect.nms`` ('fast', 'cross_class', 'standard').
     dtype: network compute dtype (float32 default; bfloat16 on accelerators).
+    devices: the devices a batch is split over (default: every local device); the variables
+      are replicated on them and ``max_batch`` is rounded up to a multiple of their number, so
+      one call is one program over all of them.
   """
 
   def __init__(self, cfg: YolactConfig, variables: Any, *, max_batch: int = DEFAULT_MAX_BATCH,
                canvas_hw: tuple[int, int] | None = None, nms: str | None = None,
-               dtype: Any = jnp.float32):
+               dtype: Any = jnp.float32, devices: Sequence[Any] | None = None):
     if nms is not None:
       cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, nms=nms))
       validate(cfg)
     if max_batch < 1:
       raise ValueError(f'max_batch must be >= 1, got {max_batch}')
+    devices = list(jax.local_devices() if devices is None else devices)
+    self.mesh = parallel.data_mesh(devices) if len(devices) > 1 else None
     self.cfg = cfg
-    self.max_batch = int(max_batch)
+    self.max_batch = -(-int(max_batch) // len(devices)) * len(devices)
     self.fixed_canvas = canvas_hw is not None
     self.canvas_hw = tuple(int(v) for v in canvas_hw) if canvas_hw is not None else None
     self.program = inference_program(cfg, dtype)
-    self.variables = jax.device_put(resolve_variables(variables, cfg))
+    variables = resolve_variables(variables, cfg)
+    self.variables = (jax.device_put(variables, devices[0]) if self.mesh is None
+                      else jax.device_put(variables, parallel.replicated(self.mesh)))
+
+  @property
+  def num_devices(self) -> int:
+    return 1 if self.mesh is None else parallel.num_replicas(self.mesh)
+
+  def _place(self, canvas: np.ndarray, sizes: np.ndarray) -> tuple[Any, Any]:
+    """The batch on the devices: split along the batch over the mesh (one device: as is)."""
+    if self.mesh is None:
+      return canvas, sizes
+    sharding = parallel.batch_sharding(self.mesh)
+    return jax.device_put(canvas, sharding), jax.device_put(sizes, sharding)
 
   @property
   def class_names(self) -> tuple[str, ...]:
@@ -321,7 +340,7 @@ class Predictor:
              for i, image in enumerate(chunk)]
       index += len(chunk)
       canvas, sizes = pack_canvas(rgb, self._fit_canvas(rgb), self.max_batch)
-      outputs = self.program.from_images(self.variables, canvas, sizes)
+      outputs = self.program.from_images(self.variables, *self._place(canvas, sizes))
       if pending is not None:
         yield from self._unpack(*pending, score_threshold, top_k)
       pending = (outputs, sizes, len(chunk))

@@ -29,7 +29,6 @@ from typing import Any, Callable, Sequence
 import grain.python as grain
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
@@ -173,17 +172,13 @@ class _Run:
     self.manager.wait_until_finished()
 
   def validate(self, step: int) -> dict | None:
-    """Runs ``eval_fn`` on process 0 and shares its mask mAP with every process (each one
-    saves the checkpoint, and the best-checkpoint policy must see the same number)."""
+    """Runs ``eval_fn`` on every process: evaluation is collective (each process runs its share
+    of the images and the results are gathered, see ``evaluation.predict_coco_results``), so
+    every process gets the same summary and saves with the same best-checkpoint metric."""
     if self.options.eval_fn is None:
       return None
-    result = {'mask_map': 0.0}
-    if jax.process_index() == 0:
-      result = self.options.eval_fn(jax.device_get(state_variables(self.state)), step)
-      self.metrics_log.write({'kind': 'eval', 'step': step, **_scalars(result)})
-    if jax.process_count() > 1:
-      shared = multihost_utils.broadcast_one_to_all(np.float64(result['mask_map']))
-      result = {**result, 'mask_map': float(shared)}
+    result = self.options.eval_fn(jax.device_get(state_variables(self.state)), step)
+    self.metrics_log.write({'kind': 'eval', 'step': step, **_scalars(result)})
     self.summary['last_eval'] = result
     return result
 

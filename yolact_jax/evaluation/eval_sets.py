@@ -14,7 +14,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -26,19 +26,19 @@ log = logging.getLogger(__name__)
 
 
 class _Subset:
-  """The first ``count`` records of a source (``len`` / ``[i]``)."""
+  """The records of a source at ``indices`` (``len`` / ``[i]``)."""
 
-  def __init__(self, source: Any, count: int):
+  def __init__(self, source: Any, indices: Sequence[int]):
     self._source = source
-    self._count = min(int(count), len(source))
+    self._indices = list(indices)
 
   def __len__(self) -> int:
-    return self._count
+    return len(self._indices)
 
   def __getitem__(self, index: int) -> dict:
-    if not 0 <= index < self._count:
+    if not 0 <= index < len(self._indices):
       raise IndexError(index)
-    return self._source[index]
+    return self._source[self._indices[index]]
 
 
 @dataclasses.dataclass
@@ -61,6 +61,7 @@ class EvalSet:
   image_ids: tuple[int, ...]
   image_sizes: np.ndarray
   name: str
+  canvas: tuple[int, int] | None = None  # fixed canvas (default: fitted to image_sizes)
 
   def __len__(self) -> int:
     return len(self.image_ids)
@@ -71,16 +72,28 @@ class EvalSet:
       return self
     if count < 1:
       raise ValueError(f'max_images must be >= 1, got {count}')
-    return dataclasses.replace(self, source=_Subset(self.source, count),
+    return dataclasses.replace(self, source=_Subset(self.source, range(count)),
                                image_ids=self.image_ids[:count],
                                image_sizes=self.image_sizes[:count],
                                name=f'{self.name} (first {count})')
 
+  def shard(self, index: int, count: int) -> 'EvalSet':
+    """Every ``count``-th image from ``index`` (one process's part of a multi-process
+    evaluation); the canvas stays the whole set's."""
+    if count == 1:
+      return self
+    picked = range(index, len(self), count)
+    return dataclasses.replace(self, source=_Subset(self.source, picked),
+                               image_ids=tuple(self.image_ids[i] for i in picked),
+                               image_sizes=self.image_sizes[index::count],
+                               name=f'{self.name} (shard {index} of {count})',
+                               canvas=self.canvas_hw)
+
   @property
   def canvas_hw(self) -> tuple[int, int]:
     """The fixed inference canvas of the whole set (``predict.fit_canvas`` of its sizes)."""
-    from yolact_jax.predict import fit_canvas
-    return fit_canvas(self.image_sizes)
+    from yolact_jax.host import fit_canvas
+    return self.canvas if self.canvas is not None else fit_canvas(self.image_sizes)
 
 
 def coco_eval_set(ann_file: str | os.PathLike, image_dir: str | os.PathLike,

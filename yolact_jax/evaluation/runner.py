@@ -6,6 +6,7 @@ what a training loop calls for validation.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -19,13 +20,43 @@ from yolact_jax.evaluation.results import CocoResults, ResultsError
 def predict_coco_results(cfg: YolactConfig, variables: Any, data: Any, batch_size: int = 8,
                          **kwargs) -> CocoResults:
   """:func:`stream_inference` turned into results records image by image (masks are freed as it
-  goes). ``kwargs`` as :func:`stream_inference`."""
+  goes). ``kwargs`` as :func:`stream_inference`.
+
+  With several processes (``jax.distributed``), each runs every ``process_count``-th image on its
+  own devices and the records of all processes are gathered, so every process returns the
+  results of the whole set.
+  """
+  import jax
   eval_set = as_eval_set(data, kwargs.pop('max_images', None))
   results = CocoResults(eval_set.category_ids)
-  for item in stream_inference(cfg, variables, eval_set, batch_size, skipped=results.skipped,
+  part = eval_set.shard(jax.process_index(), jax.process_count())
+  for item in stream_inference(cfg, variables, part, batch_size, skipped=results.skipped,
                                **kwargs):
     results.add(item.image_id, item.detections)
-  return results
+  return gather_results(results) if jax.process_count() > 1 else results
+
+
+def gather_results(results: CocoResults) -> CocoResults:
+  """Every process's records, merged on every process (JSON bytes through an all-gather)."""
+  import jax
+  import numpy as np
+  from jax.experimental import multihost_utils
+  mine = json.dumps({'bbox': results.bbox, 'segm': results.segm,
+                     'image_ids': results.image_ids, 'skipped': results.skipped}).encode()
+  size = int(np.max(multihost_utils.process_allgather(np.int64(len(mine)))))
+  padded = np.zeros(size, np.uint8)
+  padded[:len(mine)] = np.frombuffer(mine, np.uint8)
+  lengths = multihost_utils.process_allgather(np.int64(len(mine)))
+  everything = multihost_utils.process_allgather(padded)
+  merged = CocoResults(results.category_ids)
+  for row, length in zip(np.asarray(everything).reshape(jax.process_count(), size),
+                         np.asarray(lengths).reshape(-1)):
+    part = json.loads(row[:int(length)].tobytes())
+    merged.bbox += part['bbox']
+    merged.segm += part['segm']
+    merged.image_ids += part['image_ids']
+    merged.skipped += [tuple(s) for s in part['skipped']]
+  return merged
 
 
 @dataclasses.dataclass
