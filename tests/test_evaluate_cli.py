@@ -109,6 +109,7 @@ def test_benchmark_writes_timings(weights_dir, synthetic_dir, tmp_path, capsys):
                            '--output_dir', tmp_path, DETECT_ALL)
   assert status == 0 and 'Average:' in out and 'fps' in out
   report = json.loads((tmp_path / 'benchmark.json').read_text())
+  assert report['num_devices'] == 1  # the device count is reported
   assert report['batch_size'] == 2 and report['num_images'] == 6 and report['nms'] == 'cross_class'
   for key in ('fps', 'ms_per_image', 'compile_s', 'ms_per_batch', 'canvas_hw', 'device'):
     assert key in report

@@ -194,7 +194,8 @@ def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[
     cfg: model config (its detect settings are the NMS used).
     variables: Flax variables or a weights path.
     images_rgb: RGB uint8 [h, w, 3] images (any sizes; one canvas fits them all).
-    batch_size: images per compiled call.
+    batch_size: images per compiled call (rounded up to a multiple of the local devices, over
+      which every batch is split).
     num_images: images timed (after ``warmup`` untimed batches).
     repeats: calls per stage for the per-stage medians.
     top_k: detections per image unpacked on the host (the original's --top_k, 5).
@@ -203,19 +204,20 @@ def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[
     stages: also time the stages separately.
   Returns:
     A JSON-friendly dict: fps, ms_per_image, ms_per_batch (median/mean/min/max), compile_s,
-    batch_size, num_images, num_batches, canvas_hw, top_k, dtype, config, device, stages.
+    batch_size, num_images, num_batches, canvas_hw, top_k, dtype, config, device,
+    num_devices, stages.
   """
-  from yolact_jax.predict import fetch_detections, inference_program, resolve_variables
+  from yolact_jax.predict import Predictor, fetch_detections
   if batch_size < 1 or num_images < 1:
     raise ValueError(f'batch_size and num_images must be >= 1, got {batch_size}, {num_images}')
-  program = inference_program(cfg, dtype)
-  variables = jax.device_put(resolve_variables(variables, cfg))
   canvas_hw = tuple(canvas_hw) if canvas_hw is not None else fit_canvas(images_rgb)
+  predictor = Predictor(cfg, variables, max_batch=batch_size, canvas_hw=canvas_hw, dtype=dtype)
+  program, variables, batch_size = predictor.program, predictor.variables, predictor.max_batch
   num_batches = math.ceil(num_images / batch_size)
   batches = make_batches(cycle_to(images_rgb, min(num_batches * batch_size,
                                                   math.ceil(len(images_rgb) / batch_size)
                                                   * batch_size)), batch_size, canvas_hw)
-  on_device = [(jax.device_put(c), jax.device_put(s), s, n) for c, s, n in batches]
+  on_device = [(*predictor.place_batch(c, s), s, n) for c, s, n in batches]
   jax.block_until_ready([(c, s) for c, s, _, _ in on_device])
 
   compiled, compile_s = compile_timed(program.from_images, variables, *on_device[0][:2])
@@ -252,6 +254,7 @@ def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[
       'ms_per_image': 1000.0 * total / timed_images,
       'ms_per_batch': summarize_times(durations),
       'device': device_description(),
+      'num_devices': predictor.num_devices,
   }
   if stages:
     stage_report = time_stages(program, variables, batches[0], canvas_hw, repeats, top_k)
@@ -266,7 +269,8 @@ def format_benchmark(report: dict[str, Any]) -> str:
   """A few lines: the original's 'Average: X fps, Y ms' and the stage table."""
   lines = [f'Average: {report["fps"]:.2f} fps, {report["ms_per_image"]:.2f} ms per image '
            f'({report["num_images"]} images, batch {report["batch_size"]}, canvas '
-           f'{report["canvas_hw"][0]}x{report["canvas_hw"][1]}, {report["device"]["device_kind"]})',
+           f'{report["canvas_hw"][0]}x{report["canvas_hw"][1]}, {report["num_devices"]} x '
+           f'{report["device"]["device_kind"]})',
            f'compile: {report["compile_s"]:.2f} s (not included)']
   if 'stages' in report:
     lines.append(f'{"stage":12}{"ms/batch":>10}{"ms/image":>10}{"compile s":>11}')

@@ -310,7 +310,7 @@ class Predictor:
   def num_devices(self) -> int:
     return 1 if self.mesh is None else parallel.num_replicas(self.mesh)
 
-  def _place(self, canvas: np.ndarray, sizes: np.ndarray) -> tuple[Any, Any]:
+  def place_batch(self, canvas: np.ndarray, sizes: np.ndarray) -> tuple[Any, Any]:
     """The batch on the devices: split along the batch over the mesh (one device: as is)."""
     if self.mesh is None:
       return canvas, sizes
@@ -340,7 +340,7 @@ class Predictor:
              for i, image in enumerate(chunk)]
       index += len(chunk)
       canvas, sizes = pack_canvas(rgb, self._fit_canvas(rgb), self.max_batch)
-      outputs = self.program.from_images(self.variables, *self._place(canvas, sizes))
+      outputs = self.program.from_images(self.variables, *self.place_batch(canvas, sizes))
       if pending is not None:
         yield from self._unpack(*pending, score_threshold, top_k)
       pending = (outputs, sizes, len(chunk))
