@@ -95,23 +95,36 @@ class OriginalInference:
     return results, {key: tensor_to_numpy(v) for key, v in self.capture.outputs.items()}
 
 
+# What runs as "ours": the live jitted program, or the exported StableHLO artefact (serialized,
+# read back and called through jax.export, as yolact_jax.serving runs it).
+OURS_KINDS = ('live', 'stablehlo')
+
+
 class OurInference:
   """Our network and our end-to-end program (:class:`yolact_jax.predict.InferenceProgram`),
-  compiled for the batches' shapes; the compile time is ``compile_s``."""
+  compiled for the batches' shapes; the compile time is ``compile_s``. ``kind`` 'stablehlo'
+  runs the end-to-end program from its exported, serialized form instead (the network and the
+  raw outputs stay the live ones)."""
 
   def __init__(self, cfg: Any, variables: dict, net_inputs: Sequence[np.ndarray],
-               batches: Sequence[Batch], canvas_hw: tuple[int, int]):
+               batches: Sequence[Batch], canvas_hw: tuple[int, int], kind: str = 'live'):
     import jax
     from yolact_jax.model.yolact import Yolact
     from yolact_jax.predict import InferenceProgram
-    self.cfg, self.batches = cfg, batches
+    if kind not in OURS_KINDS:
+      raise ValueError(f'--ours must be one of {OURS_KINDS}, got {kind!r}')
+    self.cfg, self.batches, self.kind = cfg, batches, kind
     model = Yolact(cfg)
     self.variables = jax.device_put(variables)
     self.program = InferenceProgram(cfg)
     self.inputs = [jax.device_put(x) for x in net_inputs]
     t0 = time.perf_counter()
-    self.e2e = self.program.from_network_input.lower(
-        self.variables, self.inputs[0], batches[0][1], canvas_hw=canvas_hw).compile()
+    if kind == 'live':
+      self.e2e = self.program.from_network_input.lower(
+          self.variables, self.inputs[0], batches[0][1], canvas_hw=canvas_hw).compile()
+    else:
+      self.e2e = _exported_end_to_end(cfg, variables, len(batches[0][1]), canvas_hw)
+      jax.block_until_ready(self.e2e(self.variables, self.inputs[0], batches[0][1]))
     self.net = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(
         self.variables, self.inputs[0]).compile()
     self.compile_s = time.perf_counter() - t0
@@ -136,6 +149,20 @@ class OurInference:
     return jax.device_get({'loc': raw['loc'], 'conf': jax.nn.softmax(raw['conf'], axis=-1),
                            'mask': raw['coefs'], 'proto': raw['proto'],
                            'priors': self.program.priors})
+
+
+def _exported_end_to_end(cfg: Any, variables: dict, batch: int, canvas_hw: tuple[int, int]):
+  """The end-to-end program exported to StableHLO (network input entry, CPU), serialized and
+  deserialized, as ``(variables, net_input, sizes) -> outputs``."""
+  import jax
+  from jax import export as jax_export
+  from yolact_jax.serving.export import export_program, make_spec
+  spec = make_spec(cfg, canvas_hw=canvas_hw, batch=batch, static_batch=True)
+  exported, leaves = export_program(spec, variables, platforms=('cpu',), entry='network_input')
+  restored = jax_export.deserialize(exported.serialize())
+  weights = [jax.device_put(leaf) for leaf in leaves]
+  call = jax.jit(restored.call)
+  return lambda variables, net_input, sizes: call(weights, net_input, sizes)
 
 
 def compare_outputs(ours: OurInference, theirs: OriginalInference, batches: Sequence[Batch],

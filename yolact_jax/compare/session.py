@@ -74,7 +74,7 @@ def _settings(args: argparse.Namespace, context: dict[str, Any]) -> dict[str, An
           'match_iou': args.match_iou, 'warmup': args.warmup, 'repeats': args.repeats,
           'canvas_hw': list(context['canvas_hw']), 'yolact_repo': context['yolact_repo'],
           'original_commit': context['original_commit'], 'shims': context['shims'],
-          'detect_settings': context['detect_settings']}
+          'detect_settings': context['detect_settings'], 'ours': context.get('ours', 'live')}
 
 
 def side_by_side(args: argparse.Namespace, cfg: Any, images: list[np.ndarray], jax: Any,
@@ -102,7 +102,9 @@ def side_by_side(args: argparse.Namespace, cfg: Any, images: list[np.ndarray], j
                                variables, net_inputs, batches)
     context['detect_settings'] = {'ours': detect_kwargs(cfg),
                                   'original': theirs.detect_settings()}
-    ours = OurInference(cfg, variables, net_inputs, batches, canvas_hw)
+    ours = OurInference(cfg, variables, net_inputs, batches, canvas_hw,
+                        getattr(args, 'ours', 'live'))
+    context['ours'] = ours.kind
     raw_outputs, per_image = compare_outputs(ours, theirs, batches, args.match_iou,
                                              args.batch_size)
     context['load_before_timing'] = [round(x, 2) for x in os.getloadavg()]
