@@ -101,7 +101,7 @@ def build_sources(cfg, args):
 def make_eval_fn(cfg, val_source, val_ann):
   """The validation hook: COCO box/mask mAP on the validation split."""
   try:
-    from yolact_jax import evaluation
+    from yolact_jax import evaluation, tracking
   except ImportError:
     return None
   if val_source is None:
@@ -109,8 +109,9 @@ def make_eval_fn(cfg, val_source, val_ann):
 
   def eval_fn(variables, step):
     del step
-    return evaluation.evaluate_model(cfg, variables, val_source, ann_file=val_ann,
-                                     progress=False)
+    return {**evaluation.evaluate_model(cfg, variables, val_source, ann_file=val_ann,
+                                        progress=False),
+            tracking.OVERLAYS: tracking.prediction_overlays(cfg, variables, val_source)}
 
   return eval_fn
 
@@ -130,11 +131,13 @@ def main(argv=None) -> int:
   from yolact_jax import trainer
   from yolact_jax.checkpoint import convert, io
   from yolact_jax.config import load_config
+  from yolact_jax.data import categories
   from yolact_jax.model.variables import init_variables
 
   cfg = load_config(args.config, overrides)
   workdir = args.workdir or os.path.join('runs', cfg.name)
   train_source, val_source, val_ann = build_sources(cfg, args)
+  cfg = categories.check_source(cfg, train_source)  # classes: the dataset's vs the config's
 
   def init():
     if args.init_weights:

@@ -8,9 +8,17 @@
   kept, plus the one with the best validation mask mAP.
 * ``metrics.jsonl``: one JSON line per log interval (each loss term, lr, images/s, skipped steps)
   and per validation.
+* ``tensorboard/``: the same as TensorBoard event files, plus the validation mAP table and
+  prediction overlays; optionally Weights & Biases; ``profile/``: a ``jax.profiler`` trace of
+  ``profile_steps`` (``yolact_jax.tracking``). All of it from process 0 only.
+* Before the first step the dataset's classes are checked against the config
+  (``yolact_jax.data.categories``): a mismatch is an error, a non-COCO dataset trained with the
+  COCO default class names trains on the dataset's names (with a notice).
 * Model, optimiser and the jitted step come from ``train_step.build_training(cfg)``.
 * Resume is automatic: the newest checkpoint is restored, data position included, so a run
-  interrupted at step N and resumed reaches the same parameters as an uninterrupted one.
+  interrupted at step N and resumed reaches the same parameters as an uninterrupted one. An
+  unreadable newest checkpoint is set aside as ``<step>.unreadable`` and the newest readable
+  one is used, with a warning (``checkpoint.runs.restore_newest_readable``).
 * SIGINT and SIGTERM finish the current step, save a checkpoint and return.
 """
 
@@ -30,13 +38,15 @@ import grain.python as grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from yolact_jax import parallel
+from yolact_jax import tracking
 from yolact_jax import train_step as ts
 from yolact_jax.checkpoint import runs
 from yolact_jax.config import YolactConfig, config_to_dict
-from yolact_jax.data import augment, loader
+from yolact_jax.data import augment, categories, loader
 from yolact_jax.model.shapes import feature_sizes, proto_size
 
 log = logging.getLogger(__name__)
@@ -50,7 +60,8 @@ def pipeline_options(cfg: YolactConfig) -> loader.PipelineOptions:
   return loader.PipelineOptions(
       max_size=cfg.max_size, transform_kind=cfg.backbone.transform,
       flags=augment.AugmentFlags(**dataclasses.asdict(cfg.augment)),
-      max_instances=cfg.train.max_instances, proto_hw=(hp, hp), segm_hw=(hs, hs))
+      max_instances=cfg.train.max_instances, proto_hw=(hp, hp), segm_hw=(hs, hs),
+      num_classes=cfg.num_classes - 1)
 
 
 @dataclasses.dataclass
@@ -64,9 +75,13 @@ class TrainOptions:
   workers: int = 0  # grain worker processes
   progress: bool = True  # tqdm progress bar
   init: Callable[[], dict] | None = None  # initial variables for a new run (default: random)
-  eval_fn: Callable[[dict, int], dict] | None = None  # (variables, step) -> metrics
+  # (variables, step) -> metrics (with 'mask_map'; may hold 'overlays': uint8 RGB images)
+  eval_fn: Callable[[dict, int], dict] | None = None
   on_step: Callable[[int, dict], None] | None = None  # called after each step (tests, hooks)
   devices: Sequence[Any] | None = None  # devices the batch is split over (default: all)
+  tensorboard: bool = True  # event files in <workdir>/tensorboard
+  wandb: bool = False  # also log to Weights & Biases (needs `pip install wandb`)
+  profile_steps: tuple[int, int] | None = None  # (A, B): jax.profiler trace of steps A..B
 
 
 class _StopSignal:
@@ -135,6 +150,10 @@ class _Run:
     self.topology = {'num_devices': len(devices), 'num_processes': jax.process_count()}
     log.info('training on %d device(s) (%s) in %d process(es); global batch %d',
              len(devices), devices[0].platform, jax.process_count(), cfg.train.batch_size)
+    self.profiler = tracking.StepProfiler(workdir, options.profile_steps)
+    self.tracker = tracking.Tracker(workdir, tensorboard=options.tensorboard,
+                                    wandb=options.wandb, config=config_to_dict(cfg),
+                                    name=f'{cfg.name} {workdir.name}')
     self.training = ts.build_training(cfg, mesh=self.mesh)
     self.num_steps = options.num_steps or self.training.schedule.max_iter
     self.data_iter = iter(loader.make_train_loader(
@@ -152,13 +171,20 @@ class _Run:
                                     'last_metrics': None, 'last_eval': None}
 
   def _restore_or_init(self, workdir: pathlib.Path) -> ts.TrainState:
-    latest = self.manager.latest_step()
-    if latest is None:
+    """The newest readable checkpoint's state (data position restored too), else a new one."""
+    def restore(step: int) -> dict:
+      return self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(self.training.abstract_state()),
+          data=grain.PyGrainCheckpointRestore(self.data_iter)))
+
+    step, restored = runs.restore_newest_readable(self.manager, restore,
+                                                  rename=jax.process_index() == 0)
+    if jax.process_count() > 1:  # every process sees the renamed (unreadable) steps
+      multihost_utils.sync_global_devices('yolact_jax restore')
+      self.manager.reload()
+    if step is None:
       init = self.options.init
       return self.training.init_state(init() if init is not None else None)
-    restored = self.manager.restore(latest, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(self.training.abstract_state()),
-        data=grain.PyGrainCheckpointRestore(self.data_iter)))
     log.info('resumed from step %d in %s', int(restored['state'].step), workdir)
     return restored['state']
 
@@ -178,7 +204,9 @@ class _Run:
     if self.options.eval_fn is None:
       return None
     result = self.options.eval_fn(jax.device_get(state_variables(self.state)), step)
-    self.metrics_log.write({'kind': 'eval', 'step': step, **_scalars(result)})
+    self.metrics_log.write({'kind': 'eval', 'step': step, **tracking.scalar_leaves(result)})
+    self.tracker.log_eval(step, result)  # process 0 only
+    result = {k: v for k, v in result.items() if k != tracking.OVERLAYS}
     self.summary['last_eval'] = result
     return result
 
@@ -187,6 +215,7 @@ class _Run:
     skipped = int(self.state.num_skipped)
     last = self.metrics_log.flush_steps(step, rate, skipped)
     self.summary['last_metrics'] = last
+    self.tracker.log_train(step, last)
     bar.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{last['lr']:.1e}", img_s=f'{rate:.1f}',
                     skipped=skipped)
 
@@ -197,8 +226,10 @@ class _Run:
     while step < self.num_steps and stop.received is None:
       next_batch = next(self.data_iter)
       batch = parallel.shard_batch({k: next_batch[k] for k in BATCH_KEYS}, self.mesh)
+      self.profiler.before_step(step + 1)
       self.state, metrics = self.training.step(self.state, batch)
       step += 1
+      self.profiler.after_step(step, metrics)
       interval_steps += 1
       self.metrics_log.pending.append(metrics)
       bar.update(1)
@@ -210,15 +241,17 @@ class _Run:
         interval_start, interval_steps = time.perf_counter(), 0
       if options.eval_every and step % options.eval_every == 0 and step < self.num_steps:
         self.save(step, self.validate(step))
-      elif step % options.save_every == 0:
-        self.save(step)
+      elif step % options.save_every == 0 and step < self.num_steps:
+        self.save(step)  # (the last step is saved by finish, with its validation)
     return step
 
   def finish(self, step: int, stop: '_StopSignal') -> None:
     """Flushes metrics; on a signal saves, otherwise validates (if anything ran) and saves."""
+    self.profiler.close()
     if self.metrics_log.pending:
       self.summary['last_metrics'] = self.metrics_log.flush_steps(
           step, 0.0, int(self.state.num_skipped))
+      self.tracker.log_train(step, self.summary['last_metrics'])
     if stop.received is not None:
       self.summary['stopped_by'] = signal.Signals(stop.received).name
       self.save(step)
@@ -237,24 +270,19 @@ def train(cfg: YolactConfig, workdir: str | os.PathLike, train_source: Any,
   """
   options = options or TrainOptions()
   workdir = pathlib.Path(workdir)
+  cfg = categories.check_source(cfg, train_source)  # before anything is built or written
   workdir.mkdir(parents=True, exist_ok=True)
   run = _Run(cfg, workdir, train_source, options)
   bar = tqdm(total=run.num_steps, initial=run.start, unit='step', dynamic_ncols=True,
              desc=cfg.name, disable=not options.progress or jax.process_index() != 0)
-  with _StopSignal() as stop, contextlib.closing(bar):
-    step = run.loop(stop, bar)
-    run.finish(step, stop)
-  run.manager.close()
+  try:
+    with _StopSignal() as stop, contextlib.closing(bar):
+      step = run.loop(stop, bar)
+      run.finish(step, stop)
+  finally:
+    run.profiler.close()
+    run.tracker.close()
+    run.manager.close()
   run.summary.update(step=step, num_skipped=int(run.state.num_skipped), state=run.state)
   return run.summary
 
-
-def _scalars(tree: dict) -> dict:
-  """The JSON-friendly scalar leaves of a (nested) metrics dict."""
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update({f'{key}/{k}': v for k, v in _scalars(value).items()})
-    elif isinstance(value, (int, float, np.floating, np.integer)):
-      out[key] = float(value)
-  return out

@@ -52,16 +52,32 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------ sources
 
-class InMemoryRecordSource:
-  """Records held in memory (e.g. ``CocoDataset.records``); ``[i]`` -> record."""
+class LabelError(ValueError):
+  """A sample whose class index is outside the config's classes (it would poison the loss)."""
 
-  def __init__(self, records: Sequence[dict], name: str = 'records'):
+
+class InMemoryRecordSource:
+  """Records held in memory (e.g. ``CocoDataset.records``); ``[i]`` -> record.
+
+  ``class_names``: the classes the records' ``category_index`` refers to (None: unknown), checked
+  against the config before training (``yolact_jax.data.categories``).
+  """
+
+  def __init__(self, records: Sequence[dict], name: str = 'records',
+               class_names: Sequence[str] | None = None):
     self._records = list(records)
     self._name = name
+    self.class_names = tuple(class_names) if class_names is not None else None
 
   @classmethod
   def from_coco(cls, dataset: coco_lib.CocoDataset) -> 'InMemoryRecordSource':
-    return cls(dataset.records, name=f'{dataset.ann_file}:{dataset.keep}')
+    return cls(dataset.records, name=f'{dataset.ann_file}:{dataset.keep}',
+               class_names=dataset.class_names)
+
+  @property
+  def name(self) -> str:
+    """Where the records come from (annotation file and selection)."""
+    return self._name
 
   def __len__(self) -> int:
     return len(self._records)
@@ -97,7 +113,13 @@ class TfdsRecordSource:
     if len(self._indices) == 0:
       raise coco_lib.CocoFormatError(f'{name or split}: empty dataset (keep={keep!r})')
     self.label_map = tfds_builder.label_map_from_metadata(metadata)
+    self.class_names = self.label_map.class_names
     self._name = f'{name}:{split}:{keep}'
+
+  @property
+  def name(self) -> str:
+    """Where the records come from (dataset directory, split and selection)."""
+    return self._name
 
   def __len__(self) -> int:
     return len(self._indices)
@@ -199,6 +221,8 @@ class PipelineOptions:
   proto_hw / segm_hw: mask sizes shipped (138/69 at 550: the proto and P3 sizes).
   max_substitutions: how many substitutes to try before giving up (an error).
   cv2_threads: cv2.setNumThreads in the process doing the work (1 = one core per worker).
+  num_classes: foreground classes of the model; a label >= this is a ``LabelError`` naming the
+    image (None: not checked).
   """
   max_size: int = 550
   transform_kind: str = 'resnet'
@@ -208,11 +232,19 @@ class PipelineOptions:
   segm_hw: tuple[int, int] = (69, 69)
   max_substitutions: int = 50
   cv2_threads: int | None = 1
+  num_classes: int | None = None
 
 
 def _set_cv2_threads(threads: int | None) -> None:
   if threads is not None and cv2.getNumThreads() != threads:
     cv2.setNumThreads(threads)
+
+
+def _check_labels(raw: coco_lib.RawSample, name: str, num_classes: int | None) -> None:
+  if num_classes is not None and raw.labels.size and int(raw.labels.max()) >= num_classes:
+    raise LabelError(f'{name} (image {raw.image_id}): class index {int(raw.labels.max())} but '
+                     f'the config has {num_classes} classes (indices 0..{num_classes - 1}); '
+                     "the dataset's categories do not match config dataset.class_names")
 
 
 def make_train_example(source: Any, index: int, rng: np.random.Generator,
@@ -228,6 +260,7 @@ def make_train_example(source: Any, index: int, rng: np.random.Generator,
       log.warning('skipping broken sample %s: %s', e.file_name, e.reason)
       index = int(rng.integers(len(source)))
       continue
+    _check_labels(raw, name, options.num_classes)
     sample = augment.train_transform(
         raw.image, raw.masks, raw.boxes, raw.labels, raw.num_crowds, rng,
         max_size=options.max_size, kind=options.transform_kind, flags=options.flags)
