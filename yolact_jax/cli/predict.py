@@ -249,9 +249,9 @@ def main(argv=None) -> int:
   common.quiet_tensorflow()
   args, overrides = parse_args(argv)
   common.check_weights(args.weights)
+  cfg = common.resolve_config(args.config, overrides, args.weights)
   kind, source, out = resolve_input(args)
   paths = image_paths(args, source) if kind == 'images' else []
-  cfg = common.resolve_config(args.config, overrides, args.weights)
   nms = common.nms_choice(args)
 
   import jax.numpy as jnp
