@@ -1,10 +1,10 @@
 """Loader throughput with the full training augmentation on the synthetic dataset.
 
-  python scripts/benchmark_loader.py --num-images 200 --workers 0 1 2 \
+  python scripts/benchmark_loader.py --num_images 200 --workers 0 1 2 \
       --out results/loader_benchmark.json
 
-For each worker count: images/s of the grain training loader (batches of --batch-size at
---max-size px, every augmentation on, GT masks downsampled to proto/segm size), measured after
+For each worker count: images/s of the grain training loader (batches of --batch_size at
+--max_size px, every augmentation on, GT masks downsampled to proto/segm size), measured after
 the first batch (process start-up excluded), and images/s per worker process (in-process counts
 as one). An in-process breakdown says where the time goes (decode, each augmentation stage,
 mask downsampling), per image.
@@ -12,7 +12,6 @@ mask downsampling), per image.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -76,18 +75,18 @@ def _breakdown(source, options, num_images: int) -> dict:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--num-images', type=int, default=200, help='images timed per setting')
+  from yolact_jax.cli.common import Parser  # dashed spellings stay accepted
+  parser = Parser(description=__doc__)
+  parser.add_argument('--num_images', type=int, default=200, help='images timed per setting')
   parser.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2])
-  parser.add_argument('--batch-size', type=int, default=8)
-  parser.add_argument('--max-size', type=int, default=550)
-  parser.add_argument('--data-dir', default='data_cache/synthetic_benchmark',
+  parser.add_argument('--batch_size', type=int, default=8)
+  parser.add_argument('--max_size', type=int, default=550)
+  parser.add_argument('--data_dir', default='data_cache/synthetic_benchmark',
                       help='synthetic dataset folder (generated if missing)')
-  parser.add_argument('--image-hw', type=int, nargs=2, metavar=('H', 'W'),
+  parser.add_argument('--image_hw', type=int, nargs=2, metavar=('H', 'W'),
                       help='fixed synthetic image size (default: sides 256-550 px); e.g. '
-                           '480 640 with --max-objects 12 is closer to COCO')
-  parser.add_argument('--max-objects', type=int, default=6, help='synthetic objects per image')
+                           '480 640 with --max_objects 12 is closer to COCO')
+  parser.add_argument('--max_objects', type=int, default=6, help='synthetic objects per image')
   parser.add_argument('--out', default='results/loader_benchmark.json')
   args = parser.parse_args(argv)
   load_before = os.getloadavg()

@@ -1,7 +1,7 @@
 """Generate the built-in synthetic COCO-format shapes dataset (skipped if already complete).
 
-  python scripts/make_synthetic.py --out data_cache/synthetic --num-train 1000 --num-val 200
-  python scripts/make_synthetic.py --out /tmp/shapes --num-train 50 --num-val 10 --image-hw 256 256
+  python scripts/make_synthetic.py --out data_cache/synthetic --num_train 1000 --num_val 200
+  python scripts/make_synthetic.py --out /tmp/shapes --num_train 50 --num_val 10 --image_hw 256 256
 
 Writes <out>/{train,val}/ images, <out>/annotations/instances_{train,val}.json and
 <out>/manifest.json. Same arguments -> identical files.
@@ -9,25 +9,24 @@ Writes <out>/{train,val}/ images, <out>/annotations/instances_{train,val}.json a
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  from yolact_jax.cli.common import Parser  # dashed spellings stay accepted
+  parser = Parser(description=__doc__)
   parser.add_argument('--out', default='data_cache/synthetic', help='output folder')
-  parser.add_argument('--num-train', type=int, default=1000)
-  parser.add_argument('--num-val', type=int, default=200)
+  parser.add_argument('--num_train', type=int, default=1000)
+  parser.add_argument('--num_val', type=int, default=200)
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--image-hw', type=int, nargs=2, metavar=('H', 'W'),
-                      help='fixed image size (default: each side drawn from --side-range)')
-  parser.add_argument('--side-range', type=int, nargs=2, default=(256, 550),
+  parser.add_argument('--image_hw', type=int, nargs=2, metavar=('H', 'W'),
+                      help='fixed image size (default: each side drawn from --side_range)')
+  parser.add_argument('--side_range', type=int, nargs=2, default=(256, 550),
                       metavar=('MIN', 'MAX'))
-  parser.add_argument('--max-objects', type=int, default=6)
-  parser.add_argument('--crowd-fraction', type=float, default=0.1)
+  parser.add_argument('--max_objects', type=int, default=6)
+  parser.add_argument('--crowd_fraction', type=float, default=0.1)
   parser.add_argument('--format', choices=['jpg', 'png'], default='jpg')
   parser.add_argument('--overwrite', action='store_true', help='regenerate even if complete')
   args = parser.parse_args(argv)

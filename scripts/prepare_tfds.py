@@ -1,14 +1,14 @@
 """Check a COCO-format dataset and turn it into a TFDS (array_record) dataset.
 
   # the synthetic dataset (splits train / val)
-  python scripts/prepare_tfds.py --manual-dir data_cache/synthetic --data-dir data_cache/tfds \
+  python scripts/prepare_tfds.py --manual_dir data_cache/synthetic --data_dir data_cache/tfds \
       --config synthetic
   # COCO 2017 (annotations/instances_{train,val}2017.json, train2017/, val2017/)
-  python scripts/prepare_tfds.py --manual-dir /data/coco --data-dir /data/tfds --config coco2017
+  python scripts/prepare_tfds.py --manual_dir /data/coco --data_dir /data/tfds --config coco2017
   # any layout: TFDS split name = file tag
-  python scripts/prepare_tfds.py --manual-dir my_data --data-dir tfds --splits train=trn,validation=dev
+  python scripts/prepare_tfds.py --manual_dir my_data --data_dir tfds --splits train=trn,validation=dev
   # only report the problems (no build)
-  python scripts/prepare_tfds.py --manual-dir my_data --splits train=train --validate-only
+  python scripts/prepare_tfds.py --manual_dir my_data --splits train=train --validate_only
 
 Every problem found (file, image id, annotation id, what was done) is printed and, with
 --report, written to a file. The exit status is 1 when --strict is given and problems were found,
@@ -17,7 +17,6 @@ Every problem found (file, image id, annotation id, what was done) is printed an
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -47,17 +46,17 @@ def _validate(manual_dir: str, split_tags: dict[str, str]) -> list:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--manual-dir', required=True, help='the COCO-format folder')
-  parser.add_argument('--data-dir', default='data_cache/tfds', help='TFDS data dir')
+  from yolact_jax.cli.common import Parser  # dashed spellings stay accepted
+  parser = Parser(description=__doc__)
+  parser.add_argument('--manual_dir', required=True, help='the COCO-format folder')
+  parser.add_argument('--data_dir', default='data_cache/tfds', help='TFDS data dir')
   parser.add_argument('--config', default='custom',
                       choices=['synthetic', 'custom', 'coco2017', 'coco2014'])
   parser.add_argument('--splits', help='split=tag list overriding the config, e.g. '
                                        'train=train2017,validation=val2017')
-  parser.add_argument('--no-verify', action='store_true',
+  parser.add_argument('--no_verify', action='store_true',
                       help='do not decode every image while building (faster, finds less)')
-  parser.add_argument('--validate-only', action='store_true', help='report problems, no build')
+  parser.add_argument('--validate_only', action='store_true', help='report problems, no build')
   parser.add_argument('--report', help='write every problem to this file')
   parser.add_argument('--strict', action='store_true', help='exit 1 if any problem was found')
   args = parser.parse_args(argv)

@@ -570,6 +570,39 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
   return dataclasses.asdict(cfg)
 
 
+# Keys the trainer writes into a run's config.json beside the config (not config fields).
+RUN_TOPOLOGY_KEYS = ('num_devices', 'num_processes')
+
+
+def _from_dict(cls: Any, data: Any, path: str) -> Any:
+  if not isinstance(data, dict):
+    raise ConfigError(f'{path or "config"}: expected a mapping of fields, got {data!r}')
+  hints = typing.get_type_hints(cls)
+  names = [f.name for f in dataclasses.fields(cls)]
+  unknown = [k for k in data if k not in names]
+  if unknown:
+    raise ConfigError(f'Unknown config field {path + unknown[0]!r}: {cls.__name__} has no '
+                      f'field {unknown[0]!r}. Fields: {", ".join(names)}.')
+  values = {}
+  for name, value in data.items():
+    hint = hints[name]
+    if dataclasses.is_dataclass(hint):
+      values[name] = _from_dict(hint, value, f'{path}{name}.')
+    else:
+      values[name] = _coerce(value, hint, path + name)
+  return cls(**values)  # fields absent from ``data`` (an older run) keep their defaults
+
+
+def config_from_dict(data: dict[str, Any]) -> YolactConfig:
+  """The config that :func:`config_to_dict` turned into ``data`` (JSON lists back to tuples),
+  validated. The run-topology keys of a run's ``config.json`` are ignored; an unknown field or a
+  value of the wrong type is a ConfigError naming it."""
+  data = {k: v for k, v in data.items() if k not in RUN_TOPOLOGY_KEYS}
+  cfg = _from_dict(YolactConfig, data, '')
+  validate(cfg)
+  return cfg
+
+
 def load_config(spec: str, overrides: typing.Sequence[str] = ()) -> YolactConfig:
   """A preset name (``yolact_base``) or a config file (``configs/yolact_base.py`` defining
   ``get_config()``, or the older ``get()``), with overrides applied and the result validated."""

@@ -29,7 +29,7 @@ Sections
                network + Detect + postprocess + bit-packed masks, outputs copied to the host: the
                scope of the original's ``eval.py --benchmark``, which excludes data loading and
                the input transform) and ``end_to_end_uint8`` (the same from uint8 images,
-               including the on-device resize and normalisation). ``--inference-stages``
+               including the on-device resize and normalisation). ``--inference_stages``
                limits the stages.
 ``nms``        Fast NMS vs cross-class Fast NMS vs standard (greedy) NMS on C classes x top K
                (80 x 200): the NMS rule alone on prepared ranked candidate lists

@@ -61,7 +61,7 @@ def device_peak_tflops(device_kind: str, platform_name: str, dtype: str,
                        override: float | None = None) -> tuple[float | None, str]:
   """(peak TFLOP/s, how it was obtained) for computing in ``dtype`` on this device."""
   if override:
-    return override, 'given with --peak-tflops'
+    return override, 'given with --peak_tflops'
   if platform_name == 'cpu':
     per_cycle = fp32_flops_per_cycle(cpu.get('flags', []), cpu.get('vendor'))
     gflops = cpu_peak_gflops(cores, cpu.get('mhz'), per_cycle)
@@ -75,7 +75,7 @@ def device_peak_tflops(device_kind: str, platform_name: str, dtype: str,
     if needle.lower() in device_kind.lower():
       return peaks.get(dtype), (f'{needle} data sheet, dense {dtype} '
                                 f'({"tensor cores" if dtype == "bfloat16" else "CUDA cores"})')
-  return None, f'no peak known for {device_kind!r}; pass --peak-tflops'
+  return None, f'no peak known for {device_kind!r}; pass --peak_tflops'
 
 
 def machine_info() -> dict[str, Any]:

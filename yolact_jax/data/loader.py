@@ -45,7 +45,6 @@ import numpy as np
 from yolact_jax.data import augment
 from yolact_jax.data import coco as coco_lib
 from yolact_jax.data import masks as mask_lib
-from yolact_jax.data import tfds_builder
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +88,18 @@ class InMemoryRecordSource:
     return f'InMemoryRecordSource({self._name!r}, n={len(self)})'
 
 
+def _tfds_builder():
+  """``yolact_jax.data.tfds_builder``, imported on the TFDS path only (tensorflow-datasets is the
+  ``[tfds]`` extra)."""
+  try:
+    from yolact_jax.data import tfds_builder
+  except ModuleNotFoundError as e:
+    if e.name and e.name.split('.')[0] in ('tensorflow_datasets', 'array_record'):
+      raise ImportError(f"a TFDS dataset needs {e.name}: pip install 'yolact-jax[tfds]'") from e
+    raise
+  return tfds_builder
+
+
 class TfdsRecordSource:
   """A prepared TFDS split (``tfds_builder``) seen as records, images selected like
   ``CocoDataset``'s ``keep`` (from the metadata, without reading the records)."""
@@ -112,7 +123,7 @@ class TfdsRecordSource:
     self._indices = np.flatnonzero(selected)
     if len(self._indices) == 0:
       raise coco_lib.CocoFormatError(f'{name or split}: empty dataset (keep={keep!r})')
-    self.label_map = tfds_builder.label_map_from_metadata(metadata)
+    self.label_map = _tfds_builder().label_map_from_metadata(metadata)
     self.class_names = self.label_map.class_names
     self._name = f'{name}:{split}:{keep}'
 
@@ -125,7 +136,7 @@ class TfdsRecordSource:
     return len(self._indices)
 
   def __getitem__(self, index: int) -> dict:
-    return tfds_builder.example_to_record(self._source[int(self._indices[int(index)])])
+    return _tfds_builder().example_to_record(self._source[int(self._indices[int(index)])])
 
   def __repr__(self) -> str:
     return f'TfdsRecordSource({self._name!r}, n={len(self)})'
@@ -134,7 +145,7 @@ class TfdsRecordSource:
 def open_tfds_source(builder_dir: str, split: str, keep: str = 'with_objects'
                      ) -> TfdsRecordSource:
   """``TfdsRecordSource`` of a prepared dataset directory (…/coco_format_instances/<cfg>/1.0.0)."""
-  data_source, metadata = tfds_builder.load_tfds_split(builder_dir, split)
+  data_source, metadata = _tfds_builder().load_tfds_split(builder_dir, split)
   return TfdsRecordSource(data_source, metadata, split, keep=keep, name=str(builder_dir))
 
 

@@ -1,0 +1,79 @@
+"""``yolact-jax compare``: side by side with the original PyTorch YOLACT (same weights, same
+inputs): outputs and speed.
+
+    # seeded random weights (identical on both sides), seeded images, CPU, 2 threads
+    yolact-jax compare --yolact_repo ~/src/yolact --config yolact_resnet50 \\
+        --random_weights 0 --num_images 8 --batch_size 1 --threads 2
+    # an official checkpoint on real images
+    yolact-jax compare --yolact_repo ~/src/yolact --config yolact_base \\
+        --weights weights/yolact_base_54_800000.pth --images data/coco/images/val2017 \\
+        --num_images 50
+    # also one training step (losses, parameter update) and the train-step speed, batch 2
+    yolact-jax compare --yolact_repo ~/src/yolact --config yolact_resnet50 \\
+        --random_weights 0 --threads 2 --train_step --train_batch_size 2
+
+``--yolact_repo`` is the user's checkout of dbolya/yolact, imported at run time (nothing of it is
+copied into this project; the checkout is not modified). What is compared, how both sides are
+timed and the shims the original needs: :mod:`yolact_jax.compare` (this module only parses the
+command line). JAX is imported only after ``--threads`` has pinned the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+from typing import Any, Sequence
+
+from yolact_jax.cli import common
+# Neither imports JAX or torch at module level (they start after --threads pins the process).
+from yolact_jax.compare.original import NMS_TO_ORIGINAL_FLAGS
+from yolact_jax.compare.session import run_comparison
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = common.Parser(prog='yolact-jax compare', description=__doc__.split('\n\n')[0])
+  p.add_argument('--yolact_repo', required=True, help='a checkout of dbolya/yolact')
+  p.add_argument('--config', default='yolact_resnet50',
+                 help='preset name, the same on both sides (the original gets <name>_config)')
+  weights = p.add_mutually_exclusive_group(required=True)
+  weights.add_argument('--weights', help='an original .pth checkpoint')
+  weights.add_argument('--random_weights', type=int, metavar='SEED',
+                       help='seeded random weights, identical on both sides')
+  p.add_argument('--images', nargs='+', help='image files and/or folders')
+  p.add_argument('--num_images', type=int, default=4,
+                 help='images to use (seeded random images when --images is not given)')
+  p.add_argument('--seed', type=int, default=0, help='seed of the random images')
+  p.add_argument('--batch_size', type=int, default=1)
+  p.add_argument('--nms', choices=tuple(NMS_TO_ORIGINAL_FLAGS), default='fast',
+                 help='NMS on both sides (standard: the original compiles its Cython NMS '
+                      'through pyximport)')
+  p.add_argument('--match_iou', type=float, default=0.9, help='box IoU to match detections')
+  p.add_argument('--threads', type=int, default=None, help='CPU threads for both sides '
+                 '(default: every CPU this process may use)')
+  p.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
+  p.add_argument('--warmup', type=int, default=2, help='untimed batches per side (the '
+                 'original\'s benchmark skips 2 images)')
+  p.add_argument('--repeats', type=int, default=10, help='timed batches per side')
+  p.add_argument('--skip_speed', action='store_true', help='compare outputs only')
+  train = p.add_argument_group('training step (--train_step)')
+  train.add_argument('--train_step', action='store_true',
+                     help='also compare one training step (losses, parameter update) and time '
+                          'both sides\' steps')
+  train.add_argument('--train_batch_size', type=int, default=2,
+                     help='images per training batch (the first images, network input size)')
+  train.add_argument('--train_objects', type=int, default=3,
+                     help='seeded ground-truth objects per training image')
+  train.add_argument('--train_warmup', type=int, default=1, help='untimed steps per side')
+  train.add_argument('--train_repeats', type=int, default=3, help='timed steps per side')
+  p.add_argument('--out', type=pathlib.Path, default=None,
+                 help='JSON path (default results/compare_pytorch_<config>_<device>.json); '
+                      '.md beside it')
+  return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  return run_comparison(build_parser().parse_args(argv))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,251 @@
+"""``yolact-jax train``: train YOLACT (resumes from the newest checkpoint in --workdir).
+
+  # the CPU demo model on the built-in synthetic dataset (generated on first use)
+  yolact-jax train --config yolact_cpu --workdir runs/demo
+  # COCO 2017 (cfg.dataset paths, or --ann_file/--image_dir) from the ImageNet backbone
+  yolact-jax train --config yolact_base --workdir runs/base --data coco \\
+      --imagenet weights/resnet101_reducedfc.pth
+  # a TFDS dataset prepared with scripts/prepare_tfds.py
+  yolact-jax train --config yolact_resnet50 --data tfds:data/tfds/coco_format_instances/coco2017/1.0.0
+
+The COCO presets start from the ImageNet backbone file their config names
+(``backbone.pretrained_weights``): ``--imagenet`` (the file or its folder), else ``weights/<file>``
+as the original; without it the run stops with an error unless ``--from_scratch`` asks for random
+weights (the synthetic presets train from scratch by default). Resuming needs neither.
+
+Any config field can be overridden: --config.train.lr=5e-4 (--batch_size N is train.batch_size).
+Ctrl-C or SIGTERM saves a checkpoint and exits; running the same command again resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+
+from yolact_jax.cli import common
+from yolact_jax.cli.common import UsageError
+
+DEFAULT_CONFIG = 'yolact_cpu'
+ORIGINAL_WEIGHTS_DIR = 'weights'  # where the original's train.py looks for the backbone file
+
+
+def build_parser():
+  parser = common.Parser(prog='yolact-jax train', description=__doc__)
+  parser.add_argument('--config', default=None,
+                      help=f'preset name or configs/<name>.py (default: the config.json of an '
+                           f'existing --workdir, else {DEFAULT_CONFIG})')
+  parser.add_argument('--workdir', default=None, help='run directory (default runs/<config>)')
+  parser.add_argument('--batch_size', type=int, default=None,
+                      help='images per step over all devices (train.batch_size)')
+  parser.add_argument('--data', default=None,
+                      help="'synthetic', 'coco' (cfg.dataset or --ann_file/--image_dir) or "
+                           "'tfds:<prepared dataset dir>'; default: synthetic for the synthetic "
+                           'presets, coco otherwise')
+  parser.add_argument('--data_dir', default='data/synthetic',
+                      help='where the synthetic dataset lives (generated if absent)')
+  parser.add_argument('--synthetic_train', type=int, default=600, help='synthetic train images')
+  parser.add_argument('--synthetic_val', type=int, default=60, help='synthetic val images')
+  parser.add_argument('--ann_file', default=None, help='COCO-format instances json (training)')
+  parser.add_argument('--image_dir', default=None, help='image folder (training)')
+  parser.add_argument('--steps', type=int, default=None,
+                      help='stop after this many iterations (default: the schedule max_iter)')
+  start = parser.add_argument_group('starting weights of a new run')
+  start.add_argument('--imagenet', default=None,
+                     help='ImageNet backbone .pth (resnet101_reducedfc.pth, '
+                          'resnet50-19c8e357.pth, darknet53.pth) or a folder holding the one '
+                          f'the preset names (default: {ORIGINAL_WEIGHTS_DIR}/<that file>)')
+  start.add_argument('--init_weights', default=None,
+                     help='start from these weights (.pth, Flax directory or run directory)')
+  start.add_argument('--from_scratch', action='store_true',
+                     help='train from random weights even though the preset names an ImageNet '
+                          'backbone (with frozen BatchNorm this rarely converges)')
+  parser.add_argument('--eval_every', type=int, default=0,
+                      help='validate every N steps (0: at the end only); needs a val split')
+  parser.add_argument('--no_eval', action='store_true', help='skip validation')
+  parser.add_argument('--save_every', type=int, default=500)
+  parser.add_argument('--keep', type=int, default=3, help='newest checkpoints to keep')
+  parser.add_argument('--log_every', type=int, default=10)
+  parser.add_argument('--workers', type=int, default=0, help='grain worker processes')
+  parser.add_argument('--wandb', action='store_true', help='also log to Weights & Biases')
+  parser.add_argument('--profile_steps', default=None, metavar='A:B',
+                      help='write a JAX profiler trace of steps A..B into the run directory')
+  parser.add_argument('--export_pth', default=None,
+                      help='also write the final weights as an original-layout .pth')
+  parser.add_argument('--no_progress', action='store_true')
+  from yolact_jax.parallel import add_distributed_args
+  add_distributed_args(parser)
+  return parser
+
+
+def parse_args(argv=None):
+  parser = build_parser()
+  args, overrides = common.parse_with_overrides(parser, argv)
+  if args.batch_size is not None:
+    if args.batch_size < 1:
+      parser.error(f'--batch_size must be >= 1, got {args.batch_size}')
+    overrides.insert(0, f'--config.train.batch_size={args.batch_size}')
+  if args.profile_steps is not None:
+    first, _, last = args.profile_steps.partition(':')
+    if not (first.isdigit() and last.isdigit() and int(first) < int(last)):
+      parser.error(f'--profile_steps must be A:B with A < B, got {args.profile_steps!r}')
+    args.profile_steps = (int(first), int(last))
+  return args, overrides
+
+
+def train_config(args, overrides):
+  """``--config``, else the config.json of an existing --workdir, else the default preset."""
+  if args.config is None and args.workdir and common.run_config_path(args.workdir):
+    return common.resolve_config(None, overrides, args.workdir)
+  return common.resolve_config(args.config or DEFAULT_CONFIG, overrides)
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether ``workdir`` holds a checkpoint to resume from (``checkpoints/<step>/``)."""
+  directory = pathlib.Path(workdir) / 'checkpoints'
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def imagenet_file(args, cfg, resuming: bool) -> str | None:
+  """The ImageNet backbone file a new run starts from (None: random weights, or not needed).
+
+  Raises UsageError when the preset names one and it is nowhere to be found, unless
+  --from_scratch, --init_weights or a checkpoint to resume from makes it unnecessary."""
+  expected = cfg.backbone.pretrained_weights
+  if args.imagenet:
+    common.check_weights(args.imagenet, '--imagenet')
+    if os.path.isdir(args.imagenet):
+      if not expected:
+        raise UsageError(f'--imagenet {args.imagenet} is a folder and {cfg.name} names no '
+                         'ImageNet file (backbone.pretrained_weights is empty): pass the file')
+      common.check_weights(os.path.join(args.imagenet, expected), '--imagenet')
+    return args.imagenet
+  if resuming or args.init_weights or args.from_scratch or not expected:
+    return None
+  default = os.path.join(ORIGINAL_WEIGHTS_DIR, expected)
+  if os.path.isfile(default):
+    logging.info('ImageNet backbone: %s', default)
+    return default
+  raise UsageError(f'{cfg.name} trains from the ImageNet backbone {expected} '
+                   f'(backbone.pretrained_weights), not found in {ORIGINAL_WEIGHTS_DIR}/: pass '
+                   '--imagenet PATH (the file or its folder), or --from_scratch to train from '
+                   'random weights')
+
+
+def build_sources(cfg, args):
+  """(train record source, validation source or None, validation annotation file or None)."""
+  from yolact_jax.data import coco, loader, synthetic
+  kind = args.data or ('synthetic' if cfg.dataset.name == 'synthetic shapes' else 'coco')
+  if kind == 'synthetic':
+    paths = synthetic.generate_synthetic_coco(args.data_dir, num_train=args.synthetic_train,
+                                              num_val=args.synthetic_val, seed=0)
+    train_ann, train_dir = paths['train']
+    val = paths.get('val')
+  elif kind == 'coco':
+    train_ann = args.ann_file or cfg.dataset.train_info
+    train_dir = args.image_dir or cfg.dataset.train_images
+    val = (cfg.dataset.valid_info, cfg.dataset.valid_images)
+  elif kind.startswith('tfds:'):
+    return tfds_sources(kind[len('tfds:'):])
+  else:
+    raise UsageError(f"--data must be 'synthetic', 'coco' or 'tfds:<dir>', got {kind!r}")
+  for path in (train_ann, train_dir):
+    if not os.path.exists(path):
+      raise UsageError(f'dataset path not found: {path}')
+  train_set = coco.CocoDataset(train_ann, train_dir)
+  train_source = loader.InMemoryRecordSource.from_coco(train_set)
+  val_source, val_ann = None, None
+  if val is not None and all(os.path.exists(p) for p in val):
+    val_set = coco.CocoDataset(val[0], val[1], keep='with_annotations')
+    val_source, val_ann = loader.InMemoryRecordSource.from_coco(val_set), val[0]
+  return train_source, val_source, val_ann
+
+
+def tfds_sources(directory: str):
+  from yolact_jax.data import loader
+  train = loader.open_tfds_source(directory, 'train')
+  try:
+    val_source = loader.open_tfds_source(directory, 'validation', keep='with_annotations')
+  except (KeyError, ValueError, FileNotFoundError) as e:
+    logging.warning('no validation split in %s (%s): training without validation', directory, e)
+    val_source = None
+  return train, val_source, None
+
+
+def make_eval_fn(cfg, val_source, val_ann):
+  """The validation hook: COCO box/mask mAP on the validation split."""
+  try:
+    from yolact_jax import evaluation, tracking
+  except ImportError:
+    return None
+  if val_source is None:
+    return None
+
+  def eval_fn(variables, step):
+    del step
+    return {**evaluation.evaluate_model(cfg, variables, val_source, ann_file=val_ann,
+                                        progress=False),
+            tracking.OVERLAYS: tracking.prediction_overlays(cfg, variables, val_source)}
+
+  return eval_fn
+
+
+def train_options(args, init, eval_fn):
+  """TrainOptions from the flags."""
+  from yolact_jax import trainer
+  kwargs = dict(num_steps=args.steps, log_every=args.log_every, save_every=args.save_every,
+                keep=args.keep, eval_every=args.eval_every, workers=args.workers,
+                progress=not args.no_progress, init=init, eval_fn=eval_fn)
+  return trainer.TrainOptions(**kwargs, wandb=args.wandb, profile_steps=args.profile_steps)
+
+
+def report(summary, variables, args) -> int:
+  """Prints the run's summary (process 0), writes --export_pth; the exit status."""
+  import jax
+
+  from yolact_jax.checkpoint import convert
+  if jax.process_index() != 0:
+    return 0
+  if args.export_pth:
+    convert.save_original_weights(jax.device_get(variables), args.export_pth)
+    print(f'wrote {args.export_pth}')
+  out = {k: v for k, v in summary.items() if k != 'last_eval'}
+  if summary.get('last_eval'):
+    out['last_eval'] = {k: v for k, v in summary['last_eval'].items()
+                        if isinstance(v, (int, float))}
+  print(json.dumps(out, indent=1, default=float))
+  return {'SIGINT': 130, 'SIGTERM': 143}.get(summary['stopped_by'], 0)
+
+
+@common.cli_errors
+def main(argv=None) -> int:
+  logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+  for noisy in ('absl', 'orbax', 'jax'):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+  args, overrides = parse_args(argv)
+  cfg = train_config(args, overrides)
+  workdir = args.workdir or os.path.join('runs', cfg.name)
+  common.check_weights(args.init_weights, '--init_weights')
+  imagenet = imagenet_file(args, cfg, has_checkpoint(workdir))  # before the run directory
+  from yolact_jax import parallel
+  parallel.initialize_from_args(args)
+  from yolact_jax import trainer
+  from yolact_jax.checkpoint import convert, io
+  from yolact_jax.data import categories
+  from yolact_jax.model.variables import init_variables
+  train_source, val_source, val_ann = build_sources(cfg, args)
+  cfg = categories.check_source(cfg, train_source)  # classes: the dataset's vs the config's
+
+  def init():
+    if args.init_weights:
+      return io.load_weights(args.init_weights, cfg)
+    variables = init_variables(cfg)
+    return convert.load_imagenet_backbone(imagenet, cfg, variables) if imagenet else variables
+
+  options = train_options(args, init,
+                          None if args.no_eval else make_eval_fn(cfg, val_source, val_ann))
+  summary = trainer.train(cfg, workdir, train_source, options)
+  variables = trainer.state_variables(summary.pop('state'))
+  return report(summary, variables, args)
