@@ -876,3 +876,18 @@ def test_whole_run_with_a_training_step(fake_checkout, tmp_path):
   for part in ('## Training step (batch 2', '| total |', 'Parameter update', 'against itself',
                '| train_step |'):
     assert part in text, part
+
+
+def test_ours_stablehlo_runs_the_exported_program(fake_checkout, tmp_path):
+  """--ours stablehlo: the end-to-end program from its serialized jax.export form gives the
+  same matches as the live program."""
+  out = tmp_path / 'compare.json'
+  report = cli.main(['--yolact_repo', str(fake_checkout), '--config', 'yolact_tiny',
+                     '--random_weights', '0', '--num_images', '2', '--batch_size', '2',
+                     '--warmup', '1', '--repeats', '1', '--match_iou', '0.9', '--skip_speed',
+                     '--ours', 'stablehlo', '--out', str(out)])
+  assert report['settings']['ours'] == 'stablehlo'
+  total = report['detections']['total']
+  assert total['images'] == 2 and total['num_ours'] > 0
+  assert total['matched'] == total['num_ours'] == total['num_original']
+  assert total['mask_iou_mean'] >= 0.99

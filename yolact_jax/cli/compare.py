@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 from yolact_jax.cli import common
 # Neither imports JAX or torch at module level (they start after --threads pins the process).
+from yolact_jax.compare.inference import OURS_KINDS
 from yolact_jax.compare.original import NMS_TO_ORIGINAL_FLAGS
 from yolact_jax.compare.session import run_comparison
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                  'original\'s benchmark skips 2 images)')
   p.add_argument('--repeats', type=int, default=10, help='timed batches per side')
   p.add_argument('--skip_speed', action='store_true', help='compare outputs only')
+  p.add_argument('--ours', choices=OURS_KINDS, default='live',
+                 help="our end-to-end program: 'live' (jitted) or 'stablehlo' (exported with "
+                      'jax.export, serialized and read back, as yolact_jax.serving runs it)')
   train = p.add_argument_group('training step (--train_step)')
   train.add_argument('--train_step', action='store_true',
                      help='also compare one training step (losses, parameter update) and time '

@@ -19,7 +19,6 @@ Ctrl-C or SIGTERM saves a checkpoint and exits; running the same command again r
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
