@@ -101,7 +101,15 @@ def program_model(spec: ExportSpec, variables: Any) -> Any:
 
   def served(images, image_sizes):
     outputs = program._from_images(variables, images, image_sizes)
-    return tuple(outputs[k] for k in OUTPUT_KEYS)
+    # Each output its own value: without mask re-scoring mask_scores IS scores, and one ONNX
+    # value cannot carry two output names.
+    seen: set[int] = set()
+    values = []
+    for key in OUTPUT_KEYS:
+      value = outputs[key]
+      values.append(jnp.copy(value) if id(value) in seen else value)
+      seen.add(id(value))
+    return tuple(values)
 
   hc, wc = spec.canvas
   specs = [jax.ShapeDtypeStruct((spec.batch, hc, wc, 3), jnp.uint8),
