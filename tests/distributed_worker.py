@@ -24,7 +24,8 @@ def main(argv):
   from yolact_jax.config import get_config
   from yolact_jax.data import coco, loader, synthetic
   cfg = get_config('yolact_tiny', [
-      'train.batch_size=4', 'train.freeze_bn=False', 'augment.photometric_distort=False',
+      'train.batch_size=4', 'train.freeze_bn=False', 'train.sync_batchnorm=True',
+      'augment.photometric_distort=False',
       'augment.expand=False', 'augment.random_sample_crop=False', 'augment.random_mirror=False'])
   ann_file, image_dir = synthetic.dataset_paths(data_dir, 'train')
   source = loader.InMemoryRecordSource.from_coco(coco.CocoDataset(ann_file, image_dir))
