@@ -165,26 +165,12 @@ def records_eval_set(source: Any, category_ids: Sequence[int] | None = None,
     if missing:
       raise ValueError(f'{name}: image ids {missing[:10]} are not in the ground truth')
   return EvalSet(
-      source=_Indexed(source, kept), ground_truth=gt,
+      source=_Subset(source, kept), ground_truth=gt,
       category_ids=tuple(int(c) for c in category_ids), class_names=tuple(class_names),
       image_ids=tuple(int(r['image_id']) for r in gt_records),
       image_sizes=np.array([(r['height'], r['width']) for r in gt_records],
                            np.int64).reshape(-1, 2),
       name=name if max_images is None else f'{name} (first {count})')
-
-
-class _Indexed:
-  """A source seen through a list of indices."""
-
-  def __init__(self, source: Any, indices: Sequence[int]):
-    self._source = source
-    self._indices = list(indices)
-
-  def __len__(self) -> int:
-    return len(self._indices)
-
-  def __getitem__(self, index: int) -> dict:
-    return self._source[self._indices[index]]
 
 
 def tfds_eval_set(builder_dir: str | os.PathLike, split: str = 'validation',
