@@ -64,7 +64,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                   process_id=process_id)
   if coordinator_address is not None and process_id != 0:
     _wait_for_coordinator(coordinator_address, timeout_s)
-  if jax.config.jax_platforms in (None, '', 'cpu') or 'cpu' in str(jax.config.jax_platforms):
+  if 'cpu' in (jax.config.jax_platforms or 'cpu'):  # CPU devices in use: gloo collectives
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   try:
     jax.distributed.initialize(initialization_timeout=timeout_s, **kwargs)

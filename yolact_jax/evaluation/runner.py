@@ -43,14 +43,13 @@ def gather_results(results: CocoResults) -> CocoResults:
   from jax.experimental import multihost_utils
   mine = json.dumps({'bbox': results.bbox, 'segm': results.segm,
                      'image_ids': results.image_ids, 'skipped': results.skipped}).encode()
-  size = int(np.max(multihost_utils.process_allgather(np.int64(len(mine)))))
+  lengths = np.asarray(multihost_utils.process_allgather(np.int64(len(mine)))).reshape(-1)
+  size = int(lengths.max())
   padded = np.zeros(size, np.uint8)
   padded[:len(mine)] = np.frombuffer(mine, np.uint8)
-  lengths = multihost_utils.process_allgather(np.int64(len(mine)))
   everything = multihost_utils.process_allgather(padded)
   merged = CocoResults(results.category_ids)
-  for row, length in zip(np.asarray(everything).reshape(jax.process_count(), size),
-                         np.asarray(lengths).reshape(-1)):
+  for row, length in zip(np.asarray(everything).reshape(jax.process_count(), size), lengths):
     part = json.loads(row[:int(length)].tobytes())
     merged.bbox += part['bbox']
     merged.segm += part['segm']
