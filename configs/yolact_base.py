@@ -3,9 +3,9 @@
 The original reports 29.8 mask mAP on test-dev at 33.5 fps (Titan Xp). Trains from the ImageNet
 file resnet101_reducedfc.pth.
 
-Train:     python train.py --config configs/yolact_base.py --data coco --imagenet weights/
+Train:     yolact-jax train --config configs/yolact_base.py --data coco --imagenet weights/
            (weights/ holds the ImageNet file named by backbone.pretrained_weights)
-Evaluate:  python evaluate.py --config configs/yolact_base.py --weights yolact_base_54_800000.pth
+Evaluate:  yolact-jax evaluate --config configs/yolact_base.py --weights yolact_base_54_800000.pth
 Convert:   python scripts/convert_weights.py --config yolact_base yolact_base_54_800000.pth weights/yolact_base
 Load:      yolact_jax.config.load_config('configs/yolact_base.py') (calls get_config())
 """

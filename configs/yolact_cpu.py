@@ -4,8 +4,8 @@ ResNet bottlenecks (1, 2, 2, 1) at quarter width, 128 px input, 64-channel FPN a
 the YOLACT architecture sized for a 2-core machine, trained from scratch with Adam.
 
 Demo:      python scripts/demo.py            (dataset + training + evaluation + pictures)
-Train:     python train.py --config configs/yolact_cpu.py --workdir runs/cpu
-Evaluate:  python evaluate.py --config configs/yolact_cpu.py --weights outputs/demo/run --synthetic data/synthetic
+Train:     yolact-jax train --config configs/yolact_cpu.py --workdir runs/cpu
+Evaluate:  yolact-jax evaluate --config configs/yolact_cpu.py --weights outputs/demo/run --synthetic data/synthetic
 Load:      yolact_jax.config.load_config('configs/yolact_cpu.py') (calls get_config())
 """
 

@@ -6,9 +6,9 @@ Nine anchors per location (three scales x three aspect ratios), the fast mask re
 resnet101_reducedfc.pth (the ResNet-101 file of yolact_base); every DCN starts as 0.5 x the
 ImageNet 3x3 conv (zero offsets, modulation sigmoid(0)).
 
-Train:     python train.py --config configs/yolact_plus_base.py --data coco --imagenet weights/
+Train:     yolact-jax train --config configs/yolact_plus_base.py --data coco --imagenet weights/
            (weights/ holds the ImageNet file named by backbone.pretrained_weights)
-Evaluate:  python evaluate.py --config configs/yolact_plus_base.py --weights yolact_plus_base_54_800000.pth
+Evaluate:  yolact-jax evaluate --config configs/yolact_plus_base.py --weights yolact_plus_base_54_800000.pth
 Convert:   python scripts/convert_weights.py --config yolact_plus_base yolact_plus_base_54_800000.pth weights/yolact_plus_base
 Load:      yolact_jax.config.load_config('configs/yolact_plus_base.py') (calls get_config())
 """

@@ -1,8 +1,8 @@
 """A tiny YOLACT++ (yolact_tiny with DCNv2 as conv2 of C3-C5, 9 anchors per location and a
 3-conv mask-IoU network for its 16 x 16 prototypes) for fast tests.
 
-Train:     python train.py --config configs/yolact_plus_tiny.py --workdir runs/plus_tiny --steps 20
-Evaluate:  python evaluate.py --config configs/yolact_plus_tiny.py --weights runs/plus_tiny
+Train:     yolact-jax train --config configs/yolact_plus_tiny.py --workdir runs/plus_tiny --steps 20
+Evaluate:  yolact-jax evaluate --config configs/yolact_plus_tiny.py --weights runs/plus_tiny
 Convert:   python scripts/convert_weights.py --config yolact_plus_tiny runs/plus_tiny weights/yolact_plus_tiny
 Load:      yolact_jax.config.load_config('configs/yolact_plus_tiny.py') (calls get_config())
 """

@@ -2,9 +2,9 @@
 
 Trains from the torchvision ImageNet file resnet50-19c8e357.pth.
 
-Train:     python train.py --config configs/yolact_resnet50.py --data coco --imagenet weights/
+Train:     yolact-jax train --config configs/yolact_resnet50.py --data coco --imagenet weights/
            (weights/ holds the ImageNet file named by backbone.pretrained_weights)
-Evaluate:  python evaluate.py --config configs/yolact_resnet50.py --weights yolact_resnet50_54_800000.pth
+Evaluate:  yolact-jax evaluate --config configs/yolact_resnet50.py --weights yolact_resnet50_54_800000.pth
 Convert:   python scripts/convert_weights.py --config yolact_resnet50 yolact_resnet50_54_800000.pth weights/yolact_resnet50
 Load:      yolact_jax.config.load_config('configs/yolact_resnet50.py') (calls get_config())
 """

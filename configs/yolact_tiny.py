@@ -1,7 +1,7 @@
 """A tiny YOLACT (64 px, 8-wide ResNet, 16-channel FPN) for fast tests.
 
-Train:     python train.py --config configs/yolact_tiny.py --workdir runs/tiny --steps 20
-Evaluate:  python evaluate.py --config configs/yolact_tiny.py --weights runs/tiny
+Train:     yolact-jax train --config configs/yolact_tiny.py --workdir runs/tiny --steps 20
+Evaluate:  yolact-jax evaluate --config configs/yolact_tiny.py --weights runs/tiny
 Convert:   python scripts/convert_weights.py --config yolact_tiny runs/tiny weights/yolact_tiny
 Load:      yolact_jax.config.load_config('configs/yolact_tiny.py') (calls get_config())
 """

@@ -42,8 +42,10 @@ ERROR_CASES = [
     ('train unknown preset', TRAIN + ['--config', 'yolact_bse'], ['yolact_bse', 'yolact_base']),
     ('train unknown field', TRAIN + ['--config', 'yolact_tiny', '--config.train.lrr=1'],
      ['lrr', 'Did you mean lr']),
-    ('train missing init weights', TRAIN + ['--config', 'yolact_tiny', '--init_weights', 'nope'],
-     ['weights not found', 'nope', '--init_weights']),
+    ('train missing weights', TRAIN + ['--config', 'yolact_tiny', '--weights', 'nope'],
+     ['weights not found', 'nope', '--weights']),
+    ('train missing weights, older flag', TRAIN + ['--config', 'yolact_tiny', '--init_weights',
+                                                   'nope'], ['weights not found', 'nope']),
     ('train missing imagenet file', TRAIN + ['--config', 'yolact_tiny', '--imagenet', 'r.pth'],
      ['weights not found', 'r.pth']),
     ('train no backbone', TRAIN + ['--config', 'yolact_base', '--data', 'coco'],
@@ -145,6 +147,14 @@ def test_dashed_and_older_spellings_are_hidden_aliases():
   from yolact_jax.cli import benchmark
   args = benchmark.build_parser().parse_args(['--batch-sizes', '1,8', '--image-hw=3,4'])
   assert args.batch_sizes == [1, 8] and args.image_hw == (3, 4)
+  args, _ = train.build_parser().parse_known_args(['--init_weights', 'w.pth'])
+  assert args.weights == 'w.pth' and '--init_weights' not in train.build_parser().format_help()
+
+
+def test_one_name_for_the_weights_flag():
+  from yolact_jax.cli import compare, convert, evaluate, export
+  for command in (train, evaluate, predict, export, convert, compare):
+    assert '--weights' in command.build_parser().format_help(), command.__name__
 
 
 @pytest.mark.parametrize('flags, nms', [
@@ -235,7 +245,7 @@ def test_predict_from_a_run_directory_needs_no_config(weights_dir, tmp_path, cap
 
 
 def train_args(**flags):
-  defaults = dict(imagenet=None, init_weights=None, from_scratch=False)
+  defaults = dict(imagenet=None, weights=None, from_scratch=False)
   return argparse.Namespace(**{**defaults, **flags})
 
 
@@ -247,7 +257,7 @@ def test_backbone_file_is_required_unless_asked_otherwise(tmp_path, monkeypatch)
   with pytest.raises(common.UsageError, match='resnet101_reducedfc.pth'):
     train.imagenet_file(train_args(), base, False)
   assert train.imagenet_file(train_args(from_scratch=True), base, False) is None
-  assert train.imagenet_file(train_args(init_weights='w'), base, False) is None
+  assert train.imagenet_file(train_args(weights='w'), base, False) is None
   assert train.imagenet_file(train_args(), base, True) is None  # resuming
   (tmp_path / 'weights').mkdir()
   (tmp_path / 'weights' / 'resnet101_reducedfc.pth').write_bytes(b'x')

@@ -56,8 +56,9 @@ def build_parser():
                      help='ImageNet backbone .pth (resnet101_reducedfc.pth, '
                           'resnet50-19c8e357.pth, darknet53.pth) or a folder holding the one '
                           f'the preset names (default: {ORIGINAL_WEIGHTS_DIR}/<that file>)')
-  start.add_argument('--init_weights', default=None,
+  start.add_argument('--weights', default=None,
                      help='start from these weights (.pth, Flax directory or run directory)')
+  common.add_alias(start, '--init_weights', 'weights')
   start.add_argument('--from_scratch', action='store_true',
                      help='train from random weights even though the preset names an ImageNet '
                           'backbone (with frozen BatchNorm this rarely converges)')
@@ -111,7 +112,7 @@ def imagenet_file(args, cfg, resuming: bool) -> str | None:
   """The ImageNet backbone file a new run starts from (None: random weights, or not needed).
 
   Raises UsageError when the preset names one and it is nowhere to be found, unless
-  --from_scratch, --init_weights or a checkpoint to resume from makes it unnecessary."""
+  --from_scratch, --weights or a checkpoint to resume from makes it unnecessary."""
   expected = cfg.backbone.pretrained_weights
   if args.imagenet:
     common.check_weights(args.imagenet, '--imagenet')
@@ -121,7 +122,7 @@ def imagenet_file(args, cfg, resuming: bool) -> str | None:
                          'ImageNet file (backbone.pretrained_weights is empty): pass the file')
       common.check_weights(os.path.join(args.imagenet, expected), '--imagenet')
     return args.imagenet
-  if resuming or args.init_weights or args.from_scratch or not expected:
+  if resuming or args.weights or args.from_scratch or not expected:
     return None
   default = os.path.join(ORIGINAL_WEIGHTS_DIR, expected)
   if os.path.isfile(default):
@@ -226,7 +227,7 @@ def main(argv=None) -> int:
   args, overrides = parse_args(argv)
   cfg = train_config(args, overrides)
   workdir = args.workdir or os.path.join('runs', cfg.name)
-  common.check_weights(args.init_weights, '--init_weights')
+  common.check_weights(args.weights, '--weights')
   imagenet = imagenet_file(args, cfg, has_checkpoint(workdir))  # before the run directory
   from yolact_jax import parallel
   parallel.initialize_from_args(args)
@@ -238,8 +239,8 @@ def main(argv=None) -> int:
   cfg = categories.check_source(cfg, train_source)  # classes: the dataset's vs the config's
 
   def init():
-    if args.init_weights:
-      return io.load_weights(args.init_weights, cfg)
+    if args.weights:
+      return io.load_weights(args.weights, cfg)
     variables = init_variables(cfg)
     return convert.load_imagenet_backbone(imagenet, cfg, variables) if imagenet else variables
 
