@@ -408,7 +408,9 @@ def test_deformed_randomises_a_dcn_offset_conv():
   out = weights_lib.deformed(dcn, np.random.default_rng(0))
   kernel = out['conv_offset_mask']['kernel']
   assert kernel.shape == (3, 3, 16, 27) and kernel.dtype == np.float32
-  assert kernel.std() == pytest.approx(weights_lib.DCN_OFFSET_GAIN / 12, rel=0.1)
+  # fan-in 144: std gain / 12; the first 18 channels are offsets, the last 9 modulation logits
+  assert kernel[..., :18].std() == pytest.approx(weights_lib.DCN_OFFSET_GAIN / 12, rel=0.1)
+  assert kernel[..., 18:].std() == pytest.approx(weights_lib.DCN_MODULATION_GAIN / 12, rel=0.1)
   assert out['bias'].any() and out['conv_offset_mask']['bias'].any()
   assert out['kernel'] is dcn['kernel'] and not dcn['conv_offset_mask']['kernel'].any()
 
@@ -444,6 +446,29 @@ def test_markdown_report_has_every_table():
   text = report_lib.markdown_report(report)
   assert 'YOLACT++: DCN layers per stage [0, 4, 6, 3]' in text and 'dcn_torch' in text
   assert 'mask re-scoring on, box re-scoring off' in text
+  assert 'float64' not in text
+  report['float64_yardstick'] = outputs.merge_yardstick([outputs.yardstick_diff(
+      {'loc': np.ones(2)}, {'loc': np.ones(2) + 1e-3}, {'loc': np.ones(2) + 2e-3},
+      keys=('loc',))])
+  text = report_lib.markdown_report(report)
+  assert '## Against the original in float64' in text and '| loc | 0.002 | 0.001 | 2.00 |' in text
+
+
+def test_float64_yardstick_ratios_and_verdict():
+  truth = {'loc': np.array([1.0, 2.0, 3.0, 4.0])}
+  theirs = {'loc': truth['loc'] + [1e-3, 0, -1e-3, 0]}  # max 1e-3, mean 5e-4
+  ours = {'loc': truth['loc'] + [0, 1.2e-3, 0, 0]}  # max 1.2e-3, mean 3e-4
+  d = outputs.yardstick_diff(ours, theirs, truth, keys=('loc',))['loc']
+  assert d['ratio_max'] == pytest.approx(1.2) and d['ratio_mean'] == pytest.approx(0.6)
+  assert d['within_factor']
+  worse = outputs.yardstick_diff({'loc': truth['loc'] + [0, 2e-3, 0, 0]}, theirs, truth,
+                                     keys=('loc',))['loc']
+  assert worse['ratio_max'] == pytest.approx(2.0) and not worse['within_factor']
+  merged = outputs.merge_yardstick([{'loc': d}, {'loc': worse}])['loc']
+  assert merged['ours_max'] == pytest.approx(2e-3) and merged['ours_mean'] == pytest.approx(4e-4)
+  assert merged['ratio_mean'] == pytest.approx(0.8) and not merged['within_factor']
+  exact = outputs.yardstick_diff(truth, truth, truth, keys=('loc',))['loc']
+  assert exact['ratio_max'] == 0.0 and exact['within_factor']  # both exact: no division by 0
 
 
 # ---------------------------------------------------------------------------------------------

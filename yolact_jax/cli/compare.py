@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                  'original\'s benchmark skips 2 images)')
   p.add_argument('--repeats', type=int, default=10, help='timed batches per side')
   p.add_argument('--skip_speed', action='store_true', help='compare outputs only')
+  p.add_argument('--float64_yardstick', action='store_true',
+                 help="also run the original in float64 (the true function on these weights) "
+                      "and judge both sides' float32 errors against it: ours may be at most "
+                      "1.5x the original's own (shared/reference/README.md's parity rule)")
   p.add_argument('--ours', choices=OURS_KINDS, default='live',
                  help="our end-to-end program: 'live' (jitted) or 'stablehlo' (exported with "
                       'jax.export, serialized and read back, as yolact_jax.serving runs it)')

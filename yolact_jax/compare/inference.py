@@ -12,8 +12,8 @@ from yolact_jax.compare.inputs import Batch
 from yolact_jax.compare.original import (NMS_TO_ORIGINAL_FLAGS, check_original_nms,
                                          install_output_capture, nchw_tensor, original_result,
                                          tensor_to_numpy)
-from yolact_jax.compare.outputs import (compare_detections, merge_raw_diffs, ours_result,
-                                        raw_output_diff)
+from yolact_jax.compare.outputs import (compare_detections, merge_raw_diffs, merge_yardstick,
+                                        ours_result, raw_output_diff, yardstick_diff)
 from yolact_jax.compare.timing import speed_summary, time_interleaved
 from yolact_jax.compare.weights import to_torch_state_dict
 
@@ -94,6 +94,29 @@ class OriginalInference:
       self.capture.record = False
     return results, {key: tensor_to_numpy(v) for key, v in self.capture.outputs.items()}
 
+  def raw_float64(self, k: int) -> dict[str, np.ndarray]:
+    """The head outputs of batch ``k`` from a float64 copy of the original network (the true
+    function on these weights, the yardstick of shared/reference/README.md); ``conf`` as
+    softmax probabilities, as the original's eval-mode forward hands them to Detect. Built on
+    first use; CPU."""
+    torch = self.torch
+    if not hasattr(self, 'net64'):
+      self.net64 = self.original.Yolact()  # a second copy: same weights, widened
+      self.net64.load_state_dict({k: v.detach().cpu() for k, v in self.net.state_dict().items()})
+      self.net64.eval()  # (the original's train() returns None: no chaining)
+      self.net64.double()
+      self.capture64 = install_output_capture(self.net64)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # tensors the forward creates, as the weights
+    self.capture64.record, self.capture64.bypass = True, True
+    try:
+      with torch.no_grad():
+        self.net64(self.inputs[k].cpu().double())
+    finally:
+      torch.set_default_dtype(default)
+      self.capture64.record, self.capture64.bypass = False, False
+    return {key: tensor_to_numpy(v) for key, v in self.capture64.outputs.items()}
+
 
 # What runs as "ours": the live jitted program, or the exported StableHLO artefact (serialized,
 # read back and called through jax.export, as yolact_jax.serving runs it).
@@ -166,20 +189,26 @@ def _exported_end_to_end(cfg: Any, variables: dict, batch: int, canvas_hw: tuple
 
 
 def compare_outputs(ours: OurInference, theirs: OriginalInference, batches: Sequence[Batch],
-                    match_iou: float, batch_size: int) -> tuple[dict, list[dict]]:
+                    match_iou: float, batch_size: int, float64_yardstick: bool = False
+                    ) -> tuple[dict, list[dict], dict | None]:
   """(raw output differences merged over the batches, per real image the detection comparison
-  with its ``image`` index and ``image_hw``)."""
-  raw_diffs, per_image = [], []
+  with its ``image`` index and ``image_hw``, and with ``float64_yardstick`` both sides' float32
+  errors against the original in float64, else None)."""
+  raw_diffs, per_image, yardsticks = [], [], []
   for k, (_, sizes, count) in enumerate(batches):
     their_results, their_raw = theirs.recorded(k)
-    raw_diffs.append(raw_output_diff(ours.raw(k), their_raw))
+    our_raw = ours.raw(k)
+    raw_diffs.append(raw_output_diff(our_raw, their_raw))
+    if float64_yardstick:
+      yardsticks.append(yardstick_diff(our_raw, their_raw, theirs.raw_float64(k)))
     our_results = ours.end_to_end(k)
     for i in range(count):
       entry = compare_detections(our_results[i], their_results[i], match_iou)
       entry['image'] = k * batch_size + i
       entry['image_hw'] = sizes[i].tolist()
       per_image.append(entry)
-  return merge_raw_diffs(raw_diffs), per_image
+  return (merge_raw_diffs(raw_diffs), per_image,
+          merge_yardstick(yardsticks) if float64_yardstick else None)
 
 
 def time_inference(ours: OurInference, theirs: OriginalInference, num_batches: int,

@@ -39,6 +39,54 @@ def raw_output_diff(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray],
   return report
 
 
+# The parity rule of shared/reference/README.md: against the original run in float64 (the true
+# function on these weights), our float32 error may be at most about this many times the
+# original's own float32 error (max and mean).
+YARDSTICK_FACTOR = 1.5
+YARDSTICK_KEYS = ('loc', 'conf', 'mask', 'proto')
+
+
+def yardstick_diff(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray],
+                   truth: dict[str, np.ndarray], keys: Sequence[str] = YARDSTICK_KEYS
+                   ) -> dict[str, dict[str, Any]]:
+  """Per key: our float32 error and the original's own float32 error against ``truth`` (the
+  original in float64), max and mean absolute, and their ratios."""
+  report = {}
+  for key in keys:
+    t = np.asarray(truth[key], np.float64)
+    ours_err = np.abs(np.asarray(ours[key], np.float64) - t)
+    theirs_err = np.abs(np.asarray(theirs[key], np.float64) - t)
+    entry = {'shape': list(t.shape)}
+    for stat, fn in (('max', np.max), ('mean', np.mean)):
+      o, r = float(fn(ours_err)), float(fn(theirs_err))
+      entry[f'ours_{stat}'], entry[f'original_{stat}'] = o, r
+      entry[f'ratio_{stat}'] = o / r if r > 0 else (0.0 if o == 0 else math.inf)
+    entry['within_factor'] = bool(entry['ratio_max'] <= YARDSTICK_FACTOR
+                                  and entry['ratio_mean'] <= YARDSTICK_FACTOR)
+    report[key] = entry
+  return report
+
+
+def merge_yardstick(parts: Sequence[dict[str, dict]]) -> dict[str, dict]:
+  """Per-batch :func:`yardstick_diff` reports combined (max of maxima, size-weighted means)."""
+  merged: dict[str, dict] = {}
+  for key in (parts[0] if parts else {}):
+    entries = [p[key] for p in parts]
+    sizes = [math.prod(e['shape']) for e in entries]
+    out = {'shape': entries[0]['shape'], 'batches': len(entries)}
+    for side in ('ours', 'original'):
+      out[f'{side}_max'] = max(e[f'{side}_max'] for e in entries)
+      out[f'{side}_mean'] = float(sum(e[f'{side}_mean'] * n for e, n in zip(entries, sizes))
+                                  / max(sum(sizes), 1))
+    for stat in ('max', 'mean'):
+      o, r = out[f'ours_{stat}'], out[f'original_{stat}']
+      out[f'ratio_{stat}'] = o / r if r > 0 else (0.0 if o == 0 else math.inf)
+    out['within_factor'] = bool(out['ratio_max'] <= YARDSTICK_FACTOR
+                                and out['ratio_mean'] <= YARDSTICK_FACTOR)
+    merged[key] = out
+  return merged
+
+
 def merge_raw_diffs(diffs: Sequence[dict[str, dict]]) -> dict[str, dict]:
   """Combine per-batch :func:`raw_output_diff` reports (max of maxima, size-weighted means)."""
   merged: dict[str, dict] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from yolact_jax.compare.outputs import REFERENCE_TOLERANCE
+from yolact_jax.compare.outputs import REFERENCE_TOLERANCE, YARDSTICK_FACTOR
 
 THREAD_ENV_VARS = ('OMP_WAIT_POLICY', 'OMP_NUM_THREADS', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME',
                    'MKL_NUM_THREADS', 'XLA_FLAGS')
@@ -40,6 +40,20 @@ def _outputs_section(report: dict[str, Any]) -> list[str]:
       f'{_fmt(det.get("mask_score_abs_diff_max"), ".3g")} |', '',
       'Scores are the box scores; mask scores are the mask-re-scored ones of YOLACT++ (class '
       'score x predicted mask IoU; without re-scoring they are the scores).', '']
+
+
+def _yardstick_section(yardstick: dict[str, Any]) -> list[str]:
+  lines = ['## Against the original in float64 (the true function on these weights)', '',
+           '| output | ours max | original max | ratio | ours mean | original mean | ratio | '
+           f'within {YARDSTICK_FACTOR}x |', '|---|---|---|---|---|---|---|---|']
+  for key, d in yardstick.items():
+    lines.append(f'| {key} | {d["ours_max"]:.3g} | {d["original_max"]:.3g} | '
+                 f'{d["ratio_max"]:.2f} | {d["ours_mean"]:.3g} | {d["original_mean"]:.3g} | '
+                 f'{d["ratio_mean"]:.2f} | {"yes" if d["within_factor"] else "no"} |')
+  return lines + ['', "Each side's float32 outputs against the original run in float64 on the "
+                  "same weights and inputs: ours should be no further from the true function "
+                  f"than {YARDSTICK_FACTOR}x the original's own float32 error "
+                  '(shared/reference/README.md).', '']
 
 
 def _speed_section(speed: dict[str, Any]) -> list[str]:
@@ -83,7 +97,10 @@ def markdown_report(report: dict[str, Any]) -> str:
            f'torch {report["machine"]["torch"]}, jax {report["machine"]["jax"]}; original at '
            f'{s["yolact_repo"]} (commit {s.get("original_commit")}).', '']
   lines += _plus_lines(s)
-  lines += _outputs_section(report) + _speed_section(report['speed'])
+  lines += _outputs_section(report)
+  if report.get('float64_yardstick'):
+    lines += _yardstick_section(report['float64_yardstick'])
+  lines += _speed_section(report['speed'])
   if 'train_step' in report:
     lines += [''] + train_markdown(report['train_step'])
   warning = oversubscription_warning(report['machine'])

@@ -105,13 +105,16 @@ def side_by_side(args: argparse.Namespace, cfg: Any, images: list[np.ndarray], j
     ours = OurInference(cfg, variables, net_inputs, batches, canvas_hw,
                         getattr(args, 'ours', 'live'))
     context['ours'] = ours.kind
-    raw_outputs, per_image = compare_outputs(ours, theirs, batches, args.match_iou,
-                                             args.batch_size)
+    raw_outputs, per_image, yardstick = compare_outputs(
+        ours, theirs, batches, args.match_iou, args.batch_size,
+        getattr(args, 'float64_yardstick', False))
     context['load_before_timing'] = [round(x, 2) for x in os.getloadavg()]
     speed = {} if args.skip_speed else time_inference(ours, theirs, len(batches), args.warmup,
                                                       args.repeats, args.batch_size)
     speed['ours_compile_s'] = ours.compile_s
     parts = {'raw_outputs': raw_outputs, 'per_image': per_image, 'speed': speed}
+    if yardstick is not None:
+      parts['float64_yardstick'] = yardstick
     if args.train_step:
       train_images = [images[k % len(images)] for k in range(args.train_batch_size)]
       canvas, sizes = pack_canvas(train_images, canvas_hw, args.train_batch_size)
@@ -141,6 +144,8 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
       'settings': _settings(args, context),
       'machine': _machine(threads, context['load_before_timing'], jax, torch),
       'raw_outputs': parts['raw_outputs'],
+      **({'float64_yardstick': parts['float64_yardstick']} if 'float64_yardstick' in parts
+         else {}),
       'detections': {'total': summarize_detection_comparison(parts['per_image']),
                      'per_image': parts['per_image']},
       'speed': parts['speed'],

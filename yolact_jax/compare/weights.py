@@ -41,24 +41,30 @@ def random_variables(cfg: Any, seed: int, calibration_input: np.ndarray) -> dict
 
 
 # Random YOLACT++ DCN offsets/modulation logits: their conv's output standard deviation over its
-# input's root mean square (post-BatchNorm ReLU activations have an RMS near 0.7, so offsets of
-# about 1.4 px, often several pixels, and modulations spread over (0, 1)).
-DCN_OFFSET_GAIN = 2.0
+# input's root mean square (post-BatchNorm ReLU activations have an RMS near 0.7). Offsets of about
+# 0.25 px and modulation logits of about unit spread, as the shared reference's ++ weights: with
+# offsets of a pixel or more, a stack of random DCNs is chaotic (the original then differs from
+# itself by 0.4 between memory layouts) and no comparison means anything.
+DCN_OFFSET_GAIN = 0.35
+DCN_MODULATION_GAIN = 1.4
 
 
 def deformed(dcn: dict, rng: np.random.Generator) -> dict:
   """A DCN's parameters with random offset/modulation conv and bias: the initial ones are zero
   (offsets 0, modulation 0.5, the layer half a plain conv), which would leave the deformable
-  sampling untested."""
+  sampling untested. Output channels: 2K offsets ((dy, dx) per tap), then K modulation logits."""
   offset_conv = dcn['conv_offset_mask']
   kernel = np.asarray(offset_conv['kernel'])
-  fan_in = int(np.prod(kernel.shape[:-1]))
+  fan_in, channels = int(np.prod(kernel.shape[:-1])), kernel.shape[-1]
+  taps = channels // 3
+  gain = np.where(np.arange(channels) < 2 * taps, DCN_OFFSET_GAIN, DCN_MODULATION_GAIN)
+  bias_std = np.where(np.arange(channels) < 2 * taps, 0.1, 0.5)
   return {**dcn, 'bias': rng.normal(0, 0.1, np.shape(dcn['bias'])).astype(np.float32),
           'conv_offset_mask': {
               **offset_conv,
-              'kernel': rng.normal(0, DCN_OFFSET_GAIN / np.sqrt(fan_in), kernel.shape
-                                   ).astype(np.float32),
-              'bias': rng.normal(0, 0.5, np.shape(offset_conv['bias'])).astype(np.float32)}}
+              'kernel': (rng.normal(0, 1, kernel.shape) * gain / np.sqrt(fan_in)
+                         ).astype(np.float32),
+              'bias': (rng.normal(0, 1, channels) * bias_std).astype(np.float32)}}
 
 
 def _batch_statistics(new: dict, old: dict, momentum: float) -> dict:
