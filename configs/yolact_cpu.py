@@ -1,7 +1,8 @@
 """The CPU demo model on the built-in synthetic shapes dataset (the README's main job).
 
 ResNet bottlenecks (1, 2, 2, 1) at quarter width, 128 px input, 64-channel FPN and ProtoNet:
-the YOLACT architecture sized for a 2-core machine, trained from scratch with Adam.
+the YOLACT architecture sized for a 2-core machine, trained from scratch with Adam, with anchors
+fitted to the synthetic objects (see yolact_jax.config.yolact_cpu).
 
 Demo:      python scripts/demo.py            (dataset + training + evaluation + pictures)
 Train:     yolact-jax train --config configs/yolact_cpu.py --workdir runs/cpu

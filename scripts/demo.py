@@ -1,7 +1,7 @@
 """The main job on a CPU: train YOLACT from scratch on the synthetic shapes and evaluate it.
 
   python scripts/demo.py                       # outputs/demo: checkpoint, metrics, pictures
-  python scripts/demo.py --iterations 12000 --out outputs/demo_long   # 4x longer, ~50 mask mAP
+  python scripts/demo.py --iterations 12000 --out outputs/demo_long   # the schedule 4x longer
 
 1. Generates the synthetic COCO-format dataset (train + val) in --data_dir unless it is there.
 2. Trains the ``yolact_cpu`` preset with a progress bar (resumes, or skips when finished).
@@ -36,11 +36,14 @@ def parse_args(argv=None):
   parser.add_argument('--num_val', type=int, default=100, help='synthetic val images')
   parser.add_argument('--image_side', type=int, nargs=2, default=(128, 256),
                       help='range of synthetic image sides (pixels)')
+  parser.add_argument('--any_aspect', action='store_true',
+                      help='draw the two sides of each image independently (default: square '
+                           'images, one side from --image_side)')
   parser.add_argument('--steps', type=int, default=None,
                       help='stop training after this many iterations (the schedule unchanged)')
   parser.add_argument('--iterations', type=int, default=None,
                       help='train for this many iterations with the schedule stretched to fit '
-                           '(max_iter and lr_steps scaled; e.g. 12000 for about 50 mask mAP)')
+                           '(max_iter and lr_steps scaled, e.g. 12000)')
   parser.add_argument('--workers', type=int, default=1, help='data loader processes')
   parser.add_argument('--grid_images', type=int, default=6, help='val images in the picture')
   parser.add_argument('--no_progress', action='store_true')
@@ -83,8 +86,10 @@ def plot_losses(metrics_file: pathlib.Path, out_png: pathlib.Path) -> None:
   plt.close(fig)
 
 
-def prediction_grid(cfg, variables, val_dataset, count: int, out_png: pathlib.Path) -> None:
-  """Predictions (score > 0.3, top 10) beside the ground truth for the first val images."""
+def prediction_grid(cfg, variables, val_dataset, count: int, out_png: pathlib.Path,
+                    tile: int = 256) -> None:
+  """Ground truth beside the predictions (score > 0.3, top 10) for the first val images, each
+  image scaled to a ``tile`` px square cell before drawing."""
   import cv2
   from yolact_jax import visualize
   from yolact_jax.predict import Predictor
@@ -97,11 +102,16 @@ def prediction_grid(cfg, variables, val_dataset, count: int, out_png: pathlib.Pa
     rgb = cv2.cvtColor(sample.image, cv2.COLOR_BGR2RGB)
     h, w = sample.orig_hw
     real = sample.labels >= 0
-    gt_boxes = sample.boxes[real] * np.array([w, h, w, h])
-    gt = visualize.draw_instances(rgb, gt_boxes, sample.labels[real], masks=sample.masks[real],
-                                  names=[names[c] for c in sample.labels[real]])
-    pred = visualize.draw_detections(rgb, dets, score_threshold=0.3, top_k=10)
-    panels += [gt, pred]
+    image, boxes, masks = visualize.fit_to_tile(rgb, sample.boxes[real] * np.array([w, h, w, h]),
+                                                sample.masks[real], tile)
+    panels.append(visualize.draw_instances(image, boxes, sample.labels[real], masks=masks,
+                                           names=[names[c] for c in sample.labels[real]],
+                                           box_thickness=2))
+    shown = visualize.display_detections(dets, score_threshold=0.3, top_k=10)
+    image, boxes, masks = visualize.fit_to_tile(rgb, shown.boxes, shown.masks, tile)
+    panels.append(visualize.draw_instances(image, boxes, shown.classes, masks=masks,
+                                           scores=shown.scores, names=shown.class_names,
+                                           box_thickness=2))
     titles += [f'ground truth #{sample.image_id}', f'prediction #{sample.image_id}']
   grid = visualize.make_grid(panels, columns=4, titles=titles)
   cv2.imwrite(str(out_png), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
@@ -125,7 +135,8 @@ def main(argv=None) -> int:
   print(f'[1/4] synthetic dataset in {args.data_dir}')
   paths = synthetic.generate_synthetic_coco(args.data_dir, num_train=args.num_train,
                                             num_val=args.num_val, seed=0,
-                                            side_range=tuple(args.image_side))
+                                            side_range=tuple(args.image_side),
+                                            square=not args.any_aspect)
   train_set = coco.CocoDataset(*paths['train'])
   val_ann, val_dir = paths['val']
   val_set = coco.CocoDataset(val_ann, val_dir, keep='with_annotations')

@@ -2,10 +2,12 @@
 
 import math
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from yolact_jax.anchors import level_priors, make_priors
+from yolact_jax.boxes import jaccard
 from yolact_jax.config import get_config
 from tests.reference_data import REFERENCE_DIR, require_reference
 
@@ -46,3 +48,26 @@ def test_prior_count_matches_feature_sizes(name):
   from yolact_jax.model.shapes import num_priors
   cfg = get_config(name)
   assert make_priors(cfg).shape == (num_priors(cfg), 4)
+
+
+def test_cpu_preset_anchors_cover_the_demo_objects(tmp_path):
+  """yolact_cpu's anchors fit the demo's synthetic objects: nearly every object has an anchor at
+  IoU >= 0.5 (the positive threshold), several on average (v1's scales shrunk to 128 px: 42%)."""
+  import json
+
+  from yolact_jax.data import synthetic
+  ann_file, _ = synthetic.generate_synthetic_coco(
+      tmp_path, num_train=40, num_val=0, side_range=(128, 256), square=True)['train']
+  data = json.loads(open(ann_file).read())
+  sizes = {im['id']: (im['width'], im['height']) for im in data['images']}
+  boxes = np.array([[x / sizes[a['image_id']][0], y / sizes[a['image_id']][1],
+                     (x + w) / sizes[a['image_id']][0], (y + h) / sizes[a['image_id']][1]]
+                    for a in data['annotations'] if not a['iscrowd']
+                    for x, y, w, h in [a['bbox']]])
+  priors = make_priors(get_config('yolact_cpu'))
+  corners = np.concatenate([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2],
+                           1)
+  iou = np.asarray(jaccard(jnp.asarray(boxes), jnp.asarray(corners)))
+  assert len(boxes) > 60
+  assert np.mean(iou.max(1) >= 0.5) >= 0.95
+  assert np.mean((iou >= 0.5).sum(1)) >= 4

@@ -140,7 +140,7 @@ def test_config_files_select_their_preset():
   for f in files:
     cfg = C.load_config(str(f), ['train.seed=3'])
     assert cfg.name == f.stem and cfg.train.seed == 3
-    assert 'python train.py --config configs/' in f.read_text()
+    assert 'yolact-jax train --config configs/' in f.read_text()
   with pytest.raises(FileNotFoundError, match='nope.py'):
     C.load_config('configs/nope.py')
 

@@ -123,3 +123,11 @@ def test_uncompressed_rle_roundtrip():
   assert rle['counts'][0] == 0
   decoded = mask_utils.decode(mask_utils.frPyObjects(rle, 13, 17))
   np.testing.assert_array_equal(decoded, mask)
+
+
+def test_square_images_draw_one_side_from_the_range(tmp_path):
+  ann_file, _ = _generate(tmp_path, num_train=6, num_val=0, square=True)['train']
+  with open(ann_file) as f:
+    sizes = [(im['height'], im['width']) for im in json.load(f)['images']]
+  assert all(h == w and 64 <= h <= 128 for h, w in sizes)
+  assert len(set(sizes)) > 1  # the side still varies

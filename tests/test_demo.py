@@ -28,7 +28,8 @@ def test_demo_writes_every_output_and_reruns(tmp_path):
   curve = cv2.imread(str(out / 'loss_curve.png'))
   grid = cv2.imread(str(out / 'predictions.png'))
   assert curve is not None and curve.shape[2] == 3 and curve.shape[0] > 100
-  assert grid is not None and grid.shape[0] > 64 and grid.shape[1] > 4 * 64
+  # two val images: ground truth and prediction each in an equal 256 px cell, 4 px apart
+  assert grid is not None and grid.shape[1] == 4 + 4 * (256 + 4) and grid.shape[0] > 256
   cfg = get_config('yolact_tiny', [o[len('--config.'):] for o in OVERRIDES])
   variables = io.load_weights(out / 'run', cfg)  # the checkpoint restores
   assert jax.tree_util.tree_structure(variables['params']) is not None

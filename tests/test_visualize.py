@@ -127,3 +127,17 @@ def test_make_grid_places_panels_in_cells():
     vis.make_grid([a, b], titles=['one'])
   with pytest.raises(ValueError, match='panel 0'):
     vis.make_grid([a[..., 0]])
+
+
+def test_fit_to_tile_scales_and_centres_instances():
+  image = np.zeros((50, 100, 3), np.uint8)
+  image[10:20, 30:60] = 200
+  mask = np.zeros((50, 100), np.uint8)
+  mask[10:20, 30:60] = 1
+  tiled, boxes, masks = vis.fit_to_tile(image, [[30, 10, 60, 20]], mask[None], 200)
+  # scale 2, the 100 x 200 image centred vertically: 50 px above and below
+  assert tiled.shape == (200, 200, 3) and (tiled[:50] == 255).all() and (tiled[150:] == 255).all()
+  np.testing.assert_array_equal(boxes, [[60, 70, 120, 90]])
+  assert masks.shape == (1, 200, 200)
+  np.testing.assert_array_equal(np.argwhere(masks[0])[[0, -1]], [[70, 60], [89, 119]])
+  assert (tiled[72:88, 62:118] == 200).all()  # inside the bilinear edge

@@ -157,6 +157,29 @@ def draw_detections(image: np.ndarray, detections: Any, *, channel_order: str = 
                         names=dets.class_names, channel_order=channel_order, **kwargs)
 
 
+def fit_to_tile(image: np.ndarray, boxes: Any, masks: Any, tile: int, background: int = 255
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """``image`` scaled so its longer side is ``tile`` and centred on a ``tile`` x ``tile`` canvas
+  of ``background``, with its instances moved along: boxes [n, 4] (x1 y1 x2 y2 pixels) scaled
+  and shifted, masks [n, H, W] resized by nearest neighbour. Drawing after this keeps labels
+  and lines sharp at any image size. Returns (image, boxes, masks)."""
+  image = np.asarray(image)
+  height, width = image.shape[:2]
+  scale = tile / max(height, width)
+  new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+  top, left = (tile - new_h) // 2, (tile - new_w) // 2
+  canvas = np.full((tile, tile) + image.shape[2:], background, image.dtype)
+  canvas[top:top + new_h, left:left + new_w] = cv2.resize(image, (new_w, new_h),
+                                                          interpolation=cv2.INTER_LINEAR)
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4) * scale + [left, top, left, top]
+  masks = np.asarray(masks).reshape((-1, height, width))
+  tiled = np.zeros((len(masks), tile, tile), masks.dtype)
+  for i, mask in enumerate(masks):
+    tiled[i, top:top + new_h, left:left + new_w] = cv2.resize(
+        mask, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+  return canvas, np.rint(boxes).astype(np.int64), tiled
+
+
 def make_grid(panels: Sequence[np.ndarray], columns: int | None = None,
               titles: Sequence[str] | None = None, pad: int = 4, background: int = 255,
               font_scale: float = 0.5) -> np.ndarray:

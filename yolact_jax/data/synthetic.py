@@ -59,6 +59,7 @@ class SyntheticSpec:
   """Parameters of a synthetic dataset (also stored in manifest.json).
 
   image_hw: fixed (H, W), or None to draw each side uniformly from ``side_range``.
+  square: with ``image_hw`` None, draw one side from ``side_range`` for both (square images).
   max_objects: shapes per image, drawn from 1..max_objects.
   object_scale: shape radius as a fraction of min(H, W), drawn from this range.
   crowd_fraction: fraction of images that get a crowd region.
@@ -70,6 +71,7 @@ class SyntheticSpec:
   seed: int = 0
   image_hw: tuple[int, int] | None = None
   side_range: tuple[int, int] = (256, 550)
+  square: bool = False
   max_objects: int = 6
   object_scale: tuple[float, float] = (0.12, 0.3)
   crowd_fraction: float = 0.1
@@ -168,6 +170,8 @@ def _draw_image(spec: SyntheticSpec, split: str, index: int
   rng = np.random.default_rng([spec.seed, SPLITS[split], index])
   if spec.image_hw is not None:
     height, width = spec.image_hw
+  elif spec.square:
+    height = width = int(rng.integers(spec.side_range[0], spec.side_range[1] + 1))
   else:
     height, width = (int(v) for v in rng.integers(spec.side_range[0], spec.side_range[1] + 1,
                                                   2))
