@@ -447,11 +447,16 @@ def test_markdown_report_has_every_table():
   assert 'YOLACT++: DCN layers per stage [0, 4, 6, 3]' in text and 'dcn_torch' in text
   assert 'mask re-scoring on, box re-scoring off' in text
   assert 'float64' not in text
-  report['float64_yardstick'] = outputs.merge_yardstick([outputs.yardstick_diff(
-      {'loc': np.ones(2)}, {'loc': np.ones(2) + 1e-3}, {'loc': np.ones(2) + 2e-3},
-      keys=('loc',))])
+  report['float64_yardstick'] = {
+      'raw_outputs': outputs.merge_yardstick([outputs.yardstick_diff(
+          {'loc': np.ones(2)}, {'loc': np.ones(2) + 1e-3}, {'loc': np.ones(2) + 2e-3},
+          keys=('loc',))]),
+      'detections': {'ours': report['detections']['total'],
+                     'original': {**report['detections']['total'], 'matched': 2,
+                                  'agreement': 2 / 3}}}
   text = report_lib.markdown_report(report)
   assert '## Against the original in float64' in text and '| loc | 0.002 | 0.001 | 2.00 |' in text
+  assert '| ours | 3 of 3 | 100.00% |' in text and '| original | 2 of 3 | 66.67% |' in text
 
 
 def test_float64_yardstick_ratios_and_verdict():
@@ -845,7 +850,7 @@ def test_whole_run_with_a_yolact_plus_preset(fake_checkout, tmp_path):
   anchors, the original's [box, mask] score pair, the DCN stand-in recorded."""
   report = cli.main(['--yolact-repo', str(fake_checkout), '--config', 'yolact_plus_tiny',
                      '--random-weights', '0', '--num-images', '2', '--skip-speed',
-                     '--out', str(tmp_path / 'c.json')])
+                     '--float64_yardstick', '--out', str(tmp_path / 'c.json')])
   s = report['settings']
   assert s['yolact_plus']['num_anchors'] == 9 and any(s['yolact_plus']['dcn_layers'])
   assert s['yolact_plus']['use_maskiou'] and s['yolact_plus']['rescore_mask']
@@ -856,6 +861,15 @@ def test_whole_run_with_a_yolact_plus_preset(fake_checkout, tmp_path):
   assert det['num_ours'] > 0 and det['agreement'] >= 0.95
   assert det['mask_score_abs_diff_max'] is not None
   assert 'YOLACT++: DCN layers per stage' in (tmp_path / 'c.md').read_text()
+  # the fake's float64 copy computes what its float32 one does (JAX inside, the same noise), so
+  # the original's own error is 0 and its detections agree with themselves exactly
+  yardstick = report['float64_yardstick']
+  assert set(yardstick['raw_outputs']) == set(outputs.YARDSTICK_KEYS)
+  assert yardstick['raw_outputs']['proto']['original_max'] == 0.0
+  assert yardstick['raw_outputs']['proto']['ours_max'] > 0
+  assert yardstick['detections']['original']['agreement'] == 1.0
+  assert yardstick['detections']['ours']['agreement'] >= 0.95
+  assert '## Against the original in float64' in (tmp_path / 'c.md').read_text()
 
 
 def test_whole_run_with_a_checkpoint_file(fake_checkout, tmp_path):

@@ -13,7 +13,8 @@ from yolact_jax.compare.original import (NMS_TO_ORIGINAL_FLAGS, check_original_n
                                          install_output_capture, nchw_tensor, original_result,
                                          tensor_to_numpy)
 from yolact_jax.compare.outputs import (compare_detections, merge_raw_diffs, merge_yardstick,
-                                        ours_result, raw_output_diff, yardstick_diff)
+                                        ours_result, raw_output_diff,
+                                        summarize_detection_comparison, yardstick_diff)
 from yolact_jax.compare.timing import speed_summary, time_interleaved
 from yolact_jax.compare.weights import to_torch_state_dict
 
@@ -94,11 +95,12 @@ class OriginalInference:
       self.capture.record = False
     return results, {key: tensor_to_numpy(v) for key, v in self.capture.outputs.items()}
 
-  def raw_float64(self, k: int) -> dict[str, np.ndarray]:
-    """The head outputs of batch ``k`` from a float64 copy of the original network (the true
-    function on these weights, the yardstick of shared/reference/README.md); ``conf`` as
-    softmax probabilities, as the original's eval-mode forward hands them to Detect. Built on
-    first use; CPU."""
+  def float64(self, k: int) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """:meth:`recorded` of batch ``k`` from a float64 copy of the original network, Detect and
+    postprocess (the true function on these weights, the yardstick of
+    shared/reference/README.md): per image results and the head outputs (``conf`` as softmax
+    probabilities, as the original's eval-mode forward hands them to Detect). The copy is built
+    on first use; CPU."""
     torch = self.torch
     if not hasattr(self, 'net64'):
       self.net64 = self.original.Yolact()  # a second copy: same weights, widened
@@ -106,16 +108,23 @@ class OriginalInference:
       self.net64.eval()  # (the original's train() returns None: no chaining)
       self.net64.double()
       self.capture64 = install_output_capture(self.net64)
+      (self.capture64.use_fast_nms,
+       self.capture64.use_cross_class_nms) = (self.capture.use_fast_nms,
+                                              self.capture.use_cross_class_nms)
+    _, sizes, _ = self.batches[k]
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # tensors the forward creates, as the weights
-    self.capture64.record, self.capture64.bypass = True, True
+    self.capture64.record = True
     try:
       with torch.no_grad():
-        self.net64(self.inputs[k].cpu().double())
+        out = self.net64(self.inputs[k].cpu().double())
+        results = [original_result(*self.original.postprocess(out, w, h, batch_idx=i,
+                                                              score_threshold=0)[:4], h, w)
+                   for i, (h, w) in enumerate(sizes.tolist())]
     finally:
       torch.set_default_dtype(default)
-      self.capture64.record, self.capture64.bypass = False, False
-    return {key: tensor_to_numpy(v) for key, v in self.capture64.outputs.items()}
+      self.capture64.record = False
+    return results, {key: tensor_to_numpy(v) for key, v in self.capture64.outputs.items()}
 
 
 # What runs as "ours": the live jitted program, or the exported StableHLO artefact (serialized,
@@ -192,23 +201,34 @@ def compare_outputs(ours: OurInference, theirs: OriginalInference, batches: Sequ
                     match_iou: float, batch_size: int, float64_yardstick: bool = False
                     ) -> tuple[dict, list[dict], dict | None]:
   """(raw output differences merged over the batches, per real image the detection comparison
-  with its ``image`` index and ``image_hw``, and with ``float64_yardstick`` both sides' float32
-  errors against the original in float64, else None)."""
+  with its ``image`` index and ``image_hw``, and with ``float64_yardstick`` both sides against
+  the original in float64: raw-output errors and detection agreement; else None)."""
   raw_diffs, per_image, yardsticks = [], [], []
+  detections64: dict[str, list[dict]] = {'ours': [], 'original': []}
   for k, (_, sizes, count) in enumerate(batches):
     their_results, their_raw = theirs.recorded(k)
     our_raw = ours.raw(k)
     raw_diffs.append(raw_output_diff(our_raw, their_raw))
-    if float64_yardstick:
-      yardsticks.append(yardstick_diff(our_raw, their_raw, theirs.raw_float64(k)))
     our_results = ours.end_to_end(k)
+    if float64_yardstick:
+      true_results, true_raw = theirs.float64(k)
+      yardsticks.append(yardstick_diff(our_raw, their_raw, true_raw))
+      for i in range(count):
+        detections64['ours'].append(compare_detections(our_results[i], true_results[i],
+                                                       match_iou))
+        detections64['original'].append(compare_detections(their_results[i], true_results[i],
+                                                           match_iou))
     for i in range(count):
       entry = compare_detections(our_results[i], their_results[i], match_iou)
       entry['image'] = k * batch_size + i
       entry['image_hw'] = sizes[i].tolist()
       per_image.append(entry)
-  return (merge_raw_diffs(raw_diffs), per_image,
-          merge_yardstick(yardsticks) if float64_yardstick else None)
+  yardstick = None
+  if float64_yardstick:
+    yardstick = {'raw_outputs': merge_yardstick(yardsticks),
+                 'detections': {side: summarize_detection_comparison(entries)
+                                for side, entries in detections64.items()}}
+  return merge_raw_diffs(raw_diffs), per_image, yardstick
 
 
 def time_inference(ours: OurInference, theirs: OriginalInference, num_batches: int,

@@ -46,10 +46,16 @@ def _yardstick_section(yardstick: dict[str, Any]) -> list[str]:
   lines = ['## Against the original in float64 (the true function on these weights)', '',
            '| output | ours max | original max | ratio | ours mean | original mean | ratio | '
            f'within {YARDSTICK_FACTOR}x |', '|---|---|---|---|---|---|---|---|']
-  for key, d in yardstick.items():
+  for key, d in yardstick['raw_outputs'].items():
     lines.append(f'| {key} | {d["ours_max"]:.3g} | {d["original_max"]:.3g} | '
                  f'{d["ratio_max"]:.2f} | {d["ours_mean"]:.3g} | {d["original_mean"]:.3g} | '
                  f'{d["ratio_mean"]:.2f} | {"yes" if d["within_factor"] else "no"} |')
+  lines += ['', '| float32 side | detections matched to float64 | agreement | mask IoU mean | '
+            'mask IoU min |', '|---|---|---|---|---|']
+  for side, det in yardstick.get('detections', {}).items():
+    lines.append(f'| {side} | {det["matched"]} of {det["num_original"]} | '
+                 f'{det["agreement"]:.2%} | {_fmt(det["mask_iou_mean"])} | '
+                 f'{_fmt(det["mask_iou_min"])} |')
   return lines + ['', "Each side's float32 outputs against the original run in float64 on the "
                   "same weights and inputs: ours should be no further from the true function "
                   f"than {YARDSTICK_FACTOR}x the original's own float32 error "
