@@ -930,3 +930,19 @@ def test_ours_stablehlo_runs_the_exported_program(fake_checkout, tmp_path):
   assert total['images'] == 2 and total['num_ours'] > 0
   assert total['matched'] == total['num_ours'] == total['num_original']
   assert total['mask_iou_mean'] >= 0.99
+
+
+def test_ours_onnx_runs_the_converted_program(fake_checkout, tmp_path):
+  """--ours onnx: the end-to-end program converted by jax2onnx, in ONNX Runtime, gives the same
+  matches as the live program."""
+  pytest.importorskip('onnxruntime', reason='--ours onnx needs onnxruntime')
+  pytest.importorskip('jax2onnx', reason='--ours onnx converts with jax2onnx (README, Serving)')
+  report = cli.main(['--yolact_repo', str(fake_checkout), '--config', 'yolact_tiny',
+                     '--random_weights', '0', '--num_images', '2', '--batch_size', '2',
+                     '--warmup', '1', '--repeats', '1', '--ours', 'onnx',
+                     '--out', str(tmp_path / 'compare.json')])
+  assert report['settings']['ours'] == 'onnx'
+  total = report['detections']['total']
+  assert total['images'] == 2 and total['num_ours'] > 0
+  assert total['matched'] == total['num_ours'] == total['num_original']
+  assert report['speed']['ours']['end_to_end']['runs'] == 1

@@ -61,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "and judge both sides' float32 errors against it: ours may be at most "
                       "1.5x the original's own (shared/reference/README.md's parity rule)")
   p.add_argument('--ours', choices=OURS_KINDS, default='live',
-                 help="our end-to-end program: 'live' (jitted) or 'stablehlo' (exported with "
-                      'jax.export, serialized and read back, as yolact_jax.serving runs it)')
+                 help="our end-to-end program: 'live' (jitted), 'stablehlo' (exported with "
+                      'jax.export, serialized and read back, as yolact_jax.serving runs it) or '
+                      "'onnx' (converted by jax2onnx, run by ONNX Runtime; the [onnx] extra); "
+                      'the network stage and the raw outputs stay the live ones')
   train = p.add_argument_group('training step (--train_step)')
   train.add_argument('--train_step', action='store_true',
                      help='also compare one training step (losses, parameter update) and time '

@@ -127,9 +127,10 @@ class OriginalInference:
     return results, {key: tensor_to_numpy(v) for key, v in self.capture64.outputs.items()}
 
 
-# What runs as "ours": the live jitted program, or the exported StableHLO artefact (serialized,
-# read back and called through jax.export, as yolact_jax.serving runs it).
-OURS_KINDS = ('live', 'stablehlo')
+# What runs as "ours": the live jitted program, the exported StableHLO artefact (serialized,
+# read back and called through jax.export, as yolact_jax.serving runs it), or the program
+# converted to ONNX and run by ONNX Runtime (needs the [onnx] extra and jax2onnx).
+OURS_KINDS = ('live', 'stablehlo', 'onnx')
 
 
 class OurInference:
@@ -155,7 +156,8 @@ class OurInference:
       self.e2e = self.program.from_network_input.lower(
           self.variables, self.inputs[0], batches[0][1], canvas_hw=canvas_hw).compile()
     else:
-      self.e2e = _exported_end_to_end(cfg, variables, len(batches[0][1]), canvas_hw)
+      make = _exported_end_to_end if kind == 'stablehlo' else _onnx_end_to_end
+      self.e2e = make(cfg, variables, len(batches[0][1]), canvas_hw)
       jax.block_until_ready(self.e2e(self.variables, self.inputs[0], batches[0][1]))
     self.net = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(
         self.variables, self.inputs[0]).compile()
@@ -195,6 +197,33 @@ def _exported_end_to_end(cfg: Any, variables: dict, batch: int, canvas_hw: tuple
   weights = [jax.device_put(leaf) for leaf in leaves]
   call = jax.jit(restored.call)
   return lambda variables, net_input, sizes: call(weights, net_input, sizes)
+
+
+def _onnx_end_to_end(cfg: Any, variables: dict, batch: int, canvas_hw: tuple[int, int]):
+  """The end-to-end program converted to ONNX (network input entry) in an ONNX Runtime CPU
+  session with as many intra-op threads as JAX has CPUs here, as
+  ``(variables, net_input, sizes) -> outputs`` (numpy)."""
+  import jax
+  import onnxruntime as ort
+  from yolact_jax.predict import OUTPUT_KEYS
+  from yolact_jax.serving import artefact as af
+  from yolact_jax.serving.export import make_spec
+  from yolact_jax.serving.onnx_export import program_model
+  spec = make_spec(cfg, canvas_hw=canvas_hw, batch=batch, static_batch=True)
+  model = program_model(spec, jax.device_get(variables), entry='network_input')
+  options = ort.SessionOptions()
+  options.intra_op_num_threads = len(jax.devices('cpu'))
+  session = ort.InferenceSession(model.SerializeToString(), options,
+                                 providers=['CPUExecutionProvider'])
+  names = [o.name for o in session.get_outputs()]
+
+  def run(variables, net_input, sizes):
+    del variables  # the weights are the graph's initializers
+    feeds = dict(zip(af.INPUT_NAMES, (np.asarray(net_input, np.float32),
+                                      np.asarray(sizes, np.int32))))
+    outputs = dict(zip(names, session.run(None, feeds)))
+    return {key: outputs[key] for key in OUTPUT_KEYS}
+  return run
 
 
 def compare_outputs(ours: OurInference, theirs: OriginalInference, batches: Sequence[Batch],

@@ -93,14 +93,22 @@ def _to_onnx(fn: Callable, specs: list[jax.ShapeDtypeStruct], input_names: tuple
     serde.setLevel(level)
 
 
-def program_model(spec: ExportSpec, variables: Any) -> Any:
-  """The whole inference program as an ONNX ModelProto (weights as initializers)."""
+def program_model(spec: ExportSpec, variables: Any, entry: str = 'images') -> Any:
+  """The whole inference program as an ONNX ModelProto (weights as initializers). ``entry``
+  'images' takes the uint8 canvas (the served program); 'network_input' the float32 network
+  input [B, S, S, 3] after preprocessing (side-by-side comparisons on the same inputs)."""
   if spec.dtype != 'float32':
     raise ValueError(f'ONNX export is float32 only, got dtype {spec.dtype!r}')
+  if entry not in ('images', 'network_input'):
+    raise ValueError(f"entry must be 'images' or 'network_input', got {entry!r}")
   program = InferenceProgram(spec.cfg, jnp.float32)
+  hc, wc = spec.canvas
 
-  def served(images, image_sizes):
-    outputs = program._from_images(variables, images, image_sizes)
+  def served(inputs, image_sizes):
+    if entry == 'images':
+      outputs = program._from_images(variables, inputs, image_sizes)
+    else:
+      outputs = program._from_network_input(variables, inputs, image_sizes, (hc, wc))
     # Each output its own value: without mask re-scoring mask_scores IS scores, and one ONNX
     # value cannot carry two output names.
     seen: set[int] = set()
@@ -111,9 +119,10 @@ def program_model(spec: ExportSpec, variables: Any) -> Any:
       seen.add(id(value))
     return tuple(values)
 
-  hc, wc = spec.canvas
-  specs = [jax.ShapeDtypeStruct((spec.batch, hc, wc, 3), jnp.uint8),
-           jax.ShapeDtypeStruct((spec.batch, 2), jnp.int32)]
+  size = spec.cfg.max_size
+  inputs = (jax.ShapeDtypeStruct((spec.batch, hc, wc, 3), jnp.uint8) if entry == 'images' else
+            jax.ShapeDtypeStruct((spec.batch, size, size, 3), jnp.float32))
+  specs = [inputs, jax.ShapeDtypeStruct((spec.batch, 2), jnp.int32)]
   return _to_onnx(served, specs, af.INPUT_NAMES, OUTPUT_KEYS, spec.cfg.name)
 
 
