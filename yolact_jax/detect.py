@@ -81,7 +81,9 @@ def top_candidates(scores: jnp.ndarray, candidate: jnp.ndarray, top_k: int
     entries form a prefix of each row.
   """
   ranked, index = lax.top_k(jnp.where(candidate, scores, -jnp.inf), top_k)
-  valid = jnp.take_along_axis(candidate, index, axis=-1)
+  # top_k's indices are in bounds: a plain gather (the default 'fill' mode adds a bounds mask
+  # and a select on booleans, which ONNX Runtime has no kernel for)
+  valid = jnp.take_along_axis(candidate, index, axis=-1, mode='promise_in_bounds')
   return jnp.where(valid, ranked, 0), index, valid
 
 
@@ -157,7 +159,7 @@ def select_top(scores: jnp.ndarray, keep: jnp.ndarray, max_detections: int
   n = scores.shape[-1]
   d = min(max_detections, n)
   best, index = lax.top_k(jnp.where(keep, scores, -jnp.inf), d)
-  valid = jnp.take_along_axis(keep, index, axis=-1)
+  valid = jnp.take_along_axis(keep, index, axis=-1, mode='promise_in_bounds')  # (top_candidates)
   if d < max_detections:
     pad = [(0, 0), (0, max_detections - d)]
     best, index, valid = (jnp.pad(best, pad), jnp.pad(index, pad), jnp.pad(valid, pad))
