@@ -13,7 +13,9 @@ Steps (each one bounded in time; a failing step is recorded and the next one run
   3. benchmark.py: yolact_base and yolact_resnet50 at batch 1 and 8 in float32 and bfloat16
      (network, Detect, end to end, Fast NMS alone), and the train step at batch 8 in float32 and
      bfloat16 (images/s, peak device memory).
-  4. compare_pytorch.py --device cuda (inference and train step) when PyTorch with CUDA and a
+  4. the exported StableHLO program (cuda + cpu in one artefact) beside the live one on the
+     device, and its detections there against the same artefact on the CPU.
+  5. compare_pytorch.py --device cuda (inference and train step) when PyTorch with CUDA and a
      checkout of the original (--yolact-repo) are present.
 """
 
@@ -99,6 +101,15 @@ def benchmark_command(dry_run: bool, out: pathlib.Path) -> list[str]:
           '--out', str(out)]
 
 
+def exported_command(dry_run: bool, out: pathlib.Path) -> list[str]:
+  """The served (exported) program beside the live one, and its detections on the device
+  against the same artefact on the CPU (``benchmark.py --only exported``)."""
+  sizes = (['--presets', 'yolact_tiny', '--image-hw', '48,64', '--repeats', '2'] if dry_run
+           else ['--presets', 'yolact_resnet50', '--repeats', '20', '--max-seconds', '20'])
+  return [sys.executable, 'scripts/benchmark.py', '--only', 'exported', '--batch-sizes', '1',
+          '--dtypes', 'float32', '--warmup', '1', *sizes, '--out', str(out)]
+
+
 def markdown(report: dict) -> str:
   env = report['environment']
   lines = [f'# GPU check ({report["mode"]}, {report["date"]})', '',
@@ -147,6 +158,12 @@ def main(argv=None) -> int:
   steps.append(run_step('benchmark (inference, NMS, train step)',
                         benchmark_command(args.cpu_dry_run, bench_out), timeout_s=360, env=env))
 
+  exported_out = out_dir / f'gpu_check_{tag}_exported.json'
+  steps.append(run_step('exported program (StableHLO) on the device vs the CPU',
+                        exported_command(args.cpu_dry_run, exported_out), timeout_s=150,
+                        env=dict(env, JAX_PLATFORMS=f'{platform},cpu' if platform != 'cpu'
+                                 else 'cpu')))
+
   if args.yolact_repo and info.get('torch_cuda') and not args.cpu_dry_run:
     steps.append(run_step('compare_pytorch --device cuda', [
         sys.executable, 'scripts/compare_pytorch.py', '--yolact-repo', args.yolact_repo,
@@ -164,6 +181,9 @@ def main(argv=None) -> int:
   bench_md = bench_out.with_suffix('.md')
   if bench_md.exists():
     report['benchmark_markdown'] = bench_md.read_text()
+  if exported_out.with_suffix('.md').exists():
+    report['benchmark_markdown'] = (report.get('benchmark_markdown', '') + '\n'
+                                    + exported_out.with_suffix('.md').read_text())
   bench_json = bench_out.with_suffix('.json')
   if bench_json.exists():
     report['benchmark'] = json.loads(bench_json.read_text())

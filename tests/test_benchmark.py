@@ -325,3 +325,21 @@ def test_dcn_case_shares_and_report(monkeypatch):
   assert '| yolact_tiny | failed: ValueError' in text and '| 5.0 |' in text
   with pytest.raises(ValueError, match='no DCN'):
     dcn.dcn_case('yolact_tiny', 'float32', 1, 0, opts, lambda msg: None)
+
+
+def test_exported_section_times_both_and_matches_the_live_program(tmp_path):
+  """--only exported on the CPU: the served StableHLO program gives the live detections, and
+  both are timed; the markdown has the section's table."""
+  out = tmp_path / 'exported.json'
+  results = cli.main(['--only', 'exported', '--presets', 'yolact_tiny', '--batch-sizes', '2',
+                      '--dtypes', 'float32,bfloat16', '--repeats', '2', '--warmup', '1',
+                      '--image-hw', '48,64', '--quiet', '--out', str(out)])
+  (case,) = results['exported']  # bfloat16 cases are skipped: the artefact is float32 here
+  assert case['platform'] == 'cpu' and case['artefact_platforms'] == ['cpu']
+  for side in ('live', 'exported'):
+    assert positive_finite(case[side]['median_ms']) and case[side]['runs'] == 2
+  a = case['agreement']
+  assert a['images'] == 2 and a['num_original'] > 0 and a['matched'] == a['num_original']
+  assert a['mask_iou_mean'] == 1.0 and case['reference'] == 'the live program'
+  text = out.with_suffix('.md').read_text()
+  assert '## Exported program (StableHLO)' in text and '| yolact_tiny | 2 | 48x64 | cpu |' in text

@@ -20,7 +20,12 @@ def test_cpu_dry_run_writes_its_report(tmp_path):
   steps = {s['name']: s for s in report['steps']}
   assert steps['parity tests (float32, highest precision)']['ok']
   assert steps['benchmark (inference, NMS, train step)']['ok']
+  assert steps['exported program (StableHLO) on the device vs the CPU']['ok']
   assert steps['compare_pytorch --device cuda']['skipped'] == 'dry run'
+  exported = json.loads((tmp_path / 'gpu_check_cpu_dry_run_exported.json').read_text())
+  (case,) = exported['exported']
+  assert case['agreement']['matched'] == case['agreement']['num_original'] > 0
+  assert '## Exported program (StableHLO)' in (tmp_path / 'gpu_check_cpu_dry_run.md').read_text()
   bench = report['benchmark']
   assert bench['inference'] and bench['nms'], sorted(bench)
   assert {row['dtype'] for row in bench['train']} == {'float32', 'bfloat16'}

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import jax.numpy as jnp
 
-SECTIONS = ('inference', 'nms', 'train', 'flops', 'convgrad', 'dcn')
+SECTIONS = ('inference', 'nms', 'train', 'flops', 'convgrad', 'dcn', 'exported')
 DEFAULT_SECTIONS = ('inference', 'nms', 'train', 'flops')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 

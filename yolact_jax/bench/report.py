@@ -222,9 +222,29 @@ def _dcn_table(cases: list[dict]) -> list[str]:
   return lines + ['']
 
 
+def _exported_table(cases: list[dict]) -> list[str]:
+  lines = ['## Exported program (StableHLO)', '',
+           'uint8 images in, detections out, on the default device: the live Predictor and the '
+           'program exported with jax.export, serialized and loaded by yolact_jax.serving; then '
+           'the artefact\'s detections matched (class + box IoU >= 0.9) against a reference.', '',
+           '| preset | batch | images | platform | live ms | exported ms | reference | matched | '
+           'mask IoU mean |', '|---|---|---|---|---|---|---|---|---|']
+  for case in cases:
+    if 'error' in case:
+      lines.append(_failed_row(case['preset'], case['batch'], error=case['error']))
+      continue
+    a = case['agreement']
+    iou = '-' if a['mask_iou_mean'] is None else f'{a["mask_iou_mean"]:.4f}'
+    lines.append(f'| {case["preset"]} | {case["batch"]} | {"x".join(map(str, case["image_hw"]))} '
+                 f'| {case["platform"]} | {_ms(case["live"])} | {_ms(case["exported"])} | '
+                 f'{case["reference"]} | {a["matched"]} of {a["num_original"]} | {iou} |')
+  return lines + ['']
+
+
 # (results key, table of that section), in the report's order.
 SECTION_TABLES = (('inference', _inference_table), ('nms', _nms_table), ('train', _train_table),
-                  ('convgrad', _convgrad_table), ('dcn', _dcn_table), ('flops', _flops_section))
+                  ('convgrad', _convgrad_table), ('dcn', _dcn_table),
+                  ('exported', _exported_table), ('flops', _flops_section))
 
 
 def markdown_report(results: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from yolact_jax.config import NMS_KINDS
-from yolact_jax.bench import convgrad, dcn, flops, inference, nms, train
+from yolact_jax.bench import convgrad, dcn, exported, flops, inference, nms, train
 from yolact_jax.bench.device import PROJECT_ROOT, machine_info, machine_slug
 from yolact_jax.bench.grid import SECTIONS, Case, csv_list, resolve_cases
 from yolact_jax.bench.inputs import default_reference_dir
@@ -66,6 +66,8 @@ def run_sections(args: argparse.Namespace, sections: Sequence[str], machine: dic
   if 'dcn' in sections:
     results['dcn'] = dcn.run_dcn(args.dcn_presets, args.dcn_dtype, args.dcn_batch,
                                  args.dcn_train_batch, opts, log, results)
+  if 'exported' in sections:
+    results['exported'] = exported.run_exported(inference_cases, args.image_hw, opts, log)
   if 'flops' in sections:
     results['flops'] = flops.run_flops(results, machine, inference_cases, args.peak_tflops,
                                        probe, opts, log)

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
   p = common.Parser(prog='yolact-jax benchmark', description=__doc__.split('\n\n')[0])
   p.add_argument('--only', default=','.join(DEFAULT_SECTIONS),
                  help=f'comma-separated sections to run, of {",".join(SECTIONS)} (default: all '
-                      'but convgrad and dcn)')
+                      'but convgrad, dcn and exported)')
   p.add_argument('--convgrad_batch', type=int, default=2,
                  help='batch of the convgrad section (the CPU train-step batch)')
   p.add_argument('--grid', choices=('auto', 'cpu', 'full'), default='auto',
