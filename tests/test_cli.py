@@ -36,6 +36,18 @@ PREDICT = TOOL + ['predict']
 COORDINATOR = ['--coordinator_address', '127.0.0.1:9', '--num_processes', '2', '--process_id',
                '1', '--distributed_timeout', '1']
 
+
+def _free_port() -> int:
+  import socket
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+# process 0 of 2 whose partner never starts: JAX would abort with a C++ stack trace
+ALONE = ['--coordinator_address', f'127.0.0.1:{_free_port()}', '--num_processes', '2',
+         '--process_id', '0', '--distributed_timeout', '2']
+
 # (id, command line run in a folder holding weights.pth (garbage), bad.json (not JSON),
 #  empty/ (no images), runlike/ (a weights dir without config.json); words the error names)
 ERROR_CASES = [
@@ -55,6 +67,8 @@ ERROR_CASES = [
      ['bad.json', 'invalid JSON']),
     ('train coordinator', TRAIN + ['--config', 'yolact_tiny'] + COORDINATOR,
      ['127.0.0.1:9']),
+    ('train missing processes', TRAIN + ['--config', 'yolact_tiny'] + ALONE,
+     ['not all 2 processes joined', 'within 2 s', 'process 0']),
     ('evaluate unknown preset', EVALUATE + ['--config', 'nope', '--weights', 'weights.pth'],
      ["Unknown preset 'nope'"]),
     ('evaluate unknown field', EVALUATE + ['--config', 'yolact_tiny', '--weights', 'weights.pth',

@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+import threading
 import time
 from typing import Any
 
@@ -66,13 +68,16 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     _wait_for_coordinator(coordinator_address, timeout_s)
   if 'cpu' in (jax.config.jax_platforms or 'cpu'):  # CPU devices in use: gloo collectives
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  where = coordinator_address or 'the auto-detected coordinator'
+  watchdog = _exit_unless_joined(where, num_processes, process_id, timeout_s)
   try:
-    jax.distributed.initialize(initialization_timeout=timeout_s, **kwargs)
+    jax.distributed.initialize(initialization_timeout=timeout_s + JAX_GRACE_S, **kwargs)
   except Exception as e:  # jax raises several types (XlaRuntimeError, ValueError, ...)
-    where = coordinator_address or 'the auto-detected coordinator'
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise DistributedError(f'could not join the processes through {where} within '
                            f'{timeout_s} s ({type(e).__name__}: {first})') from e
+  finally:
+    watchdog.cancel()
   log.info('process %d of %d, %d local / %d global devices', jax.process_index(),
            jax.process_count(), jax.local_device_count(), jax.device_count())
 
@@ -94,6 +99,34 @@ def initialize_from_args(args: Any) -> None:
   """:func:`initialize` with the flags of :func:`add_distributed_args`."""
   initialize(args.coordinator_address, args.num_processes, args.process_id,
              args.distributed_timeout)
+
+
+# JAX's own wait outlasts ours by this much, so that the watchdog speaks first.
+JAX_GRACE_S = 30
+
+
+def _exit_unless_joined(where: str, num_processes: int | None, process_id: int | None,
+                        timeout_s: float) -> threading.Timer:
+  """A started timer that ends the process with one line on stderr (exit status 1) unless
+  cancelled within ``timeout_s``.
+
+  When not every process joins in time (a process not started, a wrong --num_processes), JAX
+  aborts the whole process with a fatal error and a C++ stack trace, which no Python code can
+  catch; it is given ``JAX_GRACE_S`` more, and this timer ends the process first. Nothing has
+  been computed or written at that point (initialisation comes before the run directory)."""
+  count = f'all {num_processes}' if num_processes else 'all the'
+  me = f' (this is process {process_id})' if process_id is not None else ''
+
+  def give_up() -> None:
+    print(f'error: not {count} processes joined through {where} within {timeout_s} s{me}; '
+          'start every process with the same --coordinator_address and --num_processes, or '
+          'raise --distributed_timeout', file=sys.stderr, flush=True)
+    os._exit(1)
+
+  timer = threading.Timer(timeout_s, give_up)
+  timer.daemon = True
+  timer.start()
+  return timer
 
 
 def _wait_for_coordinator(address: str, timeout_s: float) -> None:
