@@ -56,15 +56,21 @@ def yardstick_diff(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray],
     t = np.asarray(truth[key], np.float64)
     ours_err = np.abs(np.asarray(ours[key], np.float64) - t)
     theirs_err = np.abs(np.asarray(theirs[key], np.float64) - t)
-    entry = {'shape': list(t.shape)}
-    for stat, fn in (('max', np.max), ('mean', np.mean)):
-      o, r = float(fn(ours_err)), float(fn(theirs_err))
-      entry[f'ours_{stat}'], entry[f'original_{stat}'] = o, r
-      entry[f'ratio_{stat}'] = o / r if r > 0 else (0.0 if o == 0 else math.inf)
-    entry['within_factor'] = bool(entry['ratio_max'] <= YARDSTICK_FACTOR
-                                  and entry['ratio_mean'] <= YARDSTICK_FACTOR)
-    report[key] = entry
+    report[key] = _judged({'shape': list(t.shape),
+                           'ours_max': float(ours_err.max()), 'ours_mean': float(ours_err.mean()),
+                           'original_max': float(theirs_err.max()),
+                           'original_mean': float(theirs_err.mean())})
   return report
+
+
+def _judged(entry: dict[str, Any]) -> dict[str, Any]:
+  """``entry`` with ours / original ratios of the max and mean errors and the verdict."""
+  for stat in ('max', 'mean'):
+    o, r = entry[f'ours_{stat}'], entry[f'original_{stat}']
+    entry[f'ratio_{stat}'] = o / r if r > 0 else (0.0 if o == 0 else math.inf)
+  entry['within_factor'] = bool(entry['ratio_max'] <= YARDSTICK_FACTOR
+                                and entry['ratio_mean'] <= YARDSTICK_FACTOR)
+  return entry
 
 
 def merge_yardstick(parts: Sequence[dict[str, dict]]) -> dict[str, dict]:
@@ -78,12 +84,7 @@ def merge_yardstick(parts: Sequence[dict[str, dict]]) -> dict[str, dict]:
       out[f'{side}_max'] = max(e[f'{side}_max'] for e in entries)
       out[f'{side}_mean'] = float(sum(e[f'{side}_mean'] * n for e, n in zip(entries, sizes))
                                   / max(sum(sizes), 1))
-    for stat in ('max', 'mean'):
-      o, r = out[f'ours_{stat}'], out[f'original_{stat}']
-      out[f'ratio_{stat}'] = o / r if r > 0 else (0.0 if o == 0 else math.inf)
-    out['within_factor'] = bool(out['ratio_max'] <= YARDSTICK_FACTOR
-                                and out['ratio_mean'] <= YARDSTICK_FACTOR)
-    merged[key] = out
+    merged[key] = _judged(out)
   return merged
 
 
