@@ -99,6 +99,13 @@ def resolve_config(config: str | None, overrides: Sequence[str], weights: Any = 
     raise ConfigError(f'{saved}: {e}') from None
 
 
+def config_for_weights(args: argparse.Namespace, overrides: Sequence[str]):
+  """A command's weights checked (:func:`check_weights`), then its config resolved
+  (:func:`resolve_config`, the run directory's saved config when there is no --config)."""
+  check_weights(args.weights)
+  return resolve_config(args.config, overrides, args.weights)
+
+
 def check_weights(path: str | os.PathLike | None, flag: str = '--weights') -> None:
   """A clear error for weights that are missing or unreadable, before anything is built."""
   if path is None:

@@ -55,8 +55,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
   common.quiet_tensorflow()
   args, overrides = parse_args(argv)
-  common.check_weights(args.weights)
-  cfg = common.resolve_config(args.config, overrides, args.weights)
+  cfg = common.config_for_weights(args, overrides)
   from yolact_jax.serving import export as ex
   spec = ex.make_spec(cfg, nms=args.nms, dtype=args.dtype,
                       canvas_hw=tuple(args.canvas) if args.canvas else None,

@@ -248,8 +248,7 @@ def run_video(args, predictor, render, coco, source: str | int, out: str) -> int
 def main(argv=None) -> int:
   common.quiet_tensorflow()
   args, overrides = parse_args(argv)
-  common.check_weights(args.weights)
-  cfg = common.resolve_config(args.config, overrides, args.weights)
+  cfg = common.config_for_weights(args, overrides)
   kind, source, out = resolve_input(args)
   paths = image_paths(args, source) if kind == 'images' else []
   nms = common.nms_choice(args)
