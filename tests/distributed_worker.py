@@ -2,7 +2,8 @@
 the parent sets XLA_FLAGS for the device count and JAX_PLATFORMS=cpu).
 
   python -m tests.distributed_worker DATA_DIR WORKDIR STEPS OUT.npz [COORDINATOR NUM_PROCESSES ID]
-  python -m tests.distributed_worker evaluate DATA_DIR OUT.json [COORDINATOR NUM_PROCESSES ID]
+  python -m tests.distributed_worker evaluate DATA_DIR OUT.json [COORDINATOR NUM_PROCESSES ID
+      [LINGER_S]]
 
 Trains ``yolact_tiny`` (batch 4, no augmentation, synced BatchNorm statistics) on the synthetic
 train split in DATA_DIR for STEPS steps in WORKDIR (resuming if it holds checkpoints), saving every
@@ -40,12 +41,16 @@ def main(argv):
 
 def evaluate(argv):
   """COCO evaluation of a seeded random yolact_tiny on the synthetic val split of DATA_DIR;
-  process 0 writes the summary's scalars (and the evaluated image ids) to OUT.json."""
+  process 0 writes the summary's scalars (and the evaluated image ids) to OUT.json, then works
+  on for LINGER_S more seconds (as COCOeval does on a large set) while the others are done:
+  JAX's shutdown barrier is bounded by 5 s here, so the processes must meet before it."""
   import json
+  import time
   data_dir, out = argv[:2]
   from yolact_jax import parallel
   if len(argv) > 2:
-    parallel.initialize(argv[2], int(argv[3]), int(argv[4]), timeout_s=60)
+    parallel.initialize(argv[2], int(argv[3]), int(argv[4]), timeout_s=60,
+                        shutdown_timeout_s=5)
   import jax
   from yolact_jax import evaluation
   from yolact_jax.config import get_config
@@ -60,6 +65,7 @@ def evaluate(argv):
     with open(out, 'w') as f:
       json.dump({'summary': scalars, 'image_ids': sorted(run.results.image_ids),
                  'num_segm': len(run.results.segm)}, f)
+    time.sleep(float(argv[5]) if len(argv) > 5 else 0)
   print('DONE', jax.process_index(), flush=True)
 
 

@@ -133,8 +133,49 @@ def predictor_devices(overrides):
           'counts': [len(x) for x in b], 'lowered': lowered}
 
 
+def resume_across_devices(argv):
+  """A run on 2 of 4 devices, uninterrupted to step 4, against the same run stopped at step 2
+  and resumed on 1 and on 4 devices: max |difference| of the parameters and BN statistics.
+  Global batch 8: the per-device BatchNorm rule freezes on 2 and 4 devices (4 and 2 images per
+  device) but not on 1, so the resumed run must keep the mode it started with."""
+  import pathlib
+  import shutil
+  from yolact_jax import trainer
+  from yolact_jax.config import get_config
+  from yolact_jax.data import coco, loader, synthetic
+  root = pathlib.Path(argv[0])
+  paths = synthetic.generate_synthetic_coco(root / 'data', num_train=12, num_val=0,
+                                            image_hw=(64, 64), seed=2)
+  source = loader.InMemoryRecordSource.from_coco(coco.CocoDataset(*paths['train']))
+  cfg = get_config('yolact_tiny', ['train.batch_size=8', 'train.lr=0.003'])
+  devices = jax.devices()
+
+  def run(workdir, steps, count):
+    summary = trainer.train(cfg, root / workdir, source, trainer.TrainOptions(
+        num_steps=steps, progress=False, log_every=1, save_every=2, devices=devices[:count]))
+    return jax.device_get((summary['state'].params, summary['state'].batch_stats))
+
+  whole = run('whole', 4, 2)
+  halfway = run('split', 2, 2)
+  shutil.copytree(root / 'split', root / 'split4')
+  result = {'devices': len(devices)}
+  for name, count in (('split', 1), ('split4', 4)):
+    resumed = run(name, 4, count)
+    result[f'max_diff_{count}'] = max(
+        float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+        for a, b in zip(jax.tree_util.tree_leaves(whole), jax.tree_util.tree_leaves(resumed)))
+    saved = json.loads((root / name / 'config.json').read_text())
+    result[f'freeze_bn_{count}'] = saved['train']['freeze_bn']
+    result[f'num_devices_{count}'] = saved['num_devices']
+  result['moved'] = max(  # what steps 3 and 4 changed: the scale a wrong batch would show at
+      float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+      for a, b in zip(jax.tree_util.tree_leaves(whole), jax.tree_util.tree_leaves(halfway)))
+  return result
+
+
 if __name__ == '__main__':
   result = {'same_params': same_params, 'per_replica': per_replica,
+            'resume_across_devices': resume_across_devices,
             'lower_for_cuda': lower_for_cuda,
             'predictor_devices': predictor_devices}[sys.argv[1]](sys.argv[2:])
   print('RESULT ' + json.dumps(result))

@@ -8,6 +8,7 @@ Multi-device runs need XLA_FLAGS set before jax starts, so they run in subproces
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,6 +50,17 @@ def test_two_devices_reach_the_parameters_of_one(overrides, frozen):
   assert r['bn_changed'] is (not frozen)
   assert r['max_diff'] <= 1e-5 * max(r['param_scale'], 1.0), r
   assert r['loss_1'] == pytest.approx(r['loss_2'], rel=1e-5)
+
+
+def test_a_run_resumes_on_one_and_on_four_devices(tmp_path):
+  """Stopped at step 2 on 2 devices and resumed on 1 and on 4: the parameters of the
+  uninterrupted 2-device run (float reordering apart), the data position and BatchNorm mode
+  kept, and each run directory says where it last ran."""
+  r = _worker(['resume_across_devices', str(tmp_path)], devices=4)
+  assert r['devices'] == 4
+  for count in (1, 4):
+    assert r[f'max_diff_{count}'] <= 1e-6 < 1e-3 * r['moved'], r
+    assert r[f'freeze_bn_{count}'] is True and r[f'num_devices_{count}'] == count, r
 
 
 def test_per_replica_batchnorm_is_two_half_batch_computations():
@@ -131,50 +143,85 @@ def four_images(tmp_path_factory):
   return root
 
 
-def test_two_processes_match_two_devices_and_resume_after_kill(four_images, tmp_path):
-  """Each process loads its own half of the global batch (grain shards by process); with four
-  images and a batch of four, every step sees the same four images however they are split.
+def _single(data_dir, workdir, steps, out, devices):
+  """The distributed worker's run as one process on ``devices`` devices."""
+  done = subprocess.run(
+      [sys.executable, '-m', 'tests.distributed_worker', str(data_dir), str(workdir), str(steps),
+       str(out)], cwd=ROOT, env=_env(devices), capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _kill_after_checkpoint(procs, checkpoints, after: int, victim: int):
+  """SIGKILL of process ``victim`` once a checkpoint newer than ``after`` is complete; the
+  survivor's exit status and stderr (it must end by itself, within a bounded wait)."""
+  deadline = time.monotonic() + 300
+  while time.monotonic() < deadline:
+    done = [int(m.parent.name) for m in checkpoints.glob('*/_CHECKPOINT_METADATA')
+            if m.parent.name.isdigit()]
+    if any(step > after for step in done):
+      break
+    assert all(p.poll() is None for p in procs), procs[0].stderr.read()[-3000:]
+    time.sleep(0.2)
+  procs[victim].send_signal(signal.SIGKILL)
+  procs[victim].wait()
+  survivor = _finish(procs[1 - victim])
+  return (*survivor, max(done))
+
+
+def _assert_one_line_naming(status, err, lost: int, checkpoints):
+  assert status == parallel.PEER_LOST_EXIT, err[-3000:]
+  for noise in ('Traceback', 'Check failure', '*** '):
+    assert noise not in err, err[-3000:]
+  last = err.strip().splitlines()[-1]
+  assert last.startswith(f'error: lost process {lost} of 2 (its connection closed'), last
+  assert 'the newest checkpoint is step ' in last and str(checkpoints) in last, last
+
+
+def test_two_processes_match_one_and_resume_on_any_topology_after_losing_one(four_images,
+                                                                             tmp_path):
+  """Each process loads its half of every global batch, so two processes train as one process
+  on two devices does; a run resumes on another topology, and after either process is killed
+  (the survivor ends within seconds, one line) the restarted processes continue exactly.
 
   The gradient all-reduce over processes (gloo) sums in another order than within one process,
-  so the two topologies agree to float rounding after a step; rounding differences then grow
-  (the hard-negative ranking can turn one into a different choice), so they are compared after
-  the first step.
+  so the two topologies agree to float rounding.
   """
-  single = subprocess.run(
-      [sys.executable, '-m', 'tests.distributed_worker', str(four_images), str(tmp_path / 'one'),
-       '1', str(tmp_path / 'one.npz')], cwd=ROOT, env=_env(2), capture_output=True, text=True,
-      timeout=600)
-  assert single.returncode == 0, single.stderr[-3000:]
+  _single(four_images, tmp_path / 'one', 1, tmp_path / 'one.npz', devices=2)
   _wait(_start_processes(four_images, tmp_path / 'two', 1, tmp_path / 'two.npz'))
   one, two = _params(tmp_path / 'one.npz'), _params(tmp_path / 'two.npz')
   assert one.keys() == two.keys()
   for key in one:  # the step moved parameters by ~1e-3; a wrong split would show at that size
     np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-5, err_msg=key)
+  # The data position is one number, the global records drawn: the same on every topology.
+  data = json.loads((tmp_path / 'two' / 'checkpoints' / '1' / 'data' / 'metadata').read_text())
+  assert data['position'] == 4
 
-  # Each process's data position is saved with the checkpoint.
-  data_item = tmp_path / 'two' / 'checkpoints' / '1' / 'data'
-  assert sorted(p.name for p in data_item.iterdir() if p.name.startswith('process_')) == [
-      'process_0-of-2.json', 'process_1-of-2.json']
+  # Resumed to step 8 by two processes, and as one process on one device.
+  shutil.copytree(tmp_path / 'two', tmp_path / 'as_one')
+  _wait(_start_processes(four_images, tmp_path / 'two', 8, tmp_path / 'eight.npz'))
+  _single(four_images, tmp_path / 'as_one', 8, tmp_path / 'as_one.npz', devices=1)
+  eight, as_one = _params(tmp_path / 'eight.npz'), _params(tmp_path / 'as_one.npz')
+  for key in eight:
+    np.testing.assert_allclose(as_one[key], eight[key], rtol=1e-3, atol=1e-4, err_msg=key)
 
-  # The same run resumed to step 4, and another killed (kill -9, both processes) after its
-  # first checkpoint and restarted to step 4: the same parameters.
-  _wait(_start_processes(four_images, tmp_path / 'two', 4, tmp_path / 'four.npz'))
-  procs = _start_processes(four_images, tmp_path / 'killed', 20, tmp_path / 'unused.npz')
-  checkpoint = tmp_path / 'killed' / 'checkpoints' / '2'
-  deadline = time.monotonic() + 300
-  while not (checkpoint / '_CHECKPOINT_METADATA').exists() and time.monotonic() < deadline:
-    assert all(p.poll() is None for p in procs), procs[0].stderr.read()[-3000:]
-    time.sleep(0.2)
-  for p in procs:
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-  _wait(_start_processes(four_images, tmp_path / 'killed', 4, tmp_path / 'resumed.npz'))
-  four, resumed = _params(tmp_path / 'four.npz'), _params(tmp_path / 'resumed.npz')
-  for key in four:
-    np.testing.assert_array_equal(resumed[key], four[key], err_msg=key)
+  # Process 1 killed: process 0 ends by itself; then process 0 killed: process 1 ends.
+  checkpoints = tmp_path / 'killed' / 'checkpoints'
+  procs = _start_processes(four_images, tmp_path / 'killed', 200, tmp_path / 'unused.npz')
+  status, err, newest = _kill_after_checkpoint(procs, checkpoints, after=0, victim=1)
+  _assert_one_line_naming(status, err, 1, checkpoints)
+  procs = _start_processes(four_images, tmp_path / 'killed', 200, tmp_path / 'unused.npz')
+  status, err, newest = _kill_after_checkpoint(procs, checkpoints, after=newest, victim=0)
+  _assert_one_line_naming(status, err, 0, checkpoints)
+  assert newest < 8, 'the run went past step 8 before the kill: nothing left to compare'
+  _wait(_start_processes(four_images, tmp_path / 'killed', 8, tmp_path / 'resumed.npz'))
+  resumed = _params(tmp_path / 'resumed.npz')
+  for key in eight:
+    np.testing.assert_array_equal(resumed[key], eight[key], err_msg=key)
 
 
 def test_evaluation_over_two_processes_gathers_every_image(tmp_path):
+  """Process 0 scores the results (COCOeval) and then lingers 10 s while process 1 is done: more
+  than JAX's shutdown barrier allows here (5 s), so both must meet first and exit cleanly."""
   synthetic.generate_synthetic_coco(tmp_path / 'data', num_train=0, num_val=5, image_hw=(64, 80),
                                     seed=4)
   command = [sys.executable, '-m', 'tests.distributed_worker', 'evaluate', str(tmp_path / 'data')]
@@ -182,15 +229,71 @@ def test_evaluation_over_two_processes_gathers_every_image(tmp_path):
                           capture_output=True, text=True, timeout=600)
   assert single.returncode == 0, single.stderr[-3000:]
   address = f'127.0.0.1:{_free_port()}'
-  _wait([subprocess.Popen([*command, str(tmp_path / 'two.json'), address, '2', str(i)], cwd=ROOT,
-                          env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-         for i in range(2)])
+  _wait([subprocess.Popen([*command, str(tmp_path / 'two.json'), address, '2', str(i), '10'],
+                          cwd=ROOT, env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) for i in range(2)])
   one = json.loads((tmp_path / 'one.json').read_text())
   two = json.loads((tmp_path / 'two.json').read_text())
   assert len(one['image_ids']) == 5 and two['image_ids'] == one['image_ids']
   assert two['num_segm'] == one['num_segm'] > 0
   for key, value in one['summary'].items():
     assert two['summary'][key] == pytest.approx(value, abs=1e-6), key
+
+
+def _watchers(modes, timeout_s):
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'tests.peer_watch_worker', str(port), str(len(modes)), str(i),
+       str(timeout_s), mode], cwd=ROOT, env=_env(1), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i, mode in enumerate(modes)]
+  for p in procs:
+    assert p.stdout.readline().strip() == 'READY', p.stderr.read()[-3000:]
+  return procs
+
+
+def _finish(p, timeout=120):
+  """The exit status and stderr of ``p`` (killed if it has not ended in ``timeout`` s)."""
+  try:
+    _, err = p.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    p.kill()
+    _, err = p.communicate()
+    return None, err
+  return p.returncode, err
+
+
+def test_a_silent_process_stops_the_others_with_one_line():
+  """Process 2 of 3 stops answering (SIGSTOP, as a hung host): after the watch's timeout
+  process 0 and, told by it, process 1 end with one line naming process 2, exit status 1."""
+  procs = _watchers(['wait'] * 3, timeout_s=3)
+  try:
+    procs[2].send_signal(signal.SIGSTOP)
+    for p in procs[:2]:
+      status, err = _finish(p)
+      assert status == parallel.PEER_LOST_EXIT, err
+      lines = err.strip().splitlines()
+      assert len(lines) == 1 and lines[0].startswith(
+          'error: lost process 2 of 3 (no sign of life for 3 s)'), err
+      assert lines[0].endswith('nothing to resume in this test'), err
+  finally:
+    procs[2].kill()
+    procs[2].wait()
+
+
+def test_the_final_barrier_waits_for_a_late_process_and_is_bounded():
+  procs = _watchers(['barrier:0', 'barrier:4'], timeout_s=2)  # 4 s late, within 3 x 2 s
+  for p in procs:
+    status, err = _finish(p)
+    assert status == 0 and err == '', err
+  procs = _watchers(['barrier:0', 'wait'], timeout_s=2)  # process 1 never comes
+  try:
+    status, err = _finish(procs[0])
+    assert status == parallel.PEER_LOST_EXIT, err
+    assert err.strip().startswith('error: processes [1] did not reach the end of the run '
+                                  'within 6 s of process 0'), err
+  finally:
+    procs[1].kill()
+    procs[1].wait()
 
 
 def test_unreachable_coordinator_is_a_clear_error():

@@ -181,6 +181,11 @@ class TrainConfig:
   compute_dtype: str = 'float32'  # COMPUTE_DTYPES: 'bfloat16' = mixed precision (params f32).
   sync_batchnorm: bool = False  # several devices: False = per-replica BN statistics (the
   # original's nn.DataParallel), True = statistics of the global batch.
+  # Divergence stop (the original skips non-finite steps for ever): the run ends with an error
+  # after this many non-finite steps in a row, or when more than this fraction of the last 100
+  # steps were non-finite; 0 turns either check off.
+  max_nonfinite_in_a_row: int = 5
+  max_nonfinite_fraction: float = 0.1
 
 
 @dataclass(frozen=True)

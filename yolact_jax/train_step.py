@@ -222,12 +222,12 @@ class Training:
     return parallel.replicate(init_train_state(self.cfg, variables, self.tx, seed), self.mesh)
 
   def abstract_state(self) -> TrainState:
-    """The state's tree of ``jax.ShapeDtypeStruct`` (with the mesh's replicated sharding), for
-    restoring a checkpoint into."""
+    """The state's tree of ``jax.ShapeDtypeStruct`` with this run's sharding (replicated over
+    the mesh, or the default device), for restoring a checkpoint into: whatever topology wrote
+    it, it is read onto these devices."""
     shapes = jax.eval_shape(lambda: init_train_state(self.cfg, init_variables(self.cfg), self.tx))
-    if self.mesh is None:
-      return shapes
-    sharding = parallel.replicated(self.mesh)
+    sharding = (parallel.replicated(self.mesh) if self.mesh is not None
+                else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
     return jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 

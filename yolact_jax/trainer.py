@@ -4,8 +4,8 @@
 
 * ``checkpoints/``: an orbax CheckpointManager (``yolact_jax.checkpoint.runs``); each step
   directory holds the whole ``TrainState`` (params, batch stats, optimiser state, step, RNG,
-  skipped-step count) and the data iterator state (grain). The last ``keep`` checkpoints are
-  kept, plus the one with the best validation mask mAP.
+  skipped-step count) and the data position (``loader.DataPosition``: records drawn so far).
+  The last ``keep`` checkpoints are kept, plus the one with the best validation mask mAP.
 * ``metrics.jsonl``: one JSON line per log interval (each loss term, lr, images/s, skipped steps)
   and per validation.
 * ``tensorboard/``: the same as TensorBoard event files, plus the validation mAP table and
@@ -16,14 +16,22 @@
   COCO default class names trains on the dataset's names (with a notice).
 * Model, optimiser and the jitted step come from ``train_step.build_training(cfg)``.
 * Resume is automatic: the newest checkpoint is restored, data position included, so a run
-  interrupted at step N and resumed reaches the same parameters as an uninterrupted one. An
-  unreadable newest checkpoint is set aside as ``<step>.unreadable`` and the newest readable
+  interrupted at step N and resumed reaches the same parameters as an uninterrupted one, on the
+  same or another number of devices or processes (the batches do not depend on the topology,
+  and a BatchNorm mode chosen by the original's per-device rule is kept from the run's start).
+  An unreadable newest checkpoint is set aside as ``<step>.unreadable`` and the newest readable
   one is used, with a warning (``checkpoint.runs.restore_newest_readable``).
-* SIGINT and SIGTERM finish the current step, save a checkpoint and return.
+* SIGINT and SIGTERM finish the current step, save a checkpoint and return; a second Ctrl-C
+  ends the process at once with one line (the unfinished save is discarded).
+* Divergence: more non-finite steps than ``train.max_nonfinite_in_a_row`` in a row, or than
+  ``train.max_nonfinite_fraction`` of the last ``NONFINITE_WINDOW`` steps, stop the run with
+  :class:`TrainingDiverged` naming the newest checkpoint saved before them (nothing is saved
+  after them). A save that fails (a full disk) is one ``CheckpointError`` line.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -31,10 +39,10 @@ import logging
 import os
 import pathlib
 import signal
+import sys
 import time
 from typing import Any, Callable, Sequence
 
-import grain.python as grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -52,6 +60,11 @@ from yolact_jax.model.shapes import feature_sizes, proto_size
 log = logging.getLogger(__name__)
 
 BATCH_KEYS = ('image', 'boxes', 'labels', 'is_crowd', 'valid', 'masks_proto', 'masks_segm')
+NONFINITE_WINDOW = 100  # steps over which train.max_nonfinite_fraction is counted
+
+
+class TrainingDiverged(RuntimeError):
+  """Too many steps had a non-finite loss or gradient (the run is stopped, nothing saved)."""
 
 
 def pipeline_options(cfg: YolactConfig) -> loader.PipelineOptions:
@@ -85,18 +98,22 @@ class TrainOptions:
 
 
 class _StopSignal:
-  """Turns SIGINT/SIGTERM into a flag checked between steps (restored on exit)."""
+  """Turns SIGINT/SIGTERM into a flag checked between steps (restored on exit). A second SIGINT
+  ends the process at once, quietly: one line (``interrupted()`` says what is left), exit 130."""
 
-  def __init__(self):
+  def __init__(self, interrupted: Callable[[], str] = lambda: ''):
     self.received: int | None = None
     self._previous: dict[int, Any] = {}
+    self._interrupted = interrupted
 
   def _handle(self, signum, frame):
     del frame
     if self.received is not None and signum == signal.SIGINT:
-      raise KeyboardInterrupt  # a second Ctrl-C stops at once
+      print(f'interrupted again: stopping now{self._interrupted()}', file=sys.stderr, flush=True)
+      os._exit(130)  # pylint: disable=protected-access  (no cleanup may block a second Ctrl-C)
     self.received = signum
-    log.warning('received %s: saving a checkpoint after this step', signal.Signals(signum).name)
+    log.warning('received %s: saving a checkpoint after this step (Ctrl-C again: stop at once)',
+                signal.Signals(signum).name)
 
   def __enter__(self):
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -109,6 +126,36 @@ class _StopSignal:
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+
+
+class _NonFiniteGuard:
+  """Counts non-finite steps (``metrics['finite']`` False) and says when the run diverged."""
+
+  def __init__(self, in_a_row: int, fraction: float):
+    self.in_a_row, self.fraction = in_a_row, fraction
+    self.window: collections.deque[tuple[int, bool]] = collections.deque(maxlen=NONFINITE_WINDOW)
+    self.streak: list[int] = []  # steps of the current run of non-finite steps
+    self.last_seen = 0
+
+  def observe(self, first_step: int, finite: Sequence[bool]) -> None:
+    """Flags of steps ``first_step, first_step + 1, ...`` (steps already seen are ignored)."""
+    for step, ok in enumerate(finite, start=first_step):
+      if step <= self.last_seen:
+        continue
+      self.last_seen = step
+      self.window.append((step, bool(ok)))
+      self.streak = [] if ok else self.streak + [step]
+
+  def verdict(self) -> tuple[str, int] | None:
+    """``(what happened, first step of it)`` once a threshold is passed, else None."""
+    if self.in_a_row and len(self.streak) >= self.in_a_row:
+      return (f'{len(self.streak)} non-finite steps in a row (steps {self.streak[0]}-'
+              f'{self.streak[-1]}; train.max_nonfinite_in_a_row={self.in_a_row})', self.streak[0])
+    bad = [step for step, ok in self.window if not ok]
+    if self.fraction and len(bad) > self.fraction * NONFINITE_WINDOW:
+      return (f'{len(bad)} of the last {len(self.window)} steps were non-finite '
+              f'(train.max_nonfinite_fraction={self.fraction:g} of {NONFINITE_WINDOW})', bad[0])
+    return None
 
 
 def state_variables(state: ts.TrainState) -> dict:
@@ -144,38 +191,49 @@ class _Run:
 
   def __init__(self, cfg: YolactConfig, workdir: pathlib.Path, train_source: Any,
                options: TrainOptions):
-    self.cfg, self.options = cfg, options
+    self.options, self.workdir, self.source = options, workdir, train_source
     devices = list(options.devices) if options.devices is not None else jax.devices()
     self.mesh = parallel.data_mesh(devices) if len(devices) > 1 else None
     self.topology = {'num_devices': len(devices), 'num_processes': jax.process_count()}
     log.info('training on %d device(s) (%s) in %d process(es); global batch %d',
              len(devices), devices[0].platform, jax.process_count(), cfg.train.batch_size)
+    self.cfg = cfg = _keep_batchnorm_mode(cfg, workdir, parallel.num_replicas(self.mesh))
     self.profiler = tracking.StepProfiler(workdir, options.profile_steps)
     self.tracker = tracking.Tracker(workdir, tensorboard=options.tensorboard,
                                     wandb=options.wandb, config=config_to_dict(cfg),
                                     name=f'{cfg.name} {workdir.name}')
     self.training = ts.build_training(cfg, mesh=self.mesh)
     self.num_steps = options.num_steps or self.training.schedule.max_iter
-    self.data_iter = iter(loader.make_train_loader(
-        train_source, parallel.local_batch_size(cfg.train.batch_size, self.mesh),
-        cfg.train.seed, pipeline_options(cfg), worker_count=options.workers,
-        shard_index=jax.process_index(), shard_count=jax.process_count()))
     self.manager = runs.checkpoint_manager(workdir / runs.CHECKPOINTS, options.keep)
     if jax.process_index() == 0:
       (workdir / 'config.json').write_text(
           json.dumps({**config_to_dict(cfg), **self.topology}, indent=1))
-    self.state = self._restore_or_init(workdir)
+    self.state, self.position = self._restore_or_init(workdir)
     self.start = int(self.state.step)
+    self.data_iter = iter(loader.make_train_loader(
+        train_source, cfg.train.batch_size, cfg.train.seed, pipeline_options(cfg),
+        worker_count=options.workers,
+        rows=parallel.local_batch_rows(cfg.train.batch_size, self.mesh),
+        start=self.position.position))
     self.metrics_log = _MetricLog(workdir / 'metrics.jsonl', self.topology)
+    self.guard = _NonFiniteGuard(cfg.train.max_nonfinite_in_a_row,
+                                 cfg.train.max_nonfinite_fraction)
     self.summary: dict[str, Any] = {'step': self.start, 'stopped_by': None,
                                     'last_metrics': None, 'last_eval': None}
+    self.saving: int | None = None  # the step being saved, while it is
+    parallel.set_failure_note(self.resume_note)
 
-  def _restore_or_init(self, workdir: pathlib.Path) -> ts.TrainState:
-    """The newest readable checkpoint's state (data position restored too), else a new one."""
+  def _data_position(self, step: int) -> loader.DataPosition:
+    """Where the data stream stands after ``step`` steps from a fresh start."""
+    return loader.DataPosition(step * self.cfg.train.batch_size, self.cfg.train.seed,
+                               len(self.source))
+
+  def _restore_or_init(self, workdir: pathlib.Path) -> tuple[ts.TrainState, loader.DataPosition]:
+    """The newest readable checkpoint's state and data position, else a new state at 0."""
     def restore(step: int) -> dict:
-      return self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(self.training.abstract_state()),
-          data=grain.PyGrainCheckpointRestore(self.data_iter)))
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(self.training.abstract_state())))
+      return {'state': restored['state'], 'position': self._restore_position(step)}
 
     step, restored = runs.restore_newest_readable(self.manager, restore,
                                                   rename=jax.process_index() == 0)
@@ -184,18 +242,81 @@ class _Run:
       self.manager.reload()
     if step is None:
       init = self.options.init
-      return self.training.init_state(init() if init is not None else None)
+      return self.training.init_state(init() if init is not None else None), \
+          self._data_position(0)
     log.info('resumed from step %d in %s', int(restored['state'].step), workdir)
-    return restored['state']
+    return restored['state'], restored['position']
+
+  def _restore_position(self, step: int) -> loader.DataPosition:
+    """The data position saved with ``step``; for a checkpoint without one (written by an
+    earlier version), the position ``step`` steps of this batch size reach, with a warning."""
+    try:
+      with runs.quiet('absl'):
+        data = self.manager.restore(step, args=ocp.args.Composite(
+            data=ocp.args.JsonRestore()))['data']
+      position = loader.DataPosition.from_json(data)
+    except (KeyError, TypeError, ValueError, FileNotFoundError) as e:
+      log.warning('checkpoint %d has no data position (%s): continuing at record %d', step,
+                  runs.first_line(e), step * self.cfg.train.batch_size)
+      return self._data_position(step)
+    expected = self._data_position(0)
+    if (position.seed, position.num_records) != (expected.seed, expected.num_records):
+      log.warning('the run drew its data with seed %d from %d records; now seed %d and %d '
+                  'records: the data order differs from the uninterrupted run', position.seed,
+                  position.num_records, expected.seed, expected.num_records)
+    return dataclasses.replace(position, seed=expected.seed, num_records=expected.num_records)
+
+  def resume_note(self) -> str:
+    """What a run that stops now leaves to resume from (for one-line failure messages)."""
+    latest = self.manager.latest_step()
+    where = self.workdir / runs.CHECKPOINTS
+    return (f'the newest checkpoint is step {latest} in {where}' if latest is not None
+            else f'no checkpoint was saved yet in {where}')
+
+  def _interrupted(self) -> str:
+    """The second Ctrl-C's line: the unfinished save discarded, what is intact."""
+    if self.saving is None:
+      return f'; {self.resume_note()}'
+    if jax.process_index() == 0:
+      runs.remove_partial_saves(self.workdir / runs.CHECKPOINTS, self.saving)
+    return f' without finishing checkpoint {self.saving}; {self.resume_note()}'
+
+  def check_finite(self, step: int) -> None:
+    """Feeds the steps not yet seen to the divergence guard; raises TrainingDiverged."""
+    if self.metrics_log.pending:
+      flags = jax.device_get([m['finite'] for m in self.metrics_log.pending])
+      self.guard.observe(step - len(flags) + 1, flags)
+    verdict = self.guard.verdict()
+    if verdict is None:
+      return
+    what, first = verdict
+    before = [s for s in self.manager.all_steps() if s < first]
+    kept = (f'the newest checkpoint before them, step {max(before)} in '
+            f'{self.workdir / runs.CHECKPOINTS}, is kept' if before
+            else 'no checkpoint precedes them')
+    raise TrainingDiverged(
+        f'training diverged at step {step}: {what}; {kept} and nothing is saved after it. '
+        'Look for degenerate boxes in the dataset warnings (or lower train.lr); 0 turns the '
+        'check off')
 
   def save(self, step: int, eval_metrics: dict | None = None) -> None:
+    self.check_finite(step)
     metrics = {'mask_map': float(eval_metrics['mask_map'])} if eval_metrics else None
     if self.manager.latest_step() == step and metrics is None:
       return
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(self.state),
-        data=grain.PyGrainCheckpointSave(self.data_iter)), metrics=metrics, force=True)
-    self.manager.wait_until_finished()
+    directory, intact = self.workdir / runs.CHECKPOINTS, self.manager.latest_step()
+    self.saving = step
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(self.state),
+          data=ocp.args.JsonSave(self.position.to_json())), metrics=metrics, force=True)
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  (orbax/TensorStore errors vary)
+      if jax.process_index() == 0:
+        runs.remove_partial_saves(directory, step)
+      raise runs.save_error(e, directory, step, intact) from e
+    finally:
+      self.saving = None
 
   def validate(self, step: int) -> dict | None:
     """Runs ``eval_fn`` on every process: evaluation is collective (each process runs its share
@@ -228,6 +349,8 @@ class _Run:
       batch = parallel.shard_batch({k: next_batch[k] for k in BATCH_KEYS}, self.mesh)
       self.profiler.before_step(step + 1)
       self.state, metrics = self.training.step(self.state, batch)
+      self.position = dataclasses.replace(
+          self.position, position=self.position.position + self.cfg.train.batch_size)
       step += 1
       self.profiler.after_step(step, metrics)
       interval_steps += 1
@@ -237,6 +360,7 @@ class _Run:
         options.on_step(step, metrics)
       if step % options.log_every == 0 or step == self.num_steps:
         jax.block_until_ready(metrics)  # time the device work, not the dispatch
+        self.check_finite(step)
         self.log_interval(step, interval_steps, time.perf_counter() - interval_start, bar)
         interval_start, interval_steps = time.perf_counter(), 0
       if options.eval_every and step % options.eval_every == 0 and step < self.num_steps:
@@ -276,13 +400,37 @@ def train(cfg: YolactConfig, workdir: str | os.PathLike, train_source: Any,
   bar = tqdm(total=run.num_steps, initial=run.start, unit='step', dynamic_ncols=True,
              desc=cfg.name, disable=not options.progress or jax.process_index() != 0)
   try:
-    with _StopSignal() as stop, contextlib.closing(bar):
+    with _StopSignal(run._interrupted) as stop, contextlib.closing(bar):
       step = run.loop(stop, bar)
       run.finish(step, stop)
+  except Exception as e:  # a lost process: one line and exit (nothing below may block on it)
+    parallel.exit_if_collective_failed(e)
+    raise
   finally:
     run.profiler.close()
     run.tracker.close()
     run.manager.close()
+    parallel.set_failure_note(None)
   run.summary.update(step=step, num_skipped=int(run.state.num_skipped), state=run.state)
   return run.summary
 
+
+def _keep_batchnorm_mode(cfg: YolactConfig, workdir: pathlib.Path, replicas: int
+                         ) -> YolactConfig:
+  """``cfg`` with ``train.freeze_bn`` decided: the value of the run's ``config.json`` when the run
+  exists and ``cfg`` leaves it to the original's per-device rule (so a run resumed on another
+  number of devices keeps its BatchNorm mode and its optimiser state's shape), else the rule's
+  answer for this topology. The run's ``config.json`` records it."""
+  decided = ts.uses_frozen_bn(cfg, replicas)
+  saved = workdir / 'config.json'
+  if cfg.train.freeze_bn is None and saved.is_file() and (workdir / runs.CHECKPOINTS).is_dir():
+    try:
+      previous = json.loads(saved.read_text())['train']['freeze_bn']
+    except (OSError, ValueError, KeyError, TypeError):
+      previous = None
+    if isinstance(previous, bool) and previous != decided:
+      log.warning('BatchNorm stays %s as when the run started (the per-device rule would '
+                  'choose otherwise on %d device(s); --config.train.freeze_bn=%s forces that)',
+                  'frozen' if previous else 'trained', replicas, decided)
+      decided = previous
+  return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, freeze_bn=decided))

@@ -36,7 +36,8 @@ def save_weights(path: str | os.PathLike, variables: dict[str, Any], cfg: Yolact
 
 def _restore_tree(directory: pathlib.Path, cfg: YolactConfig) -> dict[str, Any]:
   try:
-    return ocp.StandardCheckpointer().restore(directory, abstract_variables(cfg))
+    target = runs.host_target(abstract_variables(cfg))  # whatever devices wrote it
+    return ocp.StandardCheckpointer().restore(directory, target)
   except Exception as e:  # orbax raises several types for shape / structure mismatches
     raise convert.CheckpointError(
         f'Cannot restore {directory} as {cfg.name!r} weights: {type(e).__name__}: '

@@ -3,23 +3,32 @@ reading a run's weights back (for prediction, evaluation, export) without the tr
 
 A run directory holds ``checkpoints/<step>/`` with two items per step: ``state`` (the whole
 ``TrainState`` pytree: step, params, batch_stats, opt_state, rng, num_skipped) and ``data`` (the
-grain iterator position). The newest ``keep`` steps are kept, plus the one with the best
+data position, JSON: ``yolact_jax.data.loader.DataPosition``). The newest ``keep`` steps are kept, plus the one with the best
 validation mask mAP.
 
 Resuming reads the newest *readable* step (:func:`restore_newest_readable`): a newer step that
 cannot be read (e.g. its array files truncated after the save committed) is renamed to
 ``<step>.unreadable`` (kept on disk for inspection, invisible to the manager, so the run can
 write that step again) with a one-line warning; when no step can be read, one
-``CheckpointError`` lists them.
+``CheckpointError`` lists them. A save that fails (a full disk, a lost mount) is one
+``CheckpointError`` naming the step and the newest intact one; its temporary
+``<step>.orbax-checkpoint-tmp`` folder is removed then, and any left by a killed process when the
+manager next opens the directory.
+
+Checkpoints carry no topology: readers restore onto the devices of the reading process
+(:func:`host_target`, or the trainer's shardings), whatever number of devices or processes
+wrote them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import logging
 import os
 import pathlib
+import shutil
 from typing import Any, Callable
 
 import jax
@@ -44,11 +53,55 @@ def checkpoint_manager(directory: str | os.PathLike, keep: int) -> ocp.Checkpoin
       checkpoint_managers.BestN(get_metric_fn=lambda m: m['mask_map'], n=1,
                                 keep_checkpoints_without_metrics=False)])
   options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
-                                         enable_async_checkpointing=False)
+                                         enable_async_checkpointing=False,
+                                         cleanup_tmp_directories=True)
   return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options)
 
 
-def _first_line(error: BaseException) -> str:
+TMP_MARK = '.orbax-checkpoint-tmp'  # orbax's suffix of a step directory still being written
+
+
+def remove_partial_saves(directory: str | os.PathLike, step: int) -> None:
+  """Deletes the temporary folders an interrupted or failed save of ``step`` left behind."""
+  for path in pathlib.Path(directory).glob(f'{step}{TMP_MARK}*'):
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _os_error(error: BaseException) -> OSError | None:
+  """The OSError behind ``error`` (orbax and TensorStore wrap them), if any."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno is not None:
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def save_error(error: BaseException, directory: str | os.PathLike, step: int,
+               intact: int | None) -> 'CheckpointError':
+  """The one-line ``CheckpointError`` for a failed save of ``step`` (newest intact: ``intact``)."""
+  os_error = _os_error(error)
+  text = str(error)
+  if (os_error is not None and os_error.errno == errno.ENOSPC) or 'No space left' in text:
+    why = 'no space left on device'
+  elif os_error is not None:
+    why = os.strerror(os_error.errno).lower()
+  else:
+    why = first_line(error)
+  kept = (f'checkpoint {intact} is intact' if intact is not None
+          else 'no earlier checkpoint exists')
+  return CheckpointError(f'{why} while saving checkpoint {step} in {directory}; {kept}')
+
+
+def host_target(metadata: Any) -> Any:
+  """A restore target of host numpy arrays shaped as ``metadata`` (a checkpoint's array
+  metadata, or ``jax.ShapeDtypeStruct`` leaves): restoring into it ignores the topology that
+  wrote the checkpoint. (``np.zeros`` pages are only touched when orbax writes into them.)"""
+  return jax.tree_util.tree_map(lambda m: np.zeros(m.shape, m.dtype), metadata)
+
+
+def first_line(error: BaseException) -> str:
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   text = lines[0] if lines else ''
   text = text if len(text) <= 200 else text[:197] + '...'
@@ -56,18 +109,24 @@ def _first_line(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_asyncio():
-  """A failed restore leaves orbax's sibling read tasks failed too; asyncio would log each one
-  ('Task exception was never retrieved', a TensorStore spec apiece) when they are collected.
-  The one-line warning says it all: collect them here with that logger silenced."""
-  logger = logging.getLogger('asyncio')
-  level = logger.level
-  logger.setLevel(logging.CRITICAL)
+def quiet(*names: str, collect: bool = False):
+  """Silences the named loggers below CRITICAL for the block (``collect``: then collects garbage
+  while they are silent).
+
+  Used for orbax's advice on the read-only manager and the items a reader does not restore
+  (absl), and after a failed restore, whose sibling read tasks asyncio would log one by one
+  ('Task exception was never retrieved') when they are collected."""
+  loggers = [logging.getLogger(name) for name in names]
+  levels = [logger.level for logger in loggers]
+  for logger in loggers:
+    logger.setLevel(logging.CRITICAL)
   try:
     yield
   finally:
-    gc.collect()
-    logger.setLevel(level)
+    if collect:
+      gc.collect()
+    for logger, level in zip(loggers, levels):
+      logger.setLevel(level)
 
 
 def set_aside(directory: str | os.PathLike, step: int) -> pathlib.Path:
@@ -96,10 +155,10 @@ def restore_newest_readable(manager: ocp.CheckpointManager, restore: Callable[[i
   failed: list[tuple[int, str]] = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      with _quiet_asyncio():
+      with quiet('asyncio', collect=True):
         restored = restore(step)
     except Exception as e:  # pylint: disable=broad-except  (orbax/TensorStore errors vary)
-      failed.append((step, _first_line(e)))
+      failed.append((step, first_line(e)))
       continue
     for bad, why in failed:
       where = manager.directory / str(bad)
@@ -125,17 +184,22 @@ def load_run_variables(workdir: str | os.PathLike, cfg: YolactConfig,
                        step: int | None = None) -> dict[str, Any]:
   """Params and batch stats of a run's newest (or given) checkpoint, as numpy arrays.
 
-  The state is restored from its own stored metadata, so this works whatever optimiser the run
-  used; only the variables are checked against ``cfg``'s model.
+  The state is restored as host arrays shaped by its own stored metadata, so this works whatever
+  optimiser and whatever devices or processes the run used; only the variables are checked
+  against ``cfg``'s model.
   """
   directory = pathlib.Path(workdir) / CHECKPOINTS
-  manager = ocp.CheckpointManager(directory.absolute(),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f'no checkpoint in {directory}')
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  manager.close()
+  with quiet('absl'):
+    manager = ocp.CheckpointManager(
+        directory.absolute(), options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers={'state': ocp.StandardCheckpointHandler()})
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {directory}')
+    target = host_target(manager.item_metadata(step)['state'])
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))
+    manager.close()
   state = restored['state']
   variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
   shape = lambda x: tuple(x.shape)  # noqa: E731

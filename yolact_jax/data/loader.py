@@ -22,20 +22,22 @@ Rows are the non-crowd objects first, then the crowds, then padding. When an ima
 G rows the objects win: the first G objects are kept and crowds fill what is left (a warning names
 the image). The original's loss sees at most ``masks_to_train`` positives anyway.
 
-Determinism: the sampler gives every global position a ``np.random.Generator`` (from the seed);
-the transform draws everything from it, including substitutes. A broken sample (unreadable image)
-or one the augmentation leaves without any object is replaced by another index drawn from that
-generator (the original resamples a random index), with a warning. So every sampled position
-gives the same example whatever the worker count; how examples are grouped into batches depends
-on ``worker_count`` (grain gives each worker every n-th position and each worker batches its own),
-so the batch stream is a function of (seed, source, options, worker_count, shard), and the
-iterator state restores it exactly (grain refuses a state saved with another worker count).
+Determinism and topology: the stream is a function of (seed, source, options) and nothing else.
+Global position ``j`` (the ``j``-th record drawn since the run began) is record
+``permutation(epoch)[j % n]`` with its own ``np.random.Generator``, both from ``(seed, j)``; global
+batch ``k`` is positions ``k*B .. k*B + B - 1``, and a process loads only its ``rows`` of it. So
+the batches are the same whatever the number of devices, processes or grain workers, and the
+data position is one integer (positions consumed, :class:`DataPosition`) that a run resumes from
+on any topology. The transform draws everything from the position's generator, substitutes
+included: a broken sample (unreadable image) or one the augmentation leaves without any object is
+replaced by another index drawn from it (the original resamples a random index), with a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from typing import Any, Sequence
 
 import cv2
@@ -147,24 +149,6 @@ def open_tfds_source(builder_dir: str, split: str, keep: str = 'with_objects'
   """``TfdsRecordSource`` of a prepared dataset directory (…/coco_format_instances/<cfg>/1.0.0)."""
   data_source, metadata = _tfds_builder().load_tfds_split(builder_dir, split)
   return TfdsRecordSource(data_source, metadata, split, keep=keep, name=str(builder_dir))
-
-
-class _IndexSource:
-  """What grain samples: positions 0..n-1 of a record source (the record source itself lives in
-  the transform, so workers receive it once and substitutes can be read)."""
-
-  def __init__(self, source: Any):
-    self._length = len(source)
-    self._description = repr(source)
-
-  def __len__(self) -> int:
-    return self._length
-
-  def __getitem__(self, index: int) -> int:
-    return int(index)
-
-  def __repr__(self) -> str:
-    return f'_IndexSource({self._description})'
 
 
 # --------------------------------------------------------------------------- packing to G rows
@@ -285,16 +269,74 @@ def make_train_example(source: Any, index: int, rng: np.random.Generator,
                      f'(last: {name}); is the dataset readable?')
 
 
-class TrainExampleTransform(grain.RandomMapTransform):
-  """grain transform: sampled index (+ the record's generator) -> packed training example."""
+def epoch_permutation(seed: int, epoch: int, num_records: int) -> np.ndarray:
+  """The record order of one epoch (every epoch its own shuffle of all records)."""
+  return np.random.default_rng([seed, 0, epoch]).permutation(num_records)
 
-  def __init__(self, source: Any, options: PipelineOptions):
-    self.source = source
-    self.options = options
 
-  def random_map(self, element: int, rng: np.random.Generator) -> dict:
+def position_rng(seed: int, position: int) -> np.random.Generator:
+  """The generator of global position ``position``: augmentation and substitutes draw from it."""
+  return np.random.default_rng([seed, 1, position])
+
+
+@dataclasses.dataclass(frozen=True)
+class DataPosition:
+  """Where a run is in its data stream: ``position`` records drawn since step 0 (over all
+  processes), and what the stream is a function of (checked on resume)."""
+  position: int
+  seed: int
+  num_records: int
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, data: dict) -> 'DataPosition':
+    return cls(int(data['position']), int(data['seed']), int(data['num_records']))
+
+
+class _BatchIndices:
+  """What grain samples: local batch ``i`` (the record source lives in the transform, so workers
+  receive it once and substitutes can be read)."""
+
+  def __init__(self, length: int):
+    self._length = length
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index: int) -> int:
+    return int(index)
+
+  def __repr__(self) -> str:
+    return f'_BatchIndices({self._length})'
+
+
+class TrainBatchTransform(grain.MapTransform):
+  """grain transform: local batch index ``i`` -> this process's rows of global batch
+  ``start/B + i``, each example made from its global position's record and generator."""
+
+  def __init__(self, source: Any, options: PipelineOptions, seed: int, batch_size: int,
+               rows: tuple[int, int], start: int):
+    self.source, self.options, self.seed = source, options, seed
+    self.batch_size, self.rows, self.start = batch_size, rows, start
+    self._permutations: dict[int, np.ndarray] = {}
+
+  def _record_index(self, position: int) -> int:
+    epoch, offset = divmod(position, len(self.source))
+    if epoch not in self._permutations:
+      if len(self._permutations) > 1:  # a batch spans at most two epochs
+        self._permutations.pop(min(self._permutations))
+      self._permutations[epoch] = epoch_permutation(self.seed, epoch, len(self.source))
+    return int(self._permutations[epoch][offset])
+
+  def map(self, element: int) -> dict:
     _set_cv2_threads(self.options.cv2_threads)
-    return make_train_example(self.source, element, rng, self.options)
+    first = self.start + int(element) * self.batch_size
+    examples = [make_train_example(self.source, self._record_index(position),
+                                   position_rng(self.seed, position), self.options)
+                for position in range(first + self.rows[0], first + self.rows[1])]
+    return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
 
 def _mark_absl_flags_parsed() -> None:
@@ -307,38 +349,39 @@ def _mark_absl_flags_parsed() -> None:
 
 def make_train_loader(source: Any, batch_size: int, seed: int,
                       options: PipelineOptions = PipelineOptions(), worker_count: int = 0,
-                      worker_buffer_size: int = 2, shard_index: int = 0, shard_count: int = 1,
-                      num_epochs: int | None = None) -> grain.DataLoader:
-  """Shuffled, augmented, fixed-shape training batches.
+                      worker_buffer_size: int = 2, rows: tuple[int, int] | None = None,
+                      start: int = 0, num_epochs: int | None = None) -> grain.DataLoader:
+  """Shuffled, augmented, fixed-shape training batches (see the module docstring).
 
   Args:
     source: record source (``InMemoryRecordSource``, ``TfdsRecordSource``).
-    batch_size: per-host batch size B (incomplete batches are dropped).
+    batch_size: the global batch size B (over every process; incomplete batches are dropped).
     seed: shuffling and augmentation seed (non-negative, < 2**32).
     options: transform options.
     worker_count: grain worker processes (0 = in this process). Scripts using workers must
       guard their entry point with ``if __name__ == '__main__':`` (spawned processes).
     worker_buffer_size: batches each worker prepares ahead.
-    shard_index, shard_count: this host's shard (``jax.process_index()``,
-      ``jax.process_count()``); each host sees a disjoint part of every epoch.
-    num_epochs: None = repeat forever.
+    rows: ``(first, stop)``: the rows of every global batch this process loads (its devices'
+      share, ``parallel.local_batch_rows``); default all B.
+    start: global positions already consumed (``DataPosition.position`` of a resumed run).
+    num_epochs: None = repeat forever; else stop after ``num_epochs * len(source)`` positions.
   Returns:
-    a ``grain.DataLoader``; ``it = iter(loader)`` yields batches, ``it.get_state()`` /
-    ``it.set_state(state)`` save and restore the position (bytes; grain's orbax handlers
-    ``grain.PyGrainCheckpointSave/Restore`` store it in a checkpoint).
+    a ``grain.DataLoader`` whose iterator yields batches of ``stop - first`` rows.
   """
   if options.transform_kind not in augment.TRANSFORM_KINDS:
     raise ValueError(f'transform_kind must be one of {augment.TRANSFORM_KINDS}')
+  rows = (0, batch_size) if rows is None else (int(rows[0]), int(rows[1]))
+  if not 0 <= rows[0] < rows[1] <= batch_size:
+    raise ValueError(f'rows {rows} are not a slice of a batch of {batch_size}')
+  if len(source) == 0:
+    raise ValueError(f'{source!r} is empty: nothing to train on')
   if worker_count:
     _mark_absl_flags_parsed()
-  shard_options = grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
-                                     drop_remainder=True)
-  sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options,
-                               shuffle=True, num_epochs=num_epochs, seed=seed)
+  num_batches = (sys.maxsize if num_epochs is None
+                 else max(num_epochs * len(source) - start, 0) // batch_size)
   return grain.DataLoader(
-      data_source=_IndexSource(source), sampler=sampler,
-      operations=[TrainExampleTransform(source, options),
-                  grain.Batch(batch_size=batch_size, drop_remainder=True)],
+      data_source=_BatchIndices(num_batches),
+      sampler=grain.SequentialSampler(num_records=num_batches),
+      operations=[TrainBatchTransform(source, options, seed, batch_size, rows, start)],
       worker_count=worker_count, worker_buffer_size=worker_buffer_size,
-      shard_options=shard_options,
-      read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=max(batch_size, 1)))
+      read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
