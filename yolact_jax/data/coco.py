@@ -313,8 +313,8 @@ def _clip_box(bbox: Any, height: int, width: int) -> tuple[list[float] | None, N
   x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
   x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
   if x2 - x1 <= 0 or y2 - y1 <= 0:
-    kind = 'zero-area box' if (w <= 0 or h <= 0) else 'box outside the image'
-    what = 'zero-area' if (w <= 0 or h <= 0) else 'outside the image'
+    kind, what = (('zero-area box', 'zero-area') if (w <= 0 or h <= 0) else
+                  ('box outside the image', 'outside the image'))
     return None, (kind, f'{what} bbox {list(bbox)} in a {width}x{height} image: annotation '
                   'dropped')
   clipped = [x1, y1, x2 - x1, y2 - y1]
@@ -439,7 +439,7 @@ def _valid_annotations(data: dict, images: dict[int, dict], label_map: LabelMap,
   for ann in data['annotations']:
     image_id, ann_id = int(ann['image_id']), int(ann['id'])
     entry, notes = _check_annotation(ann, images, class_of)
-    problems.extend(Problem(ann_file, message, image_id, ann_id, kind, ann_file)
+    problems.extend(Problem(ann_file, message, image_id, ann_id, kind=kind, source=ann_file)
                     for kind, message in notes)
     if entry is not None:
       annotations_of[image_id].append(entry)
@@ -563,7 +563,9 @@ def decode_image(encoded: bytes | None, path: str | None, name: str) -> np.ndarr
 def decode_record(record: dict) -> RawSample:
   """A record (from ``build_records`` or the TFDS source) -> ``RawSample``.
 
-  The record gives the image either as ``image_bytes`` or as ``image_path``.
+  The record gives the image either as ``image_bytes`` or as ``image_path``. A segmentation
+  ``masks.segmentation_to_rle`` refuses (none in records from ``build_records``, which drops
+  them; possible in hand-made or older records) gets the filled box, like a missing one.
 
   Raises:
     BrokenSampleError: unreadable image, or its size differs from the annotation's.

@@ -1,6 +1,10 @@
 """Instance-mask helpers: COCO segmentations -> binary masks, RLE round trips, and the loss's
 mask downsampling done on the host.
 
+pycocotools trusts its input (a NaN polygon coordinate is a segmentation fault, a coordinate of
+1e9 gigabytes of memory, an RLE whose runs do not cover the mask a read or write past it), so
+every segmentation is checked here before it is handed over (``clean_polygons``, ``check_rle``).
+
 Masks are uint8 {0, 1} arrays of shape ``[n, H, W]`` throughout.
 """
 
@@ -61,7 +65,7 @@ def _part_coordinates(part_index: int, coords: Sequence[Any],
       axis named).
   """
   try:
-    values = [float(v) for v in coords]
+    values = list(map(float, coords))
   except (TypeError, ValueError):
     values = None
   if values is None or not all(map(math.isfinite, values)) or not _within(values, bounds):
@@ -152,7 +156,7 @@ def _integer_runs(counts: list) -> np.ndarray:
     runs = np.asarray(counts)
   except (TypeError, ValueError):  # ragged nesting
     runs = np.zeros(0, object)
-  integral = runs.ndim == 1 and runs.size > 0 and (
+  integral = runs.ndim == 1 and (
       runs.dtype.kind in 'iu' or (runs.dtype.kind == 'f' and bool(np.all(np.isfinite(runs)))
                                   and bool(np.all(runs == np.floor(runs)))))
   if not integral:
