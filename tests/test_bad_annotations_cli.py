@@ -6,7 +6,6 @@ with a warning naming the option that drops them, duplicate ids are one error li
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 
@@ -20,8 +19,12 @@ MEMORY_LIMIT = 4 << 30  # bytes of address space; NaN / 1e9 polygons used to nee
 CATEGORIES = [{'id': i + 1, 'name': name} for i, name in enumerate(SYNTHETIC_CLASSES)]
 
 
-def _limit_memory():
-  resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+# ``python -m yolact_jax ARGS`` under an address-space limit, set by the child itself: a
+# preexec_fn would fork this (multithreaded, JAX-importing) test process.
+_LIMITED_CLI = ('import resource, runpy, sys; '
+                'limit = int(sys.argv.pop(1)); '
+                'resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); '
+                "runpy.run_module('yolact_jax', run_name='__main__', alter_sys=True)")
 
 
 def _train(ann_file, image_dir, cwd, timeout=600):
@@ -32,12 +35,12 @@ def _train(ann_file, image_dir, cwd, timeout=600):
              JAX_COMPILATION_CACHE_DIR=os.path.abspath(cache),  # as tests/conftest.py
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='1')
   env.pop('YOLACT_JAX_TRACEBACK', None)
-  command = [sys.executable, '-m', 'yolact_jax', 'train', '--config', 'yolact_tiny',
-             '--data', 'coco', '--ann_file', str(ann_file), '--image_dir', str(image_dir),
-             '--workdir', str(cwd / 'run'), '--steps', '2', '--no_eval', '--no_progress',
-             '--from_scratch']
+  command = [sys.executable, '-c', _LIMITED_CLI, str(MEMORY_LIMIT),
+             'train', '--config', 'yolact_tiny', '--data', 'coco', '--ann_file', str(ann_file),
+             '--image_dir', str(image_dir), '--workdir', str(cwd / 'run'), '--steps', '2',
+             '--no_eval', '--no_progress', '--from_scratch']
   return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                        timeout=timeout, preexec_fn=_limit_memory)
+                        timeout=timeout)
 
 
 def _image(image_id, file_name):
