@@ -4,13 +4,17 @@ warning naming the file) during training, clear errors for unusable files."""
 import json
 import logging
 import os
+import re
 
 import cv2
 import numpy as np
+import pycocotools.mask as mask_utils
 import pytest
 
-from tests.test_data_common import rect_dataset, rect_mask, rect_polygon, write_coco
+from tests.test_data_common import (coco_uncompressed_rle, rect_dataset, rect_mask, rect_polygon,
+                                    write_coco)
 from yolact_jax.data import augment, coco, loader, tfds_builder
+from yolact_jax.data import masks as mask_lib
 
 SMALL = loader.PipelineOptions(max_size=48, max_instances=4, proto_hw=(12, 12), segm_hw=(6, 6))
 
@@ -145,7 +149,7 @@ def test_category_absent_from_categories(tmp_path):
   assert len(ds[0].labels) == 1
 
 
-def test_unknown_image_id_and_bad_segmentation_reported(tmp_path):
+def test_unknown_image_id_and_unusable_segmentation_reported(tmp_path):
   anns = [_ann(1, 1, 1, (1, 1, 10, 10)), _ann(2, 5, 1, (1, 1, 10, 10)),
           {**_ann(3, 1, 1, (20, 10, 10, 10)), 'segmentation': [[1, 2, 3, 4]]}]
   ann_file, image_dir = write_coco(tmp_path, [_image(1, 'a.png', pixels=PIXELS)], anns,
@@ -153,8 +157,11 @@ def test_unknown_image_id_and_bad_segmentation_reported(tmp_path):
   ds = coco.CocoDataset(ann_file, image_dir)
   messages = [(p.annotation_id, p.message) for p in ds.problems]
   assert (2, 'image_id not in images: annotation dropped') in messages
-  assert any(a == 3 and 'filled box' in m for a, m in messages)
-  np.testing.assert_array_equal(ds[0].masks[1], rect_mask(40, 50, 20, 10, 30, 20))
+  # No usable polygon part left: the annotation is dropped (not replaced by its box).
+  assert any(a == 3 and 'no usable polygon part' in m and 'part 0' in m
+             and m.endswith('annotation dropped') for a, m in messages)
+  np.testing.assert_array_equal(ds.records[0]['annotation_ids'], [1])
+  assert ds[0].masks.shape == (1, 40, 50)
 
 
 def test_image_with_only_crowd_annotations(tmp_path):
@@ -172,6 +179,282 @@ def test_image_with_only_crowd_annotations(tmp_path):
   example = loader.pack_example(transformed, 2, sample.orig_hw, 4, None, None)
   assert example['is_crowd'].tolist() == [True, True, False, False]
   assert example['num_crowds'] == 2
+
+
+# ------------------------------------------------------------------------ segmentations
+# The image is 50 wide, 40 high: polygon coordinates may lie in x [-50, 100], y [-40, 80].
+
+CATEGORIES = [{'id': 1, 'name': 'a'}]
+
+
+def _one_image_dataset(tmp_path, anns):
+  ann_file, image_dir = write_coco(tmp_path, [_image(1, 'a.png', pixels=PIXELS)], anns,
+                                   CATEGORIES)
+  return coco.CocoDataset(ann_file, image_dir)
+
+
+def _segmented(ann_id, segmentation, box=(5, 5, 10, 10)):
+  ann = _ann(ann_id, 1, 1, box)
+  if segmentation is not _ABSENT:
+    ann['segmentation'] = segmentation
+  else:
+    del ann['segmentation']
+  return ann
+
+
+_ABSENT = object()
+
+
+def _problems_of(ds, ann_id):
+  return [p for p in ds.problems if p.annotation_id == ann_id]
+
+
+@pytest.mark.parametrize('value,axis', [
+    (float('nan'), 'x'), (float('inf'), 'x'), (-float('inf'), 'y'), (1e9, 'x'), (-1e9, 'y'),
+    (100.5, 'x'), (-50.5, 'x'), (80.5, 'y'), (-40.5, 'y'), ('x', 'x'), (None, 'y'),
+    ([1, 2], 'x')])
+def test_corrupt_polygon_coordinate_drops_the_annotation(tmp_path, value, axis):
+  polygon = rect_polygon(20, 10, 30, 20)
+  polygon[2 if axis == 'x' else 3] = value  # point 1
+  ds = _one_image_dataset(tmp_path, [_ann(1, 1, 1, (5, 5, 10, 10)),
+                                     _segmented(2, [rect_polygon(0, 0, 4, 4), polygon])])
+  [problem] = _problems_of(ds, 2)
+  assert problem.kind == 'corrupt segmentation' and problem.image_id == 1
+  assert problem.message.startswith('corrupt segmentation: polygon part 1 point 1')
+  assert problem.message.endswith(': annotation dropped')
+  assert str(problem).startswith(f'{ds.ann_file}, image 1, annotation 2: ')
+  np.testing.assert_array_equal(ds.records[0]['annotation_ids'], [1])
+  assert ds.summary.annotations_dropped == 1 and ds.summary.count('corrupt segmentation') == 1
+  sample = ds[0]  # decoding is safe: the corrupt polygon never reaches pycocotools
+  np.testing.assert_array_equal(sample.masks, rect_mask(40, 50, 5, 5, 15, 15)[None])
+
+
+def test_polygon_slightly_or_exactly_at_the_margin_is_kept(tmp_path):
+  overshoot = [-0.5, -0.5, 50.7, -0.5, 50.7, 40.3, -0.5, 40.3]  # as real COCO files have
+  at_margin = [-50.0, -40.0, 100.0, -40.0, 100.0, 80.0, -50.0, 80.0]
+  ds = _one_image_dataset(tmp_path, [_segmented(1, [overshoot], box=(0, 0, 50, 40)),
+                                     _segmented(2, [at_margin], box=(0, 0, 50, 40))])
+  assert ds.problems == []
+  np.testing.assert_array_equal(ds[0].masks, np.ones((2, 40, 50), np.uint8))
+
+
+def test_polygon_parts_under_three_points(tmp_path):
+  ds = _one_image_dataset(tmp_path, [
+      _segmented(1, [[1, 2, 3, 4], rect_polygon(20, 10, 30, 20)]),  # one part left: kept
+      _segmented(2, [[1, 2, 3, 4], [1, 2, 3, 4, 5]]),               # none left: dropped
+  ])
+  [kept] = _problems_of(ds, 1)
+  assert kept.kind == 'polygon part dropped' and 'part 0 dropped (4 coordinates' in kept.message
+  [dropped] = _problems_of(ds, 2)
+  assert dropped.kind == 'corrupt segmentation'
+  assert dropped.message == (
+      'corrupt segmentation: no usable polygon part (polygon part 0 dropped (4 coordinates; '
+      'needs an even number >= 6); polygon part 1 dropped (5 coordinates; needs an even number '
+      '>= 6)): annotation dropped')
+  np.testing.assert_array_equal(ds.records[0]['annotation_ids'], [1])
+  np.testing.assert_array_equal(ds[0].masks, rect_mask(40, 50, 20, 10, 30, 20)[None])
+
+
+def test_missing_or_empty_segmentation_is_the_filled_box(tmp_path):
+  ds = _one_image_dataset(tmp_path, [_segmented(1, _ABSENT, (2, 3, 10, 8)),
+                                     _segmented(2, [], (20, 10, 5, 5)),
+                                     _segmented(3, None, (30, 20, 6, 4))])
+  assert [(p.annotation_id, p.kind) for p in ds.problems] == [
+      (1, 'filled-box mask'), (2, 'filled-box mask'), (3, 'filled-box mask')]
+  np.testing.assert_array_equal(ds[0].masks, np.stack([
+      rect_mask(40, 50, 2, 3, 12, 11), rect_mask(40, 50, 20, 10, 25, 15),
+      rect_mask(40, 50, 30, 20, 36, 24)]))
+  assert ds.summary.count('filled-box mask') == 3 and ds.summary.annotations_dropped == 0
+
+
+def _compressed(mask):
+  return mask_utils.encode(np.asfortranarray(mask))['counts'].decode('ascii')
+
+
+RECT = rect_mask(40, 50, 5, 5, 15, 15)
+
+
+@pytest.mark.parametrize('segmentation,why', [
+    ({'size': [40, 49], 'counts': coco_uncompressed_rle(RECT)['counts']}, 'RLE size [40, 49]'),
+    ({'size': [40, 50, 3], 'counts': [2000]}, 'RLE size [40, 50, 3]'),
+    ({'counts': [2000]}, 'RLE size None'),
+    ({'size': [40, 50], 'counts': [1000, 999]}, 'runs cover 1999 pixels, not 40 x 50 = 2000'),
+    ({'size': [40, 50], 'counts': [1000, 1001]}, 'runs cover 2001 pixels'),
+    ({'size': [40, 50], 'counts': [1000, -1, 1001]}, 'negative run'),
+    ({'size': [40, 50], 'counts': [1000.5, 999.5]}, 'not a list of integers'),
+    ({'size': [40, 50], 'counts': ['a']}, 'not a list of integers'),
+    ({'size': [40, 50], 'counts': []}, 'runs cover 0 pixels'),
+    ({'size': [40, 50], 'counts': '~~~'}, "character '~'"),
+    ({'size': [40, 50], 'counts': _compressed(RECT) + 'o'}, 'ends inside a run'),
+    ({'size': [40, 50], 'counts': _compressed(RECT[:, :49].copy())}, 'runs cover 1960 pixels'),
+    ({'size': [40, 50], 'counts': 'é'}, "character 'é'"),
+    ({'size': [40, 50], 'counts': 7}, 'counts of type int'),
+    ({'size': [40, 50]}, 'no counts'),
+    (42, 'unknown segmentation form (int)'),
+])
+def test_corrupt_rle_drops_the_annotation(tmp_path, segmentation, why):
+  ds = _one_image_dataset(tmp_path, [_ann(1, 1, 1, (20, 10, 10, 10)),
+                                     _segmented(2, segmentation)])
+  [problem] = _problems_of(ds, 2)
+  assert problem.kind == 'corrupt segmentation'
+  assert why in problem.message and problem.message.endswith(': annotation dropped')
+  np.testing.assert_array_equal(ds.records[0]['annotation_ids'], [1])
+  with pytest.raises(mask_lib.SegmentationError, match=re.escape(why.split(' (')[0])):
+    mask_lib.segmentation_to_rle(segmentation, 40, 50)  # refused there too
+
+
+def test_well_formed_rles_are_kept(tmp_path):
+  ds = _one_image_dataset(tmp_path, [
+      _segmented(1, coco_uncompressed_rle(RECT)),
+      _segmented(2, {'size': [40, 50], 'counts': _compressed(RECT)})])
+  assert ds.problems == []
+  np.testing.assert_array_equal(ds[0].masks, np.stack([RECT, RECT]))
+
+
+def test_compressed_rle_runs_match_an_independent_run_length_encoding():
+  rng = np.random.default_rng(0)
+  masks = [np.zeros((300, 400), np.uint8), np.ones((7, 3), np.uint8), RECT]
+  big = np.zeros((300, 400), np.uint8)
+  big[290:, 399] = 1  # one long run first (a multi-character count), then short ones
+  masks.append(big)
+  masks += [(rng.random((31, 17)) < p).astype(np.uint8) for p in (0.05, 0.5, 0.95)]
+  for mask in masks:
+    runs = mask_lib.rle_runs(mask_utils.encode(np.asfortranarray(mask))['counts'])
+    assert runs.tolist() == coco_uncompressed_rle(mask)['counts']
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), 1e9, -1e9])
+def test_segmentation_to_rle_refuses_corrupt_polygons(value):
+  polygon = rect_polygon(2, 2, 8, 8)
+  polygon[4] = value
+  with pytest.raises(mask_lib.SegmentationError, match='polygon part 0 point 2'):
+    mask_lib.segmentation_to_rle([polygon], 10, 10)
+  with pytest.raises(mask_lib.SegmentationError, match='polygon part 0 point 2'):
+    mask_lib.clean_polygons([polygon], 10, 10)
+  if not np.isfinite(value):  # without the image size only finiteness can be checked
+    with pytest.raises(mask_lib.SegmentationError, match='not finite'):
+      mask_lib.clean_polygons([polygon])
+
+
+def test_a_corrupt_segmentation_in_a_record_decodes_as_the_filled_box(tmp_path):
+  """Records not made by ``build_records`` (hand-made, older TFDS builds) are still safe."""
+  ds = _one_image_dataset(tmp_path, [_ann(1, 1, 1, (5, 5, 10, 10))])
+  ds.records[0]['segmentations'][0] = [[5.0, 5.0, float('nan'), 5.0, 15.0, 15.0]]
+  np.testing.assert_array_equal(ds[0].masks, RECT[None])
+  ds.records[0]['segmentations'][0] = {'size': [40, 50], 'counts': [1000, -1, 1001]}
+  np.testing.assert_array_equal(ds[0].masks, RECT[None])
+
+
+# ------------------------------------------------------------------------ boxes under a pixel
+
+def test_boxes_under_one_pixel_are_kept_and_reported(tmp_path):
+  ds = _one_image_dataset(tmp_path, [
+      _ann(1, 1, 1, (5, 5, 10, 10)),
+      _ann(2, 1, 1, (10, 10, 0.5, 0.4)),
+      _ann(3, 1, 1, (20, 20, 3, 0.9)),
+      _ann(4, 1, 1, (49.5, 5, 4, 4)),  # clipped to 0.5 x 4
+      _ann(5, 1, 1, (30, 30, 1, 1)),   # exactly one pixel: fine
+  ])
+  np.testing.assert_array_equal(ds.records[0]['annotation_ids'], [1, 2, 3, 4, 5])
+  np.testing.assert_allclose(ds.records[0]['boxes_xywh'][1:4],
+                             [[10, 10, 0.5, 0.4], [20, 20, 3, 0.9], [49.5, 5, 0.5, 4]])
+  tiny = {p.annotation_id: p.message for p in ds.problems if p.kind == 'box under one pixel'}
+  assert sorted(tiny) == [2, 3, 4]
+  assert tiny[2] == (
+      'box 0.5x0.4 px is under one pixel: kept, as the original\'s discard rule keeps it '
+      '(augment.discard_box_width/height is compared in pixels); such boxes can make the mask '
+      'loss explode: --config.augment.fix_discard_box_units=True drops boxes under '
+      'augment.discard_box_width/height (4/550) of the training image')
+  assert tiny[3].startswith('box 3x0.9 px is under one pixel: kept')
+  assert tiny[4].startswith('box 0.5x4 px is under one pixel: kept')
+  assert [p.kind for p in _problems_of(ds, 4)] == ['box clipped', 'box under one pixel']
+  assert ds.summary.count('box under one pixel') == 3 and ds.summary.count('box clipped') == 1
+  assert ds.summary.annotations_dropped == 0
+
+
+# ------------------------------------------------------------------------ duplicate ids
+
+def test_duplicate_image_ids_refused(tmp_path):
+  ann_file, image_dir = write_coco(
+      tmp_path, [_image(1, 'a.png', pixels=PIXELS), _image(2, 'b.png', pixels=PIXELS),
+                 _image(1, 'c.png', pixels=PIXELS)],
+      [_ann(1, 1, 1, (1, 1, 10, 10)), _ann(2, 2, 1, (1, 1, 10, 10))], CATEGORIES)
+  with pytest.raises(coco.CocoFormatError) as info:
+    coco.CocoDataset(ann_file, image_dir)
+  assert str(info.value) == (f"{ann_file}: image id 1 is used twice (file names 'a.png' and "
+                             "'c.png'): image ids must be unique")
+
+
+def test_duplicate_annotation_ids_refused(tmp_path):
+  ann_file, image_dir = write_coco(
+      tmp_path, [_image(1, 'a.png', pixels=PIXELS), _image(2, 'b.png', pixels=PIXELS)],
+      [_ann(7, 1, 1, (1, 1, 10, 10)), _ann(8, 1, 1, (1, 1, 10, 10)),
+       _ann(7, 2, 1, (1, 1, 10, 10))], CATEGORIES)
+  with pytest.raises(coco.CocoFormatError) as info:
+    coco.CocoDataset(ann_file, image_dir)
+  assert str(info.value) == (f'{ann_file}: annotation id 7 is used twice (on images 1 and 2): '
+                             'annotation ids must be unique')
+
+
+# ------------------------------------------------------------------------ counts and logging
+
+def _many_defects(tmp_path):
+  nan_polygon = [5.0, 5.0, float('nan'), 5.0, 15.0, 15.0]
+  anns = [
+      _ann(1, 1, 1, (5, 5, 10, 10)),
+      _segmented(2, [nan_polygon]),
+      _segmented(3, {'size': [10, 10], 'counts': [100]}),
+      _ann(4, 1, 1, (5, 5, 0, 10)),
+      _ann(5, 1, 1, (45, 5, 10, 10)),
+      _ann(6, 1, 1, (-2, 5, 10, 10)),
+      _ann(7, 1, 1, (20, 20, 0.5, 3)),
+      _ann(8, 1, 99, (5, 5, 10, 10)),
+      _ann(9, 2, 1, (5, 5, 10, 10)),
+  ]
+  images = [_image(1, 'a.png', pixels=PIXELS), _image(2, 'missing.png')]
+  return write_coco(tmp_path, images, anns, CATEGORIES)
+
+
+def test_summary_counts_problems_by_kind(tmp_path):
+  ann_file, image_dir = _many_defects(tmp_path)
+  ds = coco.CocoDataset(ann_file, image_dir, log_found_problems=False)
+  assert ds.summary.counts == {'corrupt segmentation': 2, 'zero-area box': 1,
+                               'unknown category': 1, 'missing image file': 1,
+                               'box clipped': 2, 'box under one pixel': 1}
+  assert ds.summary.annotations_dropped == 4 and ds.summary.images_dropped == 1
+  assert str(ds.summary) == (
+      f'{ann_file}: 4 annotations dropped (2 corrupt segmentations, 1 zero-area box, 1 unknown '
+      'category), 1 image dropped (1 missing image file), 2 boxes clipped, 1 box under one '
+      'pixel kept')
+  # Every dropped annotation: exactly one problem, naming it.
+  for ann_id in (2, 3, 4, 8):
+    [problem] = _problems_of(ds, ann_id)
+    assert problem.message.endswith('annotation dropped')
+  assert coco.summarize_problems(ds.problems) == [ds.summary]
+  np.testing.assert_array_equal(ds.records[0]['annotation_ids'], [1, 5, 6, 7])
+
+
+def test_log_problems_caps_the_lines_and_adds_one_summary_line_per_file(tmp_path, caplog):
+  first = _many_defects(tmp_path / 'first')
+  second = write_coco(tmp_path / 'second', [_image(1, 'a.png', pixels=PIXELS)],
+                      [_ann(1, 1, 1, (5, 5, 10, 10)), _ann(2, 1, 1, (5, 5, 0, 1))], CATEGORIES)
+  datasets = [coco.CocoDataset(*paths, log_found_problems=False) for paths in (first, second)]
+  problems = datasets[0].problems + datasets[1].problems
+  assert len(problems) == 9
+  with caplog.at_level(logging.WARNING, logger='yolact_jax.data.coco'):
+    coco.log_problems(problems, limit=4)
+  lines = [r.getMessage() for r in caplog.records]
+  assert lines == [str(p) for p in problems[:4]] + [
+      '... and 5 more problems', str(datasets[0].summary), str(datasets[1].summary)]
+  assert str(datasets[1].summary) == f'{second[0]}: 1 annotation dropped (1 zero-area box)'
+
+
+def test_dataset_logs_its_problems_and_summary(tmp_path, caplog):
+  ann_file, image_dir = _many_defects(tmp_path)
+  with caplog.at_level(logging.WARNING, logger='yolact_jax.data.coco'):
+    ds = coco.CocoDataset(ann_file, image_dir)
+  lines = [r.getMessage() for r in caplog.records]
+  assert lines == [str(p) for p in ds.problems] + [str(ds.summary)]
 
 
 # ------------------------------------------------------------------------ whole files

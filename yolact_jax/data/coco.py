@@ -14,14 +14,34 @@ itself or a custom dataset. The pipeline has three stages, each a small function
    x1y1x2y2 boxes, 0-based labels, crowds last with label -1, masks ``[n, H, W]`` decoded with
    pycocotools.
 
-Defect policy (each one reported as a ``Problem``):
+Defect policy. Each defect is one ``Problem`` (file, image id, annotation id, message, ``kind``)
+logged as one warning line; a dropped annotation has exactly one, saying why. Every file also
+gets ONE summary line with the counts by kind (``ProblemSummary``, ``CocoDataset.summary``),
+e.g. ``instances_train.json: 3 annotations dropped (2 corrupt segmentations, 1 zero-area box),
+1 image dropped (1 missing image file), 5 boxes clipped``.
+  * two images with the same id, or two annotations with the same id: the file is refused
+    (``CocoFormatError`` naming the id and both entries), as lookups by id would put one image's
+    annotations on another's pixels.
   * annotation whose ``category_id`` is not in ``categories``: dropped.
   * annotation whose ``image_id`` is not in ``images``: dropped.
   * box missing / malformed / not finite: dropped.
   * box reaching outside the image: clipped to the image.
   * box with zero (or negative) width or height after clipping: dropped.
-  * segmentation missing or unusable (e.g. polygon parts with < 3 points, RLE of another size):
-    unusable polygon parts are dropped; if nothing usable is left the mask is the filled box.
+  * box under one pixel in width or height (after clipping): KEPT, as the original keeps it (its
+    small-box filter compares ``augment.discard_box_width/height`` with pixel widths), and
+    reported, naming ``--config.augment.fix_discard_box_units=True``, which drops such boxes
+    (they can make the mask loss explode).
+  * corrupt segmentation: the annotation is DROPPED (not given its box as mask). Corrupt means:
+    a polygon coordinate that is not a finite number or lies outside ``masks.POLYGON_MARGIN``
+    (x in [-W, 2W], y in [-H, 2H]; real COCO polygons overshoot the image by a pixel or so,
+    which stays legal); an RLE whose ``size`` is not the image's or whose ``counts`` are not
+    non-negative runs covering exactly H x W pixels (or not a well-formed compressed string);
+    an unknown form; a polygon with no part of 3 points or more. pycocotools would crash or
+    exhaust memory on most of these (a NaN polygon: segmentation fault; a coordinate of 1e9:
+    gigabytes).
+  * polygon parts with < 3 points: the part is dropped, the others are used.
+  * segmentation missing or empty: the mask is the filled box.
+  * image of non-positive size in the JSON: dropped.
   * image file missing: the image is dropped from the records.
   * image whose only annotations are crowds: kept only when ``keep='with_annotations'`` or
     ``'all'`` (the original keeps them, but with no non-crowd object its loss cannot match
@@ -32,6 +52,7 @@ Problems found only when reading pixels (corrupt bytes, size differs from the JS
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -70,11 +91,18 @@ class BrokenSampleError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-  """One defect found while preparing a dataset."""
+  """One defect found while preparing a dataset.
+
+  ``file`` is where the defect is (the annotation file, or an image file); ``kind`` one of
+  ``PROBLEM_KINDS`` ('' when not classified) and ``source`` the annotation file being read (None
+  when the problem was not found reading one); summaries count problems by both.
+  """
   file: str
   message: str
   image_id: int | None = None
   annotation_id: int | None = None
+  kind: str = ''
+  source: str | None = None
 
   def __str__(self) -> str:
     where = [self.file]
@@ -83,6 +111,97 @@ class Problem:
     if self.annotation_id is not None:
       where.append(f'annotation {self.annotation_id}')
     return f"{', '.join(where)}: {self.message}"
+
+
+DROPS_ANNOTATION, DROPS_IMAGE, KEPT = 'annotation dropped', 'image dropped', 'kept'
+
+# What ``build_records`` reports, in summary order: kind -> (how a summary counts one, how it
+# counts several, what happens to the annotation or image).
+PROBLEM_KINDS = {
+    'corrupt segmentation': ('corrupt segmentation', 'corrupt segmentations', DROPS_ANNOTATION),
+    'zero-area box': ('zero-area box', 'zero-area boxes', DROPS_ANNOTATION),
+    'box outside the image': ('box outside the image', 'boxes outside the image',
+                              DROPS_ANNOTATION),
+    'malformed box': ('malformed box', 'malformed boxes', DROPS_ANNOTATION),
+    'unknown category': ('unknown category', 'unknown categories', DROPS_ANNOTATION),
+    'unknown image id': ('unknown image id', 'unknown image ids', DROPS_ANNOTATION),
+    'invalid image size': ('invalid image size', 'invalid image sizes', DROPS_IMAGE),
+    'missing image file': ('missing image file', 'missing image files', DROPS_IMAGE),
+    'box clipped': ('box clipped', 'boxes clipped', KEPT),
+    'box under one pixel': ('box under one pixel kept', 'boxes under one pixel kept', KEPT),
+    'polygon part dropped': ('polygon part dropped', 'polygon parts dropped', KEPT),
+    'filled-box mask': ('filled-box mask', 'filled-box masks', KEPT),
+}
+_OTHER = ('other problem', 'other problems', KEPT)
+
+
+def _kind_info(kind: str) -> tuple[str, str, str]:
+  """(one, several, effect) of a kind (``PROBLEM_KINDS``; anything else is 'other')."""
+  return PROBLEM_KINDS.get(kind, _OTHER)
+
+Note = tuple[str, str]  # (kind, message) of one problem, before file and ids are attached
+
+
+def _counted(number: int, singular: str, plural: str) -> str:
+  return f'{number} {singular if number == 1 else plural}'
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemSummary:
+  """How many problems of each kind reading one annotation file found.
+
+  ``counts``: kind -> number (kinds with none left out, in ``PROBLEM_KINDS`` order; an
+  unclassified problem counts as 'other'). ``str()`` is the one-line summary the dataset logs,
+  e.g. ``instances_train.json: 3 annotations dropped (2 corrupt segmentations, 1 zero-area
+  box), 1 image dropped (1 missing image file), 5 boxes clipped``.
+  """
+  file: str
+  counts: dict[str, int]
+
+  def count(self, kind: str) -> int:
+    """Number of problems of ``kind``."""
+    return self.counts.get(kind, 0)
+
+  def _total(self, effect: str) -> int:
+    return sum(n for kind, n in self.counts.items() if _kind_info(kind)[2] == effect)
+
+  @property
+  def annotations_dropped(self) -> int:
+    return self._total(DROPS_ANNOTATION)
+
+  @property
+  def images_dropped(self) -> int:
+    return self._total(DROPS_IMAGE)
+
+  def _phrases(self, effect: str) -> list[str]:
+    return [_counted(n, *_kind_info(kind)[:2]) for kind, n in self.counts.items()
+            if _kind_info(kind)[2] == effect]
+
+  def __str__(self) -> str:
+    parts = []
+    for effect, noun in ((DROPS_ANNOTATION, 'annotation'), (DROPS_IMAGE, 'image')):
+      if self._total(effect):
+        parts.append(f'{_counted(self._total(effect), f"{noun} dropped", f"{noun}s dropped")} '
+                     f'({", ".join(self._phrases(effect))})')
+    parts += self._phrases(KEPT)
+    return f'{self.file}: {", ".join(parts) or "no problems"}'
+
+
+def summarize(file: str, problems: Iterable[Problem]) -> ProblemSummary:
+  """The summary of ``problems`` (all counted) under the name ``file``."""
+  counts = collections.Counter(p.kind if p.kind in PROBLEM_KINDS else 'other' for p in problems)
+  order = [*PROBLEM_KINDS, 'other']
+  return ProblemSummary(file, {kind: counts[kind] for kind in order if counts[kind]})
+
+
+def summarize_problems(problems: Iterable[Problem]) -> list[ProblemSummary]:
+  """One summary per annotation file the problems were found reading (``Problem.source``), in
+  order of first appearance; problems without a source are not summarised."""
+  by_source: dict[str, list[Problem]] = {}
+  for problem in problems:
+    if problem.source is not None:
+      by_source.setdefault(problem.source, []).append(problem)
+  return [summarize(source, found) for source, found in by_source.items()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,46 +299,121 @@ def resolve_image_path(image_dir: str, file_name: str) -> str:
   return path
 
 
-def _clip_box(bbox: Any, height: int, width: int) -> tuple[list[float] | None, str | None]:
-  """COCO [x, y, w, h] -> clipped [x, y, w, h] or None, plus a message when it changed."""
+def _clip_box(bbox: Any, height: int, width: int) -> tuple[list[float] | None, Note | None]:
+  """COCO [x, y, w, h] -> (clipped [x, y, w, h], or None when unusable; a note when it changed
+  or was dropped)."""
   if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-    return None, f'bbox {bbox!r} is not [x, y, w, h]: dropped'
+    return None, ('malformed box', f'bbox {bbox!r} is not [x, y, w, h]: annotation dropped')
   try:
     x, y, w, h = (float(v) for v in bbox)
   except (TypeError, ValueError):
-    return None, f'bbox {bbox!r} is not numeric: dropped'
+    return None, ('malformed box', f'bbox {bbox!r} is not numeric: annotation dropped')
   if not all(math.isfinite(v) for v in (x, y, w, h)):
-    return None, f'bbox {bbox!r} is not finite: dropped'
+    return None, ('malformed box', f'bbox {bbox!r} is not finite: annotation dropped')
   x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
   x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
   if x2 - x1 <= 0 or y2 - y1 <= 0:
-    why = 'zero-area' if (w <= 0 or h <= 0) else 'outside the image'
-    return None, f'{why} bbox {list(bbox)} in a {width}x{height} image: dropped'
+    kind, what = (('zero-area box', 'zero-area') if (w <= 0 or h <= 0) else
+                  ('box outside the image', 'outside the image'))
+    return None, (kind, f'{what} bbox {list(bbox)} in a {width}x{height} image: annotation '
+                  'dropped')
   clipped = [x1, y1, x2 - x1, y2 - y1]
   if (x1, y1, x2, y2) != (x, y, x + w, y + h):
-    return clipped, f'bbox {list(bbox)} extends outside the {width}x{height} image: clipped'
+    return clipped, ('box clipped', f'bbox {list(bbox)} extends outside the {width}x{height} '
+                     'image: clipped')
   return clipped, None
 
 
-def _check_segmentation(segmentation: Any, height: int, width: int) -> tuple[Any, list[str]]:
-  """Cheap checks of a segmentation (no decoding). Returns (usable segmentation or None,
-  messages)."""
+# Boxes under one pixel pass the original's small-box filter (see data/augment.py).
+_SUB_PIXEL_ADVICE = (
+    "kept, as the original's discard rule keeps it (augment.discard_box_width/height is "
+    'compared in pixels); such boxes can make the mask loss explode: '
+    '--config.augment.fix_discard_box_units=True drops boxes under '
+    'augment.discard_box_width/height (4/550) of the training image')
+
+
+def _sub_pixel_note(box_xywh: Sequence[float]) -> Note | None:
+  """A note for a (clipped) box under one pixel in width or height; it is kept."""
+  width, height = box_xywh[2], box_xywh[3]
+  if width >= 1 and height >= 1:
+    return None
+  return ('box under one pixel', f'box {width:g}x{height:g} px is under one pixel: '
+          f'{_SUB_PIXEL_ADVICE}')
+
+
+def _check_segmentation(segmentation: Any, height: int, width: int) -> tuple[Any, list[Note]]:
+  """Checks a segmentation without rasterising it (``mask_lib.clean_polygons`` with the image
+  size, ``mask_lib.check_rle``).
+
+  Returns:
+    (the usable segmentation, or None when there is none: the filled box is the mask; notes on
+    what was left out: polygon parts under 3 points, a missing segmentation)
+  Raises:
+    mask_lib.SegmentationError: the segmentation is corrupt, or no polygon part is usable; the
+      annotation must be dropped.
+  """
   if segmentation is None or (isinstance(segmentation, (list, tuple)) and not segmentation):
-    return None, ['no segmentation: the filled box is used as mask']
+    return None, [('filled-box mask', 'no segmentation: the filled box is used as mask')]
   if isinstance(segmentation, (list, tuple)):
-    polygons, messages = mask_lib.clean_polygons(segmentation)
+    polygons, messages = mask_lib.clean_polygons(segmentation, height, width)
     if not polygons:
-      return None, messages + ['no usable polygon: the filled box is used as mask']
-    return polygons, messages
-  if isinstance(segmentation, dict) and 'counts' in segmentation:
-    size = segmentation.get('size')
-    if size is None or [int(s) for s in size] != [height, width]:
-      return None, [f'RLE size {size} differs from the image size {[height, width]}: the '
-                    'filled box is used as mask']
-    if isinstance(segmentation['counts'], (list, str, bytes)):
-      return segmentation, []
-  return None, [f'unknown segmentation form ({type(segmentation).__name__}): the filled box is '
-                'used as mask']
+      raise mask_lib.SegmentationError(f'no usable polygon part ({"; ".join(messages)})')
+    return polygons, [('polygon part dropped', m) for m in messages]
+  if isinstance(segmentation, dict):
+    mask_lib.check_rle(segmentation, height, width)
+    return segmentation, []
+  raise mask_lib.SegmentationError(f'unknown segmentation form ({type(segmentation).__name__})')
+
+
+def _check_annotation(ann: dict, images: dict[int, dict], class_of: dict[int, int],
+                      ) -> tuple[dict | None, list[Note]]:
+  """One annotation -> (its entry for the image's record, or None when it is dropped; notes).
+
+  A dropped annotation has exactly one note, the reason it is dropped. A kept one may have
+  several (box clipped, box under one pixel, polygon parts dropped, filled-box mask).
+  """
+  image = images.get(int(ann['image_id']))
+  if image is None:
+    return None, [('unknown image id', 'image_id not in images: annotation dropped')]
+  if ann['category_id'] not in class_of:
+    return None, [('unknown category', f"category_id {ann['category_id']} is not in "
+                   'categories: annotation dropped')]
+  height, width = int(image['height']), int(image['width'])
+  box, box_note = _clip_box(ann.get('bbox'), height, width)
+  if box is None:
+    return None, [box_note]
+  try:
+    segmentation, notes = _check_segmentation(ann.get('segmentation'), height, width)
+  except mask_lib.SegmentationError as e:
+    return None, [('corrupt segmentation', f'corrupt segmentation: {e}: annotation dropped')]
+  notes = [n for n in (box_note, _sub_pixel_note(box)) if n is not None] + notes
+  return {'id': int(ann['id']), 'box': box, 'class': class_of[ann['category_id']],
+          'crowd': bool(ann.get('iscrowd', 0)), 'segmentation': segmentation}, notes
+
+
+def _first_duplicate_id(items: list[dict], other_key: str) -> tuple[int, Any, Any] | None:
+  """The first ``id`` two items share: (id, ``other_key`` of the first, of the second)."""
+  seen: dict[int, Any] = {}
+  for item in items:
+    item_id = int(item['id'])
+    if item_id in seen:
+      return item_id, seen[item_id], item[other_key]
+    seen[item_id] = item[other_key]
+  return None
+
+
+def check_unique_ids(data: dict, ann_file: str) -> None:
+  """Raises ``CocoFormatError`` (one line: the id and what both entries are) when two images or
+  two annotations share an id: the lookups by id would silently put one image's annotations on
+  another's pixels."""
+  duplicate = _first_duplicate_id(data['images'], 'file_name')
+  if duplicate:
+    raise CocoFormatError(f'{ann_file}: image id {duplicate[0]} is used twice (file names '
+                          f'{duplicate[1]!r} and {duplicate[2]!r}): image ids must be unique')
+  duplicate = _first_duplicate_id(data['annotations'], 'image_id')
+  if duplicate:
+    raise CocoFormatError(f'{ann_file}: annotation id {duplicate[0]} is used twice (on images '
+                          f'{duplicate[1]} and {duplicate[2]}): annotation ids must be unique')
 
 
 def _valid_images(data: dict, ann_file: str, problems: list[Problem]) -> dict[int, dict]:
@@ -230,7 +424,7 @@ def _valid_images(data: dict, ann_file: str, problems: list[Problem]) -> dict[in
     height, width = int(image['height']), int(image['width'])
     if height <= 0 or width <= 0:
       problems.append(Problem(ann_file, f'image size {width}x{height} is invalid: image '
-                              'dropped', image_id=image_id))
+                              'dropped', image_id, kind='invalid image size', source=ann_file))
       continue
     images[image_id] = image
   return images
@@ -239,31 +433,16 @@ def _valid_images(data: dict, ann_file: str, problems: list[Problem]) -> dict[in
 def _valid_annotations(data: dict, images: dict[int, dict], label_map: LabelMap, ann_file: str,
                        problems: list[Problem]) -> dict[int, list[dict]]:
   """Per image id, its usable annotations in file order (box clipped, segmentation checked);
-  unusable ones are dropped and reported in ``problems``."""
+  unusable ones are dropped and reported in ``problems`` (see ``_check_annotation``)."""
   class_of = label_map.id_to_index
   annotations_of: dict[int, list[dict]] = {image_id: [] for image_id in images}
   for ann in data['annotations']:
     image_id, ann_id = int(ann['image_id']), int(ann['id'])
-    if image_id not in images:
-      problems.append(Problem(ann_file, 'image_id not in images: annotation dropped',
-                              image_id=image_id, annotation_id=ann_id))
-      continue
-    image = images[image_id]
-    height, width = int(image['height']), int(image['width'])
-    if ann['category_id'] not in class_of:
-      problems.append(Problem(ann_file, f"category_id {ann['category_id']} is not in "
-                              'categories: annotation dropped', image_id, ann_id))
-      continue
-    box, message = _clip_box(ann.get('bbox'), height, width)
-    if message:
-      problems.append(Problem(ann_file, message, image_id, ann_id))
-    if box is None:
-      continue
-    segmentation, messages = _check_segmentation(ann.get('segmentation'), height, width)
-    problems.extend(Problem(ann_file, m, image_id, ann_id) for m in messages)
-    annotations_of[image_id].append({
-        'id': ann_id, 'box': box, 'class': class_of[ann['category_id']],
-        'crowd': bool(ann.get('iscrowd', 0)), 'segmentation': segmentation})
+    entry, notes = _check_annotation(ann, images, class_of)
+    problems.extend(Problem(ann_file, message, image_id, ann_id, kind=kind, source=ann_file)
+                    for kind, message in notes)
+    if entry is not None:
+      annotations_of[image_id].append(entry)
   return annotations_of
 
 
@@ -307,10 +486,12 @@ def build_records(data: dict, ann_file: str, image_dir: str, label_map: LabelMap
   Returns:
     (records, problems, label_map)
   Raises:
-    CocoFormatError: ``keep`` unknown, no categories, or no image left (message says why).
+    CocoFormatError: ``keep`` unknown, no categories, an image or annotation id used twice, or
+      no image left (message says why).
   """
   if keep not in KEEP_CHOICES:
     raise ValueError(f'keep must be one of {KEEP_CHOICES}, got {keep!r}')
+  check_unique_ids(data, ann_file)
   if label_map is None:
     if not data['categories']:
       raise CocoFormatError(f"{ann_file}: 'categories' is empty: no class to learn")
@@ -327,7 +508,8 @@ def build_records(data: dict, ann_file: str, image_dir: str, label_map: LabelMap
       continue
     path = resolve_image_path(image_dir, str(image['file_name']))
     if check_files and not os.path.isfile(path):
-      problems.append(Problem(path, 'image file not found: image dropped', image_id))
+      problems.append(Problem(path, 'image file not found: image dropped', image_id,
+                              kind='missing image file', source=ann_file))
       continue
     records.append(_record(image_id, image, path, anns))
   if not records:
@@ -381,7 +563,9 @@ def decode_image(encoded: bytes | None, path: str | None, name: str) -> np.ndarr
 def decode_record(record: dict) -> RawSample:
   """A record (from ``build_records`` or the TFDS source) -> ``RawSample``.
 
-  The record gives the image either as ``image_bytes`` or as ``image_path``.
+  The record gives the image either as ``image_bytes`` or as ``image_path``. A segmentation
+  ``masks.segmentation_to_rle`` refuses (none in records from ``build_records``, which drops
+  them; possible in hand-made or older records) gets the filled box, like a missing one.
 
   Raises:
     BrokenSampleError: unreadable image, or its size differs from the annotation's.
@@ -422,12 +606,15 @@ def decode_record(record: dict) -> RawSample:
 
 
 def log_problems(problems: Iterable[Problem], limit: int = 50) -> None:
-  """Logs problems as warnings (the first ``limit`` in full, then a count)."""
+  """Logs problems as warnings: the first ``limit`` in full, then how many more, then one
+  summary line per annotation file (``summarize_problems``; it counts every problem)."""
   problems = list(problems)
   for problem in problems[:limit]:
     log.warning('%s', problem)
   if len(problems) > limit:
     log.warning('... and %d more problems', len(problems) - limit)
+  for summary in summarize_problems(problems):
+    log.warning('%s', summary)
 
 
 class CocoDataset:
@@ -439,6 +626,7 @@ class CocoDataset:
     class_names: tuple of class names in class-index order.
     category_ids: tuple, class index -> category id (for results files).
     problems: list of ``Problem`` found while reading (also logged).
+    summary: ``ProblemSummary`` of them (counts by kind; also logged, as one line).
     records: one dict per kept image (see ``build_records``).
   ``len(ds)`` images; ``ds[i]`` -> ``RawSample`` (may raise ``BrokenSampleError``).
   """
@@ -463,6 +651,7 @@ class CocoDataset:
         data, self.ann_file, self.image_dir, label_map=label_map, keep=keep,
         check_files=check_files)
     self.keep = keep
+    self.summary = summarize(self.ann_file, self.problems)
     if log_found_problems:
       log_problems(self.problems)
 

@@ -1,11 +1,16 @@
 """Instance-mask helpers: COCO segmentations -> binary masks, RLE round trips, and the loss's
 mask downsampling done on the host.
 
+pycocotools trusts its input (a NaN polygon coordinate is a segmentation fault, a coordinate of
+1e9 gigabytes of memory, an RLE whose runs do not cover the mask a read or write past it), so
+every segmentation is checked here before it is handed over (``clean_polygons``, ``check_rle``).
+
 Masks are uint8 {0, 1} arrays of shape ``[n, H, W]`` throughout.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Sequence
 
@@ -13,19 +18,85 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_utils
 
+
 class SegmentationError(ValueError):
   """A segmentation that cannot be turned into a mask (message says why)."""
 
 
-def clean_polygons(polygons: Sequence[Sequence[float]]) -> tuple[list[list[float]], list[str]]:
-  """Drops polygon parts pycocotools cannot rasterise.
+# How far outside the image a polygon coordinate may lie, in image sizes: x in [-W, 2W] and y in
+# [-H, 2H] for a W x H image. Real COCO polygons overshoot the image by a pixel or so, which stays
+# legal; a coordinate far outside is corrupt, and pycocotools would rasterise the whole polygon
+# (a coordinate of 1e9: gigabytes of memory, then a crash; NaN or inf: a segmentation fault).
+POLYGON_MARGIN = 1.0
+
+
+def _polygon_bounds(height: int, width: int) -> tuple[float, float, float, float]:
+  """(x_low, x_high, y_low, y_high): where polygon coordinates may lie (``POLYGON_MARGIN``)."""
+  return (-POLYGON_MARGIN * width, (1 + POLYGON_MARGIN) * width,
+          -POLYGON_MARGIN * height, (1 + POLYGON_MARGIN) * height)
+
+
+def _coordinate_problem(part_index: int, coords: Sequence[Any],
+                        bounds: tuple[float, float, float, float] | None) -> str:
+  """What is wrong with the first bad coordinate of a polygon part (the slow path)."""
+  for position, value in enumerate(coords):
+    axis = position % 2
+    where = f'polygon part {part_index} point {position // 2}: {"xy"[axis]}'
+    try:
+      number = float(value)
+    except (TypeError, ValueError):
+      return f'{where} is {value!r}, not a number'
+    if not math.isfinite(number):
+      return f'{where} = {number} is not finite'
+    if bounds is not None:
+      low, high = bounds[2 * axis], bounds[2 * axis + 1]
+      if not low <= number <= high:
+        return (f'{where} = {number:g} is outside [{low:g}, {high:g}] ({POLYGON_MARGIN:g} '
+                f'image {("width", "height")[axis]} beyond each side of the image)')
+  return f'polygon part {part_index}: unusable coordinates'
+
+
+def _part_coordinates(part_index: int, coords: Sequence[Any],
+                      bounds: tuple[float, float, float, float] | None) -> list[float]:
+  """A polygon part's coordinates as floats: all finite, and within ``bounds`` when given.
+
+  Raises:
+    SegmentationError: a coordinate that is not a number, not finite or out of bounds (point and
+      axis named).
+  """
+  try:
+    values = list(map(float, coords))
+  except (TypeError, ValueError):
+    values = None
+  if values is None or not all(map(math.isfinite, values)) or not _within(values, bounds):
+    raise SegmentationError(_coordinate_problem(part_index, coords, bounds))
+  return values
+
+
+def _within(values: list[float], bounds: tuple[float, float, float, float] | None) -> bool:
+  """Finite x, y, x, y, ... all inside ``bounds`` (always true without bounds)."""
+  if bounds is None:
+    return True
+  xs, ys = values[0::2], values[1::2]
+  return bounds[0] <= min(xs) and max(xs) <= bounds[1] and bounds[2] <= min(ys) and (
+      max(ys) <= bounds[3])
+
+
+def clean_polygons(polygons: Sequence[Sequence[float]], height: int | None = None,
+                   width: int | None = None) -> tuple[list[list[float]], list[str]]:
+  """Drops polygon parts pycocotools cannot rasterise; refuses corrupt ones.
 
   A part needs an even number of at least 6 coordinates (3 points). pycocotools would treat a
-  4-number part as a box and crash on it, so such parts are dropped here and reported.
+  4-number part as a box and crash on it, so such parts are dropped here and reported. Every
+  coordinate of a part kept must be a finite number and, when the image size is given, lie
+  within ``POLYGON_MARGIN`` of the image; anything else makes the whole segmentation corrupt.
 
   Returns:
     (usable parts as float lists, one message per dropped part)
+  Raises:
+    SegmentationError: a coordinate that is not a finite number, or out of range (point named).
   """
+  bounds = None if height is None or width is None else _polygon_bounds(height, width)
   kept, problems = [], []
   for part_index, part in enumerate(polygons):
     coords = list(part) if isinstance(part, (list, tuple, np.ndarray)) else None
@@ -33,8 +104,115 @@ def clean_polygons(polygons: Sequence[Sequence[float]]) -> tuple[list[list[float
       size = 'not a list' if coords is None else f'{len(coords)} coordinates'
       problems.append(f'polygon part {part_index} dropped ({size}; needs an even number >= 6)')
       continue
-    kept.append([float(v) for v in coords])
+    kept.append(_part_coordinates(part_index, coords, bounds))
   return kept, problems
+
+
+def _compressed_runs(counts: bytes) -> np.ndarray:
+  """Run lengths of a COCO compressed RLE string (pycocotools' ``rleFrString``, in numpy).
+
+  Each run is a little-endian base-32 number written as characters '0' + 5 bits, bit 0x20 meaning
+  "more characters follow" and bit 0x10 of the last one the sign; from the fourth run on, a run
+  is stored as its difference from the run two before.
+
+  Raises:
+    SegmentationError: a character outside '0'..'o', a string ending inside a run, or a run
+      longer than 7 characters (no mask has 2**35 pixels).
+  """
+  chars = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+  bad = np.flatnonzero((chars < 0) | (chars > 63))
+  if bad.size:
+    raise SegmentationError(f'compressed RLE counts: character {chr(counts[bad[0]])!r} at '
+                            f"{bad[0]} is outside '0'..'o'")
+  if chars.size == 0:
+    return np.zeros(0, np.int64)
+  more = (chars & 0x20) != 0
+  if more[-1]:
+    raise SegmentationError('compressed RLE counts: the string ends inside a run')
+  ends = np.flatnonzero(~more)
+  starts = np.concatenate([[0], ends[:-1] + 1])
+  lengths = ends - starts + 1
+  if lengths.max() > 7:
+    raise SegmentationError(f'compressed RLE counts: a run of {lengths.max()} characters '
+                            '(at most 7 encode any mask)')
+  shift = 5 * (np.arange(chars.size) - np.repeat(starts, lengths))
+  values = np.add.reduceat((chars & 0x1f) << shift, starts)
+  values -= ((chars[ends] & 0x10) != 0).astype(np.int64) << (5 * lengths)  # sign extension
+  runs = values.copy()
+  runs[1::2] = np.cumsum(values[1::2])  # run m += run m - 2, for m > 2
+  runs[2::2] = np.cumsum(values[2::2])
+  return runs
+
+
+def _integer_runs(counts: list) -> np.ndarray:
+  """An uncompressed RLE's counts as int64 runs (integral floats accepted, as pycocotools does).
+
+  Raises:
+    SegmentationError: an entry that is not an integer.
+  """
+  if not counts:
+    return np.zeros(0, np.int64)
+  try:
+    runs = np.asarray(counts)
+  except (TypeError, ValueError):  # ragged nesting
+    runs = np.zeros(0, object)
+  integral = runs.ndim == 1 and (
+      runs.dtype.kind in 'iu' or (runs.dtype.kind == 'f' and bool(np.all(np.isfinite(runs)))
+                                  and bool(np.all(runs == np.floor(runs)))))
+  if not integral:
+    raise SegmentationError(f'RLE counts are not a list of integers (they start {counts[:3]!r})')
+  return runs.astype(np.int64)
+
+
+def rle_runs(counts: Any) -> np.ndarray:
+  """The run lengths (int64) of an RLE's ``counts``: a list of integers (uncompressed RLE) or a
+  COCO compressed string / bytes. Runs alternate 0s and 1s in column-major order, 0s first.
+
+  Raises:
+    SegmentationError: counts of another type, a list with a non-integer, or a malformed string.
+  """
+  if isinstance(counts, str):
+    try:
+      counts = counts.encode('ascii')
+    except UnicodeEncodeError as e:
+      raise SegmentationError(f'compressed RLE counts: character {e.object[e.start]!r} at '
+                              f"{e.start} is outside '0'..'o'") from None
+  if isinstance(counts, (bytes, np.bytes_)):
+    return _compressed_runs(bytes(counts))
+  if isinstance(counts, list):
+    return _integer_runs(counts)
+  raise SegmentationError(f'RLE counts of type {type(counts).__name__} (expected a list of '
+                          'integers or a compressed string)')
+
+
+def check_rle(rle: dict, height: int, width: int) -> np.ndarray:
+  """Checks that ``rle`` is a well-formed RLE of a ``height x width`` mask without decoding it.
+
+  ``size`` must be ``[height, width]``; ``counts`` (see :func:`rle_runs`) must be non-negative
+  runs covering exactly ``height * width`` pixels. pycocotools trusts the runs: too few leave
+  pixels uninitialised, too many write past the mask.
+
+  Returns:
+    the runs (int64).
+  Raises:
+    SegmentationError: the first defect found.
+  """
+  if 'counts' not in rle:
+    raise SegmentationError(f'RLE has no counts (keys: {sorted(rle)})')
+  size = rle.get('size')
+  try:
+    size_ok = [int(s) for s in size] == [height, width]
+  except (TypeError, ValueError):
+    size_ok = False
+  if not size_ok:
+    raise SegmentationError(f'RLE size {size!r} differs from the image size {[height, width]}')
+  runs = rle_runs(rle['counts'])
+  if runs.size and runs.min() < 0:
+    raise SegmentationError(f'RLE has a negative run ({int(runs.min())})')
+  if int(runs.sum()) != height * width:
+    raise SegmentationError(f'RLE runs cover {int(runs.sum())} pixels, not {height} x {width} '
+                            f'= {height * width}')
+  return runs
 
 
 def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict:
@@ -42,30 +220,28 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict:
 
   Accepts what pycocotools' ``COCO.annToRLE`` accepts: a list of polygons (merged into one
   mask), an uncompressed RLE (``counts`` a list of ints, as COCO crowds use) or a compressed RLE
-  (``counts`` a str or bytes).
+  (``counts`` a str or bytes). Everything is checked before pycocotools sees it
+  (:func:`clean_polygons` with the image size, :func:`check_rle`), so a corrupt segmentation is
+  an error here, never a crash or a runaway allocation.
 
   Raises:
-    SegmentationError: the segmentation is empty or of an unknown form.
+    SegmentationError: the segmentation is empty, corrupt or of an unknown form.
   """
   if isinstance(segmentation, (list, tuple)):
-    polygons, _ = clean_polygons(segmentation)
+    polygons, _ = clean_polygons(segmentation, height, width)
     if not polygons:
       raise SegmentationError('no usable polygon')
     return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-  if isinstance(segmentation, dict) and 'counts' in segmentation:
+  if isinstance(segmentation, dict):
+    runs = check_rle(segmentation, height, width)
     counts = segmentation['counts']
-    size = segmentation.get('size', [height, width])
-    if [int(s) for s in size] != [height, width]:
-      raise SegmentationError(f'RLE size {list(size)} differs from the image size '
-                              f'{[height, width]}')
     if isinstance(counts, list):
-      return mask_utils.frPyObjects({'size': [height, width], 'counts': counts}, height,
+      return mask_utils.frPyObjects({'size': [height, width], 'counts': runs.tolist()}, height,
                                     width)
     if isinstance(counts, str):
       counts = counts.encode('ascii')
-    if isinstance(counts, (bytes, np.bytes_)):
-      return {'size': [height, width], 'counts': bytes(counts)}
-  raise SegmentationError(f'unknown segmentation form {type(segmentation).__name__}')
+    return {'size': [height, width], 'counts': bytes(counts)}
+  raise SegmentationError(f'unknown segmentation form ({type(segmentation).__name__})')
 
 
 def decode_rles(rles: Sequence[dict], height: int, width: int) -> np.ndarray:
