@@ -449,6 +449,15 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
   return value
 
 
+def _unknown_field(cls: Any, key: str, full: str) -> ConfigError:
+  """The error for ``full``, whose last part ``key`` is no field of the dataclass ``cls``."""
+  names = [f.name for f in dataclasses.fields(cls)]
+  close = difflib.get_close_matches(key, names, n=3)
+  hint = f' Did you mean {", ".join(close)}?' if close else ''
+  return ConfigError(f'Unknown config field {full!r}: {cls.__name__} has no field {key!r}.'
+                     f'{hint} Fields: {", ".join(names)}.')
+
+
 def _parse_literal(text: str) -> Any:
   try:
     return ast.literal_eval(text)
@@ -462,10 +471,7 @@ def _set_field(cfg: Any, keys: list[str], raw: str, full: str) -> Any:
   names = {f.name: f for f in dataclasses.fields(cfg)}
   key = keys[0]
   if key not in names:
-    close = difflib.get_close_matches(key, names, n=3)
-    hint = f' Did you mean {", ".join(close)}?' if close else ''
-    raise ConfigError(f'Unknown config field {full!r}: {type(cfg).__name__} has no field '
-                      f'{key!r}.{hint} Fields: {", ".join(names)}.')
+    raise _unknown_field(type(cfg), key, full)
   current = getattr(cfg, key)
   if len(keys) > 1:
     return replace(cfg, **{key: _set_field(current, keys[1:], raw, full)})
@@ -580,14 +586,16 @@ RUN_TOPOLOGY_KEYS = ('num_devices', 'num_processes')
 
 
 def _from_dict(cls: Any, data: Any, path: str) -> Any:
+  """The dataclass ``cls`` from its fields' values in ``data`` (``path``: its dotted prefix)."""
   if not isinstance(data, dict):
-    raise ConfigError(f'{path or "config"}: expected a mapping of fields, got {data!r}')
+    where = f'{path[:-1]}: ' if path else ''
+    raise ConfigError(f'{where}expected a mapping of config fields, got '
+                      f'{type(data).__name__} {data!r}')
   hints = typing.get_type_hints(cls)
   names = [f.name for f in dataclasses.fields(cls)]
   unknown = [k for k in data if k not in names]
   if unknown:
-    raise ConfigError(f'Unknown config field {path + unknown[0]!r}: {cls.__name__} has no '
-                      f'field {unknown[0]!r}. Fields: {", ".join(names)}.')
+    raise _unknown_field(cls, str(unknown[0]), path + str(unknown[0]))
   values = {}
   for name, value in data.items():
     hint = hints[name]
@@ -598,11 +606,12 @@ def _from_dict(cls: Any, data: Any, path: str) -> Any:
   return cls(**values)  # fields absent from ``data`` (an older run) keep their defaults
 
 
-def config_from_dict(data: dict[str, Any]) -> YolactConfig:
+def config_from_dict(data: Any) -> YolactConfig:
   """The config that :func:`config_to_dict` turned into ``data`` (JSON lists back to tuples),
-  validated. The run-topology keys of a run's ``config.json`` are ignored; an unknown field or a
-  value of the wrong type is a ConfigError naming it."""
-  data = {k: v for k, v in data.items() if k not in RUN_TOPOLOGY_KEYS}
+  validated. The run-topology keys of a run's ``config.json`` are ignored; ``data`` that is no
+  mapping, an unknown field or a value of the wrong type is a ConfigError naming it."""
+  if isinstance(data, dict):
+    data = {k: v for k, v in data.items() if k not in RUN_TOPOLOGY_KEYS}
   cfg = _from_dict(YolactConfig, data, '')
   validate(cfg)
   return cfg
