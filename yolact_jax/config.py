@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field, replace
@@ -199,7 +200,7 @@ class DatasetConfig:
 class YolactConfig:
   """A complete experiment: network, loss, inference, augmentation, optimiser and data."""
   name: str = 'yolact_base'
-  max_size: int = 550  # network input is max_size x max_size (images are squashed).
+  max_size: int = 550  # network input is max_size x max_size (images are squashed); 32-4096.
   backbone: BackboneConfig = field(default_factory=BackboneConfig)
   fpn: FPNConfig = field(default_factory=FPNConfig)
   mask: MaskConfig = field(default_factory=MaskConfig)
@@ -508,6 +509,29 @@ _UNSUPPORTED: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
 )
 
 
+# Numeric fields with a legal range: (field, lowest, highest or None, what the range is about).
+# validate() rejects a value outside it with an error naming the field, the value and the range.
+# Upper limits only where the value sizes an array regardless of the data (an absurd one would
+# allocate without bound); scores and overlaps are fractions. max_size: the input, every feature
+# map and the priors grow with its square; the presets use 64-700 px, the original 400-700; at
+# 4096 yolact_tiny predicts in 2.5 GiB (yolact_base needs a large accelerator), at 100000 the
+# priors alone are 9.3 GiB.
+_RANGES: tuple[tuple[str, int, int | None, str], ...] = (
+    ('max_size', 32, 4096, 'the network input is max_size x max_size px'),
+    ('detect.nms_top_k', 1, None, 'candidates per class'),
+    ('detect.nms_conf_thresh', 0, 1, 'a class score'),
+    ('detect.nms_thresh', 0, 1, 'an IoU'),
+    ('detect.max_num_detections', 1, 1000,
+     'every image\'s output is padded to this many masks at the canvas size'),
+    ('loss.positive_iou_threshold', 0, 1, 'an IoU'),
+    ('loss.negative_iou_threshold', 0, 1, 'an IoU'),
+    ('loss.crowd_iou_threshold', 0, 1, 'an intersection over the prior\'s area'),
+    ('mask.masks_to_train', 1, None, 'masks per image in the mask loss'),
+    ('train.max_instances', 1, 1000,
+     'every training image is padded to this many ground-truth slots, each a full-size mask'),
+)
+
+
 def get_field(cfg: Any, path: str) -> Any:
   """The value of a dotted field path (``'fpn.pad'``)."""
   for key in path.split('.'):
@@ -541,13 +565,38 @@ def validate(cfg: YolactConfig) -> None:
                       f'({cfg.num_levels}), got {len(b.pred_scales)}/{len(b.pred_aspect_ratios)}')
   if cfg.mask.proto_net[-1][0] != cfg.mask.mask_dim:
     raise ConfigError(f'mask.proto_net must end with mask_dim={cfg.mask.mask_dim} channels')
-  if cfg.max_size < 32:
-    raise ConfigError(f'max_size {cfg.max_size} too small')
+  _check_finite(cfg)
+  for path, lowest, highest, about in _RANGES:
+    value = get_field(cfg, path)
+    if highest is None and not lowest <= value:
+      raise ConfigError(f'{path}={value!r} must be >= {lowest} ({about})')
+    if highest is not None and not lowest <= value <= highest:
+      raise ConfigError(f'{path}={value!r} is outside [{lowest}, {highest}] ({about})')
   _validate_plus(cfg)
   for path, honoured, allowed, reason in _UNSUPPORTED:
     value = get_field(cfg, path)
     if not honoured(value):
       raise ConfigError(f'{path}={value!r}: {reason}. Supported: {path}={allowed}.')
+
+
+def _floats(value: Any) -> typing.Iterator[float]:
+  """The floats of a field's value (a number or nested tuples of numbers)."""
+  if isinstance(value, float):
+    yield value
+  elif isinstance(value, tuple):
+    for item in value:
+      yield from _floats(item)
+
+
+def _check_finite(cfg: Any, prefix: str = '') -> None:
+  """Every float of every field is finite: no field gives NaN or an infinity a meaning."""
+  for f in dataclasses.fields(cfg):
+    value = getattr(cfg, f.name)
+    if dataclasses.is_dataclass(value):
+      _check_finite(value, f'{prefix}{f.name}.')
+    elif not all(math.isfinite(x) for x in _floats(value)):
+      raise ConfigError(f'{prefix}{f.name}={value!r}: every number must be finite '
+                        '(no field takes NaN or inf)')
 
 
 def _validate_plus(cfg: YolactConfig) -> None:
