@@ -547,8 +547,9 @@ def _check_choice(path: str, value: str, registry: tuple[str, ...]) -> None:
 
 def validate(cfg: YolactConfig) -> None:
   """Rejects a config the code cannot run as asked: a name outside its registry, relations
-  between fields that a typo could break, and any value of :data:`_UNSUPPORTED` fields other
-  than the honoured one. Each ConfigError names the field."""
+  between fields that a typo could break, a NaN or infinite number, a value outside its
+  :data:`_RANGES` entry, and any value of :data:`_UNSUPPORTED` fields other than the honoured
+  one. Each ConfigError names the field."""
   b = cfg.backbone
   _check_choice('backbone.kind', b.kind, BACKBONE_KINDS)
   _check_choice('backbone.transform', b.transform, INPUT_TRANSFORMS)
