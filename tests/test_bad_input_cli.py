@@ -133,11 +133,12 @@ def _write_random_bytes(path):
   path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
 
 
+@pytest.mark.parametrize('flag', ['--weights', '--imagenet'])
 @pytest.mark.parametrize('write', [_write_random_bytes, _write_wrong_keys],
                          ids=['random bytes', 'a torch file with other keys'])
-def test_training_from_bad_weights_writes_nothing(write, tmp_path):
+def test_training_from_bad_weights_writes_nothing(write, flag, tmp_path):
   write(tmp_path / 'bad.pth')
-  result = run_cli(TOOL + ['train', '--config', 'yolact_tiny', '--weights', 'bad.pth',
+  result = run_cli(TOOL + ['train', '--config', 'yolact_tiny', flag, 'bad.pth',
                            '--workdir', 'W', '--data_dir', 'data', '--synthetic_train', '2',
                            '--synthetic_val', '0', '--no_progress'], tmp_path, TIMEOUT)
   error = one_error_line(result)
@@ -212,3 +213,4 @@ def test_a_run_config_at_the_limits_is_read_back(tmp_path):
   saved = get_config('yolact_tiny', ['max_size=4096', 'detect.nms_conf_thresh=0.0'])
   (tmp_path / 'config.json').write_text(json.dumps(config_to_dict(saved)))
   assert common.resolve_config(None, [], tmp_path) == saved
+
