@@ -214,3 +214,14 @@ def test_a_run_config_at_the_limits_is_read_back(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps(config_to_dict(saved)))
   assert common.resolve_config(None, [], tmp_path) == saved
 
+
+def test_a_message_of_many_lines_keeps_its_first_problem_and_counts_the_rest():
+  from yolact_jax.cli.common import one_line
+  many = ValueError('The checkpoint does not fit (3 problems):\n  missing key a\n  missing key b'
+                    '\n  missing key c')
+  assert one_line(many) == ('The checkpoint does not fit (3 problems): missing key a '
+                            '(+2 more; YOLACT_JAX_TRACEBACK=1 shows all)')
+  assert one_line(ValueError('heading:\n  the only problem\n')) == 'heading: the only problem'
+  assert one_line(ValueError('one line')) == 'one line'
+  assert one_line(KeyError('a key')) == 'a key'  # not its repr
+  assert one_line(ValueError('')) == 'ValueError'
