@@ -215,6 +215,13 @@ def test_ranged_fields_admit_their_range_and_refuse_the_rest(field, admitted, re
     assert message.startswith(f'{field}={value}') and legal in message, message
 
 
+def test_a_ranged_field_of_another_type_is_refused_by_name():
+  cfg = C.get_config('yolact_tiny')
+  for bad in ('550', None, True):  # a config file's get_config() is not type-checked
+    with pytest.raises(C.ConfigError, match=re.escape(f'max_size={bad!r}: expected a number')):
+      C.validate(dataclasses.replace(cfg, max_size=bad))
+
+
 def test_the_table_covers_the_ranges():
   assert {row[0] for row in RANGED} == {row[0] for row in C._RANGES}
 

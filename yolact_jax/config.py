@@ -522,10 +522,10 @@ _RANGES: tuple[tuple[str, int, int | None, str], ...] = (
     ('detect.nms_conf_thresh', 0, 1, 'a class score'),
     ('detect.nms_thresh', 0, 1, 'an IoU'),
     ('detect.max_num_detections', 1, 1000,
-     'every image\'s output is padded to this many masks at the canvas size'),
+     "every image's output is padded to this many masks at the canvas size"),
     ('loss.positive_iou_threshold', 0, 1, 'an IoU'),
     ('loss.negative_iou_threshold', 0, 1, 'an IoU'),
-    ('loss.crowd_iou_threshold', 0, 1, 'an intersection over the prior\'s area'),
+    ('loss.crowd_iou_threshold', 0, 1, "an intersection over the prior's area"),
     ('mask.masks_to_train', 1, None, 'masks per image in the mask loss'),
     ('train.max_instances', 1, 1000,
      'every training image is padded to this many ground-truth slots, each a full-size mask'),
@@ -569,6 +569,8 @@ def validate(cfg: YolactConfig) -> None:
   _check_finite(cfg)
   for path, lowest, highest, about in _RANGES:
     value = get_field(cfg, path)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # from a config file
+      raise ConfigError(f'{path}={value!r}: expected a number')
     if highest is None and not lowest <= value:
       raise ConfigError(f'{path}={value!r} must be >= {lowest} ({about})')
     if highest is not None and not lowest <= value <= highest:
