@@ -2,8 +2,10 @@
 with an error naming it; one registry per enumeration; the FPN and head options."""
 
 import dataclasses
+import math
 import pathlib
 import re
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -180,6 +182,96 @@ def test_config_files_define_get_config():
     text = f.read_text()
     assert 'def get_config() -> YolactConfig:' in text and 'get = get_config' in text, f.name
     assert f"load_config('configs/{f.name}')" in text, f.name
+
+
+# ------------------------------------------------------------------ ranges and finite numbers
+
+# Every field with a legal range: (field, values admitted, values refused, the range as the error
+# states it). The upper limits keep padded arrays bounded (max_size=100000 was a 14 GiB
+# MemoryError).
+RANGED = [
+    ('max_size', ['32', '4096'], ['31', '4097', '100000'], '[32, 4096]'),
+    ('detect.nms_top_k', ['1', '100000'], ['0', '-5'], '>= 1'),
+    ('detect.nms_conf_thresh', ['0.0', '1.0'], ['-0.01', '1.5'], '[0, 1]'),
+    ('detect.nms_thresh', ['0.0', '1.0'], ['-1.0', '1.01'], '[0, 1]'),
+    ('detect.max_num_detections', ['1', '1000'], ['0', '1001', '100000000'], '[1, 1000]'),
+    ('loss.positive_iou_threshold', ['0.0', '1.0'], ['-0.5', '2.0'], '[0, 1]'),
+    ('loss.negative_iou_threshold', ['0.0', '1.0'], ['-0.5', '2.0'], '[0, 1]'),
+    ('loss.crowd_iou_threshold', ['0.0', '1.0'], ['-0.5', '2.0'], '[0, 1]'),
+    ('mask.masks_to_train', ['1', '100000'], ['0'], '>= 1'),
+    ('train.max_instances', ['1', '1000'], ['0', '1001'], '[1, 1000]'),
+]
+
+
+@pytest.mark.parametrize('field,admitted,refused,legal', RANGED, ids=[row[0] for row in RANGED])
+def test_ranged_fields_admit_their_range_and_refuse_the_rest(field, admitted, refused, legal):
+  for value in admitted:
+    cfg = C.get_config('yolact_tiny', [f'{field}={value}'])
+    assert C.get_field(cfg, field) == float(value)
+  for value in refused:
+    with pytest.raises(C.ConfigError) as info:
+      C.get_config('yolact_tiny', [f'{field}={value}'])
+    message = str(info.value)
+    assert message.startswith(f'{field}={value}') and legal in message, message
+
+
+def test_a_ranged_field_of_another_type_is_refused_by_name():
+  cfg = C.get_config('yolact_tiny')
+  for bad in ('550', None, True):  # a config file's get_config() is not type-checked
+    with pytest.raises(C.ConfigError, match=re.escape(f'max_size={bad!r}: expected a number')):
+      C.validate(dataclasses.replace(cfg, max_size=bad))
+
+
+def test_the_table_covers_the_ranges():
+  assert {row[0] for row in RANGED} == {row[0] for row in C._RANGES}
+
+
+def _float_fields(cls=C.YolactConfig, prefix=''):
+  """Every field whose type holds a float (a number, or tuples of numbers), from the schema."""
+  hints = typing.get_type_hints(cls)
+  for f in dataclasses.fields(cls):
+    if dataclasses.is_dataclass(hints[f.name]):
+      yield from _float_fields(hints[f.name], f'{prefix}{f.name}.')
+    elif 'float' in str(hints[f.name]):
+      yield prefix + f.name
+
+
+def _with_number(value, number):
+  """``value`` (a number or nested tuples) with its first number replaced by ``number``."""
+  if not isinstance(value, tuple):
+    return number
+  return (_with_number(value[0], number), *value[1:])
+
+
+def _replaced(cfg, path, value):
+  key, _, rest = path.partition('.')
+  inner = _replaced(getattr(cfg, key), rest, value) if rest else value
+  return dataclasses.replace(cfg, **{key: inner})
+
+
+FLOAT_FIELDS = sorted(_float_fields())
+
+
+def test_the_float_fields_are_found():
+  assert {'detect.nms_conf_thresh', 'train.lr', 'backbone.pred_scales',
+          'augment.discard_box_width'} <= set(FLOAT_FIELDS)
+  assert 'max_size' not in FLOAT_FIELDS and 'train.freeze_bn' not in FLOAT_FIELDS
+
+
+@pytest.mark.parametrize('field', FLOAT_FIELDS)
+@pytest.mark.parametrize('number', [math.nan, math.inf, -math.inf], ids=['nan', 'inf', '-inf'])
+def test_no_float_field_takes_nan_or_inf(field, number):
+  cfg = C.get_config('yolact_plus_tiny')  # a preset whose every float field matters
+  bad = _replaced(cfg, field, _with_number(C.get_field(cfg, field), number))
+  with pytest.raises(C.ConfigError) as info:
+    C.validate(bad)
+  message = str(info.value)
+  assert message.startswith(f'{field}=') and 'finite' in message, message
+
+
+def test_an_infinite_override_is_refused_by_name():
+  with pytest.raises(C.ConfigError, match=re.escape('detect.nms_thresh=inf')):
+    C.get_config('yolact_tiny', ['detect.nms_thresh=1e999'])  # the literal 1e999 is inf
 
 
 # ------------------------------------------------------------------------------- registries

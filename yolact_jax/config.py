@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field, replace
@@ -204,7 +205,7 @@ class DatasetConfig:
 class YolactConfig:
   """A complete experiment: network, loss, inference, augmentation, optimiser and data."""
   name: str = 'yolact_base'
-  max_size: int = 550  # network input is max_size x max_size (images are squashed).
+  max_size: int = 550  # network input is max_size x max_size (images are squashed); 32-4096.
   backbone: BackboneConfig = field(default_factory=BackboneConfig)
   fpn: FPNConfig = field(default_factory=FPNConfig)
   mask: MaskConfig = field(default_factory=MaskConfig)
@@ -454,6 +455,15 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
   return value
 
 
+def _unknown_field(cls: Any, key: str, full: str) -> ConfigError:
+  """The error for ``full``, whose last part ``key`` is no field of the dataclass ``cls``."""
+  names = [f.name for f in dataclasses.fields(cls)]
+  close = difflib.get_close_matches(key, names, n=3)
+  hint = f' Did you mean {", ".join(close)}?' if close else ''
+  return ConfigError(f'Unknown config field {full!r}: {cls.__name__} has no field {key!r}.'
+                     f'{hint} Fields: {", ".join(names)}.')
+
+
 def _parse_literal(text: str) -> Any:
   try:
     return ast.literal_eval(text)
@@ -467,10 +477,7 @@ def _set_field(cfg: Any, keys: list[str], raw: str, full: str) -> Any:
   names = {f.name: f for f in dataclasses.fields(cfg)}
   key = keys[0]
   if key not in names:
-    close = difflib.get_close_matches(key, names, n=3)
-    hint = f' Did you mean {", ".join(close)}?' if close else ''
-    raise ConfigError(f'Unknown config field {full!r}: {type(cfg).__name__} has no field '
-                      f'{key!r}.{hint} Fields: {", ".join(names)}.')
+    raise _unknown_field(type(cfg), key, full)
   current = getattr(cfg, key)
   if len(keys) > 1:
     return replace(cfg, **{key: _set_field(current, keys[1:], raw, full)})
@@ -507,6 +514,29 @@ _UNSUPPORTED: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
 )
 
 
+# Numeric fields with a legal range: (field, lowest, highest or None, what the range is about).
+# validate() rejects a value outside it with an error naming the field, the value and the range.
+# Upper limits only where the value sizes an array regardless of the data (an absurd one would
+# allocate without bound); scores and overlaps are fractions. max_size: the input, every feature
+# map and the priors grow with its square; the presets use 64-700 px, the original 400-700; at
+# 4096 yolact_tiny predicts in 2.5 GiB (yolact_base needs a large accelerator), at 100000 the
+# priors alone are 9.3 GiB.
+_RANGES: tuple[tuple[str, int, int | None, str], ...] = (
+    ('max_size', 32, 4096, 'the network input is max_size x max_size px'),
+    ('detect.nms_top_k', 1, None, 'candidates per class'),
+    ('detect.nms_conf_thresh', 0, 1, 'a class score'),
+    ('detect.nms_thresh', 0, 1, 'an IoU'),
+    ('detect.max_num_detections', 1, 1000,
+     "every image's output is padded to this many masks at the canvas size"),
+    ('loss.positive_iou_threshold', 0, 1, 'an IoU'),
+    ('loss.negative_iou_threshold', 0, 1, 'an IoU'),
+    ('loss.crowd_iou_threshold', 0, 1, "an intersection over the prior's area"),
+    ('mask.masks_to_train', 1, None, 'masks per image in the mask loss'),
+    ('train.max_instances', 1, 1000,
+     'every training image is padded to this many ground-truth slots, each a full-size mask'),
+)
+
+
 def get_field(cfg: Any, path: str) -> Any:
   """The value of a dotted field path (``'fpn.pad'``)."""
   for key in path.split('.'):
@@ -522,8 +552,9 @@ def _check_choice(path: str, value: str, registry: tuple[str, ...]) -> None:
 
 def validate(cfg: YolactConfig) -> None:
   """Rejects a config the code cannot run as asked: a name outside its registry, relations
-  between fields that a typo could break, and any value of :data:`_UNSUPPORTED` fields other
-  than the honoured one. Each ConfigError names the field."""
+  between fields that a typo could break, a NaN or infinite number, a value outside its
+  :data:`_RANGES` entry, and any value of :data:`_UNSUPPORTED` fields other than the honoured
+  one. Each ConfigError names the field."""
   b = cfg.backbone
   _check_choice('backbone.kind', b.kind, BACKBONE_KINDS)
   _check_choice('backbone.transform', b.transform, INPUT_TRANSFORMS)
@@ -540,13 +571,40 @@ def validate(cfg: YolactConfig) -> None:
                       f'({cfg.num_levels}), got {len(b.pred_scales)}/{len(b.pred_aspect_ratios)}')
   if cfg.mask.proto_net[-1][0] != cfg.mask.mask_dim:
     raise ConfigError(f'mask.proto_net must end with mask_dim={cfg.mask.mask_dim} channels')
-  if cfg.max_size < 32:
-    raise ConfigError(f'max_size {cfg.max_size} too small')
+  _check_finite(cfg)
+  for path, lowest, highest, about in _RANGES:
+    value = get_field(cfg, path)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # from a config file
+      raise ConfigError(f'{path}={value!r}: expected a number')
+    if highest is None and not lowest <= value:
+      raise ConfigError(f'{path}={value!r} must be >= {lowest} ({about})')
+    if highest is not None and not lowest <= value <= highest:
+      raise ConfigError(f'{path}={value!r} is outside [{lowest}, {highest}] ({about})')
   _validate_plus(cfg)
   for path, honoured, allowed, reason in _UNSUPPORTED:
     value = get_field(cfg, path)
     if not honoured(value):
       raise ConfigError(f'{path}={value!r}: {reason}. Supported: {path}={allowed}.')
+
+
+def _floats(value: Any) -> typing.Iterator[float]:
+  """The floats of a field's value (a number or nested tuples of numbers)."""
+  if isinstance(value, float):
+    yield value
+  elif isinstance(value, tuple):
+    for item in value:
+      yield from _floats(item)
+
+
+def _check_finite(cfg: Any, prefix: str = '') -> None:
+  """Every float of every field is finite: no field gives NaN or an infinity a meaning."""
+  for f in dataclasses.fields(cfg):
+    value = getattr(cfg, f.name)
+    if dataclasses.is_dataclass(value):
+      _check_finite(value, f'{prefix}{f.name}.')
+    elif not all(math.isfinite(x) for x in _floats(value)):
+      raise ConfigError(f'{prefix}{f.name}={value!r}: every number must be finite '
+                        '(no field takes NaN or inf)')
 
 
 def _validate_plus(cfg: YolactConfig) -> None:
@@ -585,14 +643,16 @@ RUN_TOPOLOGY_KEYS = ('num_devices', 'num_processes')
 
 
 def _from_dict(cls: Any, data: Any, path: str) -> Any:
+  """The dataclass ``cls`` from its fields' values in ``data`` (``path``: its dotted prefix)."""
   if not isinstance(data, dict):
-    raise ConfigError(f'{path or "config"}: expected a mapping of fields, got {data!r}')
+    where = f'{path[:-1]}: ' if path else ''
+    raise ConfigError(f'{where}expected a mapping of config fields, got '
+                      f'{type(data).__name__} {data!r}')
   hints = typing.get_type_hints(cls)
   names = [f.name for f in dataclasses.fields(cls)]
   unknown = [k for k in data if k not in names]
   if unknown:
-    raise ConfigError(f'Unknown config field {path + unknown[0]!r}: {cls.__name__} has no '
-                      f'field {unknown[0]!r}. Fields: {", ".join(names)}.')
+    raise _unknown_field(cls, str(unknown[0]), path + str(unknown[0]))
   values = {}
   for name, value in data.items():
     hint = hints[name]
@@ -603,11 +663,12 @@ def _from_dict(cls: Any, data: Any, path: str) -> Any:
   return cls(**values)  # fields absent from ``data`` (an older run) keep their defaults
 
 
-def config_from_dict(data: dict[str, Any]) -> YolactConfig:
+def config_from_dict(data: Any) -> YolactConfig:
   """The config that :func:`config_to_dict` turned into ``data`` (JSON lists back to tuples),
-  validated. The run-topology keys of a run's ``config.json`` are ignored; an unknown field or a
-  value of the wrong type is a ConfigError naming it."""
-  data = {k: v for k, v in data.items() if k not in RUN_TOPOLOGY_KEYS}
+  validated. The run-topology keys of a run's ``config.json`` are ignored; ``data`` that is no
+  mapping, an unknown field or a value of the wrong type is a ConfigError naming it."""
+  if isinstance(data, dict):
+    data = {k: v for k, v in data.items() if k not in RUN_TOPOLOGY_KEYS}
   cfg = _from_dict(YolactConfig, data, '')
   validate(cfg)
   return cfg

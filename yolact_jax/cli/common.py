@@ -141,10 +141,15 @@ def known_errors() -> tuple[type[BaseException], ...]:
 
 
 def one_line(error: BaseException) -> str:
+  """The error's message on one line: a multi-line one (a heading and its list of problems) as
+  its heading, the first problem and how many more there are."""
   text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-  text = text.strip() or type(error).__name__
-  lines = text.splitlines()
-  return lines[0] + (' ...' if len(lines) > 1 else '')
+  lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(error).__name__]
+  if len(lines) == 1:
+    return lines[0]
+  more = len(lines) - 2
+  return f'{lines[0]} {lines[1]}' + (
+      f' (+{more} more; YOLACT_JAX_TRACEBACK=1 shows all)' if more else '')
 
 
 def cli_errors(main: Callable[..., Any]) -> Callable[..., Any]:

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import pathlib
+from typing import Any, Callable
 
 from yolact_jax.cli import common
 from yolact_jax.cli.common import UsageError
@@ -192,6 +193,42 @@ def make_eval_fn(cfg, val_source, val_ann):
   return eval_fn
 
 
+def naming_the_file(read: Callable[[], Any], flag: str, path: str) -> Any:
+  """``read()``, whose CheckpointError names the file it read (``FLAG PATH: ...``) if it does not
+  already."""
+  from yolact_jax.checkpoint.convert import CheckpointError
+  try:
+    return read()
+  except CheckpointError as e:
+    if str(path) in str(e):
+      raise
+    raise CheckpointError(f'{flag} {path}: {e}') from e
+
+
+def starting_weights(args, cfg, imagenet: str | None, resuming: bool) -> Callable[[], Any]:
+  """The trainer's ``init``: the variables a new run starts from (--weights, else random with
+  the ImageNet backbone ``imagenet`` when given). A new run reads and checks them now, before the
+  trainer makes the run directory, so that bad weights leave nothing behind; a resumed run reads
+  them only if the trainer asks (no readable checkpoint after all)."""
+  from yolact_jax.checkpoint import convert, io
+  from yolact_jax.model.variables import init_variables
+
+  def load():
+    if args.weights:
+      return naming_the_file(lambda: io.load_weights(args.weights, cfg), '--weights',
+                             args.weights)
+    variables = init_variables(cfg)
+    if not imagenet:
+      return variables
+    return naming_the_file(lambda: convert.load_imagenet_backbone(imagenet, cfg, variables),
+                           '--imagenet', imagenet)
+
+  if resuming:
+    return load
+  loaded = [load()]  # handed over once, not kept alive for the whole run
+  return lambda: loaded.pop() if loaded else load()
+
+
 def train_options(args, init, eval_fn):
   """TrainOptions from the flags."""
   from yolact_jax import trainer
@@ -228,22 +265,15 @@ def main(argv=None) -> int:
   cfg = train_config(args, overrides)
   workdir = args.workdir or os.path.join('runs', cfg.name)
   common.check_weights(args.weights, '--weights')
-  imagenet = imagenet_file(args, cfg, has_checkpoint(workdir))  # before the run directory
+  resuming = has_checkpoint(workdir)
+  imagenet = imagenet_file(args, cfg, resuming)  # before the run directory
   from yolact_jax import parallel
   parallel.initialize_from_args(args)
   from yolact_jax import trainer
-  from yolact_jax.checkpoint import convert, io
   from yolact_jax.data import categories
-  from yolact_jax.model.variables import init_variables
   train_source, val_source, val_ann = build_sources(cfg, args)
   cfg = categories.check_source(cfg, train_source)  # classes: the dataset's vs the config's
-
-  def init():
-    if args.weights:
-      return io.load_weights(args.weights, cfg)
-    variables = init_variables(cfg)
-    return convert.load_imagenet_backbone(imagenet, cfg, variables) if imagenet else variables
-
+  init = starting_weights(args, cfg, imagenet, resuming)
   options = train_options(args, init,
                           None if args.no_eval else make_eval_fn(cfg, val_source, val_ann))
   summary = trainer.train(cfg, workdir, train_source, options)

@@ -76,12 +76,29 @@ def trace(fn: Callable, specs: list[jax.ShapeDtypeStruct]) -> Callable:
   return jex.core.jaxpr_as_fun(closed)
 
 
+# What exporting imports, and how to install it: pyproject.toml's onnx extra, and jax2onnx apart
+# (its orbax-checkpoint pin conflicts with ours; it never imports orbax).
+EXPORT_MODULES = ('onnx', 'jax2onnx')
+INSTALL = "pip install 'yolact-jax[onnx]' and pip install --no-deps jax2onnx==0.17.1"
+
+
+def require_exporter() -> None:
+  """An ImportError in one line that says what to install, unless every one of
+  :data:`EXPORT_MODULES` imports."""
+  import importlib
+  for module in EXPORT_MODULES:
+    try:
+      importlib.import_module(module)
+    except ImportError as e:
+      reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+      raise ImportError(f'ONNX export cannot import {module!r} ({reason}): {INSTALL} '
+                        '(README, Serving)') from e
+
+
 def _to_onnx(fn: Callable, specs: list[jax.ShapeDtypeStruct], input_names: tuple[str, ...],
              output_names: tuple[str, ...], name: str) -> Any:
-  try:
-    import jax2onnx
-  except ImportError as e:
-    raise ImportError('ONNX export needs jax2onnx, onnx and onnxruntime (README, Serving)') from e
+  require_exporter()
+  import jax2onnx
   import logging
   serde = logging.getLogger('onnx_ir.serde')  # warns once per untyped shape constant
   level = serde.level
@@ -143,6 +160,7 @@ def network_model(spec: ExportSpec, variables: Any) -> Any:
 def export_onnx(spec: ExportSpec, variables: Any, out: str | pathlib.Path) -> dict[str, Any]:
   """Writes ``out`` (the ONNX program, fixed batch ``spec.batch``) and ``out.json``; returns the
   metadata."""
+  require_exporter()  # before the weights are read or anything is written
   import onnx
 
   out = pathlib.Path(out)
