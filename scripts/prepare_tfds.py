@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     return 2
   for problem in problems:
     print(f'problem: {problem}')
+  for summary in coco.summarize_problems(problems):
+    print(f'summary: {summary}')
   print(f'{len(problems)} problems')
   if args.report:
     with open(args.report, 'w') as f:

@@ -5,13 +5,9 @@ with a warning naming the option that drops them, duplicate ids are one error li
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.reference_data import PROJECT_ROOT
+from tests.cli_run import run_cli
 from tests.test_data_common import noise_image, rect_polygon, write_coco
 from yolact_jax.config import SYNTHETIC_CLASSES
 
@@ -30,17 +26,10 @@ _LIMITED_CLI = ('import resource, runpy, sys; '
 def _train(ann_file, image_dir, cwd, timeout=600):
   """``yolact_jax train`` on the yolact_tiny preset (64 px, the synthetic class names) for two
   steps; returns the CompletedProcess."""
-  cache = os.environ.get('YOLACT_JAX_TEST_CACHE', os.path.join(PROJECT_ROOT, '.jax_cache'))
-  env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), JAX_PLATFORMS='cpu',
-             JAX_COMPILATION_CACHE_DIR=os.path.abspath(cache),  # as tests/conftest.py
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='1')
-  env.pop('YOLACT_JAX_TRACEBACK', None)
-  command = [sys.executable, '-c', _LIMITED_CLI, str(MEMORY_LIMIT),
-             'train', '--config', 'yolact_tiny', '--data', 'coco', '--ann_file', str(ann_file),
-             '--image_dir', str(image_dir), '--workdir', str(cwd / 'run'), '--steps', '2',
-             '--no_eval', '--no_progress', '--from_scratch']
-  return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                        timeout=timeout)
+  return run_cli(['train', '--config', 'yolact_tiny', '--data', 'coco', '--ann_file', ann_file,
+                  '--image_dir', image_dir, '--workdir', cwd / 'run', '--steps', '2',
+                  '--no_eval', '--no_progress', '--from_scratch'], cwd, timeout=timeout,
+                 prefix=('-c', _LIMITED_CLI, str(MEMORY_LIMIT)))
 
 
 def _image(image_id, file_name):

@@ -94,6 +94,28 @@ def test_ground_truth_as_predictions_scores_ap_one(eval_set, tmp_path):
   assert summary['box_map'] == summary['mask_map'] == 1.0
 
 
+def test_corrupt_ground_truth_is_left_out_instead_of_crashing_cocoeval(eval_set, caplog):
+  """A NaN polygon coordinate makes pycocotools segfault in COCOeval; a coordinate of 1e9
+  allocates gigabytes. Such annotations are left out of the scored copy (one warning each), so
+  the ground truth as predictions still scores AP 1 over the rest."""
+  data = copy.deepcopy(eval_set.ground_truth.dataset)
+  image = data['images'][0]
+  corrupt = [float('nan'), 1.0, 5.0, 1.0, 5.0, 5.0], [1.0, 1.0, 1e9, 1.0, 5.0, 5.0]
+  for offset, polygon in enumerate(corrupt):
+    data['annotations'].append({'id': 90000 + offset, 'image_id': image['id'],
+                                'category_id': data['categories'][0]['id'], 'iscrowd': 0,
+                                'bbox': [1.0, 1.0, 4.0, 4.0], 'segmentation': [polygon]})
+  with caplog.at_level('WARNING', logger='yolact_jax.evaluation.ground_truth'):
+    gt = ev.load_ground_truth(data)
+  assert 90000 not in gt.anns and 90001 not in gt.anns
+  assert len(gt.anns) == len(eval_set.ground_truth.anns)
+  assert 'annotation 90000' in caplog.text and 'annotation 90001' in caplog.text
+  assert '2 of' in caplog.text
+  bbox, segm = ev.detections_to_coco_results(gt_as_detections(eval_set), eval_set.category_ids)
+  summary = ev.coco_evaluate(gt, bbox, segm)
+  assert summary['box_map'] == summary['mask_map'] == 1.0
+
+
 def test_ground_truth_without_area_gets_the_mask_area(eval_set):
   data = copy.deepcopy(eval_set.ground_truth.dataset)
   areas = [ann.pop('area') for ann in data['annotations']]

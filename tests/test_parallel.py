@@ -6,7 +6,6 @@ Multi-device runs need XLA_FLAGS set before jax starts, so they run in subproces
 """
 
 import json
-import os
 import pathlib
 import shutil
 import signal
@@ -18,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.cli_run import subprocess_env
 from yolact_jax import parallel
 from yolact_jax.data import synthetic
 
@@ -25,11 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _env(devices: int) -> dict:
-  cache = os.environ.get('YOLACT_JAX_TEST_CACHE', str(ROOT / '.jax_cache'))
-  return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT),
-              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-              JAX_COMPILATION_CACHE_DIR=os.path.abspath(cache),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='1')
+  return subprocess_env(devices)
 
 
 def _worker(args, devices=2, timeout=600) -> dict:

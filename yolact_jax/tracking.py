@@ -165,9 +165,15 @@ class Tracker:
       self.wandb_run.log(scalars, step=step)
 
   def close(self) -> None:
+    """Flushes and closes the writers; a write that fails now (a full disk) is one warning line,
+    so that it cannot hide the error that ended the run."""
     if self.writer is not None:
-      self.writer.close()
-      self.writer = None
+      writer, self.writer = self.writer, None
+      try:
+        writer.close()
+      except OSError as e:
+        log.warning('TensorBoard events not all written to %s (%s)', self.workdir / TENSORBOARD_DIR,
+                    e.strerror or e)
     if self.wandb_run is not None:
       self.wandb_run.finish()
       self.wandb_run = None

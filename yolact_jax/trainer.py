@@ -22,7 +22,7 @@
   An unreadable newest checkpoint is set aside as ``<step>.unreadable`` and the newest readable
   one is used, with a warning (``checkpoint.runs.restore_newest_readable``).
 * SIGINT and SIGTERM finish the current step, save a checkpoint and return; a second Ctrl-C
-  ends the process at once with one line (the unfinished save is discarded).
+  ends the process at once, quietly (an unfinished save is removed when the run next opens).
 * Divergence: more non-finite steps than ``train.max_nonfinite_in_a_row`` in a row, or than
   ``train.max_nonfinite_fraction`` of the last ``NONFINITE_WINDOW`` steps, stop the run with
   :class:`TrainingDiverged` naming the newest checkpoint saved before them (nothing is saved
@@ -39,7 +39,6 @@ import logging
 import os
 import pathlib
 import signal
-import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -98,22 +97,26 @@ class TrainOptions:
 
 
 class _StopSignal:
-  """Turns SIGINT/SIGTERM into a flag checked between steps (restored on exit). A second SIGINT
-  ends the process at once, quietly: one line (``interrupted()`` says what is left), exit 130."""
+  """Turns SIGINT/SIGTERM into a flag checked between steps (restored on exit). After the first
+  SIGINT a second one ends the process at once, quietly, wherever it is (the default action;
+  a save it cuts short leaves a temporary folder that the next run removes): the first one's
+  line says what will then be left (``note()``)."""
 
-  def __init__(self, interrupted: Callable[[], str] = lambda: ''):
+  def __init__(self, note: Callable[[], str] = lambda: ''):
     self.received: int | None = None
     self._previous: dict[int, Any] = {}
-    self._interrupted = interrupted
+    self._note = note
 
   def _handle(self, signum, frame):
     del frame
-    if self.received is not None and signum == signal.SIGINT:
-      print(f'interrupted again: stopping now{self._interrupted()}', file=sys.stderr, flush=True)
-      os._exit(130)  # pylint: disable=protected-access  (no cleanup may block a second Ctrl-C)
+    if self.received is None and signum == signal.SIGINT:
+      signal.signal(signal.SIGINT, signal.SIG_DFL)  # works even inside a blocking save
+      log.warning('received SIGINT: saving a checkpoint after this step (Ctrl-C again stops at '
+                  'once; %s)', self._note())
+    elif self.received is None:
+      log.warning('received %s: saving a checkpoint after this step',
+                  signal.Signals(signum).name)
     self.received = signum
-    log.warning('received %s: saving a checkpoint after this step (Ctrl-C again: stop at once)',
-                signal.Signals(signum).name)
 
   def __enter__(self):
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -220,7 +223,6 @@ class _Run:
                                  cfg.train.max_nonfinite_fraction)
     self.summary: dict[str, Any] = {'step': self.start, 'stopped_by': None,
                                     'last_metrics': None, 'last_eval': None}
-    self.saving: int | None = None  # the step being saved, while it is
     parallel.set_failure_note(self.resume_note)
 
   def _data_position(self, step: int) -> loader.DataPosition:
@@ -273,14 +275,6 @@ class _Run:
     return (f'the newest checkpoint is step {latest} in {where}' if latest is not None
             else f'no checkpoint was saved yet in {where}')
 
-  def _interrupted(self) -> str:
-    """The second Ctrl-C's line: the unfinished save discarded, what is intact."""
-    if self.saving is None:
-      return f'; {self.resume_note()}'
-    if jax.process_index() == 0:
-      runs.remove_partial_saves(self.workdir / runs.CHECKPOINTS, self.saving)
-    return f' without finishing checkpoint {self.saving}; {self.resume_note()}'
-
   def check_finite(self, step: int) -> None:
     """Feeds the steps not yet seen to the divergence guard; raises TrainingDiverged."""
     if self.metrics_log.pending:
@@ -296,8 +290,8 @@ class _Run:
             else 'no checkpoint precedes them')
     raise TrainingDiverged(
         f'training diverged at step {step}: {what}; {kept} and nothing is saved after it. '
-        'Look for degenerate boxes in the dataset warnings (or lower train.lr); 0 turns the '
-        'check off')
+        'Look for degenerate boxes in the dataset warnings, or lower train.lr (setting that '
+        'field to 0 turns this check off)')
 
   def save(self, step: int, eval_metrics: dict | None = None) -> None:
     self.check_finite(step)
@@ -305,18 +299,16 @@ class _Run:
     if self.manager.latest_step() == step and metrics is None:
       return
     directory, intact = self.workdir / runs.CHECKPOINTS, self.manager.latest_step()
-    self.saving = step
     try:
-      self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(self.state),
-          data=ocp.args.JsonSave(self.position.to_json())), metrics=metrics, force=True)
-      self.manager.wait_until_finished()
+      with runs.quiet('absl', 'asyncio'):  # the error below says it in one line
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(self.state),
+            data=ocp.args.JsonSave(self.position.to_json())), metrics=metrics, force=True)
+        self.manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except  (orbax/TensorStore errors vary)
       if jax.process_index() == 0:
         runs.remove_partial_saves(directory, step)
       raise runs.save_error(e, directory, step, intact) from e
-    finally:
-      self.saving = None
 
   def validate(self, step: int) -> dict | None:
     """Runs ``eval_fn`` on every process: evaluation is collective (each process runs its share
@@ -400,7 +392,7 @@ def train(cfg: YolactConfig, workdir: str | os.PathLike, train_source: Any,
   bar = tqdm(total=run.num_steps, initial=run.start, unit='step', dynamic_ncols=True,
              desc=cfg.name, disable=not options.progress or jax.process_index() != 0)
   try:
-    with _StopSignal(run._interrupted) as stop, contextlib.closing(bar):
+    with _StopSignal(run.resume_note) as stop, contextlib.closing(bar):
       step = run.loop(stop, bar)
       run.finish(step, stop)
   except Exception as e:  # a lost process: one line and exit (nothing below may block on it)

@@ -29,6 +29,7 @@ import logging
 import os
 import pathlib
 import shutil
+import sys
 from typing import Any, Callable
 
 import jax
@@ -55,10 +56,36 @@ def checkpoint_manager(directory: str | os.PathLike, keep: int) -> ocp.Checkpoin
   options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
                                          enable_async_checkpointing=False,
                                          cleanup_tmp_directories=True)
+  silence_closed_event_loops()
   return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options)
 
 
 TMP_MARK = '.orbax-checkpoint-tmp'  # orbax's suffix of a step directory still being written
+
+
+def _closed_loop(error: BaseException | None) -> bool:
+  return isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
+
+
+def silence_closed_event_loops() -> None:
+  """After a failed save or restore, TensorStore's threads go on completing orbax's futures on
+  an event loop that has closed, and each prints a traceback ('Event loop is closed', hundreds on
+  a full disk) that says nothing the one-line error does not. Drops exactly those (installed once
+  per process; every other exception is printed as before)."""
+  if getattr(sys.excepthook, 'drops_closed_loops', False):
+    return
+  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+  def filtered_excepthook(kind, value, traceback):
+    if not _closed_loop(value):
+      excepthook(kind, value, traceback)
+
+  def filtered_unraisablehook(unraisable):
+    if not _closed_loop(unraisable.exc_value):
+      unraisablehook(unraisable)
+
+  filtered_excepthook.drops_closed_loops = True
+  sys.excepthook, sys.unraisablehook = filtered_excepthook, filtered_unraisablehook
 
 
 def remove_partial_saves(directory: str | os.PathLike, step: int) -> None:

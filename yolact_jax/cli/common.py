@@ -126,8 +126,9 @@ def _readable(path: str | os.PathLike) -> bool:
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
-  """The exception types that mean a bad input: one line, exit status 1. (ValueError covers the
-  project's ClassMismatchError, LabelError and CheckpointError; set YOLACT_JAX_TRACEBACK=1 to
+  """The exception types that mean a bad input or a failed run: one line, exit status 1.
+  (ValueError covers the project's ClassMismatchError, LabelError and CheckpointError; OSError a
+  full disk or a lost mount, FileNotFoundError and PermissionError; set YOLACT_JAX_TRACEBACK=1 to
   see the traceback of any of them.)"""
   from yolact_jax.checkpoint.convert import CheckpointError
   from yolact_jax.config import ConfigError
@@ -136,8 +137,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
   from yolact_jax.parallel import DistributedError
   from yolact_jax.tracking import TrackingError
   return (UsageError, ConfigError, CheckpointError, CocoFormatError, ResultsError,
-          DistributedError, TrackingError, FileNotFoundError, PermissionError, ValueError,
-          ImportError)
+          DistributedError, TrackingError, OSError, ValueError, ImportError)
 
 
 def one_line(error: BaseException) -> str:

@@ -276,6 +276,9 @@ def main(argv=None) -> int:
   init = starting_weights(args, cfg, imagenet, resuming)
   options = train_options(args, init,
                           None if args.no_eval else make_eval_fn(cfg, val_source, val_ann))
-  summary = trainer.train(cfg, workdir, train_source, options)
+  try:
+    summary = trainer.train(cfg, workdir, train_source, options)
+  except trainer.TrainingDiverged as e:  # the data or the learning rate: the user's to fix
+    raise UsageError(str(e)) from e
   variables = trainer.state_variables(summary.pop('state'))
   return report(summary, variables, args)

@@ -127,6 +127,7 @@ PROBLEM_KINDS = {
     'unknown image id': ('unknown image id', 'unknown image ids', DROPS_ANNOTATION),
     'invalid image size': ('invalid image size', 'invalid image sizes', DROPS_IMAGE),
     'missing image file': ('missing image file', 'missing image files', DROPS_IMAGE),
+    'unreadable image': ('unreadable image', 'unreadable images', DROPS_IMAGE),
     'box clipped': ('box clipped', 'boxes clipped', KEPT),
     'box under one pixel': ('box under one pixel kept', 'boxes under one pixel kept', KEPT),
     'polygon part dropped': ('polygon part dropped', 'polygon parts dropped', KEPT),
@@ -341,7 +342,7 @@ def _sub_pixel_note(box_xywh: Sequence[float]) -> Note | None:
           f'{_SUB_PIXEL_ADVICE}')
 
 
-def _check_segmentation(segmentation: Any, height: int, width: int) -> tuple[Any, list[Note]]:
+def check_segmentation(segmentation: Any, height: int, width: int) -> tuple[Any, list[Note]]:
   """Checks a segmentation without rasterising it (``mask_lib.clean_polygons`` with the image
   size, ``mask_lib.check_rle``).
 
@@ -383,7 +384,7 @@ def _check_annotation(ann: dict, images: dict[int, dict], class_of: dict[int, in
   if box is None:
     return None, [box_note]
   try:
-    segmentation, notes = _check_segmentation(ann.get('segmentation'), height, width)
+    segmentation, notes = check_segmentation(ann.get('segmentation'), height, width)
   except mask_lib.SegmentationError as e:
     return None, [('corrupt segmentation', f'corrupt segmentation: {e}: annotation dropped')]
   notes = [n for n in (box_note, _sub_pixel_note(box)) if n is not None] + notes

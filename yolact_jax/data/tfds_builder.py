@@ -30,6 +30,7 @@ prepared directory, ``load_tfds_split(builder_dir, split)``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any, Sequence
@@ -124,7 +125,7 @@ class CocoFormatInstances(tfds.core.GeneratorBasedBuilder):
       records, problems, _ = coco_lib.build_records(
           data, ann_file, os.path.join(manual_dir, tag), label_map=label_map, keep='all')
       self.problems.extend(problems)
-      generators[split] = self._generate_examples(split, records, label_map)
+      generators[split] = self._generate_examples(split, records, label_map, ann_file)
     if not generators:
       raise coco_lib.CocoFormatError(
           f'{manual_dir}: no annotation file found (looked for annotations/instances_<tag>'
@@ -134,12 +135,12 @@ class CocoFormatInstances(tfds.core.GeneratorBasedBuilder):
     return generators
 
   def _generate_examples(self, split: str, records: Sequence[dict],
-                         label_map: coco_lib.LabelMap):
+                         label_map: coco_lib.LabelMap, ann_file: str):
     image_ids, num_objects, num_crowds = [], [], []
     for record in records:
       example, problem = record_to_example(record, label_map, self._verify_images)
       if problem is not None:
-        self.problems.append(problem)
+        self.problems.append(dataclasses.replace(problem, source=ann_file))
         continue
       image_ids.append(int(record['image_id']))
       num_crowds.append(int(np.sum(record['is_crowd'])))
@@ -160,17 +161,18 @@ def record_to_example(record: dict, label_map: coco_lib.LabelMap, verify_image: 
       encoded = f.read()
   except OSError as e:
     return None, coco_lib.Problem(path, f'cannot read image ({e.strerror}): image left out',
-                                  record['image_id'])
+                                  record['image_id'], kind='unreadable image')
   height, width = int(record['height']), int(record['width'])
   if verify_image:
     try:
       image = coco_lib.decode_image(encoded, None, path)
     except coco_lib.BrokenSampleError as e:
-      return None, coco_lib.Problem(path, f'{e.reason}: image left out', record['image_id'])
+      return None, coco_lib.Problem(path, f'{e.reason}: image left out', record['image_id'],
+                                    kind='unreadable image')
     if image.shape[:2] != (height, width):
       return None, coco_lib.Problem(
           path, f'image is {image.shape[1]}x{image.shape[0]} but the annotations say '
-          f'{width}x{height}: image left out', record['image_id'])
+          f'{width}x{height}: image left out', record['image_id'], kind='unreadable image')
   rles = []
   for segmentation, box in zip(record['segmentations'], record['boxes_xywh']):
     try:

@@ -1,16 +1,24 @@
 """Ground truth for COCOeval: a pycocotools ``COCO`` from an annotation file, a COCO-format dict
 or reader records, with the ``area`` COCOeval needs.
+
+COCOeval rasterises every ground-truth segmentation, trusting it as pycocotools does (a NaN
+polygon coordinate is a segmentation fault), so an annotation whose segmentation the dataset
+reader would refuse (``data.coco.check_segmentation``) is left out of the copy COCOeval scores,
+with one warning line each; polygon parts under three points are left out of it too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def quiet(fn, *args, **kwargs):
@@ -33,19 +41,40 @@ def annotation_area(ann: dict, height: int | None, width: int | None) -> float:
     return float(bbox[2] * bbox[3])
 
 
+def _scorable(annotations: list[dict], sizes: dict[int, tuple[int, int]]) -> list[dict]:
+  """The annotations COCOeval can rasterise: corrupt segmentations left out (a warning each),
+  unusable polygon parts removed, ``area`` added where missing (copies; the input is kept)."""
+  from yolact_jax.data import coco as coco_lib
+  from yolact_jax.data import masks as mask_lib
+  kept = []
+  for ann in annotations:
+    size = sizes.get(int(ann['image_id']))
+    segmentation = ann.get('segmentation')
+    if size is not None and segmentation:
+      try:
+        cleaned, notes = coco_lib.check_segmentation(segmentation, *size)
+      except mask_lib.SegmentationError as e:
+        log.warning('ground truth annotation %s of image %s left out of the evaluation: corrupt '
+                    'segmentation (%s)', ann.get('id'), ann['image_id'], e)
+        continue
+      if notes and isinstance(segmentation, list):  # polygon parts left out
+        ann = dict(ann, segmentation=cleaned)
+    if 'area' not in ann:
+      ann = dict(ann, area=annotation_area(ann, *(size or (None, None))))
+    kept.append(ann)
+  if len(kept) < len(annotations):
+    log.warning('%d of %d ground truth annotations left out of the evaluation (corrupt '
+                'segmentations)', len(annotations) - len(kept), len(annotations))
+  return kept
+
+
 def ground_truth_from_dict(data: dict) -> Any:
-  """A pycocotools ``COCO`` from a COCO-format dict (not modified; annotations without ``area``
-  get :func:`annotation_area` in the copy COCOeval uses)."""
+  """A pycocotools ``COCO`` from a COCO-format dict (not modified; COCOeval uses a copy with
+  :func:`_scorable` annotations)."""
   from pycocotools.coco import COCO
   sizes = {int(image['id']): (int(image['height']), int(image['width']))
            for image in data.get('images', [])}
-  annotations = data.get('annotations', [])
-  if any('area' not in ann for ann in annotations):
-    annotations = [ann if 'area' in ann else
-                   dict(ann, area=annotation_area(ann, *sizes.get(int(ann['image_id']),
-                                                                  (None, None))))
-                   for ann in annotations]
-    data = dict(data, annotations=annotations)
+  data = dict(data, annotations=_scorable(data.get('annotations', []), sizes))
   gt = COCO()
   gt.dataset = data
   quiet(gt.createIndex)
