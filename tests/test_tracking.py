@@ -150,3 +150,19 @@ def test_wandb_missing_is_a_clear_error(source, tmp_path):
     trainer.train(CFG, tmp_path / 'run', source, trainer.TrainOptions(
         num_steps=1, wandb=True, **QUIET))
   assert not (tmp_path / 'run' / runs.CHECKPOINTS).exists()
+
+
+def test_a_failed_final_write_of_the_events_is_one_warning(tmp_path, caplog):
+  """On a full disk the TensorBoard writer fails when it is closed; that must not hide the error
+  that ended the run (it used to be the last traceback printed)."""
+  tracker = tracking.Tracker(tmp_path, tensorboard=True)
+
+  def full_disk():
+    raise OSError(28, 'No space left on device')
+
+  tracker.writer.close = full_disk
+  with caplog.at_level(logging.WARNING, logger='yolact_jax.tracking'):
+    tracker.close()
+  assert tracker.writer is None
+  assert 'TensorBoard events not all written' in caplog.text
+  assert 'No space left on device' in caplog.text
