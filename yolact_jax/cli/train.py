@@ -176,13 +176,15 @@ def tfds_sources(directory: str):
 
 
 def make_eval_fn(cfg, val_source, val_ann):
-  """The validation hook: COCO box/mask mAP on the validation split."""
-  try:
-    from yolact_jax import evaluation, tracking
-  except ImportError:
-    return None
+  """The validation hook: COCO box/mask mAP on the validation split (None without one)."""
   if val_source is None:
     return None
+  try:
+    from yolact_jax import evaluation, tracking
+  except ImportError as e:  # a missing dependency of validation: say which, do not skip it
+    what = f'the module {e.name!r}' if e.name else 'a module'
+    raise UsageError(f'validation needs {what}, which cannot be imported ({e}): install it, '
+                     'or pass --no_eval to train without validation') from e
 
   def eval_fn(variables, step):
     del step
@@ -235,7 +237,8 @@ def train_options(args, init, eval_fn):
   kwargs = dict(num_steps=args.steps, log_every=args.log_every, save_every=args.save_every,
                 keep=args.keep, eval_every=args.eval_every, workers=args.workers,
                 progress=not args.no_progress, init=init, eval_fn=eval_fn)
-  return trainer.TrainOptions(**kwargs, wandb=args.wandb, profile_steps=args.profile_steps)
+  return trainer.TrainOptions(**kwargs, wandb=args.wandb, profile_steps=args.profile_steps,
+                              classes_checked=True)  # main() ran categories.check_source
 
 
 def report(summary, variables, args) -> int:
@@ -272,7 +275,9 @@ def main(argv=None) -> int:
   from yolact_jax import trainer
   from yolact_jax.data import categories
   train_source, val_source, val_ann = build_sources(cfg, args)
-  cfg = categories.check_source(cfg, train_source)  # classes: the dataset's vs the config's
+  # the classes, the dataset's against the config's, checked once: here, so that the starting
+  # weights and the validation hook are built from the config the trainer trains
+  cfg = categories.check_source(cfg, train_source)
   init = starting_weights(args, cfg, imagenet, resuming)
   options = train_options(args, init,
                           None if args.no_eval else make_eval_fn(cfg, val_source, val_ann))
