@@ -19,6 +19,7 @@ pytestmark = pytest.mark.filterwarnings(
     'ignore:__array__ implementation:DeprecationWarning')  # pycocotools on numpy 2
 
 DETECT_ALL = '--config.detect.nms_conf_thresh=0.0'  # random weights: let every prior through
+SYNTHETIC = ('--data', 'synthetic', '--data_dir')  # + the folder
 SUMMARY_TYPE_KEYS = set(ev.METRIC_NAMES) | {'per_class_AP', 'num_detections'}
 
 
@@ -42,8 +43,9 @@ def synthetic_dir(tmp_path_factory):
 @pytest.fixture(scope='module')
 def evaluated(weights_dir, synthetic_dir, tmp_path_factory):
   out = tmp_path_factory.mktemp('eval')
-  status = cli.main(['--config', 'yolact_tiny', '--weights', str(weights_dir), '--synthetic',
-                     str(synthetic_dir), '--batch_size', '3', '--output_dir', str(out),
+  status = cli.main(['--config', 'yolact_tiny', '--weights', str(weights_dir), '--data',
+                     'synthetic', '--data_dir', str(synthetic_dir), '--batch_size', '3',
+                     '--output_dir', str(out),
                      '--no_progress', DETECT_ALL])
   assert status == 0
   return out
@@ -83,7 +85,7 @@ def test_results_only_scores_the_written_files_the_same(evaluated, synthetic_dir
                                                         capsys):
   expected = json.loads((evaluated / 'summary.json').read_text())
   files = f'{evaluated / "bbox_detections.json"},{evaluated / "mask_detections.json"}'
-  status, out, _ = run_cli(capsys, '--config', 'yolact_tiny', '--synthetic', synthetic_dir,
+  status, out, _ = run_cli(capsys, '--config', 'yolact_tiny', *SYNTHETIC, synthetic_dir,
                            '--results_only', files, '--output_dir', tmp_path)
   assert status == 0 and 'box mAP' in out and 'circle' in out
   summary = json.loads((tmp_path / 'summary.json').read_text())
@@ -95,7 +97,7 @@ def test_results_only_scores_the_written_files_the_same(evaluated, synthetic_dir
   combined.write_text(json.dumps({
       'bbox': json.loads((evaluated / 'bbox_detections.json').read_text()),
       'segm': json.loads((evaluated / 'mask_detections.json').read_text())}))
-  status, _, _ = run_cli(capsys, '--config', 'yolact_tiny', '--synthetic', synthetic_dir,
+  status, _, _ = run_cli(capsys, '--config', 'yolact_tiny', *SYNTHETIC, synthetic_dir,
                          '--mask_results', combined, '--output_dir', tmp_path / 'mask')
   assert status == 0
   summary = json.loads((tmp_path / 'mask' / 'summary.json').read_text())
@@ -104,7 +106,7 @@ def test_results_only_scores_the_written_files_the_same(evaluated, synthetic_dir
 
 def test_benchmark_writes_timings(weights_dir, synthetic_dir, tmp_path, capsys):
   status, out, _ = run_cli(capsys, '--config', 'yolact_tiny', '--weights', weights_dir,
-                           '--synthetic', synthetic_dir, '--benchmark', '--benchmark_images', 5,
+                           *SYNTHETIC, synthetic_dir, '--benchmark', '--benchmark_images', 5,
                            '--benchmark_repeats', 2, '--batch_size', 2, '--nms', 'cross_class',
                            '--output_dir', tmp_path, DETECT_ALL)
   assert status == 0 and 'Average:' in out and 'fps' in out
@@ -128,7 +130,7 @@ def test_unknown_category_id_in_a_results_file(evaluated, synthetic_dir, tmp_pat
   records[0]['category_id'] = 2
   bad = tmp_path / 'bad.json'
   bad.write_text(json.dumps(records))
-  status, _, err = run_cli(capsys, '--config', 'yolact_tiny', '--synthetic', synthetic_dir,
+  status, _, err = run_cli(capsys, '--config', 'yolact_tiny', *SYNTHETIC, synthetic_dir,
                            '--bbox_results', bad)
   assert status == 1
   assert 'unknown category id(s) [2]' in err and '[1, 3, 5, 7]' in err and 'bad.json' in err
@@ -138,7 +140,7 @@ def test_empty_results_list_scores_zero_with_a_warning(synthetic_dir, tmp_path, 
   empty = tmp_path / 'empty.json'
   empty.write_text('[]')
   with pytest.warns(UserWarning, match='no bbox detections to evaluate'):
-    status, out, _ = run_cli(capsys, '--config', 'yolact_tiny', '--synthetic', synthetic_dir,
+    status, out, _ = run_cli(capsys, '--config', 'yolact_tiny', *SYNTHETIC, synthetic_dir,
                              '--bbox_results', empty, '--output_dir', tmp_path)
   assert status == 0 and 'box mAP 0.00' in out
   assert json.loads((tmp_path / 'summary.json').read_text())['bbox']['AP'] == 0.0
@@ -151,10 +153,10 @@ def test_missing_paths_are_named(weights_dir, synthetic_dir, tmp_path, capsys):
        'annotation file not found'),
       (['--weights', weights_dir, '--ann_file', ann_file, '--image_dir', tmp_path / 'nope'],
        'image folder not found'),
-      (['--weights', weights_dir, '--tfds_dir', tmp_path / 'nope'],
+      (['--weights', weights_dir, '--data', 'tfds', '--data_dir', tmp_path / 'nope'],
        'TFDS dataset directory not found'),
-      (['--weights', tmp_path / 'nope', '--synthetic', synthetic_dir], 'weights not found'),
-      (['--results_only', tmp_path / 'nope.json', '--synthetic', synthetic_dir],
+      (['--weights', tmp_path / 'nope', *SYNTHETIC, synthetic_dir], 'weights not found'),
+      (['--results_only', tmp_path / 'nope.json', *SYNTHETIC, synthetic_dir],
        'results file not found'),
   ]
   for argv, message in cases:
@@ -165,10 +167,10 @@ def test_missing_paths_are_named(weights_dir, synthetic_dir, tmp_path, capsys):
 
 def test_other_usage_errors(weights_dir, synthetic_dir, capsys):
   status, _, err = run_cli(capsys, '--config', 'yolact_base', '--weights', weights_dir,
-                           '--synthetic', synthetic_dir)
+                           *SYNTHETIC, synthetic_dir)
   assert status == 1 and 'predicts 80 classes but the dataset' in err
   status, _, err = run_cli(capsys, '--config', 'yolact_tiny', '--weights', weights_dir,
-                           '--synthetic', synthetic_dir, '--config.detect.nms_thresh_typo=1')
+                           *SYNTHETIC, synthetic_dir, '--config.detect.nms_thresh_typo=1')
   assert status == 1 and 'nms_thresh' in err
   with pytest.raises(SystemExit) as exit_info:
     cli.main(['--config', 'yolact_tiny'])
@@ -179,7 +181,7 @@ def test_other_usage_errors(weights_dir, synthetic_dir, capsys):
 def test_exit_status_of_the_script(tmp_path):
   result = subprocess.run(
       [sys.executable, 'evaluate.py', '--config', 'yolact_tiny', '--weights',
-       str(tmp_path / 'missing_weights'), '--synthetic', str(tmp_path / 'data')],
+       str(tmp_path / 'missing_weights'), *SYNTHETIC, str(tmp_path / 'data')],
       cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
   assert 'error: weights not found' in result.stderr and 'missing_weights' in result.stderr

@@ -53,8 +53,8 @@ _READ_ON_ONE_DEVICE = textwrap.dedent('''
     statuses = {
         'predict': cli.main(['predict', '--weights', run, f'{data}/val', '--out', f'{out}/pred',
                              '--no_progress']),
-        'evaluate': cli.main(['evaluate', '--weights', run, '--synthetic', data,
-                              '--out', f'{out}/eval']),
+        'evaluate': cli.main(['evaluate', '--weights', run, '--data', 'synthetic',
+                              '--data_dir', data, '--out', f'{out}/eval']),
         'convert': cli.main(['convert', '--config', 'yolact_tiny', run, f'{out}/run.pth']),
         'export': cli.main(['export', '--weights', run, '--format', 'stablehlo',
                             '--out', f'{out}/served.stablehlo', '--platforms', 'cpu']),

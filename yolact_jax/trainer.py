@@ -13,7 +13,8 @@
   ``profile_steps`` (``yolact_jax.tracking``). All of it from process 0 only.
 * Before the first step the dataset's classes are checked against the config
   (``yolact_jax.data.categories``): a mismatch is an error, a non-COCO dataset trained with the
-  COCO default class names trains on the dataset's names (with a notice).
+  COCO default class names trains on the dataset's names (with a notice); a caller that ran
+  that check itself says so (``TrainOptions.classes_checked``) and it is not run twice.
 * Model, optimiser and the jitted step come from ``train_step.build_training(cfg)``.
 * Resume is automatic: the newest checkpoint is restored, data position included, so a run
   interrupted at step N and resumed reaches the same parameters as an uninterrupted one, on the
@@ -94,6 +95,9 @@ class TrainOptions:
   tensorboard: bool = True  # event files in <workdir>/tensorboard
   wandb: bool = False  # also log to Weights & Biases (needs `pip install wandb`)
   profile_steps: tuple[int, int] | None = None  # (A, B): jax.profiler trace of steps A..B
+  # True: the caller already ran categories.check_source(cfg, train_source) and passes its
+  # config (the command line does, to build init and eval_fn from it); train() checks otherwise
+  classes_checked: bool = False
 
 
 class _StopSignal:
@@ -386,7 +390,8 @@ def train(cfg: YolactConfig, workdir: str | os.PathLike, train_source: Any,
   """
   options = options or TrainOptions()
   workdir = pathlib.Path(workdir)
-  cfg = categories.check_source(cfg, train_source)  # before anything is built or written
+  if not options.classes_checked:  # before anything is built or written
+    cfg = categories.check_source(cfg, train_source)
   workdir.mkdir(parents=True, exist_ok=True)
   run = _Run(cfg, workdir, train_source, options)
   bar = tqdm(total=run.num_steps, initial=run.start, unit='step', dynamic_ncols=True,

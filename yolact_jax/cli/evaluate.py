@@ -3,10 +3,14 @@
   # COCO val2017 (default paths of the config: cfg.dataset.valid_info / valid_images)
   yolact-jax evaluate --config configs/yolact_base.py --weights yolact_base_54_800000.pth \\
       --out results/base
-  # any COCO-format dataset, a prepared TFDS split, or the synthetic shapes (made if absent)
+  # a training run: its config and the dataset it trained on (val split) are read back
+  yolact-jax evaluate --weights runs/demo
+  # any COCO-format dataset, a prepared TFDS split, or the synthetic shapes (made if absent):
+  # the same dataset flags as `yolact-jax train`
   yolact-jax evaluate --config yolact_base --weights w.pth --ann_file a.json --image_dir imgs/
-  yolact-jax evaluate --weights runs/demo --tfds_dir tfds/coco_format_instances/synthetic/1.0.0
-  yolact-jax evaluate --weights runs/demo --synthetic data/synthetic  # a run: no --config needed
+  yolact-jax evaluate --weights runs/demo --data tfds \\
+      --data_dir tfds/coco_format_instances/synthetic/1.0.0
+  yolact-jax evaluate --weights runs/demo --data synthetic --data_dir data/synthetic
   # score existing results files (the original's names, or predict's --coco_json)
   yolact-jax evaluate --config yolact_base --results_only results/bbox_detections.json,results/mask_detections.json
   # time inference the way the original's --benchmark does (no mAP)
@@ -45,9 +49,7 @@ from yolact_jax.cli import common
 from yolact_jax.cli.common import UsageError
 from yolact_jax.config import COMPUTE_DTYPES, NMS_KINDS
 
-DEFAULT_SYNTHETIC_DIR = os.path.join('data', 'synthetic')
 ORIGINAL_RESULTS_DIR = 'results'  # where the original's --output_coco_json writes
-SYNTHETIC_DATASET_NAME = 'synthetic shapes'  # cfg.dataset.name of the synthetic-class presets
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,17 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
   common.add_config_arg(parser)
   parser.add_argument('--weights', default=None,
                       help='original .pth, yolact-jax weights directory or training run dir')
-  data = parser.add_argument_group('dataset (default: the config\'s valid_info/valid_images; '
-                                   'the synthetic set for synthetic-class presets)')
-  data.add_argument('--ann_file', default=None, help='COCO-format instances_*.json')
-  data.add_argument('--image_dir', default=None, help='its image folder')
-  data.add_argument('--tfds_dir', default=None,
-                    help='a split prepared by scripts/prepare_tfds.py (dataset version folder)')
-  data.add_argument('--tfds_split', default='validation')
-  data.add_argument('--synthetic', default=None, metavar='DIR',
-                    help='the synthetic dataset in DIR (its val split, generated if absent)')
-  data.add_argument('--synthetic_num_val', type=int, default=50,
-                    help='images when the synthetic val split has to be generated')
+  data = common.add_data_args(parser, 'eval')
   data.add_argument('--max_images', type=int, default=None, help='evaluate the first N images')
   parser.add_argument('--batch_size', type=int, default=8, help='images per compiled call')
   parser.add_argument('--nms', choices=NMS_KINDS, default=None,
@@ -131,46 +123,41 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
 # Dataset and results
 
 
-def dataset_choice(args, cfg) -> tuple[str, str]:
-  """('synthetic' | 'tfds' | 'coco', where) from the flags and the config defaults."""
-  if args.synthetic:
-    return 'synthetic', args.synthetic
-  if args.tfds_dir:
-    return 'tfds', args.tfds_dir
-  ann_file = args.ann_file or cfg.dataset.valid_info
-  if ann_file:
-    return 'coco', ann_file
-  if cfg.dataset.name == SYNTHETIC_DATASET_NAME:
-    print(f'no dataset given: using the synthetic dataset in {DEFAULT_SYNTHETIC_DIR}')
-    return 'synthetic', DEFAULT_SYNTHETIC_DIR
-  raise UsageError(f'no dataset: {cfg.name} has no default validation set; pass --ann_file and '
-                   '--image_dir, --tfds_dir or --synthetic')
+def dataset(args, cfg) -> common.DataSelection:
+  """The dataset the flags name (:func:`common.resolve_data`), else the one the run directory
+  --weights trained on, else the config's; says which when it was not named."""
+  record = common.read_data_record(args.weights)
+  data = common.resolve_data(args, cfg, common.chosen_split(args), record)
+  if not common.data_flags_given(args):
+    where = (f'the one {args.weights} trained on' if record is not None
+             else f'the default of {cfg.name}')
+    print(f'dataset: {data.describe()} ({where}), split {args.split}')
+  return data
 
 
 def build_eval_set(args, cfg):
   from yolact_jax import evaluation as ev
-  kind, where = dataset_choice(args, cfg)
-  if kind == 'synthetic':
-    return ev.synthetic_eval_set(where, num_val=args.synthetic_num_val,
+  data, split = dataset(args, cfg), common.chosen_split(args)
+  if data.kind == 'tfds':
+    return ev.tfds_eval_set(data.data_dir, common.tfds_split_name(split),
+                            max_images=args.max_images)
+  ann_file, image_dir = common.split_files(data, split)
+  if data.kind == 'synthetic' and split == 'val':  # generated if absent
+    return ev.synthetic_eval_set(data.data_dir, num_val=data.synthetic_val,
                                  max_images=args.max_images)
-  if kind == 'tfds':
-    return ev.tfds_eval_set(where, args.tfds_split, max_images=args.max_images)
-  image_dir = args.image_dir or cfg.dataset.valid_images
-  if not image_dir:
-    raise UsageError(f'--image_dir is needed with --ann_file {where}')
-  return ev.coco_eval_set(where, image_dir, max_images=args.max_images)
+  return ev.coco_eval_set(ann_file, image_dir, max_images=args.max_images)
 
 
 def ground_truth_only(args, cfg) -> tuple[object, list[int], str]:
   """(GT, image ids, dataset name) for --results_only: no image is read for a COCO-format file.
   The images are the annotated ones in file order (the first --max_images of them)."""
   from yolact_jax import evaluation as ev
-  from yolact_jax.data.synthetic import dataset_paths
-  kind, where = dataset_choice(args, cfg)
-  if kind == 'tfds':
-    eval_set = ev.tfds_eval_set(where, args.tfds_split, max_images=args.max_images)
+  data, split = dataset(args, cfg), common.chosen_split(args)
+  if data.kind == 'tfds':
+    eval_set = ev.tfds_eval_set(data.data_dir, common.tfds_split_name(split),
+                                max_images=args.max_images)
     return eval_set.ground_truth, list(eval_set.image_ids), eval_set.name
-  ann_file = dataset_paths(where, 'val')[0] if kind == 'synthetic' else where
+  ann_file, _ = common.split_files(data, split)
   gt = ev.load_ground_truth(ann_file)
   return gt, ev.annotated_images_in_file_order(gt)[:args.max_images], ann_file
 

@@ -6,7 +6,11 @@
   yolact-jax train --config yolact_base --workdir runs/base --data coco \\
       --imagenet weights/resnet101_reducedfc.pth
   # a TFDS dataset prepared with scripts/prepare_tfds.py
-  yolact-jax train --config yolact_resnet50 --data tfds:data/tfds/coco_format_instances/coco2017/1.0.0
+  yolact-jax train --config yolact_resnet50 --data tfds \\
+      --data_dir data/tfds/coco_format_instances/coco2017/1.0.0
+
+The dataset flags are the same in ``yolact-jax evaluate``. The run directory records the dataset
+(``data.json``): evaluating the run, or resuming it, without dataset flags reads that one.
 
 The COCO presets start from the ImageNet backbone file their config names
 (``backbone.pretrained_weights``): ``--imagenet`` (the file or its folder), else ``weights/<file>``
@@ -40,16 +44,7 @@ def build_parser():
   parser.add_argument('--workdir', default=None, help='run directory (default runs/<config>)')
   parser.add_argument('--batch_size', type=int, default=None,
                       help='images per step over all devices (train.batch_size)')
-  parser.add_argument('--data', default=None,
-                      help="'synthetic', 'coco' (cfg.dataset or --ann_file/--image_dir) or "
-                           "'tfds:<prepared dataset dir>'; default: synthetic for the synthetic "
-                           'presets, coco otherwise')
-  parser.add_argument('--data_dir', default='data/synthetic',
-                      help='where the synthetic dataset lives (generated if absent)')
-  parser.add_argument('--synthetic_train', type=int, default=600, help='synthetic train images')
-  parser.add_argument('--synthetic_val', type=int, default=60, help='synthetic val images')
-  parser.add_argument('--ann_file', default=None, help='COCO-format instances json (training)')
-  parser.add_argument('--image_dir', default=None, help='image folder (training)')
+  common.add_data_args(parser, 'train')
   parser.add_argument('--steps', type=int, default=None,
                       help='stop after this many iterations (default: the schedule max_iter)')
   start = parser.add_argument_group('starting weights of a new run')
@@ -135,40 +130,47 @@ def imagenet_file(args, cfg, resuming: bool) -> str | None:
                    'random weights')
 
 
-def build_sources(cfg, args):
-  """(train record source, validation source or None, validation annotation file or None)."""
+def build_sources(data: common.DataSelection, validate: bool = True):
+  """(train record source, validation source or None, validation annotation file or None) of
+  the dataset ``data`` (:func:`common.resolve_data`; the synthetic one is generated if absent).
+  ``validate=False`` (--no_eval): no validation source is read."""
   from yolact_jax.data import coco, loader, synthetic
-  kind = args.data or ('synthetic' if cfg.dataset.name == 'synthetic shapes' else 'coco')
-  if kind == 'synthetic':
-    paths = synthetic.generate_synthetic_coco(args.data_dir, num_train=args.synthetic_train,
-                                              num_val=args.synthetic_val, seed=0)
-    train_ann, train_dir = paths['train']
-    val = paths.get('val')
-  elif kind == 'coco':
-    train_ann = args.ann_file or cfg.dataset.train_info
-    train_dir = args.image_dir or cfg.dataset.train_images
-    val = (cfg.dataset.valid_info, cfg.dataset.valid_images)
-  elif kind.startswith('tfds:'):
-    return tfds_sources(kind[len('tfds:'):])
-  else:
-    raise UsageError(f"--data must be 'synthetic', 'coco' or 'tfds:<dir>', got {kind!r}")
+  if data.kind == 'tfds':
+    return tfds_sources(data.data_dir, validate)
+  if data.kind == 'synthetic':
+    if data.synthetic_train < 1:
+      raise UsageError('--synthetic_train must be >= 1 to train')
+    synthetic.generate_synthetic_coco(data.data_dir, num_train=data.synthetic_train,
+                                      num_val=data.synthetic_val, seed=0)
+  train_ann, train_dir = common.split_files(data, 'train')
   for path in (train_ann, train_dir):
     if not os.path.exists(path):
       raise UsageError(f'dataset path not found: {path}')
   train_set = coco.CocoDataset(train_ann, train_dir)
   train_source = loader.InMemoryRecordSource.from_coco(train_set)
-  val_source, val_ann = None, None
-  if val is not None and all(os.path.exists(p) for p in val):
-    val_set = coco.CocoDataset(val[0], val[1], keep='with_annotations')
-    val_source, val_ann = loader.InMemoryRecordSource.from_coco(val_set), val[0]
-  return train_source, val_source, val_ann
+  if not validate:
+    return train_source, None, None
+  val = data.files('val')
+  if val is None:
+    logging.warning('%s has no val split: training without validation', data.describe())
+    return train_source, None, None
+  missing = [p for p in val if not os.path.exists(p)]
+  if missing:
+    logging.warning('validation set not found (%s): training without validation',
+                    ', '.join(missing))
+    return train_source, None, None
+  val_set = coco.CocoDataset(val[0], val[1], keep='with_annotations')
+  return train_source, loader.InMemoryRecordSource.from_coco(val_set), val[0]
 
 
-def tfds_sources(directory: str):
+def tfds_sources(directory: str, validate: bool = True):
   from yolact_jax.data import loader
-  train = loader.open_tfds_source(directory, 'train')
+  train = loader.open_tfds_source(directory, common.tfds_split_name('train'))
+  if not validate:
+    return train, None, None
   try:
-    val_source = loader.open_tfds_source(directory, 'validation', keep='with_annotations')
+    val_source = loader.open_tfds_source(directory, common.tfds_split_name('val'),
+                                         keep='with_annotations')
   except (KeyError, ValueError, FileNotFoundError) as e:
     logging.warning('no validation split in %s (%s): training without validation', directory, e)
     val_source = None
@@ -176,13 +178,15 @@ def tfds_sources(directory: str):
 
 
 def make_eval_fn(cfg, val_source, val_ann):
-  """The validation hook: COCO box/mask mAP on the validation split."""
-  try:
-    from yolact_jax import evaluation, tracking
-  except ImportError:
-    return None
+  """The validation hook: COCO box/mask mAP on the validation split (None without one)."""
   if val_source is None:
     return None
+  try:
+    from yolact_jax import evaluation, tracking
+  except ImportError as e:  # a missing dependency of validation: say which, do not skip it
+    what = f'the module {e.name!r}' if e.name else 'a module'
+    raise UsageError(f'validation needs {what}, which cannot be imported ({e}): install it, '
+                     'or pass --no_eval to train without validation') from e
 
   def eval_fn(variables, step):
     del step
@@ -235,7 +239,16 @@ def train_options(args, init, eval_fn):
   kwargs = dict(num_steps=args.steps, log_every=args.log_every, save_every=args.save_every,
                 keep=args.keep, eval_every=args.eval_every, workers=args.workers,
                 progress=not args.no_progress, init=init, eval_fn=eval_fn)
-  return trainer.TrainOptions(**kwargs, wandb=args.wandb, profile_steps=args.profile_steps)
+  return trainer.TrainOptions(**kwargs, wandb=args.wandb, profile_steps=args.profile_steps,
+                              classes_checked=True)  # main() ran categories.check_source
+
+
+def record_data(workdir: str, data: common.DataSelection) -> None:
+  """The run directory's ``data.json`` (process 0): what the run trains on, which evaluate and a
+  resumed train read when no dataset flag is given."""
+  import jax
+  if jax.process_index() == 0:
+    common.write_data_record(workdir, data)
 
 
 def report(summary, variables, args) -> int:
@@ -267,15 +280,19 @@ def main(argv=None) -> int:
   common.check_weights(args.weights, '--weights')
   resuming = has_checkpoint(workdir)
   imagenet = imagenet_file(args, cfg, resuming)  # before the run directory
+  data = common.resolve_data(args, cfg, 'train', common.read_data_record(workdir))
   from yolact_jax import parallel
   parallel.initialize_from_args(args)
   from yolact_jax import trainer
   from yolact_jax.data import categories
-  train_source, val_source, val_ann = build_sources(cfg, args)
-  cfg = categories.check_source(cfg, train_source)  # classes: the dataset's vs the config's
+  train_source, val_source, val_ann = build_sources(data, validate=not args.no_eval)
+  # the classes, the dataset's against the config's, checked once: here, so that the starting
+  # weights and the validation hook are built from the config the trainer trains
+  cfg = categories.check_source(cfg, train_source)
   init = starting_weights(args, cfg, imagenet, resuming)
   options = train_options(args, init,
                           None if args.no_eval else make_eval_fn(cfg, val_source, val_ann))
+  record_data(workdir, data)
   try:
     summary = trainer.train(cfg, workdir, train_source, options)
   except trainer.TrainingDiverged as e:  # the data or the learning rate: the user's to fix
