@@ -24,6 +24,7 @@ from yolact_jax.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from yolact_jax.config import get_config
 from yolact_jax.data import coco as coco_lib
 from yolact_jax.data import loader, synthetic, tfds_builder
+from yolact_jax.host import fit_canvas
 from yolact_jax.model.yolact import Yolact
 from yolact_jax.predict import Detections, inference_program
 
@@ -464,7 +465,8 @@ def test_unreadable_image_is_skipped_and_left_out_of_the_metric(synthetic_dir, t
 
 def test_benchmark_helpers():
   images = [np.zeros((h, w, 3), np.uint8) for h, w in ((10, 20), (130, 40), (5, 5))]
-  assert benchmarking.fit_canvas(images) == (256, 128)
+  assert fit_canvas([image.shape[:2] for image in images]) == (256, 128)
+  assert fit_canvas([image.shape[:2] for image in images], step=1) == (130, 40)
   assert [i.shape for i in benchmarking.cycle_to(images, 5)] == [
       (10, 20, 3), (130, 40, 3), (5, 5, 3), (10, 20, 3), (130, 40, 3)]
   batches = benchmarking.make_batches(images, 2, (256, 128))

@@ -104,12 +104,6 @@ def make_batches(images_rgb: Sequence[np.ndarray], batch_size: int, canvas_hw: t
   return batches
 
 
-def fit_canvas(images: Sequence[np.ndarray]) -> tuple[int, int]:
-  """The canvas of these images: :func:`yolact_jax.predict.fit_canvas` of their sizes."""
-  from yolact_jax.predict import fit_canvas as canvas_rule
-  return canvas_rule(image.shape[:2] for image in images)
-
-
 def cycle_to(images: Sequence[np.ndarray], count: int) -> list[np.ndarray]:
   """``count`` images, repeating the list as needed."""
   if not images:
@@ -207,10 +201,11 @@ def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[
     batch_size, num_images, num_batches, canvas_hw, top_k, dtype, config, device,
     num_devices, stages.
   """
-  from yolact_jax.predict import Predictor, fetch_detections
+  from yolact_jax.predict import Predictor, fetch_detections, fit_canvas
   if batch_size < 1 or num_images < 1:
     raise ValueError(f'batch_size and num_images must be >= 1, got {batch_size}, {num_images}')
-  canvas_hw = tuple(canvas_hw) if canvas_hw is not None else fit_canvas(images_rgb)
+  canvas_hw = (tuple(canvas_hw) if canvas_hw is not None
+               else fit_canvas([image.shape[:2] for image in images_rgb]))
   predictor = Predictor(cfg, variables, max_batch=batch_size, canvas_hw=canvas_hw, dtype=dtype)
   program, variables, batch_size = predictor.program, predictor.variables, predictor.max_batch
   num_batches = math.ceil(num_images / batch_size)
