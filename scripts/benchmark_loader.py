@@ -22,6 +22,7 @@ import numpy as np
 
 
 def _loader_rate(source, options, workers: int, batch_size: int, num_images: int) -> dict:
+  from yolact_jax.bench.timing import time_calls
   from yolact_jax.data import loader
   start = time.perf_counter()
   iterator = iter(loader.make_train_loader(source, batch_size=batch_size, seed=0,
@@ -29,10 +30,7 @@ def _loader_rate(source, options, workers: int, batch_size: int, num_images: int
   next(iterator)
   first = time.perf_counter() - start
   num_batches = max(num_images // batch_size, 1)
-  start = time.perf_counter()
-  for _ in range(num_batches):
-    next(iterator)
-  elapsed = time.perf_counter() - start
+  elapsed = sum(time_calls(lambda: next(iterator), num_batches, warmup=0, wait=None))
   del iterator
   images_per_s = num_batches * batch_size / elapsed
   return {'workers': workers, 'images': num_batches * batch_size, 'seconds': elapsed,

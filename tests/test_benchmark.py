@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from scripts import benchmark as cli
-from yolact_jax import benchmarking
 from yolact_jax.bench import convgrad, device, grid, report as report_lib, timing
 from yolact_jax.bench import inputs as bench_inputs
 from yolact_jax.config import get_config
@@ -128,7 +127,7 @@ def test_flops_section(report):
 
 
 def test_summarize_times_percentiles():
-  s = benchmarking.summarize_times([0.001 * i for i in range(1, 11)])
+  s = timing.summarize_times([0.001 * i for i in range(1, 11)])
   assert s['runs'] == 10 and s['min_ms'] == pytest.approx(1.0)
   assert s['median_ms'] == pytest.approx(5.5)
   assert s['p10_ms'] == pytest.approx(1.9) and s['p90_ms'] == pytest.approx(9.1)
@@ -136,9 +135,16 @@ def test_summarize_times_percentiles():
 
 def test_time_calls_stops_after_the_budget_but_keeps_the_minimum():
   calls = []
-  times = benchmarking.time_calls(lambda: calls.append(1), warmup=2, repeats=100,
-                                  max_seconds=0.0)
-  assert len(times) == benchmarking.MIN_TIMED_RUNS and len(calls) == 2 + benchmarking.MIN_TIMED_RUNS
+  times = timing.time_calls(lambda: calls.append(1), warmup=2, repeats=100, max_seconds=0.0)
+  assert len(times) == timing.MIN_TIMED_RUNS and len(calls) == 2 + timing.MIN_TIMED_RUNS
+
+
+def test_time_calls_hands_every_result_to_wait():
+  results = iter(range(5))
+  waited = []
+  times = timing.time_calls(lambda: next(results), repeats=3, warmup=2, wait=waited.append)
+  assert waited == [0, 1, 2, 3, 4] and len(times) == 3
+  assert len(timing.time_calls(lambda: None, repeats=2, warmup=0, wait=None)) == 2
 
 
 def test_cpu_peak_assumption():

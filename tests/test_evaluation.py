@@ -18,6 +18,7 @@ from pycocotools.cocoeval import COCOeval
 
 from tests.reference_data import RESNET50_DIR, load_npz, require_reference
 from yolact_jax import benchmarking
+from yolact_jax.bench import timing
 from yolact_jax import evaluation as ev
 from yolact_jax.checkpoint.convert import CheckpointError
 from yolact_jax.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
@@ -472,11 +473,11 @@ def test_benchmark_helpers():
   batches = benchmarking.make_batches(images, 2, (256, 128))
   assert [(c.shape, n) for c, _, n in batches] == [((2, 256, 128, 3), 2), ((2, 256, 128, 3), 1)]
   np.testing.assert_array_equal(batches[1][1], [[5, 5], [1, 1]])
-  stats = benchmarking.summarize_times([0.001, 0.003, 0.002])
+  stats = timing.summarize_times([0.001, 0.003, 0.002])
   assert {k: stats[k] for k in ('median_ms', 'mean_ms', 'min_ms', 'max_ms', 'runs')} == \
       pytest.approx({'median_ms': 2.0, 'mean_ms': 2.0, 'min_ms': 1.0, 'max_ms': 3.0, 'runs': 3})
   calls = []
-  durations = benchmarking.time_calls(lambda: calls.append(1), repeats=3, warmup=2)
+  durations = timing.time_calls(lambda: calls.append(1), repeats=3, warmup=2)
   assert len(durations) == 3 and len(calls) == 5
 
 

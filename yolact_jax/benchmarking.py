@@ -26,59 +26,19 @@ Wall-clock numbers depend on the machine and its load; nothing here asserts on t
 
 from __future__ import annotations
 
+import itertools
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yolact_jax.bench.timing import compile_program, summarize_times, time_calls
 from yolact_jax.config import YolactConfig
 
 STAGES = ('network', 'detect', 'postprocess', 'host_copy')
-
-
-MIN_TIMED_RUNS = 3  # timed calls kept even when a time budget runs out
-
-
-def summarize_times(seconds: Sequence[float]) -> dict[str, Any]:
-  """Durations in seconds -> median, p10, p90, mean, min and max in milliseconds, and runs.
-
-  The one summary used by evaluate.py --benchmark, scripts/benchmark.py and
-  scripts/compare_pytorch.py.
-  """
-  ms = np.asarray(seconds, np.float64) * 1e3
-  return {'median_ms': float(np.median(ms)), 'p10_ms': float(np.percentile(ms, 10)),
-          'p90_ms': float(np.percentile(ms, 90)), 'mean_ms': float(ms.mean()),
-          'min_ms': float(ms.min()), 'max_ms': float(ms.max()), 'runs': int(ms.size)}
-
-
-def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1,
-               max_seconds: float | None = None) -> list[float]:
-  """Durations (s) of up to ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones; each
-  call's result is waited for with ``jax.block_until_ready``. With ``max_seconds``, timing stops
-  once that budget is spent, but never before ``MIN_TIMED_RUNS`` calls."""
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  durations: list[float] = []
-  budget_start = time.perf_counter()
-  while len(durations) < repeats:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    durations.append(time.perf_counter() - start)
-    if (max_seconds is not None and len(durations) >= MIN_TIMED_RUNS
-        and time.perf_counter() - budget_start > max_seconds):
-      break
-  return durations
-
-
-def compile_timed(jitted: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-  """(compiled executable, seconds) of ``jitted.lower(*args, **kwargs).compile()``."""
-  start = time.perf_counter()
-  compiled = jitted.lower(*args, **kwargs).compile()
-  return compiled, time.perf_counter() - start
 
 
 def device_description() -> dict[str, Any]:
@@ -139,6 +99,14 @@ class InferenceStages:
     self.postprocess = jax.jit(finish)
 
 
+def _timed_stage(jitted: Any, args: Sequence[Any], repeats: int) -> tuple[dict[str, float], Any]:
+  """(``{compile_s: lowering + compile, median_ms, ...}``, one output) of one stage's program."""
+  compiled, seconds = compile_program(jitted, *args)
+  out = jax.block_until_ready(compiled(*args))
+  times = time_calls(lambda: compiled(*args), repeats)
+  return {'compile_s': seconds['lower_s'] + seconds['compile_s'], **summarize_times(times)}, out
+
+
 def time_stages(program: Any, variables: Any, batch: tuple[np.ndarray, np.ndarray, int],
                 canvas_hw: tuple[int, int], repeats: int, top_k: int | None
                 ) -> dict[str, dict[str, float]]:
@@ -148,23 +116,10 @@ def time_stages(program: Any, variables: Any, batch: tuple[np.ndarray, np.ndarra
   stages = InferenceStages(program, canvas_hw)
   images, sizes_dev = jax.device_put(canvas), jax.device_put(sizes)
   report = {}
-
-  compiled, seconds = compile_timed(stages.network, variables, images, sizes_dev)
-  out = compiled(variables, images, sizes_dev)
-  report['network'] = {'compile_s': seconds, **summarize_times(
-      time_calls(lambda: compiled(variables, images, sizes_dev), repeats))}
-
-  compiled_detect, seconds = compile_timed(stages.detect, out)
-  detections = compiled_detect(out)
-  report['detect'] = {'compile_s': seconds, **summarize_times(
-      time_calls(lambda: compiled_detect(out), repeats))}
-
-  post_args = (variables, detections, out['proto'], sizes_dev)
-  compiled_post, seconds = compile_timed(stages.postprocess, *post_args)
-  outputs = jax.block_until_ready(compiled_post(*post_args))
-  report['postprocess'] = {'compile_s': seconds, **summarize_times(
-      time_calls(lambda: compiled_post(*post_args), repeats))}
-
+  report['network'], out = _timed_stage(stages.network, (variables, images, sizes_dev), repeats)
+  report['detect'], detections = _timed_stage(stages.detect, (out,), repeats)
+  report['postprocess'], outputs = _timed_stage(
+      stages.postprocess, (variables, detections, out['proto'], sizes_dev), repeats)
   names = program.cfg.dataset.class_names
   report['host_copy'] = {'compile_s': 0.0, **summarize_times(
       time_calls(lambda: fetch_detections(outputs, sizes, count, names, top_k=top_k),
@@ -215,7 +170,8 @@ def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[
   on_device = [(*predictor.place_batch(c, s), s, n) for c, s, n in batches]
   jax.block_until_ready([(c, s) for c, s, _, _ in on_device])
 
-  compiled, compile_s = compile_timed(program.from_images, variables, *on_device[0][:2])
+  compiled, compile_times = compile_program(program.from_images, variables, *on_device[0][:2])
+  compile_s = compile_times['lower_s'] + compile_times['compile_s']
   names = cfg.dataset.class_names
 
   def run(index: int) -> list[Any]:
@@ -223,13 +179,9 @@ def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[
     return fetch_detections(compiled(variables, canvas, sizes), sizes_host, count, names,
                             top_k=top_k)
 
-  for index in range(warmup):
-    run(index)
-  durations = []
-  for index in range(num_batches):
-    start = time.perf_counter()
-    run(index)
-    durations.append(time.perf_counter() - start)
+  # warm-up on the first batches, then the timed calls from the first batch again
+  order = itertools.chain(range(warmup), range(num_batches))
+  durations = time_calls(lambda: run(next(order)), num_batches, warmup, wait=None)
   timed_images = num_batches * batch_size
   total = sum(durations)
   report = {
