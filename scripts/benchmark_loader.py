@@ -12,6 +12,7 @@ mask downsampling), per image.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -30,7 +31,7 @@ def _loader_rate(source, options, workers: int, batch_size: int, num_images: int
   next(iterator)
   first = time.perf_counter() - start
   num_batches = max(num_images // batch_size, 1)
-  elapsed = sum(time_calls(lambda: next(iterator), num_batches, warmup=0, wait=None))
+  elapsed = sum(time_calls(functools.partial(next, iterator), num_batches, warmup=0, wait=None))
   del iterator
   images_per_s = num_batches * batch_size / elapsed
   return {'workers': workers, 'images': num_batches * batch_size, 'seconds': elapsed,
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
   load_before = os.getloadavg()
 
   from yolact_jax.data import coco, loader, synthetic
-  from yolact_jax.machine import cpu_info
+  from yolact_jax.bench.machine import cpu_info
   paths = synthetic.generate_synthetic_coco(args.data_dir, num_train=args.num_images,
                                             num_val=0, seed=0, image_hw=args.image_hw,
                                             max_objects=args.max_objects)

@@ -35,16 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yolact_jax.bench.machine import device_description
 from yolact_jax.bench.timing import compile_program, summarize_times, time_calls
 from yolact_jax.config import YolactConfig
 
 STAGES = ('network', 'detect', 'postprocess', 'host_copy')
-
-
-def device_description() -> dict[str, Any]:
-  device = jax.devices()[0]
-  return {'platform': device.platform, 'device_kind': device.device_kind,
-          'num_devices': jax.device_count(), 'jax_version': jax.__version__}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ Sections
                peak. Convention: one multiply-add = 2 FLOPs (XLA counts it so; a 64x64 @ 64x64
                matmul reports 2 * 64**3). Peak: given, else a table of known GPUs (dense
                tensor-core bf16, non-tensor FP32), else for a CPU cores x clock x FLOPs/cycle
-               (see :func:`yolact_jax.bench.device.cpu_peak_gflops`). A large matmul is also
+               (see :func:`yolact_jax.bench.machine.cpu_peak_gflops`). A large matmul is also
                timed (``matmul_probe``) as a practical ceiling of this machine.
 
 The results also record the machine (jax version, device kind, CPU model, cores, load average at

@@ -9,7 +9,7 @@ import pathlib
 
 import numpy as np
 
-from yolact_jax.bench.device import PROJECT_ROOT
+from yolact_jax.bench.machine import PROJECT_ROOT
 from yolact_jax.config import YolactConfig
 from yolact_jax.model.shapes import feature_sizes, proto_size
 

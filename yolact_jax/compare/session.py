@@ -7,17 +7,14 @@ import argparse
 import datetime
 import json
 import os
-import pathlib
 import platform
 from typing import Any
 
 import numpy as np
 
+from yolact_jax.bench.machine import PROJECT_ROOT, cpu_info
 from yolact_jax.compare.inputs import load_images, make_batches
 from yolact_jax.compare.report import THREAD_ENV_VARS, markdown_report
-from yolact_jax.machine import cpu_info
-
-PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def limit_threads(threads: int | None) -> int:
