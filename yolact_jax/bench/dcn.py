@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from yolact_jax.bench.grid import DTYPES
+from yolact_jax.bench.grid import DTYPES, guarded
 from yolact_jax.bench.inputs import random_network_input
-from yolact_jax.bench.timing import TimingOptions, guarded, measure_stage
+from yolact_jax.bench.timing import TimingOptions, measure_stage
 from yolact_jax.bench.train import train_case
 from yolact_jax.config import get_config
 from yolact_jax.model.dcn import ModulatedDeformConv

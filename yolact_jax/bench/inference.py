@@ -11,10 +11,9 @@ import numpy as np
 
 from yolact_jax import detect as detect_lib
 from yolact_jax.anchors import make_priors
-from yolact_jax.bench.grid import DTYPES, Case
+from yolact_jax.bench.grid import DTYPES, Case, guarded
 from yolact_jax.bench.inputs import random_network_input, random_uint8_images
-from yolact_jax.bench.timing import (TimingOptions, device_peak_bytes, guarded, max_rss_bytes,
-                                     measure_stage)
+from yolact_jax.bench.timing import TimingOptions, device_peak_bytes, max_rss_bytes, measure_stage
 from yolact_jax.config import YolactConfig, get_config
 from yolact_jax.model.variables import init_variables
 from yolact_jax.model.yolact import Yolact

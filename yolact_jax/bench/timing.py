@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import resource
 import time
-import traceback
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -177,14 +176,3 @@ def measure_stage(name: str, jitted: Any, args: Sequence[Any], opts: TimingOptio
   record = {'stage': name, **compile_times, **summarize_times(times), **cost_of(compiled),
             'memory': memory_of(compiled)}
   return record, compiled(*args)
-
-
-def guarded(fn: Callable[[], dict], header: dict, log: Callable) -> dict:
-  """``fn()``, or ``header`` with the error when it fails (out of memory, ...): one failed case
-  must not lose a long run's other results."""
-  try:
-    return fn()
-  except Exception as exc:  # noqa: BLE001 - recorded, reported, and the run goes on
-    log(f'  FAILED: {type(exc).__name__}: {exc}')
-    return {**header, 'error': f'{type(exc).__name__}: {exc}',
-            'traceback': traceback.format_exc(limit=5)}

@@ -9,11 +9,10 @@ import jax
 import numpy as np
 
 from yolact_jax import train_step as ts
-from yolact_jax.bench.grid import DTYPES, Case
+from yolact_jax.bench.grid import DTYPES, Case, guarded
 from yolact_jax.bench.inputs import synthetic_train_batch
 from yolact_jax.bench.timing import (TimingOptions, compile_program, cost_of, device_peak_bytes,
-                                     guarded, max_rss_bytes, memory_of, summarize_times,
-                                     time_calls)
+                                     max_rss_bytes, memory_of, summarize_times, time_calls)
 from yolact_jax.config import get_config
 from yolact_jax.model.variables import init_variables
 

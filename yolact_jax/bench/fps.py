@@ -1,27 +1,14 @@
-"""Inference timing: what the original's ``eval.py --benchmark`` times, plus a per-stage breakdown.
+"""Frames per second of the inference program on given images (``yolact-jax evaluate
+--benchmark``): what the original's ``eval.py --benchmark`` times, plus a per-stage breakdown.
 
-    from yolact_jax.benchmarking import benchmark_inference
     report = benchmark_inference(cfg, variables, images_rgb, batch_size=1, num_images=100)
-    report['fps'], report['ms_per_image'], report['stages']['network']['ms_per_batch']
+    report['fps'], report['ms_per_image'], report['stages']['network']['median_ms']
 
-What is timed (end to end), per batch of ``batch_size`` images already on the device as a uint8
-canvas (decoding, the host canvas copy and the transfer are data loading, excluded as the
-original excludes its 'Load Data'): the compiled inference program of :mod:`yolact_jax.predict`
-(eval preprocessing resize + normalise, network, Detect/NMS, mask assembly, crop, upsampling to
-the original size, pixel boxes, bit-packing) and the copy of its outputs to the host, unpacked
-into per-image numpy detections of the best ``top_k`` (the original copies its top_k, default 5,
-to the CPU; here every detection's packed masks are copied and the top_k unpacked, a superset).
-Compilation is timed separately (``compile_s``: lowering + XLA compile of that program), and
-``warmup`` batches after it are not counted (the original skips its first 2 images). fps =
-images / total time, so ``ms_per_image`` = 1000 / fps; the per-batch median is also given.
-
-Per stage, each as its own jitted function timed with ``block_until_ready`` (median over
-``repeats``): ``network`` (preprocessing + backbone/FPN/ProtoNet/head), ``detect`` (decode, score
-filter, NMS, top-k), ``postprocess`` (mask assembly, crop, upsample, binarise, pixel boxes,
-packing), ``host_copy`` (device -> host and unpacking). Separately compiled stages cannot fuse
-across their boundaries, so their sum is usually a little above the end-to-end time.
-
-Wall-clock numbers depend on the machine and its load; nothing here asserts on them.
+End to end: batches already on the device as uint8 canvases (decoding and the transfer are data
+loading, which the original excludes too) through the compiled program of
+:mod:`yolact_jax.predict`, outputs copied to the host and unpacked. Each of ``STAGES`` is also
+timed as its own jitted program; they cannot fuse across their boundaries, so their sum is
+usually a little above the end-to-end time. Wall-clock numbers depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -35,35 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yolact_jax.bench.inputs import cycle_to, make_batches
 from yolact_jax.bench.machine import device_description
 from yolact_jax.bench.timing import compile_program, summarize_times, time_calls
 from yolact_jax.config import YolactConfig
 
 STAGES = ('network', 'detect', 'postprocess', 'host_copy')
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs
-
-
-def make_batches(images_rgb: Sequence[np.ndarray], batch_size: int, canvas_hw: tuple[int, int]
-                 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
-  """Consecutive batches of the images: (canvas [B, Hc, Wc, 3] uint8, sizes [B, 2] int32, count).
-  """
-  from yolact_jax.predict import pack_canvas
-  batches = []
-  for start in range(0, len(images_rgb), batch_size):
-    chunk = list(images_rgb[start:start + batch_size])
-    canvas, sizes = pack_canvas(chunk, canvas_hw, batch_size)
-    batches.append((canvas, sizes, len(chunk)))
-  return batches
-
-
-def cycle_to(images: Sequence[np.ndarray], count: int) -> list[np.ndarray]:
-  """``count`` images, repeating the list as needed."""
-  if not images:
-    raise ValueError('no image to benchmark with')
-  return [images[i % len(images)] for i in range(count)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +96,14 @@ def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[
                         canvas_hw: tuple[int, int] | None = None, stages: bool = True
                         ) -> dict[str, Any]:
   """Times inference over ``num_images`` images (the list repeated as needed, rounded up to whole
-  batches); see the module docstring for what is timed.
+  batches).
+
+  Timed per batch: the program (eval preprocessing, network, Detect/NMS, mask assembly, crop,
+  upsampling to the original size, pixel boxes, bit-packing) and the copy of its outputs to the
+  host, unpacked into the best ``top_k`` detections per image (the original copies its top_k to
+  the CPU; here every detection's packed masks are copied, a superset). ``compile_s`` is the
+  program's lowering + compilation; the ``warmup`` batches after it are not counted (the
+  original skips its first 2 images). fps = images / total time; the per-batch median is given.
 
   Args:
     cfg: model config (its detect settings are the NMS used).
