@@ -40,6 +40,11 @@ def _detect_stages(cfg: YolactConfig, raw: dict, nms_kinds: Sequence[str], opts:
   return stages, dets
 
 
+# network: backbone, FPN, ProtoNet, head (eval mode); detect: Detect per NMS kind (softmax,
+# decode, per-class top-k, NMS, global top-D); postprocess: mask assembly, crop, bilinear resize
+# inside the canvas, pixel boxes; end_to_end: network input -> all of these + bit-packed masks,
+# copied to the host (the original's eval.py --benchmark scope); end_to_end_uint8: the same from
+# uint8 images (the on-device resize and normalisation included).
 INFERENCE_STAGES = ('network', 'detect', 'postprocess', 'end_to_end', 'end_to_end_uint8')
 
 

@@ -262,7 +262,12 @@ def compare_outputs(ours: OurInference, theirs: OriginalInference, batches: Sequ
 
 def time_inference(ours: OurInference, theirs: OriginalInference, num_batches: int,
                    warmup: int, repeats: int, batch_size: int) -> dict[str, Any]:
-  """Each side's ``network`` and ``end_to_end``, the four loops interleaved round-robin."""
+  """Each side's ``network`` and ``end_to_end``, the four loops interleaved round-robin.
+
+  ``end_to_end``: from the network input (in memory / on the device) to per-image numpy results
+  on the host (the original's ``eval.py --benchmark`` scope); ``network``: the network alone (the
+  original's forward with Detect bypassed, ours its own jitted program). Each call synchronises
+  (CUDA synchronised, JAX outputs fetched) inside the timer."""
   times = time_interleaved({('ours', 'network'): ours.network,
                             ('ours', 'end_to_end'): ours.end_to_end,
                             ('original', 'network'): theirs.network,

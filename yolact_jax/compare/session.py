@@ -18,7 +18,8 @@ from yolact_jax.compare.report import THREAD_ENV_VARS, markdown_report
 
 
 def limit_threads(threads: int | None) -> int:
-  """Pin this process to ``threads`` of its CPUs (before JAX starts); returns the count used."""
+  """Pin this process to ``threads`` of its CPUs (before JAX starts: XLA's CPU client sizes its
+  thread pool from the affinity, and its thread flags are ignored); returns the count used."""
   cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None
   if threads and cpus and threads < len(cpus):
     os.sched_setaffinity(0, cpus[:threads])
