@@ -1,4 +1,4 @@
-"""Tests of yolact_jax.evaluation (and benchmarking helpers): ground truth as predictions scores
+"""Tests of yolact_jax.evaluation (and bench.fps): ground truth as predictions scores
 AP 1, our COCOeval wrapper equals pycocotools on the reference detections, results records equal
 the original's dets.json (also per image), bad inputs are clear errors, and inference over a dataset on the tiny
 preset compiles once and skips unreadable images."""
