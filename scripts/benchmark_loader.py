@@ -12,6 +12,7 @@ mask downsampling), per image.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -22,6 +23,7 @@ import numpy as np
 
 
 def _loader_rate(source, options, workers: int, batch_size: int, num_images: int) -> dict:
+  from yolact_jax.bench.timing import time_calls
   from yolact_jax.data import loader
   start = time.perf_counter()
   iterator = iter(loader.make_train_loader(source, batch_size=batch_size, seed=0,
@@ -29,10 +31,7 @@ def _loader_rate(source, options, workers: int, batch_size: int, num_images: int
   next(iterator)
   first = time.perf_counter() - start
   num_batches = max(num_images // batch_size, 1)
-  start = time.perf_counter()
-  for _ in range(num_batches):
-    next(iterator)
-  elapsed = time.perf_counter() - start
+  elapsed = sum(time_calls(functools.partial(next, iterator), num_batches, warmup=0, wait=None))
   del iterator
   images_per_s = num_batches * batch_size / elapsed
   return {'workers': workers, 'images': num_batches * batch_size, 'seconds': elapsed,
@@ -92,7 +91,7 @@ def main(argv=None) -> int:
   load_before = os.getloadavg()
 
   from yolact_jax.data import coco, loader, synthetic
-  from yolact_jax.machine import cpu_info
+  from yolact_jax.bench.machine import cpu_info
   paths = synthetic.generate_synthetic_coco(args.data_dir, num_train=args.num_images,
                                             num_val=0, seed=0, image_hw=args.image_hw,
                                             max_objects=args.max_objects)

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from scripts import benchmark as cli
-from yolact_jax import benchmarking
-from yolact_jax.bench import convgrad, device, grid, report as report_lib, timing
+from yolact_jax.bench import convgrad, grid, machine, report as report_lib, timing
 from yolact_jax.bench import inputs as bench_inputs
 from yolact_jax.config import get_config
 from yolact_jax.model.shapes import feature_sizes, proto_size
@@ -128,7 +127,7 @@ def test_flops_section(report):
 
 
 def test_summarize_times_percentiles():
-  s = benchmarking.summarize_times([0.001 * i for i in range(1, 11)])
+  s = timing.summarize_times([0.001 * i for i in range(1, 11)])
   assert s['runs'] == 10 and s['min_ms'] == pytest.approx(1.0)
   assert s['median_ms'] == pytest.approx(5.5)
   assert s['p10_ms'] == pytest.approx(1.9) and s['p90_ms'] == pytest.approx(9.1)
@@ -136,29 +135,36 @@ def test_summarize_times_percentiles():
 
 def test_time_calls_stops_after_the_budget_but_keeps_the_minimum():
   calls = []
-  times = benchmarking.time_calls(lambda: calls.append(1), warmup=2, repeats=100,
-                                  max_seconds=0.0)
-  assert len(times) == benchmarking.MIN_TIMED_RUNS and len(calls) == 2 + benchmarking.MIN_TIMED_RUNS
+  times = timing.time_calls(lambda: calls.append(1), warmup=2, repeats=100, max_seconds=0.0)
+  assert len(times) == timing.MIN_TIMED_RUNS and len(calls) == 2 + timing.MIN_TIMED_RUNS
+
+
+def test_time_calls_hands_every_result_to_wait():
+  results = iter(range(5))
+  waited = []
+  times = timing.time_calls(lambda: next(results), repeats=3, warmup=2, wait=waited.append)
+  assert waited == [0, 1, 2, 3, 4] and len(times) == 3
+  assert len(timing.time_calls(lambda: None, repeats=2, warmup=0, wait=None)) == 2
 
 
 def test_cpu_peak_assumption():
-  assert device.fp32_flops_per_cycle(['avx2', 'fma'], 'AuthenticAMD') == 32
-  assert device.fp32_flops_per_cycle(['avx512f', 'fma'], 'GenuineIntel') == 64
-  assert device.fp32_flops_per_cycle(['sse2'], None) == 16
-  assert device.cpu_peak_gflops(2, 2500.0, 32) == pytest.approx(160.0)
-  assert device.cpu_peak_gflops(2, None, 32) is None
+  assert machine.fp32_flops_per_cycle(['avx2', 'fma'], 'AuthenticAMD') == 32
+  assert machine.fp32_flops_per_cycle(['avx512f', 'fma'], 'GenuineIntel') == 64
+  assert machine.fp32_flops_per_cycle(['sse2'], None) == 16
+  assert machine.cpu_peak_gflops(2, 2500.0, 32) == pytest.approx(160.0)
+  assert machine.cpu_peak_gflops(2, None, 32) is None
 
 
 def test_gpu_peak_table_matches_device_kinds():
   cpu = {'flags': [], 'vendor': None, 'mhz': None}
-  peak, _ = device.device_peak_tflops('NVIDIA H100 80GB HBM3', 'gpu', 'bfloat16', cpu, 1)
+  peak, _ = machine.device_peak_tflops('NVIDIA H100 80GB HBM3', 'gpu', 'bfloat16', cpu, 1)
   assert peak == pytest.approx(989.4)
-  peak, _ = device.device_peak_tflops('NVIDIA H100 PCIe', 'gpu', 'float32', cpu, 1)
+  peak, _ = machine.device_peak_tflops('NVIDIA H100 PCIe', 'gpu', 'float32', cpu, 1)
   assert peak == pytest.approx(51.2)
-  peak, _ = device.device_peak_tflops('NVIDIA H200', 'gpu', 'float32', cpu, 1)
+  peak, _ = machine.device_peak_tflops('NVIDIA H200', 'gpu', 'float32', cpu, 1)
   assert peak == pytest.approx(66.9)
-  assert device.device_peak_tflops('Some GPU', 'gpu', 'float32', cpu, 1)[0] is None
-  assert device.device_peak_tflops('Some GPU', 'gpu', 'float32', cpu, 1, override=5.0)[0] == 5.0
+  assert machine.device_peak_tflops('Some GPU', 'gpu', 'float32', cpu, 1)[0] is None
+  assert machine.device_peak_tflops('Some GPU', 'gpu', 'float32', cpu, 1, override=5.0)[0] == 5.0
 
 
 def test_synthetic_train_batch_layout():
@@ -211,9 +217,9 @@ def test_unknown_section_is_an_error():
 
 
 def test_machine_slug():
-  assert device.machine_slug({'platform': 'cpu', 'cpu_model': 'AMD EPYC',
+  assert machine.machine_slug({'platform': 'cpu', 'cpu_model': 'AMD EPYC',
                              'cpu_cores_usable': 2}) == 'cpu-amd-epyc-2c'
-  assert device.machine_slug({'platform': 'gpu',
+  assert machine.machine_slug({'platform': 'gpu',
                              'device_kind': 'NVIDIA H100 80GB HBM3'}) == 'nvidia-h100-80gb-hbm3'
 
 

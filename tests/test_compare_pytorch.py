@@ -19,7 +19,8 @@ import pytest
 torch = pytest.importorskip('torch')
 
 from scripts import compare_pytorch as cli  # noqa: E402
-from yolact_jax.compare import import_stubs, inputs, original, outputs, shims, timing  # noqa: E402
+from yolact_jax.bench import timing  # noqa: E402
+from yolact_jax.compare import import_stubs, inputs, original, outputs, shims  # noqa: E402
 from yolact_jax.compare import report as report_lib  # noqa: E402
 from yolact_jax.compare import train as train_lib  # noqa: E402
 from yolact_jax.compare import weights as weights_lib  # noqa: E402
@@ -340,9 +341,9 @@ def test_raw_output_diff_from_our_outputs_plus_noise():
   assert merged['loc']['batches'] == 2 and not merged['mask']['within_reference_tolerance']
 
 
-def test_time_batches_cycles_and_speed_summary():
+def test_time_interleaved_cycles_the_batches_and_speed_summary():
   seen = []
-  times = timing.time_batches(seen.append, num_batches=3, warmup=2, repeats=4)
+  times = timing.time_interleaved({'a': seen.append}, num_batches=3, warmup=2, repeats=4)['a']
   assert seen == [0, 1, 2, 0, 1, 2] and len(times) == 4 and all(t >= 0 for t in times)
   s = timing.speed_summary({'end_to_end': [0.1, 0.1, 0.1]}, {'end_to_end': [0.3, 0.3, 0.3]}, 2)
   assert s['speedup']['end_to_end'] == pytest.approx(3.0)

@@ -1,4 +1,4 @@
-"""Tests of yolact_jax.evaluation (and benchmarking helpers): ground truth as predictions scores
+"""Tests of yolact_jax.evaluation (and bench.fps): ground truth as predictions scores
 AP 1, our COCOeval wrapper equals pycocotools on the reference detections, results records equal
 the original's dets.json (also per image), bad inputs are clear errors, and inference over a dataset on the tiny
 preset compiles once and skips unreadable images."""
@@ -17,13 +17,15 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from tests.reference_data import RESNET50_DIR, load_npz, require_reference
-from yolact_jax import benchmarking
+from yolact_jax.bench import fps, timing
+from yolact_jax.bench import inputs as bench_inputs
 from yolact_jax import evaluation as ev
 from yolact_jax.checkpoint.convert import CheckpointError
 from yolact_jax.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from yolact_jax.config import get_config
 from yolact_jax.data import coco as coco_lib
 from yolact_jax.data import loader, synthetic, tfds_builder
+from yolact_jax.host import fit_canvas
 from yolact_jax.model.yolact import Yolact
 from yolact_jax.predict import Detections, inference_program
 
@@ -464,17 +466,18 @@ def test_unreadable_image_is_skipped_and_left_out_of_the_metric(synthetic_dir, t
 
 def test_benchmark_helpers():
   images = [np.zeros((h, w, 3), np.uint8) for h, w in ((10, 20), (130, 40), (5, 5))]
-  assert benchmarking.fit_canvas(images) == (256, 128)
-  assert [i.shape for i in benchmarking.cycle_to(images, 5)] == [
+  assert fit_canvas([image.shape[:2] for image in images]) == (256, 128)
+  assert fit_canvas([image.shape[:2] for image in images], step=1) == (130, 40)
+  assert [i.shape for i in bench_inputs.cycle_to(images, 5)] == [
       (10, 20, 3), (130, 40, 3), (5, 5, 3), (10, 20, 3), (130, 40, 3)]
-  batches = benchmarking.make_batches(images, 2, (256, 128))
+  batches = bench_inputs.make_batches(images, 2, (256, 128))
   assert [(c.shape, n) for c, _, n in batches] == [((2, 256, 128, 3), 2), ((2, 256, 128, 3), 1)]
   np.testing.assert_array_equal(batches[1][1], [[5, 5], [1, 1]])
-  stats = benchmarking.summarize_times([0.001, 0.003, 0.002])
+  stats = timing.summarize_times([0.001, 0.003, 0.002])
   assert {k: stats[k] for k in ('median_ms', 'mean_ms', 'min_ms', 'max_ms', 'runs')} == \
       pytest.approx({'median_ms': 2.0, 'mean_ms': 2.0, 'min_ms': 1.0, 'max_ms': 3.0, 'runs': 3})
   calls = []
-  durations = benchmarking.time_calls(lambda: calls.append(1), repeats=3, warmup=2)
+  durations = timing.time_calls(lambda: calls.append(1), repeats=3, warmup=2)
   assert len(durations) == 3 and len(calls) == 5
 
 
@@ -484,12 +487,12 @@ def test_benchmark_inference_report(tiny_variables):
   images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((60, 80), (90, 70))]
   with warnings.catch_warnings():
     warnings.simplefilter('error')  # nothing noisy
-    report = benchmarking.benchmark_inference(cfg, tiny_variables, images, batch_size=2,
+    report = fps.benchmark_inference(cfg, tiny_variables, images, batch_size=2,
                                               num_images=5, repeats=2, warmup=1)
   assert report['num_images'] == 6 and report['num_batches'] == 3 and report['batch_size'] == 2
   assert report['canvas_hw'] == [128, 128] and report['compile_s'] > 0
   assert report['fps'] > 0 and report['ms_per_image'] == pytest.approx(1000 / report['fps'])
-  assert set(report['stages']) == set(benchmarking.STAGES)
+  assert set(report['stages']) == set(fps.STAGES)
   for values in report['stages'].values():
     assert values['median_ms'] > 0 and values['ms_per_image'] == values['median_ms'] / 2
   json.dumps(report)  # JSON-friendly

@@ -98,20 +98,21 @@ def round_up(value: int, step: int) -> int:
   return -(-value // step) * step
 
 
-def fit_canvas(image_sizes: Iterable[Sequence[int]], at_least: tuple[int, int] | None = None
-               ) -> tuple[int, int]:
-  """The canvas rule: the largest (h, w) of ``image_sizes`` rounded up to a multiple of
-  ``CANVAS_STEP``, and never smaller than ``at_least`` (a canvas in use only grows).
+def fit_canvas(image_sizes: Iterable[Sequence[int]], at_least: tuple[int, int] | None = None,
+               step: int = CANVAS_STEP) -> tuple[int, int]:
+  """The canvas rule: the largest (h, w) of ``image_sizes`` rounded up to a multiple of ``step``,
+  and never smaller than ``at_least`` (a canvas in use only grows).
 
-  Used by :class:`Predictor` (growing canvas), the evaluation set's fixed canvas and the
-  benchmark. ``image_sizes``: (h, w) pairs, e.g. an int array [N, 2] or ``[im.shape[:2], ...]``.
+  The one canvas helper: :class:`Predictor` (growing canvas), the evaluation set's fixed canvas,
+  the benchmark, and the comparison with the original (``step=1``: exactly the largest height and
+  width). ``image_sizes``: (h, w) pairs, e.g. an int array [N, 2] or ``[im.shape[:2], ...]``.
   """
   sizes = np.asarray([tuple(s)[:2] for s in image_sizes], np.int64).reshape(-1, 2)
   if not len(sizes):
     raise ValueError('no image size to fit a canvas to')
   current = at_least or (0, 0)
-  return (max(int(current[0]), round_up(int(sizes[:, 0].max()), CANVAS_STEP)),
-          max(int(current[1]), round_up(int(sizes[:, 1].max()), CANVAS_STEP)))
+  return (max(int(current[0]), round_up(int(sizes[:, 0].max()), step)),
+          max(int(current[1]), round_up(int(sizes[:, 1].max()), step)))
 
 
 def pack_canvas(images: Sequence[np.ndarray], canvas_hw: tuple[int, int], batch_size: int

@@ -175,7 +175,7 @@ class InferenceProgram:
   ``from_network_input(variables, net_input [B,S,S,3] float, image_sizes [B,2], canvas_hw)``
   (the same program after preprocessing) both return :func:`program_outputs`' dict of device
   arrays. The stages (``network_input``, ``network``, ``detect``, ``outputs``) are plain methods,
-  which ``yolact_jax.benchmarking`` also jits one by one.
+  which ``yolact_jax.bench.fps`` also jits one by one.
 
   ``rescores`` is True for a YOLACT++ config with mask re-scoring (``cfg.use_maskiou`` and
   ``cfg.detect.rescore_mask``): ``outputs`` then needs the variables (the mask-IoU network's

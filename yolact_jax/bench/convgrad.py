@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from yolact_jax.bench.grid import DTYPES
-from yolact_jax.bench.timing import TimingOptions, guarded, measure_stage
+from yolact_jax.bench.grid import DTYPES, guarded
+from yolact_jax.bench.timing import TimingOptions, measure_stage
 from yolact_jax.ops.conv import conv_general_dilated
 
 # Representative convolutions of yolact_resnet50 / yolact_base at 550 px (per image):

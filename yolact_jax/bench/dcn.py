@@ -1,21 +1,11 @@
-"""The DCN section (YOLACT++): what the deformable convolutions cost, in the network and in the
-train step.
+"""The DCN section (YOLACT++): what the deformable convolutions cost, in the network (forward, at
+the inference batch) and in the train step (forward + backward, at the train batch), two ways:
 
-Two measurements per preset, each at the inference batch (network, forward only) and at the
-train batch (forward + backward):
-
-* The DCN layers alone at their real shapes: the network is traced abstractly
-  (``jax.eval_shape``) with a method interceptor that records every
-  :class:`yolact_jax.model.dcn.ModulatedDeformConv` call (its input shape and settings); each
-  distinct layer is rebuilt standalone (``Module.clone``) with random offset/modulation weights
-  (offsets of about a pixel or more, so the sampling is realistic) and timed as its own jitted
-  program: forward, and forward + backward (the gradient of parameters and input, via
-  ``jax.vjp``). The plain 3x3 convolution the layer replaces (the network's convolution,
-  :mod:`yolact_jax.ops.conv`, no bias) is timed at the same shape. Summed over the layers
-  (times their count), divided by the whole program's time: the DCN layers' share.
-* The whole network / train step of the preset against the same preset with
-  ``backbone.dcn_layers`` zeroed (every DCN a plain 3x3 conv, nothing else changed): the
-  difference is what the DCNs add over plain convolutions inside the fused program.
+* each distinct DCN layer alone at its real shape (:func:`time_layer`) next to the plain 3x3
+  convolution it replaces; summed over the layers (times their count) and divided by the whole
+  program's time, the DCN layers' share;
+* the whole network / train step against the same preset with ``backbone.dcn_layers`` zeroed
+  (every DCN a plain 3x3 conv, nothing else changed): what the DCNs add inside the fused program.
 
 The two need not agree exactly: XLA fuses and schedules a layer differently alone and inside the
 network, and the shares are of medians taken at different moments of a shared machine's load.
@@ -31,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from yolact_jax.bench.grid import DTYPES
+from yolact_jax.bench.grid import DTYPES, guarded
 from yolact_jax.bench.inputs import random_network_input
-from yolact_jax.bench.timing import TimingOptions, guarded, measure_stage
+from yolact_jax.bench.timing import TimingOptions, measure_stage
 from yolact_jax.bench.train import train_case
 from yolact_jax.config import get_config
 from yolact_jax.model.dcn import ModulatedDeformConv
@@ -48,7 +38,8 @@ OFFSET_GAIN = 2.0  # offset conv weights ~ N(0, gain^2 / fan_in): offsets of ~1-
 def dcn_layer_calls(cfg: Any, batch: int, dtype: Any, train: bool) -> list[dict[str, Any]]:
   """The network's DCN calls on a [batch, S, S, 3] input, grouped: per distinct (module
   settings, input shape) one entry ``{'layer': unbound module, 'input_shape', 'count',
-  'names'}``, in order of first call."""
+  'names'}``, in order of first call. The network is traced abstractly (``jax.eval_shape``)
+  with a method interceptor recording every :class:`ModulatedDeformConv` call."""
   model = Yolact(cfg, dtype=dtype)
   x = jax.ShapeDtypeStruct((batch, cfg.max_size, cfg.max_size, 3), jnp.float32)
   calls: dict[tuple, dict[str, Any]] = collections.OrderedDict()
@@ -113,7 +104,9 @@ def _forward_and_backward(module: nn.Module, params: dict, x: jnp.ndarray,
 
 
 def time_layer(entry: dict[str, Any], backward: bool, opts: TimingOptions) -> dict[str, Any]:
-  """One distinct DCN layer and the plain conv it replaces, each timed alone at its shape."""
+  """One distinct DCN layer and the plain conv it replaces (the network's convolution, no bias),
+  each timed alone at its shape: the forward, or with ``backward`` the forward + the gradient of
+  parameters and input (``jax.vjp``). The layer gets random offset/modulation weights."""
   layer = entry['layer']
   x = jnp.asarray(np.random.default_rng(0).standard_normal(entry['input_shape']),
                   entry['input_dtype'])

@@ -18,10 +18,9 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from yolact_jax.bench.grid import Case
+from yolact_jax.bench.grid import Case, guarded
 from yolact_jax.bench.inputs import random_uint8_images
-from yolact_jax.bench.timing import TimingOptions, guarded
-from yolact_jax.benchmarking import summarize_times, time_calls
+from yolact_jax.bench.timing import TimingOptions, summarize_times, time_calls
 
 MATCH_IOU = 0.9
 

@@ -9,11 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from yolact_jax.bench.device import device_peak_tflops
-from yolact_jax.bench.grid import DTYPES, Case
-from yolact_jax.bench.timing import TimingOptions, cost_of, guarded, measure_stage
+from yolact_jax.bench.grid import DTYPES, Case, guarded
+from yolact_jax.bench.machine import cpu_info, device_peak_tflops
+from yolact_jax.bench.timing import TimingOptions, cost_of, measure_stage
 from yolact_jax.config import get_config
-from yolact_jax.machine import cpu_info
 from yolact_jax.model.variables import abstract_variables
 from yolact_jax.model.yolact import Yolact
 

@@ -1,9 +1,11 @@
-"""The benchmark's cases: (preset, batch, dtype) grids and their selection from the command line."""
+"""The benchmark's cases: (preset, batch, dtype) grids, their selection from the command line,
+and running one without losing the others when it fails."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+import traceback
+from typing import Callable, Sequence
 
 import jax.numpy as jnp
 
@@ -77,3 +79,14 @@ def resolve_cases(args: argparse.Namespace, grid: str) -> tuple[list[Case], list
     if dtype not in DTYPES:
       raise SystemExit(f'unknown dtype {dtype!r}; use one of {", ".join(DTYPES)}')
   return inference, train
+
+
+def guarded(fn: Callable[[], dict], header: dict, log: Callable) -> dict:
+  """``fn()``, or ``header`` with the error when it fails (out of memory, ...): one failed case
+  must not lose a long run's other results."""
+  try:
+    return fn()
+  except Exception as exc:  # noqa: BLE001 - recorded, reported, and the run goes on
+    log(f'  FAILED: {type(exc).__name__}: {exc}')
+    return {**header, 'error': f'{type(exc).__name__}: {exc}',
+            'traceback': traceback.format_exc(limit=5)}

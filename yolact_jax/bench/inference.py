@@ -11,10 +11,9 @@ import numpy as np
 
 from yolact_jax import detect as detect_lib
 from yolact_jax.anchors import make_priors
-from yolact_jax.bench.grid import DTYPES, Case
+from yolact_jax.bench.grid import DTYPES, Case, guarded
 from yolact_jax.bench.inputs import random_network_input, random_uint8_images
-from yolact_jax.bench.timing import (TimingOptions, device_peak_bytes, guarded, max_rss_bytes,
-                                     measure_stage)
+from yolact_jax.bench.timing import TimingOptions, device_peak_bytes, max_rss_bytes, measure_stage
 from yolact_jax.config import YolactConfig, get_config
 from yolact_jax.model.variables import init_variables
 from yolact_jax.model.yolact import Yolact
@@ -41,6 +40,11 @@ def _detect_stages(cfg: YolactConfig, raw: dict, nms_kinds: Sequence[str], opts:
   return stages, dets
 
 
+# network: backbone, FPN, ProtoNet, head (eval mode); detect: Detect per NMS kind (softmax,
+# decode, per-class top-k, NMS, global top-D); postprocess: mask assembly, crop, bilinear resize
+# inside the canvas, pixel boxes; end_to_end: network input -> all of these + bit-packed masks,
+# copied to the host (the original's eval.py --benchmark scope); end_to_end_uint8: the same from
+# uint8 images (the on-device resize and normalisation included).
 INFERENCE_STAGES = ('network', 'detect', 'postprocess', 'end_to_end', 'end_to_end_uint8')
 
 

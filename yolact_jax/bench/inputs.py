@@ -1,17 +1,37 @@
-"""Synthetic inputs of the benchmark: network inputs, uint8 images, training batches and the
-score maps Detect is timed on."""
+"""Inputs of the benchmark: given images cycled and batched on a canvas; synthetic network
+inputs, uint8 images, training batches and the score maps Detect is timed on."""
 
 from __future__ import annotations
 
 import math
 import os
 import pathlib
+from typing import Sequence
 
 import numpy as np
 
-from yolact_jax.bench.device import PROJECT_ROOT
+from yolact_jax.bench.machine import PROJECT_ROOT
 from yolact_jax.config import YolactConfig
+from yolact_jax.host import chunks, pack_canvas
 from yolact_jax.model.shapes import feature_sizes, proto_size
+
+
+def cycle_to(images: Sequence[np.ndarray], count: int) -> list[np.ndarray]:
+  """``count`` images, repeating the list as needed."""
+  if not images:
+    raise ValueError('no image to benchmark with')
+  return [images[i % len(images)] for i in range(count)]
+
+
+def make_batches(images_rgb: Sequence[np.ndarray], batch_size: int, canvas_hw: tuple[int, int]
+                 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+  """Consecutive batches of the images: (canvas [B, Hc, Wc, 3] uint8, sizes [B, 2] int32, count).
+  """
+  batches = []
+  for chunk in chunks(images_rgb, batch_size):
+    canvas, sizes = pack_canvas(chunk, canvas_hw, batch_size)
+    batches.append((canvas, sizes, len(chunk)))
+  return batches
 
 
 def random_network_input(cfg: YolactConfig, batch: int, seed: int = 0) -> np.ndarray:

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolact_jax import detect as detect_lib
+from yolact_jax.bench.grid import guarded
 from yolact_jax.bench.inputs import reference_detect_inputs, synthetic_detect_inputs
-from yolact_jax.bench.timing import TimingOptions, guarded, measure_stage
+from yolact_jax.bench.timing import TimingOptions, measure_stage
 
 # The rule each NMS kind applies to its ranked candidates.
 NMS_RULES = {'fast': detect_lib.fast_nms_keep, 'cross_class': detect_lib.fast_nms_keep,

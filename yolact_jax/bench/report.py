@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -39,9 +39,37 @@ def _ms(stage: dict | None) -> str:
   return f'{stage["median_ms"]:.2f} ({stage["p10_ms"]:.2f}-{stage["p90_ms"]:.2f})'
 
 
+def _columns(*names: str) -> list[str]:
+  """A markdown table's header and separator lines."""
+  return ['| ' + ' | '.join(names) + ' |', '|' + '---|' * len(names)]
+
+
+def _head(title: str, note: str, *columns: str) -> list[str]:
+  """A section's title, its note, and its table's header."""
+  return [f'## {title}', '', note, '', *_columns(*columns)]
+
+
+def _row(*cells: Any) -> str:
+  return '| ' + ' | '.join(map(str, cells)) + ' |'
+
+
 def _failed_row(*cells: Any, error: str) -> str:
   """A table row for a case that failed: its identifying cells, then the error's start."""
-  return '| ' + ' | '.join(map(str, cells)) + f' | failed: {error[:80]} |'
+  return _row(*cells, f'failed: {error[:80]}')
+
+
+def _case_rows(cases: list[dict], cells: Callable[[dict], list[Any]]) -> list[str]:
+  """One row per (preset, batch, dtype) case: preset, input size, batch, dtype, then
+  ``cells(case)``; a failed case's row ends with its error instead."""
+  rows = []
+  for case in cases:
+    if 'error' in case:
+      rows.append(_failed_row(case['preset'], '', case['batch'], case['dtype'],
+                              error=case['error']))
+      continue
+    rows.append(_row(case['preset'], case['input_size'], case['batch'], case['dtype'],
+                     *cells(case)))
+  return rows
 
 
 def _stage(case: dict, name: str) -> dict | None:
@@ -59,38 +87,31 @@ def _header(m: dict[str, Any]) -> list[str]:
 
 
 def _inference_table(cases: list[dict]) -> list[str]:
-  lines = ['## Inference', '',
-           '`end_to_end`: network input -> network + Detect + postprocess, results copied to '
-           'the host (the scope of the original\'s `eval.py --benchmark`); `e2e uint8` adds '
-           'the on-device resize and normalisation. fps = images / end_to_end median.', '',
-           '| preset | size | batch | dtype | network | detect fast | detect cross-class | '
-           'detect standard | postprocess | end_to_end | fps | e2e uint8 | e2e compile s |',
-           '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
-  for case in cases:
-    if 'error' in case:
-      lines.append(_failed_row(case['preset'], '', case['batch'], case['dtype'],
-                               error=case['error']))
-      continue
-    e2e = _stage(case, 'end_to_end')
-    fps = case['batch'] / (e2e['median_ms'] / 1e3) if e2e else None
-    compile_s = e2e['lower_s'] + e2e['compile_s'] if e2e else None
-    lines.append(
-        f'| {case["preset"]} | {case["input_size"]} | {case["batch"]} | {case["dtype"]} | '
-        f'{_ms(_stage(case, "network"))} | {_ms(_stage(case, "detect_fast"))} | '
-        f'{_ms(_stage(case, "detect_cross_class"))} | {_ms(_stage(case, "detect_standard"))} | '
-        f'{_ms(_stage(case, "postprocess"))} | {_ms(e2e)} | '
-        f'{"-" if fps is None else f"{fps:.2f}"} | {_ms(_stage(case, "end_to_end_uint8"))} | '
-        f'{"-" if compile_s is None else f"{compile_s:.1f}"} |')
-  return lines + ['']
+  lines = _head('Inference',
+                '`end_to_end`: network input -> network + Detect + postprocess, results copied '
+                'to the host (the scope of the original\'s `eval.py --benchmark`); `e2e uint8` '
+                'adds the on-device resize and normalisation. fps = images / end_to_end median.',
+                'preset', 'size', 'batch', 'dtype', 'network', 'detect fast',
+                'detect cross-class', 'detect standard', 'postprocess', 'end_to_end', 'fps',
+                'e2e uint8', 'e2e compile s')
+  return lines + _case_rows(cases, _inference_cells) + ['']
+
+
+def _inference_cells(case: dict) -> list[str]:
+  e2e = _stage(case, 'end_to_end')
+  fps = case['batch'] / (e2e['median_ms'] / 1e3) if e2e else None
+  compile_s = e2e['lower_s'] + e2e['compile_s'] if e2e else None
+  return [*(_ms(_stage(case, name)) for name in (
+              'network', 'detect_fast', 'detect_cross_class', 'detect_standard', 'postprocess')),
+          _ms(e2e), '-' if fps is None else f'{fps:.2f}', _ms(_stage(case, 'end_to_end_uint8')),
+          '-' if compile_s is None else f'{compile_s:.1f}']
 
 
 def _nms_table(n: dict[str, Any]) -> list[str]:
-  lines = ['## NMS', '',
-           f'{n["num_classes"]} classes x top {n["top_k"]}, batch {n["batch"]}; inputs: '
-           f'{n["inputs"]}. `nms_only`: the rule on prepared ranked candidates; `detect`: '
-           'decode + top-k + NMS + global top-100.', '',
-           '| nms | candidates (valid) | kept | nms_only ms | detect ms | detections |',
-           '|---|---|---|---|---|---|']
+  lines = _head('NMS', f'{n["num_classes"]} classes x top {n["top_k"]}, batch {n["batch"]}; '
+                f'inputs: {n["inputs"]}. `nms_only`: the rule on prepared ranked candidates; '
+                '`detect`: decode + top-k + NMS + global top-100.',
+                'nms', 'candidates (valid)', 'kept', 'nms_only ms', 'detect ms', 'detections')
   for v in n['variants']:
     if 'error' in v:
       lines.append(_failed_row(v['nms'], error=v['error']))
@@ -103,36 +124,29 @@ def _nms_table(n: dict[str, Any]) -> list[str]:
 
 
 def _train_table(cases: list[dict]) -> list[str]:
-  lines = ['## Train step', '',
-           'Memory: the compiled step\'s argument + output + temp - alias bytes (XLA memory '
-           'analysis); device peak where reported (GPU); process max RSS.', '',
-           '| preset | size | batch | dtype | BN | step ms | images/s | compile s | '
-           'program MiB | device peak MiB | max RSS MiB |',
-           '|---|---|---|---|---|---|---|---|---|---|---|']
-  for case in cases:
-    if 'error' in case:
-      lines.append(_failed_row(case['preset'], '', case['batch'], case['dtype'],
-                               error=case['error']))
-      continue
-    s = case['stages'][0]
-    lines.append(
-        f'| {case["preset"]} | {case["input_size"]} | {case["batch"]} | {case["dtype"]} | '
-        f'{"frozen" if case["freeze_bn"] else "batch stats"} | {_ms(s)} | '
-        f'{s["images_per_s"]:.2f} | {s["lower_s"] + s["compile_s"]:.1f} | '
-        f'{mib(s["memory"]["program_total_bytes"])} | {mib(case["device_peak_bytes"])} | '
-        f'{mib(case["max_rss_bytes"])} |')
-  return lines + ['']
+  lines = _head('Train step',
+                'Memory: the compiled step\'s argument + output + temp - alias bytes (XLA memory '
+                'analysis); device peak where reported (GPU); process max RSS.',
+                'preset', 'size', 'batch', 'dtype', 'BN', 'step ms', 'images/s', 'compile s',
+                'program MiB', 'device peak MiB', 'max RSS MiB')
+  return lines + _case_rows(cases, _train_cells) + ['']
+
+
+def _train_cells(case: dict) -> list[str]:
+  s = case['stages'][0]
+  return ['frozen' if case['freeze_bn'] else 'batch stats', _ms(s), f'{s["images_per_s"]:.2f}',
+          f'{s["lower_s"] + s["compile_s"]:.1f}', mib(s['memory']['program_total_bytes']),
+          mib(case['device_peak_bytes']), mib(case['max_rss_bytes'])]
 
 
 def _convgrad_table(cases: list[dict]) -> list[str]:
-  lines = ['## Convolution gradients', '',
-           'Each convolution alone (jitted): forward, input gradient, weight gradient; '
-           'GFLOP/s from XLA\'s cost analysis. `xla`: `jax.lax.conv_general_dilated`; '
-           '`yolact_jax`: the network\'s convolution (`yolact_jax/ops/conv.py`: 1x1 '
-           'convolutions and some weight gradients as matrix products on CPU).', '',
-           '| convolution | impl | input | batch | dtype | forward ms | dx ms | dw ms | '
-           'dw / forward | forward GFLOP/s | dw GFLOP/s |',
-           '|---|---|---|---|---|---|---|---|---|---|---|']
+  lines = _head('Convolution gradients',
+                'Each convolution alone (jitted): forward, input gradient, weight gradient; '
+                'GFLOP/s from XLA\'s cost analysis. `xla`: `jax.lax.conv_general_dilated`; '
+                '`yolact_jax`: the network\'s convolution (`yolact_jax/ops/conv.py`: 1x1 '
+                'convolutions and some weight gradients as matrix products on CPU).',
+                'convolution', 'impl', 'input', 'batch', 'dtype', 'forward ms', 'dx ms', 'dw ms',
+                'dw / forward', 'forward GFLOP/s', 'dw GFLOP/s')
   for c in cases:
     if 'error' in c:
       lines.append(_failed_row(c['conv'], c['impl'], error=c['error']))
@@ -155,8 +169,8 @@ def _flops_section(f: dict[str, Any]) -> list[str]:
     if 'error' not in p:
       lines.append(f'* matmul probe {p["size"]}x{p["size"]} {p["dtype"]}: '
                    f'{p["achieved_tflops"] * 1e3:.1f} GFLOP/s')
-  lines += ['', '| section | preset | batch | dtype | program | GFLOPs/image | achieved GFLOP/s '
-            '| fraction of peak |', '|---|---|---|---|---|---|---|---|']
+  lines += ['', *_columns('section', 'preset', 'batch', 'dtype', 'program', 'GFLOPs/image',
+                          'achieved GFLOP/s', 'fraction of peak')]
   for r in f['rows']:
     if r['stage'] not in ('network', 'end_to_end', 'train_step'):
       continue
@@ -199,23 +213,23 @@ def _dcn_layer_rows(case: dict) -> list[str]:
 
 
 def _dcn_table(cases: list[dict]) -> list[str]:
-  lines = ['## DCN (YOLACT++)', '',
-           'The DCN layers\' share, two ways: the whole program with DCN against the same '
-           'preset with `backbone.dcn_layers` zeroed (plain 3x3 convs; share = difference / '
-           'with), and each distinct DCN layer timed alone at its real shape, summed over the '
-           'layers (share = sum / with). Network: forward at the network batch; train step: '
-           'forward + backward at the train batch.', '',
-           '| preset | program | DCN layers | with DCN ms | without DCN ms | share by difference '
-           '| DCN layers alone ms | plain convs alone ms | share alone |',
-           '|---|---|---|---|---|---|---|---|---|']
+  lines = _head('DCN (YOLACT++)',
+                'The DCN layers\' share, two ways: the whole program with DCN against the same '
+                'preset with `backbone.dcn_layers` zeroed (plain 3x3 convs; share = difference / '
+                'with), and each distinct DCN layer timed alone at its real shape, summed over '
+                'the layers (share = sum / with). Network: forward at the network batch; train '
+                'step: forward + backward at the train batch.',
+                'preset', 'program', 'DCN layers', 'with DCN ms', 'without DCN ms',
+                'share by difference', 'DCN layers alone ms', 'plain convs alone ms',
+                'share alone')
   for case in cases:
     if 'error' in case:
       lines.append(_failed_row(case['preset'], error=case['error']))
       continue
     lines += _dcn_rows(case, 'network', f'network, batch {case["batch"]}')
     lines += _dcn_rows(case, 'train_step', f'train step, batch {case["train_batch"]}')
-  lines += ['', '| preset | pass | input -> out channels | count | DCN ms | plain conv ms | '
-            'DCN / plain |', '|---|---|---|---|---|---|---|']
+  lines += ['', *_columns('preset', 'pass', 'input -> out channels', 'count', 'DCN ms',
+                          'plain conv ms', 'DCN / plain')]
   for case in cases:
     if 'error' not in case:
       lines += _dcn_layer_rows(case)
@@ -223,12 +237,13 @@ def _dcn_table(cases: list[dict]) -> list[str]:
 
 
 def _exported_table(cases: list[dict]) -> list[str]:
-  lines = ['## Exported program (StableHLO)', '',
-           'uint8 images in, detections out, on the default device: the live Predictor and the '
-           'program exported with jax.export, serialized and loaded by yolact_jax.serving; then '
-           'the artefact\'s detections matched (class + box IoU >= 0.9) against a reference.', '',
-           '| preset | batch | images | platform | live ms | exported ms | reference | matched | '
-           'mask IoU mean |', '|---|---|---|---|---|---|---|---|---|']
+  lines = _head('Exported program (StableHLO)',
+                'uint8 images in, detections out, on the default device: the live Predictor and '
+                'the program exported with jax.export, serialized and loaded by '
+                'yolact_jax.serving; then the artefact\'s detections matched (class + box IoU >= '
+                '0.9) against a reference.',
+                'preset', 'batch', 'images', 'platform', 'live ms', 'exported ms', 'reference',
+                'matched', 'mask IoU mean')
   for case in cases:
     if 'error' in case:
       lines.append(_failed_row(case['preset'], case['batch'], error=case['error']))

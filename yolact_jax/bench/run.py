@@ -12,12 +12,11 @@ from typing import Any, Callable, Sequence
 
 from yolact_jax.config import NMS_KINDS
 from yolact_jax.bench import convgrad, dcn, exported, flops, inference, nms, train
-from yolact_jax.bench.device import PROJECT_ROOT, machine_info, machine_slug
 from yolact_jax.bench.grid import SECTIONS, Case, csv_list, resolve_cases
 from yolact_jax.bench.inputs import default_reference_dir
+from yolact_jax.bench.machine import PROJECT_ROOT, machine_info, machine_slug
 from yolact_jax.bench.report import fmt_load, markdown_report, to_jsonable
-from yolact_jax.bench.timing import TimingOptions, max_rss_bytes
-from yolact_jax.benchmarking import MIN_TIMED_RUNS
+from yolact_jax.bench.timing import MIN_TIMED_RUNS, TimingOptions, max_rss_bytes
 
 
 def checked_sections(args: argparse.Namespace) -> list[str]:

@@ -9,11 +9,10 @@ import jax
 import numpy as np
 
 from yolact_jax import train_step as ts
-from yolact_jax.bench.grid import DTYPES, Case
+from yolact_jax.bench.grid import DTYPES, Case, guarded
 from yolact_jax.bench.inputs import synthetic_train_batch
 from yolact_jax.bench.timing import (TimingOptions, compile_program, cost_of, device_peak_bytes,
-                                     guarded, max_rss_bytes, memory_of)
-from yolact_jax.benchmarking import summarize_times, time_calls
+                                     max_rss_bytes, memory_of, summarize_times, time_calls)
 from yolact_jax.config import get_config
 from yolact_jax.model.variables import init_variables
 
@@ -21,7 +20,11 @@ from yolact_jax.model.variables import init_variables
 def train_case(preset: str, batch: int, dtype: str, opts: TimingOptions,
                overrides: Sequence[str] = ()) -> dict[str, Any]:
   """The jitted train step of one (preset, batch, dtype) on a synthetic batch (the preset with
-  config ``overrides``, e.g. ``backbone.dcn_layers=(0, 0, 0, 0)``)."""
+  config ``overrides``, e.g. ``backbone.dcn_layers=(0, 0, 0, 0)``).
+
+  Memory: the compiled step's ``memory_analysis()`` (argument + output + temp - alias bytes,
+  what the program needs resident) on every backend, the device's ``peak_bytes_in_use`` after
+  the runs where reported (GPU; a process-wide high-water mark) and the process's max RSS."""
   cfg = get_config(preset, [f'train.batch_size={batch}', *overrides])
   training = ts.build_training(cfg, dtype=DTYPES[dtype])
   state = training.init_state(init_variables(cfg, seed=0))

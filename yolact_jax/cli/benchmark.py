@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from yolact_jax.bench.grid import DCN_PRESETS, DEFAULT_SECTIONS, SECTIONS, csv_list
 from yolact_jax.bench.inference import INFERENCE_STAGES
 from yolact_jax.bench.run import run_benchmark
-from yolact_jax.benchmarking import MIN_TIMED_RUNS
+from yolact_jax.bench.timing import MIN_TIMED_RUNS
 from yolact_jax.cli import common
 from yolact_jax.config import NMS_KINDS
 

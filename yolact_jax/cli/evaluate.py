@@ -230,17 +230,18 @@ def run_evaluation(args, cfg, variables, eval_set) -> int:
 def run_benchmark(args, cfg, variables, eval_set) -> int:
   import jax.numpy as jnp
 
-  from yolact_jax import benchmarking, evaluation as ev
+  from yolact_jax import evaluation as ev
+  from yolact_jax.bench import fps
   images, problems = ev.read_first_images(eval_set, args.benchmark_images)
   for problem in problems:
     print(f'warning: {problem} (not used)', file=sys.stderr)
   if not images:
     raise UsageError(f'{eval_set.name}: no readable image to benchmark with')
-  report = benchmarking.benchmark_inference(
+  report = fps.benchmark_inference(
       cfg, variables, images, batch_size=args.batch_size, num_images=args.benchmark_images,
       repeats=args.benchmark_repeats, top_k=args.top_k, dtype=jnp.dtype(args.dtype))
   report.update(weights=os.path.abspath(args.weights), dataset=eval_set.name)
-  print(benchmarking.format_benchmark(report))
+  print(fps.format_benchmark(report))
   if args.out:
     path = os.path.join(args.out, 'benchmark.json')
     write_json(path, report)

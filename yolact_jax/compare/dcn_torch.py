@@ -9,20 +9,9 @@ the input is sampled at
 
 by bilinear interpolation in which each of the four neighbours outside the image reads 0; the
 whole sample is 0 unless -1 < y < H and -1 < x < W. Each sample is multiplied by its tap's
-modulation, the columns are contracted with ``weight`` and ``bias`` is added.
-
-Implementation (torch's own ops only): the image is zero-padded by one pixel and flattened, so a
-neighbour just outside the image reads a zero; every tap of every output position is sampled with
-one ``torch.gather`` per neighbour, the bilinear weights come straight from ``y - floor(y)`` (no
-normalised coordinates, so no rounding beyond the kernel's own), and the (-1, H) x (-1, W) rule is
-an explicit mask. Autograd gives the gradients of input, offsets, modulation, weight and bias
-(training side by side).
-
-:class:`DCN` has the constructor and parameter names of the extension's ``DCN`` (``weight``
-[O, I, kh, kw], ``bias`` [O], ``conv_offset_mask`` a Conv2d I -> 3 kh kw with bias), so the
-original's ``backbone.py`` builds it and a YOLACT++ state_dict loads into it unchanged.
-:func:`yolact_jax.compare.shims.original_runtime_shims` serves it as ``dcn_v2.DCN`` when the
-extension cannot be used.
+modulation, the columns are contracted with ``weight`` and ``bias`` is added. :class:`DCN` has
+the extension's constructor and parameter names, so a YOLACT++ state_dict loads unchanged;
+:func:`yolact_jax.compare.shims.dcn_v2_stand_in` serves it as ``dcn_v2.DCN``.
 """
 
 from __future__ import annotations
@@ -83,7 +72,13 @@ def modulated_deform_conv2d(image: torch.Tensor, offset: torch.Tensor, mask: tor
                             padding=0, dilation=1) -> torch.Tensor:
   """DCNv2 in NCHW: image [N, C, H, W], offset [N, 2K, Ho, Wo] ((dy, dx) per tap), mask
   [N, K, Ho, Wo] (the modulation, already through the sigmoid), weight [O, C, kh, kw], bias [O]
-  -> [N, O, Ho, Wo]. One deformable group."""
+  -> [N, O, Ho, Wo]. One deformable group.
+
+  Torch's own ops only, so autograd gives every gradient (training side by side): the image is
+  zero-padded by one pixel and flattened, so a neighbour just outside reads a zero; every tap is
+  sampled with one ``torch.gather`` per neighbour, the bilinear weights come straight from
+  ``y - floor(y)`` (no normalised coordinates, no rounding beyond the kernel's own), and the
+  (-1, H) x (-1, W) rule is an explicit mask."""
   stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
   n, c, h, w = image.shape
   out_channels, _, kh, kw = weight.shape
@@ -102,7 +97,10 @@ def modulated_deform_conv2d(image: torch.Tensor, offset: torch.Tensor, mask: tor
 
 
 class DCN(nn.Module):
-  """The extension's ``DCN`` module: a deformable conv with its own offset/modulation conv.
+  """The extension's ``DCN`` module: a deformable conv with its own offset/modulation conv, with
+  the extension's constructor and parameter names (``weight`` [O, I, kh, kw], ``bias`` [O],
+  ``conv_offset_mask`` a Conv2d I -> 3 kh kw with bias), so the original's ``backbone.py`` builds
+  it unchanged.
 
   ``conv_offset_mask`` (kernel, stride and padding of the layer, with bias; zero-initialised)
   gives 3K channels, split into thirds: the first two thirds, in order, are the offsets, the last

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from yolact_jax.bench.timing import speed_summary, time_interleaved
 from yolact_jax.compare.inputs import Batch
 from yolact_jax.compare.original import (NMS_TO_ORIGINAL_FLAGS, check_original_nms,
                                          install_output_capture, nchw_tensor, original_result,
@@ -15,7 +16,6 @@ from yolact_jax.compare.original import (NMS_TO_ORIGINAL_FLAGS, check_original_n
 from yolact_jax.compare.outputs import (compare_detections, merge_raw_diffs, merge_yardstick,
                                         ours_result, raw_output_diff,
                                         summarize_detection_comparison, yardstick_diff)
-from yolact_jax.compare.timing import speed_summary, time_interleaved
 from yolact_jax.compare.weights import to_torch_state_dict
 
 DETECT_SETTINGS = ('top_k', 'conf_thresh', 'nms_thresh', 'use_fast_nms', 'use_cross_class_nms')
@@ -262,7 +262,12 @@ def compare_outputs(ours: OurInference, theirs: OriginalInference, batches: Sequ
 
 def time_inference(ours: OurInference, theirs: OriginalInference, num_batches: int,
                    warmup: int, repeats: int, batch_size: int) -> dict[str, Any]:
-  """Each side's ``network`` and ``end_to_end``, the four loops interleaved round-robin."""
+  """Each side's ``network`` and ``end_to_end``, the four loops interleaved round-robin.
+
+  ``end_to_end``: from the network input (in memory / on the device) to per-image numpy results
+  on the host (the original's ``eval.py --benchmark`` scope); ``network``: the network alone (the
+  original's forward with Detect bypassed, ours its own jitted program). Each call synchronises
+  (CUDA synchronised, JAX outputs fetched) inside the timer."""
   times = time_interleaved({('ours', 'network'): ours.network,
                             ('ours', 'end_to_end'): ours.end_to_end,
                             ('original', 'network'): theirs.network,

@@ -68,9 +68,10 @@ def make_batches(images: Sequence[np.ndarray], batch_size: int
                  ) -> tuple[list[Batch], tuple[int, int]]:
   """Batches of (canvas [B,Hc,Wc,3], sizes [B,2], real count) and the canvas (the largest h, w).
   The last batch is filled by cycling from the first images; only the real ones are compared."""
-  from yolact_jax import benchmarking
-  canvas_hw = (max(i.shape[0] for i in images), max(i.shape[1] for i in images))
-  filled = benchmarking.cycle_to(images, -(-len(images) // batch_size) * batch_size)
-  batches = benchmarking.make_batches(filled, batch_size, canvas_hw)
+  from yolact_jax.bench import inputs as bench_inputs
+  from yolact_jax.host import fit_canvas
+  canvas_hw = fit_canvas([image.shape[:2] for image in images], step=1)
+  filled = bench_inputs.cycle_to(images, -(-len(images) // batch_size) * batch_size)
+  batches = bench_inputs.make_batches(filled, batch_size, canvas_hw)
   return [(canvas, sizes, min(batch_size, len(images) - k * batch_size))
           for k, (canvas, sizes, _) in enumerate(batches)], canvas_hw

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from yolact_jax.bench.machine import git_commit
 from yolact_jax.compare.shims import plain_torchscript_classes
-from yolact_jax.machine import git_commit
 
 # The original's top-level modules and packages (imported from the checkout).
 ORIGINAL_MODULES = ('yolact', 'data', 'layers', 'utils', 'backbone')

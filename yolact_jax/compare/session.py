@@ -7,21 +7,19 @@ import argparse
 import datetime
 import json
 import os
-import pathlib
 import platform
 from typing import Any
 
 import numpy as np
 
+from yolact_jax.bench.machine import PROJECT_ROOT, cpu_info
 from yolact_jax.compare.inputs import load_images, make_batches
 from yolact_jax.compare.report import THREAD_ENV_VARS, markdown_report
-from yolact_jax.machine import cpu_info
-
-PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def limit_threads(threads: int | None) -> int:
-  """Pin this process to ``threads`` of its CPUs (before JAX starts); returns the count used."""
+  """Pin this process to ``threads`` of its CPUs (before JAX starts: XLA's CPU client sizes its
+  thread pool from the affinity, and its thread flags are ignored); returns the count used."""
   cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None
   if threads and cpus and threads < len(cpus):
     os.sched_setaffinity(0, cpus[:threads])

@@ -1,29 +1,13 @@
-"""Runtime shims that let the original run on a modern, possibly CPU-only stack.
+"""Runtime shims that let the original run on a modern, possibly CPU-only stack: each applied
+only while needed and restored afterwards; no file of the user's checkout is touched.
 
-Applied only while needed, restored afterwards, no file of the user's checkout touched:
-
-1. ``torch.cuda.current_device()`` is called when the original's ``yolact.py`` is imported; on
-   CPU-only PyTorch it raises. Without CUDA, ``current_device`` returns 0 and ``synchronize``
-   does nothing (:func:`cuda_calls_for_cpu`).
-2. ``torchvision`` may be absent; the original imports it for a class (``Bottleneck``) that no
-   shipped preset uses. When it is not installed, :mod:`yolact_jax.compare.import_stubs` serves
-   a stub package for it.
-   ``dcn_v2`` is the compiled extension in the original's ``external/DCNv2``; its ``DCN`` is the
-   deformable 3x3 conv of the YOLACT++ backbones (``backbone.py`` imports it at module level,
-   inside ``try`` in later revisions). It builds only against CUDA (its CPU functions raise).
-   When it cannot be imported, or CUDA is unavailable, a stub ``dcn_v2`` package is served whose
-   ``DCN`` is :class:`yolact_jax.compare.dcn_torch.DCN`: the same constructor, parameter names
-   and kernel semantics in plain PyTorch, so the YOLACT++ presets run on any machine
+1. :func:`cuda_calls_for_cpu`: ``torch.cuda`` calls the original makes without needing CUDA.
+2. A missing ``torchvision`` is stubbed (:mod:`yolact_jax.compare.import_stubs`); an unusable
+   ``dcn_v2`` extension is stood in for by :class:`yolact_jax.compare.dcn_torch.DCN`
    (:func:`dcn_v2_stand_in`).
-3. With at most one GPU visible the original makes its FPN a TorchScript ``ScriptModule`` with
-   ``script_method``; during the import ``torch.jit.ScriptModule`` is ``torch.nn.Module`` and
-   ``torch.jit.script_method`` the identity, so the FPN is a plain module with the same math
-   (:func:`plain_torchscript_classes`).
-4. numpy >= 1.24 removed ``np.float`` / ``np.int`` / ``np.bool`` / ``np.object`` (used by the
-   original's dataset code and Cython NMS): aliased to the builtins where missing
-   (:func:`numpy_legacy_aliases`).
-5. Without CUDA, ``torch.load`` defaults to ``map_location='cpu'`` (official checkpoints hold
-   CUDA tensors; :func:`torch_load_on_cpu`).
+3. :func:`plain_torchscript_classes`: the original's TorchScript FPN as a plain module.
+4. :func:`numpy_legacy_aliases`: the ``np.float`` / ``np.int`` / ... numpy >= 1.24 removed.
+5. :func:`torch_load_on_cpu`: official checkpoints (CUDA tensors) load without CUDA.
 """
 
 from __future__ import annotations
@@ -65,7 +49,8 @@ def patched_attributes(target: Any, values: dict[str, Any]) -> Iterator[None]:
 
 def cuda_calls_for_cpu(torch: Any) -> contextlib.AbstractContextManager:
   """Shim 1: ``torch.cuda.current_device()`` -> 0 and ``synchronize()`` a no-op, only when CUDA
-  is unavailable (otherwise nothing changes)."""
+  is unavailable (otherwise nothing changes): the original's ``yolact.py`` calls
+  ``current_device()`` when imported, which raises on CPU-only PyTorch."""
   if torch.cuda.is_available():
     return contextlib.nullcontext()
   return patched_attributes(torch.cuda, {'current_device': lambda: 0,
@@ -89,7 +74,8 @@ def dcn_v2_usable(torch: Any) -> bool:
 def dcn_v2_stand_in(torch: Any) -> Iterator[bool]:
   """Shim 2 for ``dcn_v2``: unless :func:`dcn_v2_usable`, ``from dcn_v2 import DCN`` yields
   the pure-PyTorch :class:`yolact_jax.compare.dcn_torch.DCN` while active. Yields whether it
-  does."""
+  does. (``dcn_v2`` is the compiled extension in the original's ``external/DCNv2``, the
+  deformable 3x3 conv its YOLACT++ backbones import; it builds only against CUDA.)"""
   if dcn_v2_usable(torch):
     yield False
     return
@@ -100,13 +86,15 @@ def dcn_v2_stand_in(torch: Any) -> Iterator[bool]:
 
 def plain_torchscript_classes(torch: Any) -> contextlib.AbstractContextManager:
   """Shim 3: ``torch.jit.ScriptModule`` -> ``torch.nn.Module`` and ``torch.jit.script_method``
-  -> identity, so classes defined meanwhile are ordinary modules."""
+  -> identity, so classes defined meanwhile are ordinary modules (with at most one GPU visible
+  the original makes its FPN a ``ScriptModule``; the math is the same)."""
   return patched_attributes(torch.jit, {'ScriptModule': torch.nn.Module,
                                         'script_method': lambda fn, *args, **kwargs: fn})
 
 
 def numpy_legacy_aliases() -> contextlib.AbstractContextManager:
-  """Shim 4: the builtin aliases numpy >= 1.24 removed (only those missing are set)."""
+  """Shim 4: the builtin aliases numpy >= 1.24 removed (only those missing are set), which the
+  original's dataset code and Cython NMS use."""
   missing = {name: value for name, value in NUMPY_LEGACY_ALIASES.items()
              if name not in np.__dict__}
   return patched_attributes(np, missing)

@@ -12,13 +12,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
-import time
 from typing import Any, Callable
 
 import numpy as np
 
+from yolact_jax.bench.timing import compile_program, speed_summary, time_interleaved
 from yolact_jax.compare.original import nchw_tensor, tensor_to_numpy
-from yolact_jax.compare.timing import speed_summary, time_interleaved
 from yolact_jax.compare.weights import to_torch_state_dict
 
 INPUT_NOISE_RELATIVE = 1e-6  # the original against itself: its input perturbed by this much
@@ -211,9 +210,8 @@ def our_trainer(training: Any, variables: dict, batch: dict, seed: int) -> OurTr
   """``training.step`` (:func:`yolact_jax.train_step.build_training`) compiled for ``batch``,
   starting from ``variables`` with the TrainState's random key from ``seed``."""
   state = training.init_state(variables, seed=seed)
-  t0 = time.perf_counter()
-  step = training.step.lower(state, batch).compile()
-  trainer = OurTrainer(step, state, batch, time.perf_counter() - t0)
+  step, seconds = compile_program(training.step, state, batch)
+  trainer = OurTrainer(step, state, batch, seconds['lower_s'] + seconds['compile_s'])
   trainer.reset()
   return trainer
 

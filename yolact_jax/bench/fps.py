@@ -1,120 +1,33 @@
-"""Inference timing: what the original's ``eval.py --benchmark`` times, plus a per-stage breakdown.
+"""Frames per second of the inference program on given images (``yolact-jax evaluate
+--benchmark``): what the original's ``eval.py --benchmark`` times, plus a per-stage breakdown.
 
-    from yolact_jax.benchmarking import benchmark_inference
     report = benchmark_inference(cfg, variables, images_rgb, batch_size=1, num_images=100)
-    report['fps'], report['ms_per_image'], report['stages']['network']['ms_per_batch']
+    report['fps'], report['ms_per_image'], report['stages']['network']['median_ms']
 
-What is timed (end to end), per batch of ``batch_size`` images already on the device as a uint8
-canvas (decoding, the host canvas copy and the transfer are data loading, excluded as the
-original excludes its 'Load Data'): the compiled inference program of :mod:`yolact_jax.predict`
-(eval preprocessing resize + normalise, network, Detect/NMS, mask assembly, crop, upsampling to
-the original size, pixel boxes, bit-packing) and the copy of its outputs to the host, unpacked
-into per-image numpy detections of the best ``top_k`` (the original copies its top_k, default 5,
-to the CPU; here every detection's packed masks are copied and the top_k unpacked, a superset).
-Compilation is timed separately (``compile_s``: lowering + XLA compile of that program), and
-``warmup`` batches after it are not counted (the original skips its first 2 images). fps =
-images / total time, so ``ms_per_image`` = 1000 / fps; the per-batch median is also given.
-
-Per stage, each as its own jitted function timed with ``block_until_ready`` (median over
-``repeats``): ``network`` (preprocessing + backbone/FPN/ProtoNet/head), ``detect`` (decode, score
-filter, NMS, top-k), ``postprocess`` (mask assembly, crop, upsample, binarise, pixel boxes,
-packing), ``host_copy`` (device -> host and unpacking). Separately compiled stages cannot fuse
-across their boundaries, so their sum is usually a little above the end-to-end time.
-
-Wall-clock numbers depend on the machine and its load; nothing here asserts on them.
+End to end: batches already on the device as uint8 canvases (decoding and the transfer are data
+loading, which the original excludes too) through the compiled program of
+:mod:`yolact_jax.predict`, outputs copied to the host and unpacked. Each of ``STAGES`` is also
+timed as its own jitted program; they cannot fuse across their boundaries, so their sum is
+usually a little above the end-to-end time. Wall-clock numbers depend on the machine's load.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yolact_jax.bench.inputs import cycle_to, make_batches
+from yolact_jax.bench.machine import device_description
+from yolact_jax.bench.timing import compile_program, summarize_times, time_calls
 from yolact_jax.config import YolactConfig
 
 STAGES = ('network', 'detect', 'postprocess', 'host_copy')
-
-
-MIN_TIMED_RUNS = 3  # timed calls kept even when a time budget runs out
-
-
-def summarize_times(seconds: Sequence[float]) -> dict[str, Any]:
-  """Durations in seconds -> median, p10, p90, mean, min and max in milliseconds, and runs.
-
-  The one summary used by evaluate.py --benchmark, scripts/benchmark.py and
-  scripts/compare_pytorch.py.
-  """
-  ms = np.asarray(seconds, np.float64) * 1e3
-  return {'median_ms': float(np.median(ms)), 'p10_ms': float(np.percentile(ms, 10)),
-          'p90_ms': float(np.percentile(ms, 90)), 'mean_ms': float(ms.mean()),
-          'min_ms': float(ms.min()), 'max_ms': float(ms.max()), 'runs': int(ms.size)}
-
-
-def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1,
-               max_seconds: float | None = None) -> list[float]:
-  """Durations (s) of up to ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones; each
-  call's result is waited for with ``jax.block_until_ready``. With ``max_seconds``, timing stops
-  once that budget is spent, but never before ``MIN_TIMED_RUNS`` calls."""
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  durations: list[float] = []
-  budget_start = time.perf_counter()
-  while len(durations) < repeats:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    durations.append(time.perf_counter() - start)
-    if (max_seconds is not None and len(durations) >= MIN_TIMED_RUNS
-        and time.perf_counter() - budget_start > max_seconds):
-      break
-  return durations
-
-
-def compile_timed(jitted: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-  """(compiled executable, seconds) of ``jitted.lower(*args, **kwargs).compile()``."""
-  start = time.perf_counter()
-  compiled = jitted.lower(*args, **kwargs).compile()
-  return compiled, time.perf_counter() - start
-
-
-def device_description() -> dict[str, Any]:
-  device = jax.devices()[0]
-  return {'platform': device.platform, 'device_kind': device.device_kind,
-          'num_devices': jax.device_count(), 'jax_version': jax.__version__}
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs
-
-
-def make_batches(images_rgb: Sequence[np.ndarray], batch_size: int, canvas_hw: tuple[int, int]
-                 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
-  """Consecutive batches of the images: (canvas [B, Hc, Wc, 3] uint8, sizes [B, 2] int32, count).
-  """
-  from yolact_jax.predict import pack_canvas
-  batches = []
-  for start in range(0, len(images_rgb), batch_size):
-    chunk = list(images_rgb[start:start + batch_size])
-    canvas, sizes = pack_canvas(chunk, canvas_hw, batch_size)
-    batches.append((canvas, sizes, len(chunk)))
-  return batches
-
-
-def fit_canvas(images: Sequence[np.ndarray]) -> tuple[int, int]:
-  """The canvas of these images: :func:`yolact_jax.predict.fit_canvas` of their sizes."""
-  from yolact_jax.predict import fit_canvas as canvas_rule
-  return canvas_rule(image.shape[:2] for image in images)
-
-
-def cycle_to(images: Sequence[np.ndarray], count: int) -> list[np.ndarray]:
-  """``count`` images, repeating the list as needed."""
-  if not images:
-    raise ValueError('no image to benchmark with')
-  return [images[i % len(images)] for i in range(count)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,6 +58,14 @@ class InferenceStages:
     self.postprocess = jax.jit(finish)
 
 
+def _timed_stage(jitted: Any, args: Sequence[Any], repeats: int) -> tuple[dict[str, float], Any]:
+  """(``{compile_s: lowering + compile, median_ms, ...}``, one output) of one stage's program."""
+  compiled, seconds = compile_program(jitted, *args)
+  out = jax.block_until_ready(compiled(*args))
+  times = time_calls(lambda: compiled(*args), repeats)
+  return {'compile_s': seconds['lower_s'] + seconds['compile_s'], **summarize_times(times)}, out
+
+
 def time_stages(program: Any, variables: Any, batch: tuple[np.ndarray, np.ndarray, int],
                 canvas_hw: tuple[int, int], repeats: int, top_k: int | None
                 ) -> dict[str, dict[str, float]]:
@@ -154,23 +75,10 @@ def time_stages(program: Any, variables: Any, batch: tuple[np.ndarray, np.ndarra
   stages = InferenceStages(program, canvas_hw)
   images, sizes_dev = jax.device_put(canvas), jax.device_put(sizes)
   report = {}
-
-  compiled, seconds = compile_timed(stages.network, variables, images, sizes_dev)
-  out = compiled(variables, images, sizes_dev)
-  report['network'] = {'compile_s': seconds, **summarize_times(
-      time_calls(lambda: compiled(variables, images, sizes_dev), repeats))}
-
-  compiled_detect, seconds = compile_timed(stages.detect, out)
-  detections = compiled_detect(out)
-  report['detect'] = {'compile_s': seconds, **summarize_times(
-      time_calls(lambda: compiled_detect(out), repeats))}
-
-  post_args = (variables, detections, out['proto'], sizes_dev)
-  compiled_post, seconds = compile_timed(stages.postprocess, *post_args)
-  outputs = jax.block_until_ready(compiled_post(*post_args))
-  report['postprocess'] = {'compile_s': seconds, **summarize_times(
-      time_calls(lambda: compiled_post(*post_args), repeats))}
-
+  report['network'], out = _timed_stage(stages.network, (variables, images, sizes_dev), repeats)
+  report['detect'], detections = _timed_stage(stages.detect, (out,), repeats)
+  report['postprocess'], outputs = _timed_stage(
+      stages.postprocess, (variables, detections, out['proto'], sizes_dev), repeats)
   names = program.cfg.dataset.class_names
   report['host_copy'] = {'compile_s': 0.0, **summarize_times(
       time_calls(lambda: fetch_detections(outputs, sizes, count, names, top_k=top_k),
@@ -188,7 +96,14 @@ def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[
                         canvas_hw: tuple[int, int] | None = None, stages: bool = True
                         ) -> dict[str, Any]:
   """Times inference over ``num_images`` images (the list repeated as needed, rounded up to whole
-  batches); see the module docstring for what is timed.
+  batches).
+
+  Timed per batch: the program (eval preprocessing, network, Detect/NMS, mask assembly, crop,
+  upsampling to the original size, pixel boxes, bit-packing) and the copy of its outputs to the
+  host, unpacked into the best ``top_k`` detections per image (the original copies its top_k to
+  the CPU; here every detection's packed masks are copied, a superset). ``compile_s`` is the
+  program's lowering + compilation; the ``warmup`` batches after it are not counted (the
+  original skips its first 2 images). fps = images / total time; the per-batch median is given.
 
   Args:
     cfg: model config (its detect settings are the NMS used).
@@ -207,10 +122,11 @@ def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[
     batch_size, num_images, num_batches, canvas_hw, top_k, dtype, config, device,
     num_devices, stages.
   """
-  from yolact_jax.predict import Predictor, fetch_detections
+  from yolact_jax.predict import Predictor, fetch_detections, fit_canvas
   if batch_size < 1 or num_images < 1:
     raise ValueError(f'batch_size and num_images must be >= 1, got {batch_size}, {num_images}')
-  canvas_hw = tuple(canvas_hw) if canvas_hw is not None else fit_canvas(images_rgb)
+  canvas_hw = (tuple(canvas_hw) if canvas_hw is not None
+               else fit_canvas([image.shape[:2] for image in images_rgb]))
   predictor = Predictor(cfg, variables, max_batch=batch_size, canvas_hw=canvas_hw, dtype=dtype)
   program, variables, batch_size = predictor.program, predictor.variables, predictor.max_batch
   num_batches = math.ceil(num_images / batch_size)
@@ -220,7 +136,8 @@ def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[
   on_device = [(*predictor.place_batch(c, s), s, n) for c, s, n in batches]
   jax.block_until_ready([(c, s) for c, s, _, _ in on_device])
 
-  compiled, compile_s = compile_timed(program.from_images, variables, *on_device[0][:2])
+  compiled, compile_times = compile_program(program.from_images, variables, *on_device[0][:2])
+  compile_s = compile_times['lower_s'] + compile_times['compile_s']
   names = cfg.dataset.class_names
 
   def run(index: int) -> list[Any]:
@@ -228,13 +145,9 @@ def benchmark_inference(cfg: YolactConfig, variables: Any, images_rgb: Sequence[
     return fetch_detections(compiled(variables, canvas, sizes), sizes_host, count, names,
                             top_k=top_k)
 
-  for index in range(warmup):
-    run(index)
-  durations = []
-  for index in range(num_batches):
-    start = time.perf_counter()
-    run(index)
-    durations.append(time.perf_counter() - start)
+  # warm-up on the first batches, then the timed calls from the first batch again
+  order = itertools.chain(range(warmup), range(num_batches))
+  durations = time_calls(lambda: run(next(order)), num_batches, warmup, wait=None)
   timed_images = num_batches * batch_size
   total = sum(durations)
   report = {

@@ -1,4 +1,8 @@
-"""The machine a benchmark runs on: what to record about it and its peak FLOP/s."""
+"""The machine a benchmark runs on: CPU, git commit, what to record about it, its peak FLOP/s.
+
+Nothing here imports JAX at module level, so scripts and the comparison can describe the machine
+before JAX starts (or without it).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,8 @@ import os
 import pathlib
 import platform
 import re
+import subprocess
 from typing import Any, Sequence
-
-import jax
-import numpy as np
-
-from yolact_jax.machine import cpu_info, git_commit
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -25,6 +25,35 @@ GPU_PEAK_TFLOPS = (
     ('H100', {'bfloat16': 989.4, 'float32': 66.9, 'tf32': 494.7}),  # SXM5 ('H100 80GB HBM3')
     ('A100', {'bfloat16': 312.0, 'float32': 19.5, 'tf32': 156.0}),
 )
+
+
+def cpu_info() -> dict[str, Any]:
+  """Model name, vendor, clock (MHz, as /proc/cpuinfo reports it) and ISA flags of CPU 0."""
+  info = {'model': platform.processor() or platform.machine(), 'vendor': None, 'mhz': None,
+          'flags': []}
+  try:
+    text = pathlib.Path('/proc/cpuinfo').read_text()
+  except OSError:
+    return info
+  first = text.split('\n\n')[0]
+  fields = dict(line.split(':', 1) for line in first.splitlines() if ':' in line)
+  fields = {k.strip(): v.strip() for k, v in fields.items()}
+  info['model'] = fields.get('model name', info['model'])
+  info['vendor'] = fields.get('vendor_id')
+  if 'cpu MHz' in fields:
+    info['mhz'] = float(fields['cpu MHz'])
+  info['flags'] = fields.get('flags', '').split()
+  return info
+
+
+def git_commit(path: str | os.PathLike, short: bool = False) -> str | None:
+  """The commit checked out at ``path`` (None outside a git checkout or without git)."""
+  command = ['git', 'rev-parse'] + (['--short'] if short else []) + ['HEAD']
+  try:
+    out = subprocess.run(command, cwd=path, capture_output=True, text=True, timeout=10)
+    return out.stdout.strip() or None
+  except (OSError, subprocess.SubprocessError):
+    return None
 
 
 def usable_cores() -> int:
@@ -81,6 +110,8 @@ def device_peak_tflops(device_kind: str, platform_name: str, dtype: str,
 def machine_info() -> dict[str, Any]:
   """Everything needed to judge a figure: software, device, CPU, cores, load, date."""
   import flax
+  import jax
+  import numpy as np
   device = jax.devices()[0]
   cpu = cpu_info()
   return {
@@ -119,3 +150,11 @@ def machine_slug(info: dict[str, Any]) -> str:
   else:
     name = info['device_kind']
   return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')
+
+
+def device_description() -> dict[str, Any]:
+  """The first JAX device's platform and kind, the device count and the jax version."""
+  import jax
+  device = jax.devices()[0]
+  return {'platform': device.platform, 'device_kind': device.device_kind,
+          'num_devices': jax.device_count(), 'jax_version': jax.__version__}
