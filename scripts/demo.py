@@ -122,6 +122,7 @@ def main(argv=None) -> int:
   args, overrides = parse_args(argv)
   import jax
   from yolact_jax import evaluation, trainer
+  from yolact_jax.cli import common
   from yolact_jax.config import config_to_dict, load_config
   from yolact_jax.data import coco, loader, synthetic
 
@@ -141,6 +142,11 @@ def main(argv=None) -> int:
   val_ann, val_dir = paths['val']
   val_set = coco.CocoDataset(val_ann, val_dir, keep='with_annotations')
 
+  # The run directory records its dataset, so `yolact-jax evaluate --weights outputs/demo/run`
+  # scores this validation split without dataset flags.
+  common.write_data_record(out / 'run', common.DataSelection(
+      'synthetic', data_dir=args.data_dir, synthetic_train=args.num_train,
+      synthetic_val=args.num_val))
   print(f'[2/4] training {cfg.name} ({cfg.max_size} px) in {out / "run"}')
   options = trainer.TrainOptions(num_steps=args.steps, log_every=25, save_every=250,
                                  workers=args.workers, progress=not args.no_progress)

@@ -34,6 +34,9 @@ def test_demo_writes_every_output_and_reruns(tmp_path):
   variables = io.load_weights(out / 'run', cfg)  # the checkpoint restores
   assert jax.tree_util.tree_structure(variables['params']) is not None
   assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(variables['params']))
+  record = json.loads((out / 'run' / 'data.json').read_text())  # evaluate's default dataset
+  assert record['kind'] == 'synthetic' and record['data_dir'] == str(tmp_path / 'data')
+  assert record['synthetic_val'] == 3
   # a second run reuses the dataset and the finished training
   mtime = (tmp_path / 'data' / 'manifest.json').stat().st_mtime
   assert demo.main(args) == 0
