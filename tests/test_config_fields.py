@@ -14,7 +14,7 @@ import pytest
 
 from yolact_jax import config as C
 from yolact_jax import detect as detect_lib
-from yolact_jax import predict
+from yolact_jax import normalise, predict
 from yolact_jax.data import augment
 from yolact_jax.model import backbone, fpn, head
 
@@ -295,10 +295,14 @@ def test_implementations_use_the_registries():
   assert augment.TRANSFORM_KINDS is C.INPUT_TRANSFORMS
   assert tuple(fpn.RESIZE) == C.FPN_INTERPOLATIONS
   image = np.full((2, 2, 3), 128, np.uint8)
-  for kind in C.INPUT_TRANSFORMS:  # host and device normalisations know every transform
-    host = augment.normalize(image, kind)
-    device = predict.normalise(jnp.asarray(image[..., ::-1], jnp.float32), kind)
-    np.testing.assert_allclose(host, device, rtol=1e-6)
+  assert predict.normalise is augment.normalise is normalise.normalise  # one normalisation
+  for kind in C.INPUT_TRANSFORMS:  # it knows every transform, on the host and on the device
+    host = augment.backbone_transform(image, kind)  # BGR in, RGB out
+    device = jax.jit(normalise.normalise, static_argnums=1)(
+        jnp.asarray(image[..., ::-1], jnp.float32), kind)
+    np.testing.assert_allclose(host, device, rtol=1e-6)  # XLA's division: within 1 ulp
+  with pytest.raises(ValueError, match='resnet'):
+    normalise.normalise(image.astype(np.float32), 'vgg')
 
 
 @pytest.mark.parametrize('command', ['evaluate', 'predict', 'export'])

@@ -29,7 +29,8 @@ device: ONE jit-compiled program with fixed shapes and no host round trip:
            of the float image from its own (h, w) to ``max_size x max_size`` (align_corners=False,
            no antialias, aspect ratio not kept), then ResNet normalisation ``(x - mean) / std``
            with the original's BGR constants applied to their own channels, or DarkNet
-           ``x / 255``; channels in RGB order for the network;
+           ``x / 255`` (:func:`yolact_jax.normalise.normalise`, the training transform's
+           too); channels in RGB order for the network;
         2. the network (eval mode), 3. Detect (:mod:`yolact_jax.detect`),
         4. mask assembly and postprocess (:mod:`yolact_jax.postprocess`): masks at each image's
            own size inside the canvas, pixel boxes;
@@ -79,14 +80,8 @@ from yolact_jax.host import (  # noqa: F401  (re-exported: the public host-side 
     pack_canvas, round_up, unpack_detections)
 from yolact_jax.model.maskiou import MaskIoUNet
 from yolact_jax.model.yolact import Yolact
+from yolact_jax.normalise import normalise
 from yolact_jax.postprocess import bilinear_taps, postprocess, rescore
-
-# The original's normalisation constants (its data/config.py MEANS / STD), BGR-ordered as its
-# cv2 images, and the same per RGB channel.
-RESNET_MEAN_BGR = (103.94, 116.78, 123.68)
-RESNET_STD_BGR = (57.38, 57.12, 58.40)
-RESNET_MEAN_RGB = RESNET_MEAN_BGR[::-1]
-RESNET_STD_RGB = RESNET_STD_BGR[::-1]
 
 DEFAULT_MAX_BATCH = 4
 
@@ -116,20 +111,6 @@ def resize_image(image: jnp.ndarray, size: jnp.ndarray, out_hw: tuple[int, int])
   wide = image[:, col_lo] * (1 - col_t) + image[:, col_hi] * col_t  # [Hc, W', C]
   row_t = row_t[:, None, None]
   return wide[row_lo] * (1 - row_t) + wide[row_hi] * row_t  # [H', W', C]
-
-
-def normalise(rgb: jnp.ndarray, transform: str) -> jnp.ndarray:
-  """Float RGB [..., 3] in 0..255 -> network input: 'resnet' (x - mean) / std, 'darknet' x / 255.
-
-  The ResNet constants are the original's BGR ones applied to their own channels, so this equals
-  normalising the BGR image and then reordering to RGB, as the original does.
-  """
-  if transform == 'resnet':
-    return (rgb - jnp.asarray(RESNET_MEAN_RGB, jnp.float32)) / jnp.asarray(RESNET_STD_RGB,
-                                                                          jnp.float32)
-  if transform == 'darknet':
-    return rgb / jnp.float32(255.0)
-  raise ValueError(f"transform must be 'resnet' or 'darknet', got {transform!r}")
 
 
 def preprocess(images: jnp.ndarray, image_sizes: jnp.ndarray, max_size: int,
