@@ -4,7 +4,7 @@ The original reports 29.8 mask mAP on test-dev at 33.5 fps (Titan Xp). Trains fr
 file resnet101_reducedfc.pth.
 
 Train:     yolact-jax train --config configs/yolact_base.py --data coco --imagenet weights/
-           (weights/ holds the ImageNet file named by backbone.pretrained_weights)
+           (weights/ holds the ImageNet file named by model.backbone.pretrained_weights)
 Evaluate:  yolact-jax evaluate --config configs/yolact_base.py --weights yolact_base_54_800000.pth
 Convert:   python scripts/convert_weights.py --config yolact_base yolact_base_54_800000.pth weights/yolact_base
 Load:      yolact_jax.config.load_config('configs/yolact_base.py') (calls get_config())

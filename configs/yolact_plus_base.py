@@ -7,7 +7,7 @@ resnet101_reducedfc.pth (the ResNet-101 file of yolact_base); every DCN starts a
 ImageNet 3x3 conv (zero offsets, modulation sigmoid(0)).
 
 Train:     yolact-jax train --config configs/yolact_plus_base.py --data coco --imagenet weights/
-           (weights/ holds the ImageNet file named by backbone.pretrained_weights)
+           (weights/ holds the ImageNet file named by model.backbone.pretrained_weights)
 Evaluate:  yolact-jax evaluate --config configs/yolact_plus_base.py --weights yolact_plus_base_54_800000.pth
 Convert:   python scripts/convert_weights.py --config yolact_plus_base yolact_plus_base_54_800000.pth weights/yolact_plus_base
 Load:      yolact_jax.config.load_config('configs/yolact_plus_base.py') (calls get_config())

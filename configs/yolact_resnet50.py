@@ -3,7 +3,7 @@
 Trains from the torchvision ImageNet file resnet50-19c8e357.pth.
 
 Train:     yolact-jax train --config configs/yolact_resnet50.py --data coco --imagenet weights/
-           (weights/ holds the ImageNet file named by backbone.pretrained_weights)
+           (weights/ holds the ImageNet file named by model.backbone.pretrained_weights)
 Evaluate:  yolact-jax evaluate --config configs/yolact_resnet50.py --weights yolact_resnet50_54_800000.pth
 Convert:   python scripts/convert_weights.py --config yolact_resnet50 yolact_resnet50_54_800000.pth weights/yolact_resnet50
 Load:      yolact_jax.config.load_config('configs/yolact_resnet50.py') (calls get_config())

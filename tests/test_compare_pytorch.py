@@ -691,7 +691,7 @@ FAKE_FILES = {
             res = jax.device_get(jax_postprocess(d, dets['proto'].numpy()[None],
                                                  np.array([[h, w]]), (h, w)))
             scores = dets['score']
-            if getattr(get_config(cfg.name), 'use_maskiou', False):
+            if get_config(cfg.name).model.use_maskiou:
                 # YOLACT++ mask re-scoring: the pair [box scores, mask scores]; the fake has no
                 # mask-IoU network, so its mask scores are the box scores
                 scores = [scores, scores.clone()]

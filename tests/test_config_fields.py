@@ -22,7 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _loads_named_imagenet_file(tmp_path):
-  """backbone.pretrained_weights names the file that ``--imagenet <folder>`` loads."""
+  """model.backbone.pretrained_weights names the file that ``--imagenet <folder>`` loads."""
   import torch
   from yolact_jax.checkpoint import convert
   from yolact_jax.model.yolact import Yolact
@@ -34,9 +34,9 @@ def _loads_named_imagenet_file(tmp_path):
                    for k, v in convert.variables_to_state_dict(other).items()
                    if k.startswith('backbone.')}
   torch.save(backbone_only, tmp_path / 'mine.pth')
-  with pytest.raises(convert.CheckpointError, match='backbone.pretrained_weights'):
+  with pytest.raises(convert.CheckpointError, match='model.backbone.pretrained_weights'):
     convert.load_imagenet_backbone(tmp_path, cfg, fresh)  # the tiny preset names no file
-  named = C.get_config('yolact_tiny', ['backbone.pretrained_weights=mine.pth'])
+  named = C.get_config('yolact_tiny', ['model.backbone.pretrained_weights=mine.pth'])
   loaded = convert.load_imagenet_backbone(tmp_path, named, fresh)
   kernel = lambda v: np.asarray(v['params']['backbone']['conv1']['kernel'])  # noqa: E731
   assert not np.array_equal(kernel(fresh), kernel(other))
@@ -83,26 +83,25 @@ def _changes_the_maskiou_loss(field, value):
   return before > 0 and before != after
 
 
-REJECTED = 'rejected'
 ACCEPTED = 'accepted'  # valid; its reader lives outside the network and the loss
 
-# Every field the code used to ignore: a non-default value, and either REJECTED or a check that
-# the value changes what is computed.
+# Every field the code used to ignore: a non-default value, and a check that the value changes
+# what is computed (the fields that could not honour another value are gone: REMOVED below).
 FORMERLY_IGNORED = [
-    ('backbone.dcn_layers', '(0, 1, 1, 1)',
-     lambda _: _changes_the_network('backbone.dcn_layers', '(0, 1, 1, 1)')),
-    ('backbone.dcn_interval', '3',
-     lambda _: _changes_the_network('backbone.dcn_interval', '3',
-                                    base=['backbone.layers=(1, 1, 4, 1)',
-                                          'backbone.dcn_layers=(0, 0, 4, 0)'])),
-    ('backbone.pretrained_weights', 'mine.pth', _loads_named_imagenet_file),
-    ('fpn.interpolation', 'nearest', lambda _: _changes_the_network('fpn.interpolation', 'nearest')),
-    ('fpn.use_conv_downsample', 'False',
-     lambda _: _changes_the_network('fpn.use_conv_downsample', 'False')),
-    ('fpn.pad', 'False', lambda _: _changes_the_network('fpn.pad', 'False')),
-    ('mask.binarize_downsampled_gt', 'False', REJECTED),
-    ('head.share_prediction_module', 'False',
-     lambda _: _changes_the_network('head.share_prediction_module', 'False')),
+    ('model.backbone.dcn_layers', '(0, 1, 1, 1)',
+     lambda _: _changes_the_network('model.backbone.dcn_layers', '(0, 1, 1, 1)')),
+    ('model.backbone.dcn_interval', '3',
+     lambda _: _changes_the_network('model.backbone.dcn_interval', '3',
+                                    base=['model.backbone.layers=(1, 1, 4, 1)',
+                                          'model.backbone.dcn_layers=(0, 0, 4, 0)'])),
+    ('model.backbone.pretrained_weights', 'mine.pth', _loads_named_imagenet_file),
+    ('model.fpn.interpolation', 'nearest',
+     lambda _: _changes_the_network('model.fpn.interpolation', 'nearest')),
+    ('model.fpn.use_conv_downsample', 'False',
+     lambda _: _changes_the_network('model.fpn.use_conv_downsample', 'False')),
+    ('model.fpn.pad', 'False', lambda _: _changes_the_network('model.fpn.pad', 'False')),
+    ('model.head.share_prediction_module', 'False',
+     lambda _: _changes_the_network('model.head.share_prediction_module', 'False')),
     ('loss.maskiou_alpha', '10.0',
      lambda _: _changes_the_maskiou_loss('loss.maskiou_alpha', '10.0')),
     ('loss.discard_mask_area', '1000',
@@ -110,49 +109,62 @@ FORMERLY_IGNORED = [
     # Read by the inference program (mask / box re-scoring); its own tests show the effect.
     ('detect.rescore_mask', 'False', ACCEPTED),
     ('detect.rescore_bbox', 'True', ACCEPTED),
-    ('use_maskiou', 'False',
-     lambda _: _changes_the_network('use_maskiou', 'False', 'yolact_plus_tiny',
+    ('model.use_maskiou', 'False',
+     lambda _: _changes_the_network('model.use_maskiou', 'False', 'yolact_plus_tiny',
                                     ['detect.rescore_mask=False'])),
-    ('maskiou_net', '((4, 3, 2), (8, 3, 2))',
-     lambda _: _changes_the_network('maskiou_net', '((4, 3, 2), (8, 3, 2))', 'yolact_plus_tiny')),
+    ('model.maskiou_net', '((4, 3, 2), (8, 3, 2))',
+     lambda _: _changes_the_network('model.maskiou_net', '((4, 3, 2), (8, 3, 2))',
+                                    'yolact_plus_tiny')),
 ]
 
 
 @pytest.mark.parametrize('field,value,expect', FORMERLY_IGNORED,
                          ids=[row[0] for row in FORMERLY_IGNORED])
-def test_formerly_ignored_field_changes_the_computation_or_is_rejected(field, value, expect,
-                                                                       tmp_path):
-  if expect == REJECTED:
-    with pytest.raises(C.ConfigError) as info:
-      C.get_config('yolact_tiny', [f'{field}={value}'])
-    message = str(info.value)
-    assert message.startswith(f'{field}=') and 'not implemented' in message
-    assert f'Supported: {field}=' in message
-  elif expect == ACCEPTED:
+def test_formerly_ignored_field_changes_the_computation(field, value, expect, tmp_path):
+  if expect == ACCEPTED:
     C.get_config('yolact_plus_tiny', [f'{field}={value}'])
   else:
     assert expect(tmp_path)
 
 
 @pytest.mark.parametrize('preset,overrides,message', [
-    ('yolact_tiny', ['backbone.dcn_layers=(0, 1, 1)'], 'one entry per stage'),
-    ('yolact_tiny', ['backbone.dcn_layers=(0, -1, 1, 1)'], '>= 0'),
-    ('yolact_tiny', ['backbone.dcn_interval=0'], 'backbone.dcn_interval=0'),
-    ('yolact_darknet53', ['backbone.dcn_layers=(0, 1, 1, 1, 1)'], 'only in the ResNet'),
-    ('yolact_tiny', ['use_maskiou=True'], 'needs maskiou_net'),
-    ('yolact_tiny', ['detect.rescore_mask=True'], 'set use_maskiou=True'),
-    ('yolact_plus_tiny', ['use_maskiou=False', 'detect.rescore_mask=False',
+    ('yolact_tiny', ['model.backbone.dcn_layers=(0, 1, 1)'], 'one entry per stage'),
+    ('yolact_tiny', ['model.backbone.dcn_layers=(0, -1, 1, 1)'], '>= 0'),
+    ('yolact_tiny', ['model.backbone.dcn_interval=0'], 'model.backbone.dcn_interval=0'),
+    ('yolact_darknet53', ['model.backbone.dcn_layers=(0, 1, 1, 1, 1)'], 'only in the ResNet'),
+    ('yolact_tiny', ['model.use_maskiou=True'], 'needs model.maskiou_net'),
+    ('yolact_tiny', ['detect.rescore_mask=True'], 'set model.use_maskiou=True'),
+    ('yolact_plus_tiny', ['model.use_maskiou=False', 'detect.rescore_mask=False',
                           'detect.rescore_bbox=True'], 'detect.rescore_bbox'),
-    ('yolact_plus_tiny', ['maskiou_net=((4, 3, 0),)'], 'maskiou_net='),
+    ('yolact_plus_tiny', ['model.maskiou_net=((4, 3, 0),)'], 'model.maskiou_net='),
 ])
 def test_yolact_plus_fields_are_validated(preset, overrides, message):
   with pytest.raises(C.ConfigError, match=re.escape(message)):
     C.get_config(preset, overrides)
 
 
-def test_the_table_covers_the_unsupported_list():
-  table = {row[0] for row in FORMERLY_IGNORED if row[2] == REJECTED}
-  assert table == {row[0] for row in C._UNSUPPORTED}
+# Fields of the earlier layout that went: nothing read dataset.has_gt, and
+# mask.binarize_downsampled_gt had one legal value.
+REMOVED = [('dataset.has_gt', 'False', 'nothing read it'),
+           ('mask.binarize_downsampled_gt', 'True', 'one legal value')]
+
+
+@pytest.mark.parametrize('field,value,why', REMOVED, ids=[row[0] for row in REMOVED])
+def test_a_removed_field_is_an_error_that_says_so(field, value, why):
+  with pytest.raises(C.ConfigError, match=re.escape(f"'{field}': it was removed")) as info:
+    C.get_config('yolact_tiny', [f'{field}={value}'])
+  assert why in str(info.value)
+  assert not C.moved_field(field)[1]
+
+
+def test_every_field_lives_in_one_place():
+  """No field name of the earlier layout is still a field path, and each moved one exists."""
+  cfg = C.get_config('yolact_plus_tiny')
+  for old, new, _ in C.MOVED_FIELDS:
+    with pytest.raises(AttributeError):
+      C.get_field(cfg, old)
+    if new is not None:
+      C.get_field(cfg, new)
 
 
 @pytest.mark.parametrize('name', sorted(C.PRESETS))
@@ -164,9 +176,9 @@ def test_config_files_validate(tmp_path):
   bad = tmp_path / 'bad.py'
   bad.write_text('from yolact_jax import config\n\n\ndef get_config():\n'
                  '  import dataclasses\n  cfg = config.yolact_tiny()\n'
-                 '  return dataclasses.replace(cfg, mask=dataclasses.replace(\n'
-                 '      cfg.mask, binarize_downsampled_gt=False))\n')
-  with pytest.raises(C.ConfigError, match='binarize_downsampled_gt=False'):
+                 '  return dataclasses.replace(cfg, loss=dataclasses.replace(\n'
+                 '      cfg.loss, masks_to_train=0))\n')
+  with pytest.raises(C.ConfigError, match='loss.masks_to_train=0'):
     C.load_config(str(bad))
   old = tmp_path / 'old.py'
   old.write_text('from yolact_jax import config\n\n\ndef get():\n  return config.yolact_tiny()\n')
@@ -198,7 +210,7 @@ RANGED = [
     ('loss.positive_iou_threshold', ['0.0', '1.0'], ['-0.5', '2.0'], '[0, 1]'),
     ('loss.negative_iou_threshold', ['0.0', '1.0'], ['-0.5', '2.0'], '[0, 1]'),
     ('loss.crowd_iou_threshold', ['0.0', '1.0'], ['-0.5', '2.0'], '[0, 1]'),
-    ('mask.masks_to_train', ['1', '100000'], ['0'], '>= 1'),
+    ('loss.masks_to_train', ['1', '100000'], ['0'], '>= 1'),
     ('train.max_instances', ['1', '1000'], ['0', '1001'], '[1, 1000]'),
 ]
 
@@ -253,7 +265,7 @@ FLOAT_FIELDS = sorted(_float_fields())
 
 
 def test_the_float_fields_are_found():
-  assert {'detect.nms_conf_thresh', 'train.lr', 'backbone.pred_scales',
+  assert {'detect.nms_conf_thresh', 'train.lr', 'model.anchors.pred_scales',
           'augment.discard_box_width'} <= set(FLOAT_FIELDS)
   assert 'max_size' not in FLOAT_FIELDS and 'train.freeze_bn' not in FLOAT_FIELDS
 
@@ -278,8 +290,9 @@ def test_an_infinite_override_is_refused_by_name():
 
 
 @pytest.mark.parametrize('field,registry', [
-    ('detect.nms', C.NMS_KINDS), ('backbone.kind', C.BACKBONE_KINDS),
-    ('backbone.transform', C.INPUT_TRANSFORMS), ('fpn.interpolation', C.FPN_INTERPOLATIONS),
+    ('detect.nms', C.NMS_KINDS), ('model.backbone.kind', C.BACKBONE_KINDS),
+    ('model.backbone.transform', C.INPUT_TRANSFORMS),
+    ('model.fpn.interpolation', C.FPN_INTERPOLATIONS),
     ('train.optimizer', C.OPTIMIZERS)])
 def test_validate_reads_the_registry(field, registry):
   with pytest.raises(C.ConfigError) as info:

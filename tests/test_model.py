@@ -21,8 +21,8 @@ def _init(cfg, batch=2, seed=0):
 
 @pytest.mark.parametrize('preset,overrides', [
     ('yolact_tiny', []),
-    ('yolact_tiny', ['backbone.kind=darknet', 'backbone.layers=(1, 1, 1, 1, 1)',
-                     'backbone.selected_layers=(2, 3, 4)', 'backbone.base_width=4']),
+    ('yolact_tiny', ['model.backbone.kind=darknet', 'model.backbone.layers=(1, 1, 1, 1, 1)',
+                     'model.backbone.selected_layers=(2, 3, 4)', 'model.backbone.base_width=4']),
     ('yolact_tiny', ['max_size=96']),
 ])
 def test_output_shapes(preset, overrides):
@@ -30,7 +30,7 @@ def test_output_shapes(preset, overrides):
   x, variables = _init(cfg)
   out = jax.jit(lambda v, x: Yolact(cfg).apply(v, x, train=True, mutable=['batch_stats']))(
       variables, x)[0]
-  p, k, hp = num_priors(cfg), cfg.mask.mask_dim, proto_size(cfg)
+  p, k, hp = num_priors(cfg), cfg.model.mask.mask_dim, proto_size(cfg)
   h3 = feature_sizes(cfg)[0]
   assert out['loc'].shape == (2, p, 4)
   assert out['conf'].shape == (2, p, cfg.num_classes)

@@ -34,7 +34,7 @@ device: ONE jit-compiled program with fixed shapes and no host round trip:
         2. the network (eval mode), 3. Detect (:mod:`yolact_jax.detect`),
         4. mask assembly and postprocess (:mod:`yolact_jax.postprocess`): masks at each image's
            own size inside the canvas, pixel boxes;
-        5. YOLACT++ (``cfg.use_maskiou`` and ``cfg.detect.rescore_mask``): mask re-scoring, the
+        5. YOLACT++ (``cfg.model.use_maskiou`` and ``cfg.detect.rescore_mask``): mask re-scoring, the
            mask-IoU network (``variables['params']['maskiou_net']``) on every detection slot's
            cropped soft mask at prototype resolution, ``mask_scores = scores x predicted IoU``
            at the detection's class (:func:`yolact_jax.postprocess.rescore`); with
@@ -158,7 +158,7 @@ class InferenceProgram:
   arrays. The stages (``network_input``, ``network``, ``detect``, ``outputs``) are plain methods,
   which ``yolact_jax.benchmarking`` also jits one by one.
 
-  ``rescores`` is True for a YOLACT++ config with mask re-scoring (``cfg.use_maskiou`` and
+  ``rescores`` is True for a YOLACT++ config with mask re-scoring (``cfg.model.use_maskiou`` and
   ``cfg.detect.rescore_mask``): ``outputs`` then needs the variables (the mask-IoU network's
   parameters are ``variables['params']['maskiou_net']``).
   """
@@ -166,8 +166,8 @@ class InferenceProgram:
   def __init__(self, cfg: YolactConfig, dtype: Any = jnp.float32):
     self.cfg = cfg
     self.model = Yolact(cfg, dtype=dtype)
-    self.rescores = bool(cfg.use_maskiou and cfg.detect.rescore_mask)
-    self.maskiou_net = (MaskIoUNet(tuple(cfg.maskiou_net), cfg.num_classes - 1, dtype=dtype)
+    self.rescores = bool(cfg.model.use_maskiou and cfg.detect.rescore_mask)
+    self.maskiou_net = (MaskIoUNet(tuple(cfg.model.maskiou_net), cfg.num_classes - 1, dtype=dtype)
                         if self.rescores else None)
     self.priors = make_priors(cfg)
     self.detect_kwargs = detect_kwargs(cfg)
@@ -177,7 +177,7 @@ class InferenceProgram:
 
   def network_input(self, images: jnp.ndarray, image_sizes: jnp.ndarray) -> jnp.ndarray:
     """uint8 RGB canvas [B, Hc, Wc, 3] -> normalised [B, S, S, 3] (:func:`preprocess`)."""
-    return preprocess(images, image_sizes, self.cfg.max_size, self.cfg.backbone.transform)
+    return preprocess(images, image_sizes, self.cfg.max_size, self.cfg.model.backbone.transform)
 
   def network(self, variables: Any, net_input: jnp.ndarray) -> dict[str, jnp.ndarray]:
     """The network in eval mode: {loc, conf, coefs, proto}."""
@@ -193,7 +193,7 @@ class InferenceProgram:
     """The mask-IoU network: soft masks [N, Hp, Wp] -> predicted IoU [N, C - 1] (YOLACT++)."""
     params = variables['params'].get('maskiou_net') if 'params' in variables else None
     if params is None:
-      raise ValueError("mask re-scoring (cfg.use_maskiou and cfg.detect.rescore_mask) needs the "
+      raise ValueError("mask re-scoring (cfg.model.use_maskiou and cfg.detect.rescore_mask) needs the "
                        "mask-IoU network's parameters at variables['params']['maskiou_net']")
     return self.maskiou_net.apply({'params': params}, masks)
 
@@ -208,7 +208,7 @@ class InferenceProgram:
     predict_iou = None
     if self.rescores:
       if variables is None:
-        raise ValueError('this config rescores masks (cfg.use_maskiou and '
+        raise ValueError('this config rescores masks (cfg.model.use_maskiou and '
                          'cfg.detect.rescore_mask): pass the variables to outputs()')
       predict_iou = functools.partial(self.mask_iou, variables)
     return program_outputs(rescore(results, predict_iou, self.cfg.detect.rescore_bbox))

@@ -70,7 +70,7 @@ def pipeline_options(cfg: YolactConfig) -> loader.PipelineOptions:
   """Data-pipeline settings that follow the model config (sizes, transform, augmentation)."""
   hp, hs = proto_size(cfg), feature_sizes(cfg)[0]
   return loader.PipelineOptions(
-      max_size=cfg.max_size, transform_kind=cfg.backbone.transform,
+      max_size=cfg.max_size, transform_kind=cfg.model.backbone.transform,
       flags=cfg.augment,
       max_instances=cfg.train.max_instances, proto_hw=(hp, hp), segm_hw=(hs, hs),
       num_classes=cfg.num_classes - 1)

@@ -46,7 +46,7 @@ Sections
                (``yolact_jax.ops.conv``): where a train step's time goes.
 ``dcn``        (opt-in; YOLACT++ presets) the DCN layers' share of the network (forward, network
                batch) and of the train step (forward + backward, train batch), two ways: the
-               whole program against the same preset with ``backbone.dcn_layers`` zeroed, and
+               whole program against the same preset with ``model.backbone.dcn_layers`` zeroed, and
                every distinct DCN layer timed alone at its real shape (found by tracing the
                network with a method interceptor) next to the plain 3x3 conv it replaces.
                Programs the inference / train sections already timed are reused.

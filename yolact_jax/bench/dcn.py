@@ -14,7 +14,7 @@ train batch (forward + backward):
   :mod:`yolact_jax.ops.conv`, no bias) is timed at the same shape. Summed over the layers
   (times their count), divided by the whole program's time: the DCN layers' share.
 * The whole network / train step of the preset against the same preset with
-  ``backbone.dcn_layers`` zeroed (every DCN a plain 3x3 conv, nothing else changed): the
+  ``model.backbone.dcn_layers`` zeroed (every DCN a plain 3x3 conv, nothing else changed): the
   difference is what the DCNs add over plain convolutions inside the fused program.
 
 The two need not agree exactly: XLA fuses and schedules a layer differently alone and inside the
@@ -41,7 +41,7 @@ from yolact_jax.model.variables import abstract_variables, init_variables
 from yolact_jax.model.yolact import Yolact
 from yolact_jax.ops.conv import conv_general_dilated
 
-NO_DCN = 'backbone.dcn_layers=(0, 0, 0, 0)'
+NO_DCN = 'model.backbone.dcn_layers=(0, 0, 0, 0)'
 OFFSET_GAIN = 2.0  # offset conv weights ~ N(0, gain^2 / fan_in): offsets of ~1-3 px
 
 
@@ -182,12 +182,12 @@ def dcn_case(preset: str, dtype: str, batch: int, train_batch: int, opts: Timing
   (preset, batch, dtype) (``earlier``: the run's results so far) are reused, not re-run."""
   earlier = earlier or {}
   cfg = get_config(preset)
-  if not any(cfg.backbone.dcn_layers):
-    raise ValueError(f'{preset} has no DCN layers (backbone.dcn_layers all zero)')
+  if not any(cfg.model.backbone.dcn_layers):
+    raise ValueError(f'{preset} has no DCN layers (model.backbone.dcn_layers all zero)')
   out: dict[str, Any] = {'preset': preset, 'dtype': dtype, 'input_size': cfg.max_size,
                          'batch': batch, 'train_batch': train_batch,
-                         'dcn_layers': list(cfg.backbone.dcn_layers),
-                         'dcn_interval': cfg.backbone.dcn_interval}
+                         'dcn_layers': list(cfg.model.backbone.dcn_layers),
+                         'dcn_interval': cfg.model.backbone.dcn_interval}
   log(f'dcn {preset} network batch {batch} {dtype}')
   with_dcn = _found(earlier.get('inference'), preset, batch, dtype, 'network') \
       or _whole_network(preset, batch, dtype, (), opts)

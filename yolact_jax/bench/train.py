@@ -21,7 +21,7 @@ from yolact_jax.model.variables import init_variables
 def train_case(preset: str, batch: int, dtype: str, opts: TimingOptions,
                overrides: Sequence[str] = ()) -> dict[str, Any]:
   """The jitted train step of one (preset, batch, dtype) on a synthetic batch (the preset with
-  config ``overrides``, e.g. ``backbone.dcn_layers=(0, 0, 0, 0)``)."""
+  config ``overrides``, e.g. ``model.backbone.dcn_layers=(0, 0, 0, 0)``)."""
   cfg = get_config(preset, [f'train.batch_size={batch}', *overrides])
   training = ts.build_training(cfg, dtype=DTYPES[dtype])
   state = training.init_state(init_variables(cfg, seed=0))

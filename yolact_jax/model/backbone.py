@@ -2,7 +2,7 @@
 DCNv2 in some blocks' 3x3) and DarkNet-53.
 
 Both take an NHWC normalised image and return the tuple of stage outputs; YOLACT feeds
-``cfg.backbone.selected_layers`` of them to the FPN. ``BACKBONES`` maps each name of the config's
+``cfg.model.backbone.selected_layers`` of them to the FPN. ``BACKBONES`` maps each name of the config's
 ``BACKBONE_KINDS`` registry to its module.
 """
 
@@ -156,7 +156,7 @@ class DarkNet(nn.Module):
     return tuple(outputs)
 
 
-# cfg.backbone.kind -> module; its keys are exactly config.BACKBONE_KINDS.
+# model.backbone.kind -> module; its keys are exactly config.BACKBONE_KINDS.
 BACKBONES: dict[str, type[nn.Module]] = {'resnet': ResNet, 'darknet': DarkNet}
 assert tuple(BACKBONES) == BACKBONE_KINDS, (tuple(BACKBONES), BACKBONE_KINDS)
 

@@ -1,7 +1,7 @@
 """YOLACT++'s fast mask re-scoring network: predicts, per class, the IoU of a mask with its object.
 
 Input: masks at prototype resolution ``[N, Hp, Wp]`` (the cropped sigmoid masks, not binarised).
-Layers (``cfg.maskiou_net``, each ``(channels, kernel, stride)``): convolutions without padding,
+Layers (``model.maskiou_net``, each ``(channels, kernel, stride)``): convolutions without padding,
 each followed by a ReLU, then a 1x1 convolution to the ``C - 1`` foreground classes, also with a
 ReLU, then a max over the remaining spatial extent. Output ``[N, C - 1]``, >= 0 (not capped at
 1: with random weights a predicted IoU can exceed 1, as in the original).

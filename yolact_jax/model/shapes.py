@@ -62,9 +62,9 @@ def model_shapes(cfg: YolactConfig, size: int | None = None) -> ModelShapes:
     levels.append(int(level.shape[1]))
   proto = int(out['proto'].shape[1])
   priors = int(out['loc'].shape[1])
-  if priors != sum(n * n for n in levels) * cfg.backbone.num_anchors:
+  if priors != sum(n * n for n in levels) * cfg.model.anchors.num_anchors:
     raise ValueError(f'{cfg.name}: {priors} priors from the head, but levels {levels} with '
-                     f'{cfg.backbone.num_anchors} anchors per location')
+                     f'{cfg.model.anchors.num_anchors} anchors per location')
   return ModelShapes(tuple(levels), proto, priors)
 
 

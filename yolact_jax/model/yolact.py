@@ -43,25 +43,26 @@ class Yolact(nn.Module):
     cfg = self.cfg
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f'Yolact expects NHWC images [B, H, W, 3], got shape {images.shape}')
-    b = cfg.backbone
+    m = cfg.model
+    b = m.backbone
     x = images.astype(self.dtype)
     stages = make_backbone(b.kind, b.layers, b.base_width, self.freeze_bn, self.dtype,
                            dcn_layers=b.dcn_layers, dcn_interval=b.dcn_interval,
                            bn_groups=self.bn_groups)(x, train)
-    f = cfg.fpn
+    f = m.fpn
     pyramid = FPN(f.num_features, f.num_downsample, f.relu_pred_layers, f.relu_downsample_layers,
                   self.dtype, interpolation=f.interpolation,
                   use_conv_downsample=f.use_conv_downsample, pad=f.pad,
                   name='fpn')([stages[i] for i in b.selected_layers])
-    proto = ProtoNet(cfg.mask.proto_net, cfg.mask.proto_prototype_activation, self.dtype,
-                     name='proto_net')(pyramid[cfg.mask.proto_src])
-    if cfg.use_maskiou and self.is_initializing():  # parameters only; applied to masks elsewhere
-      MaskIoUNet(cfg.maskiou_net, cfg.num_classes - 1, self.dtype,
+    proto = ProtoNet(m.mask.proto_net, m.mask.proto_prototype_activation, self.dtype,
+                     name='proto_net')(pyramid[m.mask.proto_src])
+    if m.use_maskiou and self.is_initializing():  # parameters only; applied to masks elsewhere
+      MaskIoUNet(m.maskiou_net, cfg.num_classes - 1, self.dtype,
                  name='maskiou_net')(jnp.zeros(proto.shape[:3], self.dtype))
-    heads = prediction_modules(len(pyramid), cfg.head.share_prediction_module, cfg.num_classes,
-                               cfg.mask.mask_dim, b.num_anchors, cfg.head.extra_head_net,
-                               cfg.head.head_kernel, cfg.head.head_padding,
-                               cfg.mask.proto_coeff_activation, self.dtype)
+    heads = prediction_modules(len(pyramid), m.head.share_prediction_module, cfg.num_classes,
+                               m.mask.mask_dim, m.anchors.num_anchors, m.head.extra_head_net,
+                               m.head.head_kernel, m.head.head_padding,
+                               m.mask.proto_coeff_activation, self.dtype)
     levels = [head(p) for head, p in zip(heads, pyramid)]
     out = {k: jnp.concatenate([level[k] for level in levels], axis=1).astype(jnp.float32)
            for k in ('loc', 'conf', 'coefs')}
