@@ -617,7 +617,8 @@ FAKE_FILES = {
                       'masks': np.stack([m.numpy() for m in masks]).astype(np.uint8)}
                 batch = our_train_batch(predictions['image'], gt, jax_cfg)
                 variables = state_dict_to_variables(net.state_dict(), jax_cfg)
-                model = Network(jax_cfg, freeze_bn=cfg.freeze_bn)
+                model = Network(jax_cfg.model, num_classes=jax_cfg.num_classes,
+                                freeze_bn=cfg.freeze_bn)
                 priors = make_priors(jax_cfg)
 
                 def total(params):
@@ -765,7 +766,8 @@ FAKE_FILES = {
                 import jax
                 from yolact_jax.anchors import make_priors
                 from yolact_jax.model.yolact import Yolact as Network
-                out = jax.device_get(Network(self.jax_cfg).apply(
+                network = Network(self.jax_cfg.model, num_classes=self.jax_cfg.num_classes)
+                out = jax.device_get(network.apply(
                     self.variables, x.numpy().transpose(0, 2, 3, 1), train=False))
                 rng = np.random.default_rng(0)
                 noisy = lambda a: torch.from_numpy(

@@ -28,7 +28,7 @@ def _loads_named_imagenet_file(tmp_path):
   from yolact_jax.model.yolact import Yolact
   cfg = C.get_config('yolact_tiny')
   x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
-  init = jax.jit(Yolact(cfg).init)
+  init = jax.jit(Yolact(cfg.model, num_classes=cfg.num_classes).init)
   fresh, other = init(jax.random.key(0), x), init(jax.random.key(1), x)
   backbone_only = {k[len('backbone.'):]: torch.from_numpy(np.array(v))
                    for k, v in convert.variables_to_state_dict(other).items()
@@ -50,8 +50,9 @@ def _changes_the_network(field, value, preset='yolact_tiny', base=()):
   from yolact_jax.model.yolact import Yolact
 
   x = jax.random.normal(jax.random.key(0), (1, 128, 128, 3))
-  models = [Yolact(C.get_config(preset, ['max_size=128', *base, *extra]))
-            for extra in ([], [f'{field}={value}'])]
+  cfgs = [C.get_config(preset, ['max_size=128', *base, *extra])
+          for extra in ([], [f'{field}={value}'])]
+  models = [Yolact(cfg.model, num_classes=cfg.num_classes) for cfg in cfgs]
   trees = [jax.eval_shape(m.init, jax.random.key(1), x) for m in models]  # no computation
   if jax.tree.structure(trees[0]) != jax.tree.structure(trees[1]):
     return True
@@ -71,8 +72,8 @@ def _changes_the_maskiou_loss(field, value):
   cfg = C.get_config('yolact_plus_tiny')
   variables = init_variables(cfg, seed=0)
   batch = synthetic_batch(cfg)
-  preds = jax.jit(lambda v, x: Yolact(cfg).apply(v, x, return_segm=True))(
-      variables, batch['image'])
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
+  preds = jax.jit(lambda v, x: model.apply(v, x, return_segm=True))(variables, batch['image'])
 
   def term_i(cfg):
     loss = jax.jit(lambda p, b: yolact_loss(preds, make_priors(cfg), b, cfg, None, p)[1]['I'])

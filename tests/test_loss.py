@@ -322,8 +322,8 @@ def test_reference_losses_through_our_network():
   variables = load_original_weights(require_reference('yolact_resnet50', 'weights.pth'), cfg)
   images = np.load(require_reference('yolact_resnet50', 'input.npy'))
   images = np.transpose(images, (0, 2, 3, 1))  # NCHW -> NHWC
-  preds = jax.jit(lambda v, x: Yolact(cfg, freeze_bn=True).apply(v, x, train=True))(
-      variables, images)
+  model = Yolact(cfg.model, num_classes=cfg.num_classes, freeze_bn=True)
+  preds = jax.jit(lambda v, x: model.apply(v, x, train=True))(variables, images)
   total, terms = yolact_loss_jit(preds, make_priors(cfg), reference_batch(), cfg=cfg)
   ref = reference_losses()
   for term in 'BCMS':

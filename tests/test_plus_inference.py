@@ -50,8 +50,9 @@ def plus_variables():
   the model does not build one itself."""
   cfg = plus_tiny_config()
   x = jnp.zeros((1, cfg.max_size, cfg.max_size, 3), jnp.float32)
-  variables = jax.device_get(jax.jit(Yolact(cfg).init)(jax.random.key(0), x))
-  proto = jax.eval_shape(lambda v: Yolact(cfg).apply(v, x, train=False)['proto'], variables)
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
+  variables = jax.device_get(jax.jit(model.init)(jax.random.key(0), x))
+  proto = jax.eval_shape(lambda v: model.apply(v, x, train=False)['proto'], variables)
   params = dict(variables['params'])
   params['maskiou_net'] = jax.device_get(maskiou_params(cfg, proto.shape[1]))
   return dict(variables, params=params)

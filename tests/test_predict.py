@@ -41,7 +41,8 @@ def tiny_config(*overrides):
 def tiny_variables():
   cfg = tiny_config()
   x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
-  return jax.device_get(jax.jit(Yolact(cfg).init)(jax.random.key(0), x))
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
+  return jax.device_get(jax.jit(model.init)(jax.random.key(0), x))
 
 
 # ---------------------------------------------------------------------------------------------

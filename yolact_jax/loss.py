@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from yolact_jax import boxes as box_utils
 from yolact_jax.config import YolactConfig
 from yolact_jax.matching import MatchTargets, match
-from yolact_jax.model.maskiou import MaskIoUNet
+from yolact_jax.model.maskiou import predict_mask_iou
 
 BCE_LOG_FLOOR = -100.0  # torch's binary_cross_entropy clamps log(p) and log(1-p) at -100
 BCE_GRAD_EPS = 1e-12  # torch's binary_cross_entropy backward: (p - t) / max(p (1 - p), eps)
@@ -342,8 +342,8 @@ def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig
       when the semantic term is on).
     cfg: the (static, hashable) experiment config.
     rng: key for the masks_to_train subset; None takes the lowest-index positives.
-    params: the model's parameters being trained; the mask-IoU term (``cfg.model.use_maskiou``) runs
-      the mask-IoU network with ``params['maskiou_net']``.
+    params: the model's parameters being trained; the mask-IoU term (``cfg.model.use_maskiou``)
+      runs the mask-IoU network with ``params['maskiou_net']`` (``predict_mask_iou``).
   Returns:
     (total, terms): ``B``, ``C``, ``M``, ``S``, ``I`` (normalised as the original; ``I`` is 0 when
     every mask was discarded, where the original leaves the term out), ``num_pos`` (N),
@@ -364,11 +364,7 @@ def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig
       'M': mask_total / normaliser,
   }
   if cfg.model.use_maskiou:
-    if params is None or 'maskiou_net' not in params:
-      raise ValueError("use_maskiou needs the parameters of the mask-IoU network "
-                       "(params['maskiou_net'], created by Yolact(cfg).init when use_maskiou)")
-    net = MaskIoUNet(cfg.model.maskiou_net, cfg.num_classes - 1)
-    predict_iou = lambda m: net.apply({'params': params['maskiou_net']}, m)  # noqa: E731
+    predict_iou = lambda m: predict_mask_iou(params, m, cfg.model, cfg.num_classes)  # noqa: E731
     terms['I'] = mask_iou_loss(slots, predict_iou, lc.maskiou_alpha,
                                lc.discard_mask_area) / normaliser
   if lc.use_semantic_segmentation_loss:

@@ -78,7 +78,7 @@ from yolact_jax.detect import detect_from_logits, detect_kwargs
 from yolact_jax.host import (  # noqa: F401  (re-exported: the public host-side names)
     CANVAS_STEP, CHANNEL_ORDERS, Detections, as_rgb_uint8, chunks as _chunks, fit_canvas,
     pack_canvas, round_up, unpack_detections)
-from yolact_jax.model.maskiou import MaskIoUNet
+from yolact_jax.model.maskiou import predict_mask_iou
 from yolact_jax.model.yolact import Yolact
 from yolact_jax.normalise import normalise
 from yolact_jax.postprocess import bilinear_taps, postprocess, rescore
@@ -165,10 +165,9 @@ class InferenceProgram:
 
   def __init__(self, cfg: YolactConfig, dtype: Any = jnp.float32):
     self.cfg = cfg
-    self.model = Yolact(cfg, dtype=dtype)
+    self.dtype = dtype
+    self.model = Yolact(cfg.model, num_classes=cfg.num_classes, dtype=dtype)
     self.rescores = bool(cfg.model.use_maskiou and cfg.detect.rescore_mask)
-    self.maskiou_net = (MaskIoUNet(tuple(cfg.model.maskiou_net), cfg.num_classes - 1, dtype=dtype)
-                        if self.rescores else None)
     self.priors = make_priors(cfg)
     self.detect_kwargs = detect_kwargs(cfg)
     self.trace_count = 0
@@ -191,11 +190,8 @@ class InferenceProgram:
 
   def mask_iou(self, variables: Any, masks: jnp.ndarray) -> jnp.ndarray:
     """The mask-IoU network: soft masks [N, Hp, Wp] -> predicted IoU [N, C - 1] (YOLACT++)."""
-    params = variables['params'].get('maskiou_net') if 'params' in variables else None
-    if params is None:
-      raise ValueError("mask re-scoring (cfg.model.use_maskiou and cfg.detect.rescore_mask) needs the "
-                       "mask-IoU network's parameters at variables['params']['maskiou_net']")
-    return self.maskiou_net.apply({'params': params}, masks)
+    return predict_mask_iou(variables.get('params'), masks, self.cfg.model, self.cfg.num_classes,
+                            self.dtype)
 
   def outputs(self, detections: dict[str, jnp.ndarray], proto: jnp.ndarray,
               image_sizes: jnp.ndarray, canvas_hw: tuple[int, int],

@@ -49,7 +49,7 @@ def dcn_layer_calls(cfg: Any, batch: int, dtype: Any, train: bool) -> list[dict[
   """The network's DCN calls on a [batch, S, S, 3] input, grouped: per distinct (module
   settings, input shape) one entry ``{'layer': unbound module, 'input_shape', 'count',
   'names'}``, in order of first call."""
-  model = Yolact(cfg, dtype=dtype)
+  model = Yolact(cfg.model, num_classes=cfg.num_classes, dtype=dtype)
   x = jax.ShapeDtypeStruct((batch, cfg.max_size, cfg.max_size, 3), jnp.float32)
   calls: dict[tuple, dict[str, Any]] = collections.OrderedDict()
 
@@ -133,7 +133,7 @@ def _whole_network(preset: str, batch: int, dtype: str, overrides: Sequence[str]
                    opts: TimingOptions) -> dict[str, Any]:
   """The network (eval mode) of ``preset`` with config ``overrides``, timed."""
   cfg = get_config(preset, list(overrides))
-  model = Yolact(cfg, dtype=DTYPES[dtype])
+  model = Yolact(cfg.model, num_classes=cfg.num_classes, dtype=DTYPES[dtype])
   variables = init_variables(cfg, seed=0)
   x = jnp.asarray(random_network_input(cfg, batch))
   record, _ = measure_stage('network', jax.jit(lambda v, x: model.apply(v, x, train=False)),
