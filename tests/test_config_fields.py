@@ -168,33 +168,44 @@ def test_every_field_lives_in_one_place():
       C.get_field(cfg, new)
 
 
-@pytest.mark.parametrize('name', sorted(C.PRESETS))
+@pytest.mark.parametrize('name', C.PRESETS)
 def test_every_preset_is_valid_as_defined(name):
-  C.validate(C.PRESETS[name]())
+  import importlib
+  C.validate(importlib.import_module(f'yolact_jax.configs.{name}').get_config())
 
 
 def test_config_files_validate(tmp_path):
   bad = tmp_path / 'bad.py'
   bad.write_text('from yolact_jax import config\n\n\ndef get_config():\n'
-                 '  import dataclasses\n  cfg = config.yolact_tiny()\n'
+                 '  import dataclasses\n  from yolact_jax.configs import yolact_tiny\n'
+                 '  cfg = yolact_tiny.get_config()\n'
                  '  return dataclasses.replace(cfg, loss=dataclasses.replace(\n'
                  '      cfg.loss, masks_to_train=0))\n')
   with pytest.raises(C.ConfigError, match='loss.masks_to_train=0'):
     C.load_config(str(bad))
-  old = tmp_path / 'old.py'
-  old.write_text('from yolact_jax import config\n\n\ndef get():\n  return config.yolact_tiny()\n')
-  assert C.load_config(str(old)).name == 'yolact_tiny'
-  none = tmp_path / 'none.py'
-  none.write_text('X = 1\n')
-  with pytest.raises(C.ConfigError, match='get_config'):
-    C.load_config(str(none))
+  derived = tmp_path / 'mine.py'
+  derived.write_text('import dataclasses\n\nfrom yolact_jax.configs import yolact_tiny\n\n\n'
+                     'def get_config():\n  cfg = yolact_tiny.get_config()\n'
+                     "  return dataclasses.replace(cfg, name='mine')\n")
+  assert C.load_config(str(derived), ['train.seed=2']) == dataclasses.replace(
+      C.get_config('yolact_tiny', ['train.seed=2']), name='mine')
+  for text in ('X = 1\n', 'def get():\n  return None\n'):  # the older name get() is gone
+    none = tmp_path / 'none.py'
+    none.write_text(text)
+    with pytest.raises(C.ConfigError, match='get_config'):
+      C.load_config(str(none))
 
 
 def test_config_files_define_get_config():
-  for f in sorted((ROOT / 'configs').glob('*.py')):
+  for f in sorted((ROOT / 'configs').glob('yolact_*.py')):
     text = f.read_text()
-    assert 'def get_config() -> YolactConfig:' in text and 'get = get_config' in text, f.name
+    assert 'def get_config() -> YolactConfig:' in text and 'get = ' not in text, f.name
     assert f"load_config('configs/{f.name}')" in text, f.name
+    assert 'yolact_jax.config.get_config(' not in text, f.name  # the values live in the file
+    if f.stem == 'yolact_base':  # the parent: every value stated
+      assert 'return YolactConfig(' in text and 'from yolact_jax.configs' not in text
+    else:  # a derived preset: its parent's get_config(), fields replaced
+      assert 'from yolact_jax.configs import' in text and '.get_config()' in text, f.name
 
 
 # ------------------------------------------------------------------ ranges and finite numbers

@@ -1,17 +1,24 @@
-"""Configuration: the schema (frozen, typed dataclasses) and every preset in one place.
+"""Configuration: the schema (frozen, typed dataclasses), validation and overrides.
 
-Each field carries a one-line meaning. Presets mirror the original's ``data/config.py``
-(``yolact_base`` and its descendants) value for value. Names follow the original's field names
-where one exists, so a reader of the original finds each knob here.
+Each field carries a one-line meaning. Names follow the original's field names where one exists,
+so a reader of the original finds each knob here. An experiment (:class:`YolactConfig`) has a
+``model`` section, everything the network is built from (:class:`ModelConfig`: backbone,
+anchors, FPN, mask prototypes, head, mask-IoU network), and the loss, detect, augment, train and
+dataset sections. The defaults are the original's (``yolact_base``).
 
-Every field is read by the code, or :func:`validate` rejects any value the code cannot honour with
-an error that names the field.
-Each enumeration has one registry below (``NMS_KINDS``, ``BACKBONE_KINDS``, ...): validation,
-the implementations and the command-line ``choices`` all read it.
+The presets live in the top-level ``configs/`` folder, one file each, importable as
+``yolact_jax.configs.<name>`` (:data:`PRESETS` lists them); each mirrors the original's
+``data/config.py`` value for value.
+
+Every field is read by the code, and :func:`validate` rejects any value the code cannot honour
+with an error that names the field. Each enumeration has one registry below (``NMS_KINDS``,
+``BACKBONE_KINDS``, ...): validation, the implementations and the command-line ``choices`` all
+read it.
 
 Get a preset with ``get_config('yolact_base')``; override any field from the command line with
 ``--config.train.lr=1e-4`` style arguments (see :func:`apply_overrides`). An unknown field is an
-error that names it and suggests the closest field.
+error that names it and suggests the closest field; a field of the earlier layout names its new
+place (:data:`MOVED_FIELDS`), and a run's ``config.json`` in that layout still loads.
 """
 
 from __future__ import annotations
@@ -19,12 +26,15 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import importlib
 import math
+import pkgutil
 import types
 import typing
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
+from yolact_jax import configs as _preset_modules
 from yolact_jax.coco_classes import COCO_CLASSES
 
 # --------------------------------------------------------------------------------------------
@@ -35,7 +45,7 @@ from yolact_jax.coco_classes import COCO_CLASSES
 NMS_KINDS = ('fast', 'cross_class', 'standard')
 # Backbone networks (built by yolact_jax.model.backbone.BACKBONES).
 BACKBONE_KINDS = ('resnet', 'darknet')
-# Input normalisations (yolact_jax.data.augment.normalize on the host, predict.normalise on device).
+# Input normalisations (yolact_jax.normalise.normalise, on the host and on the device).
 INPUT_TRANSFORMS = ('resnet', 'darknet')
 # FPN top-down resize modes (yolact_jax.model.fpn.RESIZE).
 FPN_INTERPOLATIONS = ('bilinear', 'nearest')
@@ -45,6 +55,10 @@ OPTIMIZERS = ('sgd', 'adam')
 # convolutions and matrix products in that dtype; parameters, optimiser state, BatchNorm
 # statistics, the loss and its reductions stay float32.
 COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+# Class names of the built-in synthetic-shapes dataset (yolact_jax.data.synthetic), the data of
+# the small presets (configs/yolact_tiny.py, yolact_cpu.py); COCO's are coco_classes.COCO_CLASSES.
+SYNTHETIC_CLASSES = ('circle', 'square', 'triangle', 'star')
 
 # --------------------------------------------------------------------------------------------
 # Schema
@@ -246,180 +260,23 @@ class YolactConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Presets
+# Presets: the modules of configs/ (yolact_jax.configs), one per preset
 # --------------------------------------------------------------------------------------------
 
-_BASE_SCALES = (24, 48, 96, 192, 384)
-
-
-def _scaled_pred_scales(max_size: int) -> tuple[tuple[float, ...], ...]:
-  """The original's im400/im700 rule: int(s / 550 * max_size) per level."""
-  return tuple((int(s / 550 * max_size),) for s in _BASE_SCALES)
-
-
-def yolact_base() -> YolactConfig:
-  """ResNet-101 FPN, 550 px. Original: 29.8 mask mAP test-dev, 33.5 fps (Titan Xp)."""
-  return YolactConfig()
-
-
-def _with_model(cfg: YolactConfig, **sections: Any) -> YolactConfig:
-  return replace(cfg, model=replace(cfg.model, **sections))
-
-
-def yolact_im400() -> YolactConfig:
-  base = yolact_base()
-  return replace(_with_model(base, anchors=replace(base.model.anchors,
-                                                   pred_scales=_scaled_pred_scales(400))),
-                 name='yolact_im400', max_size=400)
-
-
-def yolact_im700() -> YolactConfig:
-  base = yolact_base()
-  return replace(_with_model(base, anchors=replace(base.model.anchors,
-                                                   pred_scales=_scaled_pred_scales(700))),
-                 name='yolact_im700', max_size=700,
-                 loss=replace(base.loss, masks_to_train=300))
-
-
-def yolact_darknet53() -> YolactConfig:
-  base = yolact_base()
-  return replace(_with_model(base, backbone=replace(
-      base.model.backbone, kind='darknet', layers=(1, 2, 8, 8, 4), base_width=32,
-      selected_layers=(2, 3, 4), pretrained_weights='darknet53.pth', transform='darknet')),
-                 name='yolact_darknet53')
-
-
-def yolact_resnet50() -> YolactConfig:
-  base = yolact_base()
-  return replace(_with_model(base, backbone=replace(
-      base.model.backbone, layers=(3, 4, 6, 3), pretrained_weights='resnet50-19c8e357.pth')),
-                 name='yolact_resnet50')
-
-
-# YOLACT++ anchors: three scales per level, i * 2^(j/3), computed as the original does (so the
-# floats, and the priors built from them, are bit-identical), and real aspect ratios.
-_PLUS_SCALES = tuple(tuple(i * 2 ** (j / 3.0) for j in range(3)) for i in _BASE_SCALES)
-_PLUS_MASKIOU_NET = ((8, 3, 2), (16, 3, 2), (32, 3, 2), (64, 3, 2), (128, 3, 2))
-
-
-def _plus(cfg: YolactConfig, name: str, dcn_layers: tuple[int, ...], dcn_interval: int,
-          pred_scales: tuple[tuple[float, ...], ...],
-          maskiou_net: tuple[tuple[int, int, int], ...]) -> YolactConfig:
-  """``cfg`` turned into YOLACT++: DCNv2 blocks, 9 anchors per location (real aspect ratios),
-  the mask-IoU network with its loss term and mask re-scoring."""
-  m = cfg.model
-  return replace(
-      cfg, name=name,
-      model=replace(
-          m, backbone=replace(m.backbone, dcn_layers=dcn_layers, dcn_interval=dcn_interval),
-          anchors=replace(m.anchors, pred_scales=pred_scales,
-                          pred_aspect_ratios=((1, 1 / 2, 2),) * 5, use_pixel_scales=True,
-                          preapply_sqrt=False, use_square_anchors=False),
-          use_maskiou=True, maskiou_net=maskiou_net),
-      loss=replace(cfg.loss, maskiou_alpha=25.0, discard_mask_area=5 * 5),
-      detect=replace(cfg.detect, rescore_mask=True, rescore_bbox=False))
-
-
-def yolact_plus_base() -> YolactConfig:
-  """YOLACT++ ResNet-101: DCNv2 in every third block of C3-C5 (11 DCNs), 9 anchors, mask
-  re-scoring. Original: 34.6 mask mAP test-dev, 27.3 fps (Titan Xp)."""
-  return _plus(yolact_base(), 'yolact_plus_base', (0, 4, 23, 3), 3, _PLUS_SCALES,
-               _PLUS_MASKIOU_NET)
-
-
-def yolact_plus_resnet50() -> YolactConfig:
-  """YOLACT++ ResNet-50: DCNv2 in every block of C3-C5 (13 DCNs), 9 anchors, mask
-  re-scoring. Original: 34.1 mask mAP test-dev, 33.5 fps (Titan Xp)."""
-  return _plus(yolact_resnet50(), 'yolact_plus_resnet50', (0, 4, 6, 3), 1, _PLUS_SCALES,
-               _PLUS_MASKIOU_NET)
-
-
-# Synthetic-shapes classes (the built-in dataset of yolact_jax.data.synthetic).
-SYNTHETIC_CLASSES = ('circle', 'square', 'triangle', 'star')
-
-
-def _small_preset(name: str, max_size: int, layers: tuple[int, ...], base_width: int,
-                  features: int, mask_dim: int) -> YolactConfig:
-  """Same architecture as yolact_resnet50, shrunk in size, depth and width."""
-  base = yolact_resnet50()
-  scales = tuple((s * max_size / 550,) for s in _BASE_SCALES)
-  proto = ((features, 3, 1),) * 3 + ((None, -2, 0), (features, 3, 1), (mask_dim, 1, 0))
-  m = base.model
-  return replace(
-      base, name=name, max_size=max_size,
-      model=replace(
-          m, backbone=replace(m.backbone, layers=layers, base_width=base_width,
-                              pretrained_weights=''),
-          anchors=replace(m.anchors, pred_scales=scales),
-          fpn=replace(m.fpn, num_features=features),
-          mask=replace(m.mask, mask_dim=mask_dim, proto_net=proto),
-          head=replace(m.head, extra_head_net=(features,))),
-      dataset=DatasetConfig(name='synthetic shapes', train_images='', train_info='',
-                            valid_images='', valid_info='', class_names=SYNTHETIC_CLASSES))
-
-
-def yolact_tiny() -> YolactConfig:
-  """A few-thousand-parameter model at 64 px for fast tests (same architecture)."""
-  cfg = _small_preset('yolact_tiny', 64, (1, 1, 1, 1), 8, 16, 8)
-  return replace(cfg, train=replace(cfg.train, batch_size=2, max_instances=8, lr=1e-3,
-                                    max_iter=100, lr_steps=(80,), lr_warmup_until=10,
-                                    autoscale=False),
-                 detect=replace(cfg.detect, nms_top_k=50, max_num_detections=20))
-
-
-def yolact_plus_tiny() -> YolactConfig:
-  """yolact_tiny as YOLACT++ for fast tests: DCN as conv2 of C3-C5, 9 anchors, and a mask-IoU
-  network sized for its 16 x 16 prototypes (16 -> 7 -> 3 -> 1)."""
-  tiny = yolact_tiny()
-  scales = tuple(tuple(s[0] * 2 ** (j / 3.0) for j in range(3))
-                 for s in tiny.model.anchors.pred_scales)
-  return _plus(tiny, 'yolact_plus_tiny', (0, 1, 1, 1), 1, scales,
-               ((4, 3, 2), (8, 3, 2), (16, 3, 2)))
-
-
-def yolact_cpu() -> YolactConfig:
-  """The CPU demo model: the YOLACT architecture sized for 2 CPU cores and ~10 minutes.
-
-  ResNet bottlenecks (1, 2, 2, 1) at quarter width, 128 px input, 64-channel FPN/ProtoNet, 32
-  prototypes. Trained from scratch, so it departs from the original's recipe where that needs
-  an ImageNet backbone and 800k iterations: Adam (train.optimizer), a short schedule, and no
-  expand / random crop (the synthetic shapes already vary in size and position). Anchors fit the
-  synthetic objects (25-60 px wide at 128 px, median 40): the original's pixel sizes 24-384 are
-  kept, not shrunk with the input, with YOLACT++'s three scales per level and one square shape
-  (the same 3 anchors per location as the shrunk v1 ones, which left 58% of the objects without
-  an anchor at IoU >= 0.5 and trained to a third of the mAP in the same time).
-  """
-  cfg = _small_preset('yolact_cpu', 128, (1, 2, 2, 1), 16, 64, 32)
-  return replace(
-      _with_model(cfg, anchors=replace(cfg.model.anchors, pred_scales=_PLUS_SCALES,
-                                       pred_aspect_ratios=((1,),) * 5)),
-      train=replace(cfg.train, batch_size=8, optimizer='adam', lr=2e-3, max_iter=3000,
-                    lr_steps=(2300, 2800), lr_warmup_until=200, autoscale=False,
-                    max_instances=16),
-      augment=replace(cfg.augment, expand=False, random_sample_crop=False))
-
-
-PRESETS: dict[str, Callable[[], YolactConfig]] = {
-    'yolact_base': yolact_base,
-    'yolact_im400': yolact_im400,
-    'yolact_im700': yolact_im700,
-    'yolact_darknet53': yolact_darknet53,
-    'yolact_resnet50': yolact_resnet50,
-    'yolact_plus_base': yolact_plus_base,
-    'yolact_plus_resnet50': yolact_plus_resnet50,
-    'yolact_tiny': yolact_tiny,
-    'yolact_plus_tiny': yolact_plus_tiny,
-    'yolact_cpu': yolact_cpu,
-}
+# Every preset's name: the module names of yolact_jax.configs (the top-level configs/ folder).
+PRESETS: tuple[str, ...] = tuple(sorted(
+    m.name for m in pkgutil.iter_modules(_preset_modules.__path__) if not m.name.startswith('_')))
 
 
 def get_config(name: str, overrides: typing.Sequence[str] = ()) -> YolactConfig:
-  """The preset ``name`` with ``overrides`` (``'train.lr=1e-4'`` strings) applied."""
+  """The preset ``name`` (``configs/<name>.py``'s ``get_config()``) with ``overrides``
+  (``'train.lr=1e-4'`` strings) applied, validated."""
   if name not in PRESETS:
     close = difflib.get_close_matches(name, PRESETS, n=3)
     hint = f' Did you mean {", ".join(close)}?' if close else ''
     raise KeyError(f'Unknown preset {name!r}.{hint} Presets: {", ".join(PRESETS)}.')
-  return apply_overrides(PRESETS[name](), overrides)
+  module = importlib.import_module(f'{_preset_modules.__name__}.{name}')
+  return apply_overrides(module.get_config(), overrides)
 
 
 # --------------------------------------------------------------------------------------------
@@ -769,8 +626,8 @@ def config_from_dict(data: Any) -> YolactConfig:
 
 
 def load_config(spec: str, overrides: typing.Sequence[str] = ()) -> YolactConfig:
-  """A preset name (``yolact_base``) or a config file (``configs/yolact_base.py`` defining
-  ``get_config()``, or the older ``get()``), with overrides applied and the result validated."""
+  """A preset name (``yolact_base``) or a config file (``configs/yolact_base.py``, or any file
+  defining ``get_config()``), with overrides applied and the result validated."""
   if not spec.endswith('.py'):
     return get_config(spec, overrides)
   import importlib.util
@@ -780,7 +637,7 @@ def load_config(spec: str, overrides: typing.Sequence[str] = ()) -> YolactConfig
   module_spec = importlib.util.spec_from_file_location('_yolact_config_file', spec)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  make = getattr(module, 'get_config', None) or getattr(module, 'get', None)
+  make = getattr(module, 'get_config', None)
   if make is None:
     raise ConfigError(f'{spec} must define get_config() returning a YolactConfig')
   cfg = make()
