@@ -209,3 +209,17 @@ def test_an_unknown_field_of_the_earlier_layout_is_still_named():
 def test_an_override_in_the_earlier_spelling_gives_the_new_one(override, message):
   with pytest.raises(C.ConfigError, match=re.escape(message)):
     C.get_config('yolact_base', [override])
+
+
+def test_the_presets_ship_inside_the_package():
+  """yolact_jax/configs is the top-level configs/ (a link), so the presets import as
+  yolact_jax.configs.<name> from a checkout, and a wheel (setuptools finds the package through
+  the link) ships the same files; a wheel built with `pip wheel --no-deps .` lists them."""
+  import importlib
+  root = pathlib.Path(__file__).resolve().parents[1]
+  assert (root / 'yolact_jax' / 'configs').resolve() == (root / 'configs').resolve()
+  for name in C.PRESETS:
+    module = importlib.import_module(f'yolact_jax.configs.{name}')
+    assert pathlib.Path(module.__file__).resolve() == (root / 'configs' / f'{name}.py').resolve()
+  setuptools = pytest.importorskip('setuptools')
+  assert 'yolact_jax.configs' in setuptools.find_packages(str(root), include=['yolact_jax*'])
