@@ -34,8 +34,9 @@ device: ONE jit-compiled program with fixed shapes and no host round trip:
         2. the network (eval mode), 3. Detect (:mod:`yolact_jax.detect`),
         4. mask assembly and postprocess (:mod:`yolact_jax.postprocess`): masks at each image's
            own size inside the canvas, pixel boxes;
-        5. YOLACT++ (``cfg.model.use_maskiou`` and ``cfg.detect.rescore_mask``): mask re-scoring, the
-           mask-IoU network (``variables['params']['maskiou_net']``) on every detection slot's
+        5. YOLACT++ (``cfg.model.use_maskiou`` and ``cfg.detect.rescore_mask``): mask
+           re-scoring, the mask-IoU network (``variables['params']['maskiou_net']``,
+           :func:`yolact_jax.model.maskiou.predict_mask_iou`) on every detection slot's
            cropped soft mask at prototype resolution, ``mask_scores = scores x predicted IoU``
            at the detection's class (:func:`yolact_jax.postprocess.rescore`); with
            ``cfg.detect.rescore_bbox`` the box scores are that rescored score too. Otherwise

@@ -9,8 +9,8 @@
   yolact-jax train --config yolact_resnet50 --data tfds:data/tfds/coco_format_instances/coco2017/1.0.0
 
 The COCO presets start from the ImageNet backbone file their config names
-(``model.backbone.pretrained_weights``): ``--imagenet`` (the file or its folder), else ``weights/<file>``
-as the original; without it the run stops with an error unless ``--from_scratch`` asks for random
+(``model.backbone.pretrained_weights``): ``--imagenet`` (the file or its folder), else
+``weights/<file>`` as the original; without it the run stops with an error unless ``--from_scratch`` asks for random
 weights (the synthetic presets train from scratch by default). Resuming needs neither.
 
 Any config field can be overridden: --config.train.lr=5e-4 (--batch_size N is train.batch_size).
@@ -120,7 +120,8 @@ def imagenet_file(args, cfg, resuming: bool) -> str | None:
     if os.path.isdir(args.imagenet):
       if not expected:
         raise UsageError(f'--imagenet {args.imagenet} is a folder and {cfg.name} names no '
-                         'ImageNet file (model.backbone.pretrained_weights is empty): pass the file')
+                         'ImageNet file (model.backbone.pretrained_weights is empty): pass the '
+                         'file')
       common.check_weights(os.path.join(args.imagenet, expected), '--imagenet')
     return args.imagenet
   if resuming or args.weights or args.from_scratch or not expected:
@@ -130,8 +131,8 @@ def imagenet_file(args, cfg, resuming: bool) -> str | None:
     logging.info('ImageNet backbone: %s', default)
     return default
   raise UsageError(f'{cfg.name} trains from the ImageNet backbone {expected} '
-                   f'(model.backbone.pretrained_weights), not found in {ORIGINAL_WEIGHTS_DIR}/: pass '
-                   '--imagenet PATH (the file or its folder), or --from_scratch to train from '
+                   f'(model.backbone.pretrained_weights), not found in {ORIGINAL_WEIGHTS_DIR}/: '
+                   'pass --imagenet PATH (the file or its folder), or --from_scratch to train from '
                    'random weights')
 
 

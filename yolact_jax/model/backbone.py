@@ -2,8 +2,9 @@
 DCNv2 in some blocks' 3x3) and DarkNet-53.
 
 Both take an NHWC normalised image and return the tuple of stage outputs; YOLACT feeds
-``cfg.model.backbone.selected_layers`` of them to the FPN. ``BACKBONES`` maps each name of the config's
-``BACKBONE_KINDS`` registry to its module.
+``model.backbone.selected_layers`` of them to the FPN. ``BACKBONES`` maps each name of the
+config's ``BACKBONE_KINDS`` registry to its module; :func:`make_backbone` builds one from the
+fields of ``model.backbone`` (keyword arguments).
 """
 
 from __future__ import annotations
