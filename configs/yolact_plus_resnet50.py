@@ -7,19 +7,17 @@ ImageNet file resnet50-19c8e357.pth; every DCN starts as 0.5 x the ImageNet 3x3 
 offsets, modulation sigmoid(0)).
 
 Train:     yolact-jax train --config configs/yolact_plus_resnet50.py --data coco --imagenet weights/
-           (weights/ holds the ImageNet file named by backbone.pretrained_weights)
+           (weights/ holds the ImageNet file named by model.backbone.pretrained_weights)
 Evaluate:  yolact-jax evaluate --config configs/yolact_plus_resnet50.py --weights yolact_plus_resnet50_54_800000.pth
 Convert:   python scripts/convert_weights.py --config yolact_plus_resnet50 yolact_plus_resnet50_54_800000.pth weights/yolact_plus_resnet50
 Load:      yolact_jax.config.load_config('configs/yolact_plus_resnet50.py') (calls get_config())
 """
 
-from yolact_jax import config
 from yolact_jax.config import YolactConfig
+from yolact_jax.configs import yolact_plus_base, yolact_resnet50
 
 
 def get_config() -> YolactConfig:
-  """The yolact_plus_resnet50 preset of yolact_jax.config (validated)."""
-  return config.get_config('yolact_plus_resnet50')
-
-
-get = get_config  # the older name, still accepted by load_config
+  """yolact_resnet50 as YOLACT++ (yolact_plus_base.plus): DCNv2 in every block of C3-C5."""
+  return yolact_plus_base.plus(yolact_resnet50.get_config(), 'yolact_plus_resnet50',
+                               (0, 4, 6, 3), 1)

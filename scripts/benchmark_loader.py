@@ -44,7 +44,7 @@ _STAGES = (  # (label, profiled function name)
     ('photometric distort', 'photometric_distort'),
     ('expand / crop window (image + masks)', '_canvas_window'),
     ('cv2.resize to max_size (image + masks)', 'resize'),
-    ('normalise', 'normalize'),
+    ('normalise', 'backbone_transform'),
     ('mask downsample to proto + segm', 'downsample_binarize_masks'),
 )
 

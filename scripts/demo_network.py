@@ -23,7 +23,7 @@ def main(argv=None) -> None:
   from yolact_jax.model.variables import init_variables
   from yolact_jax.model.yolact import Yolact
   cfg = load_config(args.config)
-  model = Yolact(cfg)
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
   images = np.random.default_rng(0).normal(size=(args.batch, cfg.max_size, cfg.max_size, 3))
   images = images.astype(np.float32)
   variables = init_variables(cfg, seed=0)

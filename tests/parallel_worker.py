@@ -52,7 +52,7 @@ def per_replica(overrides):
   cfg = get_config('yolact_tiny', overrides)
   batch = synthetic_batch(cfg, batch=cfg.train.batch_size)
   two, _, training = _train(cfg, batch, parallel.data_mesh(jax.devices()[:2]), 3)
-  model = Yolact(cfg, freeze_bn=training.freeze_bn, bn_groups=2)
+  model = Yolact(cfg.model, num_classes=cfg.num_classes, freeze_bn=training.freeze_bn, bn_groups=2)
   step = jax.jit(ts.make_train_step(cfg, model, training.tx))
   state = ts.init_train_state(cfg, init_variables(cfg, seed=0), training.tx)
   for _ in range(3):

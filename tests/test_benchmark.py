@@ -276,8 +276,8 @@ def test_dcn_layer_calls_find_every_dcn_of_the_network():
   from yolact_jax.model.backbone import dcn_blocks
   cfg = get_config('yolact_plus_tiny')
   calls = dcn.dcn_layer_calls(cfg, 2, np.float32, train=True)
-  expected = sum(sum(dcn_blocks(n, d, cfg.backbone.dcn_interval))
-                 for n, d in zip(cfg.backbone.layers, cfg.backbone.dcn_layers))
+  b = cfg.model.backbone
+  expected = sum(sum(dcn_blocks(n, d, b.dcn_interval)) for n, d in zip(b.layers, b.dcn_layers))
   assert expected > 0 and sum(c['count'] for c in calls) == expected
   assert all(len(c['names']) == c['count'] and c['input_shape'][0] == 2 for c in calls)
   assert all(name.startswith('backbone/') and name.endswith('conv2')

@@ -40,7 +40,7 @@ def test_run_variables_are_the_trained_state(run_dir):
 
 def test_run_of_another_shape_is_a_clear_error(run_dir):
   path, _ = run_dir
-  other = get_config('yolact_tiny', ['fpn.num_features=8'])
+  other = get_config('yolact_tiny', ['model.fpn.num_features=8'])
   with pytest.raises(convert.CheckpointError, match='does not fit preset'):
     runs.load_run_variables(path, other)
 

@@ -98,7 +98,7 @@ ERROR_CASES = [
                                           'empty'], ['yolact_nano']),
     ('export unknown field', TOOL + ['export', '--config', 'yolact_tiny', '--weights',
                                      'weights.pth', '--format', 'onnx', '--out', 'x.onnx',
-                                     '--config.fpn.num_feature=2'], ['num_feature']),
+                                     '--config.model.fpn.num_feature=2'], ['num_feature']),
     ('export missing weights', ['scripts/export.py', '--config', 'yolact_tiny', '--weights',
                                 'nope', '--format', 'stablehlo', '--out', 'x'],
      ['weights not found']),

@@ -618,7 +618,8 @@ FAKE_FILES = {
                       'masks': np.stack([m.numpy() for m in masks]).astype(np.uint8)}
                 batch = our_train_batch(predictions['image'], gt, jax_cfg)
                 variables = state_dict_to_variables(net.state_dict(), jax_cfg)
-                model = Network(jax_cfg, freeze_bn=cfg.freeze_bn)
+                model = Network(jax_cfg.model, num_classes=jax_cfg.num_classes,
+                                freeze_bn=cfg.freeze_bn)
                 priors = make_priors(jax_cfg)
 
                 def total(params):
@@ -692,7 +693,7 @@ FAKE_FILES = {
             res = jax.device_get(jax_postprocess(d, dets['proto'].numpy()[None],
                                                  np.array([[h, w]]), (h, w)))
             scores = dets['score']
-            if getattr(get_config(cfg.name), 'use_maskiou', False):
+            if get_config(cfg.name).model.use_maskiou:
                 # YOLACT++ mask re-scoring: the pair [box scores, mask scores]; the fake has no
                 # mask-IoU network, so its mask scores are the box scores
                 scores = [scores, scores.clone()]
@@ -766,7 +767,8 @@ FAKE_FILES = {
                 import jax
                 from yolact_jax.anchors import make_priors
                 from yolact_jax.model.yolact import Yolact as Network
-                out = jax.device_get(Network(self.jax_cfg).apply(
+                network = Network(self.jax_cfg.model, num_classes=self.jax_cfg.num_classes)
+                out = jax.device_get(network.apply(
                     self.variables, x.numpy().transpose(0, 2, 3, 1), train=False))
                 rng = np.random.default_rng(0)
                 noisy = lambda a: torch.from_numpy(

@@ -1,6 +1,10 @@
 """Config presets and command-line overrides."""
 
 import dataclasses
+import json
+import pathlib
+import re
+import shutil
 
 import pytest
 
@@ -19,13 +23,14 @@ from yolact_jax.model import shapes
 def test_presets_match_the_original(name, max_size, layers, selected, scales, masks_to_train):
   cfg = C.get_config(name)
   assert cfg.name == name and cfg.max_size == max_size
-  assert cfg.backbone.layers == layers and cfg.backbone.selected_layers == selected
-  assert cfg.backbone.pred_scales == scales
-  assert cfg.backbone.pred_aspect_ratios == ((1, 0.5, 2),) * 5
-  assert cfg.backbone.use_square_anchors and cfg.backbone.use_pixel_scales
-  assert not cfg.backbone.preapply_sqrt
-  assert cfg.mask.masks_to_train == masks_to_train
-  assert cfg.num_classes == 81 and cfg.backbone.num_anchors == 3
+  b, a = cfg.model.backbone, cfg.model.anchors
+  assert b.layers == layers and b.selected_layers == selected
+  assert a.pred_scales == scales
+  assert a.pred_aspect_ratios == ((1, 0.5, 2),) * 5
+  assert a.use_square_anchors and a.use_pixel_scales
+  assert not a.preapply_sqrt
+  assert cfg.loss.masks_to_train == masks_to_train
+  assert cfg.num_classes == 81 and a.num_anchors == 3
   assert (cfg.loss.bbox_alpha, cfg.loss.conf_alpha, cfg.loss.mask_alpha) == (1.5, 1.0, 6.125)
   d = cfg.detect
   assert (d.nms, d.nms_top_k, d.nms_conf_thresh, d.nms_thresh, d.max_num_detections) == (
@@ -33,7 +38,7 @@ def test_presets_match_the_original(name, max_size, layers, selected, scales, ma
   t = cfg.train
   assert (t.lr, t.momentum, t.decay, t.lr_steps, t.max_iter) == (
       1e-3, 0.9, 5e-4, (280000, 600000, 700000, 750000), 800000)
-  assert cfg.backbone.transform == ('darknet' if 'darknet' in name else 'resnet')
+  assert b.transform == ('darknet' if 'darknet' in name else 'resnet')
 
 
 # The original's YOLACT++ scales: per level i, [i, i * 2^(1/3), i * 2^(2/3)].
@@ -46,20 +51,22 @@ _PLUS_SCALES = tuple(tuple(i * 2 ** (j / 3.0) for j in range(3)) for i in (24, 4
 ])
 def test_plus_presets_match_the_original(name, parent, layers, dcn_layers, dcn_interval):
   cfg, v1 = C.get_config(name), C.get_config(parent)
-  b = cfg.backbone
+  m = cfg.model
+  b, a = m.backbone, m.anchors
   assert cfg.name == name and b.layers == layers
   assert (b.dcn_layers, b.dcn_interval) == (dcn_layers, dcn_interval)
-  assert b.pred_scales == _PLUS_SCALES and b.pred_scales[0][1] == pytest.approx(30.2381, abs=1e-4)
-  assert b.pred_aspect_ratios == ((1, 0.5, 2),) * 5 and b.num_anchors == 9
-  assert (b.use_pixel_scales, b.preapply_sqrt, b.use_square_anchors) == (True, False, False)
-  assert cfg.use_maskiou and cfg.maskiou_net == (
+  assert a.pred_scales == _PLUS_SCALES and a.pred_scales[0][1] == pytest.approx(30.2381, abs=1e-4)
+  assert a.pred_aspect_ratios == ((1, 0.5, 2),) * 5 and a.num_anchors == 9
+  assert (a.use_pixel_scales, a.preapply_sqrt, a.use_square_anchors) == (True, False, False)
+  assert m.use_maskiou and m.maskiou_net == (
       (8, 3, 2), (16, 3, 2), (32, 3, 2), (64, 3, 2), (128, 3, 2))
   assert (cfg.loss.maskiou_alpha, cfg.loss.discard_mask_area) == (25.0, 25)
   assert (cfg.detect.rescore_mask, cfg.detect.rescore_bbox) == (True, False)
   # Everything else is the v1 parent's.
   plain = dataclasses.replace(
-      cfg, name=v1.name, use_maskiou=False, maskiou_net=(),
-      backbone=v1.backbone, loss=v1.loss, detect=v1.detect)
+      cfg, name=v1.name, loss=v1.loss, detect=v1.detect,
+      model=dataclasses.replace(m, use_maskiou=False, maskiou_net=(), backbone=v1.model.backbone,
+                                anchors=v1.model.anchors))
   assert plain == v1
 
 
@@ -135,7 +142,9 @@ def test_unknown_preset_suggests():
 def test_config_files_select_their_preset():
   import pathlib
   root = pathlib.Path(__file__).resolve().parents[1]
-  files = sorted((root / 'configs').glob('*.py'))
+  files = sorted((root / 'configs').glob('yolact_*.py'))
+  assert {f.name for f in (root / 'configs').glob('*.py')} - {f.name for f in files} == {
+      '__init__.py'}
   assert {f.stem for f in files} == set(C.PRESETS)
   for f in files:
     cfg = C.load_config(str(f), ['train.seed=3'])
@@ -154,3 +163,63 @@ def test_parse_args_keeps_overrides_and_rejects_other_unknowns():
   assert args.steps == 3 and overrides == ['--config.train.lr=0.1', '--config.max_size=96']
   with pytest.raises(SystemExit):
     C.parse_args_with_overrides(parser, ['--stpes', '3'])
+
+
+# ------------------------------------------------------------------------- the earlier layout
+
+# A run directory's config.json as the code before the model section wrote it: yolact_plus_tiny
+# with --config.backbone.pred_scales=..., mask.masks_to_train=7, mask.proto_crop=False,
+# fpn.num_features=8, maskiou_net=((4, 3, 2), (8, 3, 2)), backbone.use_square_anchors=True,
+# train.lr=0.5 (and mask.mask_dim=8, head.head_padding=1: the preset's own values).
+EARLIER_RUN_CONFIG = pathlib.Path(__file__).parent / 'data' / 'config_before_model_section.json'
+
+
+def test_a_run_config_of_the_earlier_layout_still_loads(tmp_path):
+  data = json.loads(EARLIER_RUN_CONFIG.read_text())
+  assert 'model' not in data and data['mask']['binarize_downsampled_gt'] is True
+  assert data['dataset']['has_gt'] is True
+  expected = C.get_config('yolact_plus_tiny', [
+      'model.anchors.pred_scales=((10, 12, 14), (20, 24, 28), (40, 48, 56), (80, 96, 112), '
+      '(160, 192, 224))', 'loss.masks_to_train=7', 'loss.proto_crop=False',
+      'model.fpn.num_features=8', 'model.maskiou_net=((4, 3, 2), (8, 3, 2))',
+      'model.anchors.use_square_anchors=True', 'train.lr=0.5'])
+  assert C.config_from_dict(data) == expected
+  from yolact_jax.cli import common
+  shutil.copy(EARLIER_RUN_CONFIG, tmp_path / common.RUN_CONFIG)
+  assert common.resolve_config(None, ['--config.train.seed=4'], tmp_path) == (
+      dataclasses.replace(expected, train=dataclasses.replace(expected.train, seed=4)))
+
+
+def test_an_unknown_field_of_the_earlier_layout_is_still_named():
+  data = json.loads(EARLIER_RUN_CONFIG.read_text())
+  data['backbone']['layerz'] = [1, 1, 1, 1]
+  with pytest.raises(C.ConfigError, match="model.backbone.layerz"):
+    C.config_from_dict(data)
+
+
+@pytest.mark.parametrize('override,message', [
+    ('backbone.pred_scales=((24,), (48,), (96,), (192,), (384,))',
+     'it is now model.anchors.pred_scales'),
+    ('backbone.layers=(3, 4, 6, 3)', 'it is now model.backbone.layers'),
+    ('mask.masks_to_train=3', 'it is now loss.masks_to_train'),
+    ('mask.mask_dim=16', 'it is now model.mask.mask_dim'),
+    ('use_maskiou=True', 'it is now model.use_maskiou'),
+    ('fpn.num_feature=2', "FPNConfig has no field 'num_feature'. Did you mean num_features?"),
+])
+def test_an_override_in_the_earlier_spelling_gives_the_new_one(override, message):
+  with pytest.raises(C.ConfigError, match=re.escape(message)):
+    C.get_config('yolact_base', [override])
+
+
+def test_the_presets_ship_inside_the_package():
+  """yolact_jax/configs is the top-level configs/ (a link), so the presets import as
+  yolact_jax.configs.<name> from a checkout, and a wheel (setuptools finds the package through
+  the link) ships the same files; a wheel built with `pip wheel --no-deps .` lists them."""
+  import importlib
+  root = pathlib.Path(__file__).resolve().parents[1]
+  assert (root / 'yolact_jax' / 'configs').resolve() == (root / 'configs').resolve()
+  for name in C.PRESETS:
+    module = importlib.import_module(f'yolact_jax.configs.{name}')
+    assert pathlib.Path(module.__file__).resolve() == (root / 'configs' / f'{name}.py').resolve()
+  setuptools = pytest.importorskip('setuptools')
+  assert 'yolact_jax.configs' in setuptools.find_packages(str(root), include=['yolact_jax*'])

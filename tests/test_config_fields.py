@@ -14,7 +14,7 @@ import pytest
 
 from yolact_jax import config as C
 from yolact_jax import detect as detect_lib
-from yolact_jax import predict
+from yolact_jax import normalise, predict
 from yolact_jax.data import augment
 from yolact_jax.model import backbone, fpn, head
 
@@ -22,21 +22,21 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _loads_named_imagenet_file(tmp_path):
-  """backbone.pretrained_weights names the file that ``--imagenet <folder>`` loads."""
+  """model.backbone.pretrained_weights names the file that ``--imagenet <folder>`` loads."""
   import torch
   from yolact_jax.checkpoint import convert
   from yolact_jax.model.yolact import Yolact
   cfg = C.get_config('yolact_tiny')
   x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
-  init = jax.jit(Yolact(cfg).init)
+  init = jax.jit(Yolact(cfg.model, num_classes=cfg.num_classes).init)
   fresh, other = init(jax.random.key(0), x), init(jax.random.key(1), x)
   backbone_only = {k[len('backbone.'):]: torch.from_numpy(np.array(v))
                    for k, v in convert.variables_to_state_dict(other).items()
                    if k.startswith('backbone.')}
   torch.save(backbone_only, tmp_path / 'mine.pth')
-  with pytest.raises(convert.CheckpointError, match='backbone.pretrained_weights'):
+  with pytest.raises(convert.CheckpointError, match='model.backbone.pretrained_weights'):
     convert.load_imagenet_backbone(tmp_path, cfg, fresh)  # the tiny preset names no file
-  named = C.get_config('yolact_tiny', ['backbone.pretrained_weights=mine.pth'])
+  named = C.get_config('yolact_tiny', ['model.backbone.pretrained_weights=mine.pth'])
   loaded = convert.load_imagenet_backbone(tmp_path, named, fresh)
   kernel = lambda v: np.asarray(v['params']['backbone']['conv1']['kernel'])  # noqa: E731
   assert not np.array_equal(kernel(fresh), kernel(other))
@@ -50,8 +50,9 @@ def _changes_the_network(field, value, preset='yolact_tiny', base=()):
   from yolact_jax.model.yolact import Yolact
 
   x = jax.random.normal(jax.random.key(0), (1, 128, 128, 3))
-  models = [Yolact(C.get_config(preset, ['max_size=128', *base, *extra]))
-            for extra in ([], [f'{field}={value}'])]
+  cfgs = [C.get_config(preset, ['max_size=128', *base, *extra])
+          for extra in ([], [f'{field}={value}'])]
+  models = [Yolact(cfg.model, num_classes=cfg.num_classes) for cfg in cfgs]
   trees = [jax.eval_shape(m.init, jax.random.key(1), x) for m in models]  # no computation
   if jax.tree.structure(trees[0]) != jax.tree.structure(trees[1]):
     return True
@@ -71,8 +72,8 @@ def _changes_the_maskiou_loss(field, value):
   cfg = C.get_config('yolact_plus_tiny')
   variables = init_variables(cfg, seed=0)
   batch = synthetic_batch(cfg)
-  preds = jax.jit(lambda v, x: Yolact(cfg).apply(v, x, return_segm=True))(
-      variables, batch['image'])
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
+  preds = jax.jit(lambda v, x: model.apply(v, x, return_segm=True))(variables, batch['image'])
 
   def term_i(cfg):
     loss = jax.jit(lambda p, b: yolact_loss(preds, make_priors(cfg), b, cfg, None, p)[1]['I'])
@@ -83,26 +84,25 @@ def _changes_the_maskiou_loss(field, value):
   return before > 0 and before != after
 
 
-REJECTED = 'rejected'
 ACCEPTED = 'accepted'  # valid; its reader lives outside the network and the loss
 
-# Every field the code used to ignore: a non-default value, and either REJECTED or a check that
-# the value changes what is computed.
+# Every field the code used to ignore: a non-default value, and a check that the value changes
+# what is computed (the fields that could not honour another value are gone: REMOVED below).
 FORMERLY_IGNORED = [
-    ('backbone.dcn_layers', '(0, 1, 1, 1)',
-     lambda _: _changes_the_network('backbone.dcn_layers', '(0, 1, 1, 1)')),
-    ('backbone.dcn_interval', '3',
-     lambda _: _changes_the_network('backbone.dcn_interval', '3',
-                                    base=['backbone.layers=(1, 1, 4, 1)',
-                                          'backbone.dcn_layers=(0, 0, 4, 0)'])),
-    ('backbone.pretrained_weights', 'mine.pth', _loads_named_imagenet_file),
-    ('fpn.interpolation', 'nearest', lambda _: _changes_the_network('fpn.interpolation', 'nearest')),
-    ('fpn.use_conv_downsample', 'False',
-     lambda _: _changes_the_network('fpn.use_conv_downsample', 'False')),
-    ('fpn.pad', 'False', lambda _: _changes_the_network('fpn.pad', 'False')),
-    ('mask.binarize_downsampled_gt', 'False', REJECTED),
-    ('head.share_prediction_module', 'False',
-     lambda _: _changes_the_network('head.share_prediction_module', 'False')),
+    ('model.backbone.dcn_layers', '(0, 1, 1, 1)',
+     lambda _: _changes_the_network('model.backbone.dcn_layers', '(0, 1, 1, 1)')),
+    ('model.backbone.dcn_interval', '3',
+     lambda _: _changes_the_network('model.backbone.dcn_interval', '3',
+                                    base=['model.backbone.layers=(1, 1, 4, 1)',
+                                          'model.backbone.dcn_layers=(0, 0, 4, 0)'])),
+    ('model.backbone.pretrained_weights', 'mine.pth', _loads_named_imagenet_file),
+    ('model.fpn.interpolation', 'nearest',
+     lambda _: _changes_the_network('model.fpn.interpolation', 'nearest')),
+    ('model.fpn.use_conv_downsample', 'False',
+     lambda _: _changes_the_network('model.fpn.use_conv_downsample', 'False')),
+    ('model.fpn.pad', 'False', lambda _: _changes_the_network('model.fpn.pad', 'False')),
+    ('model.head.share_prediction_module', 'False',
+     lambda _: _changes_the_network('model.head.share_prediction_module', 'False')),
     ('loss.maskiou_alpha', '10.0',
      lambda _: _changes_the_maskiou_loss('loss.maskiou_alpha', '10.0')),
     ('loss.discard_mask_area', '1000',
@@ -110,78 +110,102 @@ FORMERLY_IGNORED = [
     # Read by the inference program (mask / box re-scoring); its own tests show the effect.
     ('detect.rescore_mask', 'False', ACCEPTED),
     ('detect.rescore_bbox', 'True', ACCEPTED),
-    ('use_maskiou', 'False',
-     lambda _: _changes_the_network('use_maskiou', 'False', 'yolact_plus_tiny',
+    ('model.use_maskiou', 'False',
+     lambda _: _changes_the_network('model.use_maskiou', 'False', 'yolact_plus_tiny',
                                     ['detect.rescore_mask=False'])),
-    ('maskiou_net', '((4, 3, 2), (8, 3, 2))',
-     lambda _: _changes_the_network('maskiou_net', '((4, 3, 2), (8, 3, 2))', 'yolact_plus_tiny')),
+    ('model.maskiou_net', '((4, 3, 2), (8, 3, 2))',
+     lambda _: _changes_the_network('model.maskiou_net', '((4, 3, 2), (8, 3, 2))',
+                                    'yolact_plus_tiny')),
 ]
 
 
 @pytest.mark.parametrize('field,value,expect', FORMERLY_IGNORED,
                          ids=[row[0] for row in FORMERLY_IGNORED])
-def test_formerly_ignored_field_changes_the_computation_or_is_rejected(field, value, expect,
-                                                                       tmp_path):
-  if expect == REJECTED:
-    with pytest.raises(C.ConfigError) as info:
-      C.get_config('yolact_tiny', [f'{field}={value}'])
-    message = str(info.value)
-    assert message.startswith(f'{field}=') and 'not implemented' in message
-    assert f'Supported: {field}=' in message
-  elif expect == ACCEPTED:
+def test_formerly_ignored_field_changes_the_computation(field, value, expect, tmp_path):
+  if expect == ACCEPTED:
     C.get_config('yolact_plus_tiny', [f'{field}={value}'])
   else:
     assert expect(tmp_path)
 
 
 @pytest.mark.parametrize('preset,overrides,message', [
-    ('yolact_tiny', ['backbone.dcn_layers=(0, 1, 1)'], 'one entry per stage'),
-    ('yolact_tiny', ['backbone.dcn_layers=(0, -1, 1, 1)'], '>= 0'),
-    ('yolact_tiny', ['backbone.dcn_interval=0'], 'backbone.dcn_interval=0'),
-    ('yolact_darknet53', ['backbone.dcn_layers=(0, 1, 1, 1, 1)'], 'only in the ResNet'),
-    ('yolact_tiny', ['use_maskiou=True'], 'needs maskiou_net'),
-    ('yolact_tiny', ['detect.rescore_mask=True'], 'set use_maskiou=True'),
-    ('yolact_plus_tiny', ['use_maskiou=False', 'detect.rescore_mask=False',
+    ('yolact_tiny', ['model.backbone.dcn_layers=(0, 1, 1)'], 'one entry per stage'),
+    ('yolact_tiny', ['model.backbone.dcn_layers=(0, -1, 1, 1)'], '>= 0'),
+    ('yolact_tiny', ['model.backbone.dcn_interval=0'], 'model.backbone.dcn_interval=0'),
+    ('yolact_darknet53', ['model.backbone.dcn_layers=(0, 1, 1, 1, 1)'], 'only in the ResNet'),
+    ('yolact_tiny', ['model.use_maskiou=True'], 'needs model.maskiou_net'),
+    ('yolact_tiny', ['detect.rescore_mask=True'], 'set model.use_maskiou=True'),
+    ('yolact_plus_tiny', ['model.use_maskiou=False', 'detect.rescore_mask=False',
                           'detect.rescore_bbox=True'], 'detect.rescore_bbox'),
-    ('yolact_plus_tiny', ['maskiou_net=((4, 3, 0),)'], 'maskiou_net='),
+    ('yolact_plus_tiny', ['model.maskiou_net=((4, 3, 0),)'], 'model.maskiou_net='),
 ])
 def test_yolact_plus_fields_are_validated(preset, overrides, message):
   with pytest.raises(C.ConfigError, match=re.escape(message)):
     C.get_config(preset, overrides)
 
 
-def test_the_table_covers_the_unsupported_list():
-  table = {row[0] for row in FORMERLY_IGNORED if row[2] == REJECTED}
-  assert table == {row[0] for row in C._UNSUPPORTED}
+# Fields of the earlier layout that went: nothing read dataset.has_gt, and
+# mask.binarize_downsampled_gt had one legal value.
+REMOVED = [('dataset.has_gt', 'False', 'nothing read it'),
+           ('mask.binarize_downsampled_gt', 'True', 'one legal value')]
 
 
-@pytest.mark.parametrize('name', sorted(C.PRESETS))
+@pytest.mark.parametrize('field,value,why', REMOVED, ids=[row[0] for row in REMOVED])
+def test_a_removed_field_is_an_error_that_says_so(field, value, why):
+  with pytest.raises(C.ConfigError, match=re.escape(f"'{field}': it was removed")) as info:
+    C.get_config('yolact_tiny', [f'{field}={value}'])
+  assert why in str(info.value)
+  assert not C.moved_field(field)[1]
+
+
+def test_every_field_lives_in_one_place():
+  """No field name of the earlier layout is still a field path, and each moved one exists."""
+  cfg = C.get_config('yolact_plus_tiny')
+  for old, new, _ in C.MOVED_FIELDS:
+    with pytest.raises(AttributeError):
+      C.get_field(cfg, old)
+    if new is not None:
+      C.get_field(cfg, new)
+
+
+@pytest.mark.parametrize('name', C.PRESETS)
 def test_every_preset_is_valid_as_defined(name):
-  C.validate(C.PRESETS[name]())
+  import importlib
+  C.validate(importlib.import_module(f'yolact_jax.configs.{name}').get_config())
 
 
 def test_config_files_validate(tmp_path):
   bad = tmp_path / 'bad.py'
   bad.write_text('from yolact_jax import config\n\n\ndef get_config():\n'
-                 '  import dataclasses\n  cfg = config.yolact_tiny()\n'
-                 '  return dataclasses.replace(cfg, mask=dataclasses.replace(\n'
-                 '      cfg.mask, binarize_downsampled_gt=False))\n')
-  with pytest.raises(C.ConfigError, match='binarize_downsampled_gt=False'):
+                 '  import dataclasses\n  from yolact_jax.configs import yolact_tiny\n'
+                 '  cfg = yolact_tiny.get_config()\n'
+                 '  return dataclasses.replace(cfg, loss=dataclasses.replace(\n'
+                 '      cfg.loss, masks_to_train=0))\n')
+  with pytest.raises(C.ConfigError, match='loss.masks_to_train=0'):
     C.load_config(str(bad))
-  old = tmp_path / 'old.py'
-  old.write_text('from yolact_jax import config\n\n\ndef get():\n  return config.yolact_tiny()\n')
-  assert C.load_config(str(old)).name == 'yolact_tiny'
-  none = tmp_path / 'none.py'
-  none.write_text('X = 1\n')
-  with pytest.raises(C.ConfigError, match='get_config'):
-    C.load_config(str(none))
+  derived = tmp_path / 'mine.py'
+  derived.write_text('import dataclasses\n\nfrom yolact_jax.configs import yolact_tiny\n\n\n'
+                     'def get_config():\n  cfg = yolact_tiny.get_config()\n'
+                     "  return dataclasses.replace(cfg, name='mine')\n")
+  assert C.load_config(str(derived), ['train.seed=2']) == dataclasses.replace(
+      C.get_config('yolact_tiny', ['train.seed=2']), name='mine')
+  for text in ('X = 1\n', 'def get():\n  return None\n'):  # the older name get() is gone
+    none = tmp_path / 'none.py'
+    none.write_text(text)
+    with pytest.raises(C.ConfigError, match='get_config'):
+      C.load_config(str(none))
 
 
 def test_config_files_define_get_config():
-  for f in sorted((ROOT / 'configs').glob('*.py')):
+  for f in sorted((ROOT / 'configs').glob('yolact_*.py')):
     text = f.read_text()
-    assert 'def get_config() -> YolactConfig:' in text and 'get = get_config' in text, f.name
+    assert 'def get_config() -> YolactConfig:' in text and 'get = ' not in text, f.name
     assert f"load_config('configs/{f.name}')" in text, f.name
+    assert 'yolact_jax.config.get_config(' not in text, f.name  # the values live in the file
+    if f.stem == 'yolact_base':  # the parent: every value stated
+      assert 'return YolactConfig(' in text and 'from yolact_jax.configs' not in text
+    else:  # a derived preset: its parent's get_config(), fields replaced
+      assert 'from yolact_jax.configs import' in text and '.get_config()' in text, f.name
 
 
 # ------------------------------------------------------------------ ranges and finite numbers
@@ -198,7 +222,7 @@ RANGED = [
     ('loss.positive_iou_threshold', ['0.0', '1.0'], ['-0.5', '2.0'], '[0, 1]'),
     ('loss.negative_iou_threshold', ['0.0', '1.0'], ['-0.5', '2.0'], '[0, 1]'),
     ('loss.crowd_iou_threshold', ['0.0', '1.0'], ['-0.5', '2.0'], '[0, 1]'),
-    ('mask.masks_to_train', ['1', '100000'], ['0'], '>= 1'),
+    ('loss.masks_to_train', ['1', '100000'], ['0'], '>= 1'),
     ('train.max_instances', ['1', '1000'], ['0', '1001'], '[1, 1000]'),
 ]
 
@@ -253,7 +277,7 @@ FLOAT_FIELDS = sorted(_float_fields())
 
 
 def test_the_float_fields_are_found():
-  assert {'detect.nms_conf_thresh', 'train.lr', 'backbone.pred_scales',
+  assert {'detect.nms_conf_thresh', 'train.lr', 'model.anchors.pred_scales',
           'augment.discard_box_width'} <= set(FLOAT_FIELDS)
   assert 'max_size' not in FLOAT_FIELDS and 'train.freeze_bn' not in FLOAT_FIELDS
 
@@ -278,8 +302,9 @@ def test_an_infinite_override_is_refused_by_name():
 
 
 @pytest.mark.parametrize('field,registry', [
-    ('detect.nms', C.NMS_KINDS), ('backbone.kind', C.BACKBONE_KINDS),
-    ('backbone.transform', C.INPUT_TRANSFORMS), ('fpn.interpolation', C.FPN_INTERPOLATIONS),
+    ('detect.nms', C.NMS_KINDS), ('model.backbone.kind', C.BACKBONE_KINDS),
+    ('model.backbone.transform', C.INPUT_TRANSFORMS),
+    ('model.fpn.interpolation', C.FPN_INTERPOLATIONS),
     ('train.optimizer', C.OPTIMIZERS)])
 def test_validate_reads_the_registry(field, registry):
   with pytest.raises(C.ConfigError) as info:
@@ -295,10 +320,14 @@ def test_implementations_use_the_registries():
   assert augment.TRANSFORM_KINDS is C.INPUT_TRANSFORMS
   assert tuple(fpn.RESIZE) == C.FPN_INTERPOLATIONS
   image = np.full((2, 2, 3), 128, np.uint8)
-  for kind in C.INPUT_TRANSFORMS:  # host and device normalisations know every transform
-    host = augment.normalize(image, kind)
-    device = predict.normalise(jnp.asarray(image[..., ::-1], jnp.float32), kind)
-    np.testing.assert_allclose(host, device, rtol=1e-6)
+  assert predict.normalise is augment.normalise is normalise.normalise  # one normalisation
+  for kind in C.INPUT_TRANSFORMS:  # it knows every transform, on the host and on the device
+    host = augment.backbone_transform(image, kind)  # BGR in, RGB out
+    device = jax.jit(normalise.normalise, static_argnums=1)(
+        jnp.asarray(image[..., ::-1], jnp.float32), kind)
+    np.testing.assert_allclose(host, device, rtol=1e-6)  # XLA's division: within 1 ulp
+  with pytest.raises(ValueError, match='resnet'):
+    normalise.normalise(image.astype(np.float32), 'vgg')
 
 
 @pytest.mark.parametrize('command', ['evaluate', 'predict', 'export'])

@@ -134,7 +134,8 @@ def test_imagenet_backbone_from_torchvision_layout(tmp_path):
   import torch
   cfg = get_config('yolact_tiny')
   from yolact_jax.model.yolact import Yolact
-  variables = jax.jit(Yolact(cfg).init)(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
+  variables = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
   sd = convert.variables_to_state_dict(variables)
   rng = np.random.default_rng(0)
   torchvision = {}

@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from yolact_jax.config import AugmentConfig
 from yolact_jax.data import augment
 
 MEANS = (103.94, 116.78, 123.68)
@@ -207,8 +208,8 @@ def test_mirror_maps_a_known_box_exactly():
   masks = np.zeros((1, 100, 200), np.uint8)
   masks[0, 20:60, 10:50] = 1
   boxes = np.array([[10 / 200, 20 / 100, 50 / 200, 60 / 100]], np.float32)
-  only_mirror = augment.AugmentFlags(photometric_distort=False, expand=False,
-                                     random_sample_crop=False, random_mirror=True)
+  only_mirror = AugmentConfig(photometric_distort=False, expand=False,
+                              random_sample_crop=False, random_mirror=True)
   outcomes = set()
   for seed in range(8):
     flipped = bool(np.random.default_rng(seed).integers(2))  # the only draw made
@@ -216,7 +217,7 @@ def test_mirror_maps_a_known_box_exactly():
                                   np.random.default_rng(seed), max_size=550,
                                   flags=only_mirror)
     source = image[:, ::-1] if flipped else image
-    expected_image = augment.normalize(cv2.resize(source.astype(np.float32), (550, 550)))
+    expected_image = augment.backbone_transform(cv2.resize(source.astype(np.float32), (550, 550)))
     np.testing.assert_array_equal(out.image, expected_image)
     expected_box = [150 / 200, 0.2, 190 / 200, 0.6] if flipped else [0.05, 0.2, 0.25, 0.6]
     np.testing.assert_allclose(out.boxes[0], expected_box, rtol=0, atol=1e-7)
@@ -228,8 +229,8 @@ def test_expand_fills_with_the_mean():
   image = np.full((40, 40, 3), 255, np.uint8)
   masks = np.ones((1, 40, 40), np.uint8)
   boxes = np.array([[0, 0, 1, 1]], np.float32)
-  only_expand = augment.AugmentFlags(photometric_distort=False, expand=True,
-                                     random_sample_crop=False, random_mirror=False)
+  only_expand = AugmentConfig(photometric_distort=False, expand=True,
+                              random_sample_crop=False, random_mirror=False)
   expanded = 0
   for seed in range(12):
     out = augment.train_transform(image, masks, boxes, np.array([0]), 0,
@@ -249,17 +250,17 @@ def test_expand_fills_with_the_mean():
 
 def test_normalisation_constants_exact():
   bgr = np.array([[[0, 128, 255], [103.94, 116.78, 123.68]]], np.float32)
-  resnet = augment.normalize(bgr, 'resnet')
+  resnet = augment.backbone_transform(bgr, 'resnet')
   expected_rgb = np.array([[[(255 - 123.68) / 58.40, (128 - 116.78) / 57.12,
                              (0 - 103.94) / 57.38], [0, 0, 0]]])
   np.testing.assert_allclose(resnet, expected_rgb, rtol=1e-6, atol=1e-6)
   float32_exact = ((bgr - np.array(MEANS, np.float32)) / np.array(STD, np.float32))[:, :, ::-1]
   np.testing.assert_array_equal(resnet, float32_exact)
-  darknet = augment.normalize(bgr, 'darknet')
+  darknet = augment.backbone_transform(bgr, 'darknet')
   np.testing.assert_array_equal(darknet, (bgr / np.float32(255))[:, :, ::-1])
   assert resnet.dtype == darknet.dtype == np.float32
   with pytest.raises(ValueError):
-    augment.normalize(bgr, 'vgg')
+    augment.backbone_transform(bgr, 'vgg')
 
 
 def test_eval_transform_is_resize_then_normalise_and_filters_relative_boxes():
@@ -269,8 +270,8 @@ def test_eval_transform_is_resize_then_normalise_and_filters_relative_boxes():
   labels = np.array([1, 2, -1])
   for kind in ('resnet', 'darknet'):
     out = augment.eval_transform(image, boxes, labels, max_size=550, kind=kind)
-    expected = augment.normalize(cv2.resize(image.astype(np.float32), (550, 550),
-                                            interpolation=cv2.INTER_LINEAR), kind)
+    expected = augment.backbone_transform(cv2.resize(image.astype(np.float32), (550, 550),
+                                                     interpolation=cv2.INTER_LINEAR), kind)
     np.testing.assert_array_equal(out.image, expected)
     # The 3/550-wide box is dropped by the eval filter (relative sizes; training compares pixels).
     np.testing.assert_array_equal(out.boxes, boxes[[0, 2]])
@@ -284,16 +285,16 @@ def test_small_box_filter_unit_bug_and_fix():
   masks[0, 10:100, 10:100] = 1
   masks[1, 10:100, 200:202] = 1
   boxes = np.array([[10, 10, 100, 100], [200, 10, 202, 100]], np.float32) / 550
-  no_augment = augment.AugmentFlags(photometric_distort=False, expand=False,
-                                    random_sample_crop=False, random_mirror=False)
+  no_augment = AugmentConfig(photometric_distort=False, expand=False,
+                             random_sample_crop=False, random_mirror=False)
   faithful = augment.train_transform(image, masks, boxes, np.array([0, 1]), 0,
                                      np.random.default_rng(0), flags=no_augment)
   assert len(faithful.labels) == 2  # a 2-px box survives the original's pixel-unit test
   fixed = augment.train_transform(
       image, masks, boxes, np.array([0, 1]), 0, np.random.default_rng(0),
-      flags=augment.AugmentFlags(photometric_distort=False, expand=False,
-                                 random_sample_crop=False, random_mirror=False,
-                                 fix_discard_box_units=True))
+      flags=AugmentConfig(photometric_distort=False, expand=False,
+                          random_sample_crop=False, random_mirror=False,
+                          fix_discard_box_units=True))
   np.testing.assert_array_equal(fixed.labels, [0])
 
 

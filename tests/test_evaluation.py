@@ -53,7 +53,8 @@ def eval_set(synthetic_dir):
 def tiny_variables():
   cfg = get_config('yolact_tiny')
   x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
-  return jax.device_get(jax.jit(Yolact(cfg).init)(jax.random.key(0), x))
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
+  return jax.device_get(jax.jit(model.init)(jax.random.key(0), x))
 
 
 def gt_as_detections(eval_set: ev.EvalSet) -> list[ev.ImageDetections]:

@@ -188,7 +188,7 @@ def synthetic_batch(cfg, images):
 
 def synthetic_predictions(cfg, batch_size, seed=0, proto_scale=1.0):
   """Random head outputs of the right shapes (numpy, so no per-shape compilation)."""
-  num_priors, k, c = make_priors(cfg).shape[0], cfg.mask.mask_dim, cfg.num_classes
+  num_priors, k, c = make_priors(cfg).shape[0], cfg.model.mask.mask_dim, cfg.num_classes
   hp, hs = proto_size(cfg), feature_sizes(cfg)[0]
   rng = np.random.default_rng(seed)
   normal = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
@@ -221,7 +221,7 @@ def per_prior_mask_losses(preds, targets, masks_proto, cfg):
 
 def test_masks_to_train_cap_scales_the_chosen_subset():
   cap = 2
-  cfg = dataclasses.replace(TINY, mask=dataclasses.replace(TINY.mask, masks_to_train=cap))
+  cfg = dataclasses.replace(TINY, loss=dataclasses.replace(TINY.loss, masks_to_train=cap))
   batch = synthetic_batch(cfg, [[BIG_OBJECT, CENTRE_OBJECT, CORNER_OBJECT, CROWD],
                                 [SMALL_OBJECT]])
   preds = synthetic_predictions(cfg, 2)
@@ -254,7 +254,7 @@ def test_masks_to_train_cap_scales_the_chosen_subset():
   assert float(per_image_no_rng[1]) == pytest.approx(unsubsampled, rel=1e-5)
 
   # A high enough cap makes image 0 unsubsampled too.
-  roomy = dataclasses.replace(cfg, mask=dataclasses.replace(cfg.mask, masks_to_train=1000))
+  roomy = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, masks_to_train=1000))
   _, per_image_roomy, _ = mask_loss(preds['proto'], preds['coefs'], batch['masks_proto'], targets,
                                  roomy, rng)
   np.testing.assert_allclose(np.asarray(per_image_roomy), all_priors.sum(1, where=positive),
@@ -322,8 +322,8 @@ def test_reference_losses_through_our_network():
   variables = load_original_weights(require_reference('yolact_resnet50', 'weights.pth'), cfg)
   images = np.load(require_reference('yolact_resnet50', 'input.npy'))
   images = np.transpose(images, (0, 2, 3, 1))  # NCHW -> NHWC
-  preds = jax.jit(lambda v, x: Yolact(cfg, freeze_bn=True).apply(v, x, train=True))(
-      variables, images)
+  model = Yolact(cfg.model, num_classes=cfg.num_classes, freeze_bn=True)
+  preds = jax.jit(lambda v, x: model.apply(v, x, train=True))(variables, images)
   total, terms = yolact_loss_jit(preds, make_priors(cfg), reference_batch(), cfg=cfg)
   ref = reference_losses()
   for term in 'BCMS':

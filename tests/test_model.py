@@ -13,24 +13,29 @@ from yolact_jax.model.shapes import feature_sizes, num_priors, proto_size
 from yolact_jax.model.yolact import Yolact
 
 
+def network(cfg, **kwargs):
+  """The network of the experiment ``cfg``: its model section and number of classes."""
+  return Yolact(cfg.model, num_classes=cfg.num_classes, **kwargs)
+
+
 def _init(cfg, batch=2, seed=0):
   x = jax.random.normal(jax.random.key(seed), (batch, cfg.max_size, cfg.max_size, 3))
-  variables = jax.jit(Yolact(cfg).init)(jax.random.key(1), x)
+  variables = jax.jit(network(cfg).init)(jax.random.key(1), x)
   return x, variables
 
 
 @pytest.mark.parametrize('preset,overrides', [
     ('yolact_tiny', []),
-    ('yolact_tiny', ['backbone.kind=darknet', 'backbone.layers=(1, 1, 1, 1, 1)',
-                     'backbone.selected_layers=(2, 3, 4)', 'backbone.base_width=4']),
+    ('yolact_tiny', ['model.backbone.kind=darknet', 'model.backbone.layers=(1, 1, 1, 1, 1)',
+                     'model.backbone.selected_layers=(2, 3, 4)', 'model.backbone.base_width=4']),
     ('yolact_tiny', ['max_size=96']),
 ])
 def test_output_shapes(preset, overrides):
   cfg = get_config(preset, overrides)
   x, variables = _init(cfg)
-  out = jax.jit(lambda v, x: Yolact(cfg).apply(v, x, train=True, mutable=['batch_stats']))(
+  out = jax.jit(lambda v, x: network(cfg).apply(v, x, train=True, mutable=['batch_stats']))(
       variables, x)[0]
-  p, k, hp = num_priors(cfg), cfg.mask.mask_dim, proto_size(cfg)
+  p, k, hp = num_priors(cfg), cfg.model.mask.mask_dim, proto_size(cfg)
   h3 = feature_sizes(cfg)[0]
   assert out['loc'].shape == (2, p, 4)
   assert out['conf'].shape == (2, p, cfg.num_classes)
@@ -46,7 +51,7 @@ def test_head_is_shared_and_anchor_fastest():
   manual evaluation of the shared head on one pyramid level."""
   cfg = get_config('yolact_tiny')
   x, variables = _init(cfg, batch=1)
-  model = Yolact(cfg)
+  model = network(cfg)
   out, state = model.apply(variables, x, mutable=['intermediates'],
                            capture_intermediates=lambda mdl, _: mdl.name == 'fpn')
   p4 = state['intermediates']['fpn']['__call__'][0][1]  # second level
@@ -69,7 +74,7 @@ def test_head_is_shared_and_anchor_fastest():
 def test_eval_mode_is_batch_independent_and_deterministic():
   cfg = get_config('yolact_tiny')
   x, variables = _init(cfg, batch=3)
-  f = jax.jit(lambda v, x: Yolact(cfg).apply(v, x))
+  f = jax.jit(lambda v, x: network(cfg).apply(v, x))
   full = f(variables, x)
   single = f(variables, x[1:2])
   np.testing.assert_allclose(full['loc'][1:2], single['loc'], rtol=1e-5, atol=1e-5)
@@ -103,11 +108,11 @@ def test_batchnorm_modes_follow_torch():
 def test_freeze_bn_model_keeps_running_stats():
   cfg = get_config('yolact_tiny')
   x, variables = _init(cfg)
-  _, new = Yolact(cfg, freeze_bn=True).apply(variables, x, train=True, mutable=['batch_stats'])
+  _, new = network(cfg, freeze_bn=True).apply(variables, x, train=True, mutable=['batch_stats'])
   leaves_old = jax.tree_util.tree_leaves(variables['batch_stats'])
   leaves_new = jax.tree_util.tree_leaves(new['batch_stats'])
   assert all(np.array_equal(a, b) for a, b in zip(leaves_old, leaves_new))
-  _, trained = Yolact(cfg).apply(variables, x, train=True, mutable=['batch_stats'])
+  _, trained = network(cfg).apply(variables, x, train=True, mutable=['batch_stats'])
   assert not all(np.array_equal(a, b) for a, b in
                  zip(leaves_old, jax.tree_util.tree_leaves(trained['batch_stats'])))
 
@@ -115,8 +120,8 @@ def test_freeze_bn_model_keeps_running_stats():
 def test_bfloat16_compute_stays_close():
   cfg = get_config('yolact_tiny')
   x, variables = _init(cfg)
-  f32 = Yolact(cfg).apply(variables, x)
-  bf16 = Yolact(cfg, dtype=jnp.bfloat16).apply(variables, x)
+  f32 = network(cfg).apply(variables, x)
+  bf16 = network(cfg, dtype=jnp.bfloat16).apply(variables, x)
   assert bf16['loc'].dtype == jnp.float32
   assert np.abs(np.asarray(bf16['proto']) - np.asarray(f32['proto'])).max() < 0.1 * (
       np.abs(np.asarray(f32['proto'])).max() + 1e-3)
@@ -127,7 +132,7 @@ def test_bfloat16_compute_stays_close():
 def test_every_preset_traces_at_its_input_size(preset):
   cfg = get_config(preset)
   x = jax.ShapeDtypeStruct((1, cfg.max_size, cfg.max_size, 3), jnp.float32)
-  model = Yolact(cfg)
+  model = network(cfg)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
   out = jax.eval_shape(model.apply, variables, x)
   assert out['loc'].shape == (1, num_priors(cfg), 4)
@@ -138,7 +143,7 @@ def test_bad_input_shape_is_a_clear_error():
   cfg = get_config('yolact_tiny')
   _, variables = _init(cfg)
   with pytest.raises(ValueError, match='NHWC'):
-    Yolact(cfg).apply(variables, jnp.zeros((1, 3, 64, 64)))
+    network(cfg).apply(variables, jnp.zeros((1, 3, 64, 64)))
 
 
 def test_config_is_hashable_for_jit_static_args():

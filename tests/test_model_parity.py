@@ -20,7 +20,7 @@ def reference_run():
   cfg = get_config('yolact_resnet50')
   variables = convert.load_original_weights(RESNET50_DIR / 'weights.pth', cfg)
   images = np.load(RESNET50_DIR / 'input.npy').transpose(0, 2, 3, 1)  # NCHW -> NHWC
-  model = Yolact(cfg)
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
 
   def run(variables, images):
     return model.apply(variables, images, return_segm=True, mutable=['intermediates'],

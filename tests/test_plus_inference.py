@@ -31,14 +31,14 @@ def plus_tiny_config(rescore_bbox=False, conf_thresh=0.02):
   """yolact_tiny with a small mask-IoU network and mask re-scoring (not validated)."""
   cfg = get_config('yolact_tiny', [f'detect.nms_conf_thresh={conf_thresh}'])
   return dataclasses.replace(
-      cfg, use_maskiou=True, maskiou_net=TINY_MASKIOU,
+      cfg, model=dataclasses.replace(cfg.model, use_maskiou=True, maskiou_net=TINY_MASKIOU),
       detect=dataclasses.replace(cfg.detect, rescore_mask=True, rescore_bbox=rescore_bbox))
 
 
 def maskiou_params(cfg, hp, seed=1):
   """Mask-IoU parameters whose outputs vary: random kernels, biases shifted up so that the
   final ReLU does not zero most outputs."""
-  net = MaskIoUNet(cfg.maskiou_net, cfg.num_classes - 1)
+  net = MaskIoUNet(cfg.model.maskiou_net, cfg.num_classes - 1)
   params = net.init(jax.random.key(seed), jnp.zeros((1, hp, hp)))['params']
   return jax.tree_util.tree_map_with_path(
       lambda path, x: x + 0.1 if path[-1].key == 'bias' else x, params)
@@ -50,8 +50,9 @@ def plus_variables():
   the model does not build one itself."""
   cfg = plus_tiny_config()
   x = jnp.zeros((1, cfg.max_size, cfg.max_size, 3), jnp.float32)
-  variables = jax.device_get(jax.jit(Yolact(cfg).init)(jax.random.key(0), x))
-  proto = jax.eval_shape(lambda v: Yolact(cfg).apply(v, x, train=False)['proto'], variables)
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
+  variables = jax.device_get(jax.jit(model.init)(jax.random.key(0), x))
+  proto = jax.eval_shape(lambda v: model.apply(v, x, train=False)['proto'], variables)
   params = dict(variables['params'])
   params['maskiou_net'] = jax.device_get(maskiou_params(cfg, proto.shape[1]))
   return dict(variables, params=params)
@@ -77,7 +78,7 @@ def independent_rescoring(cfg, variables, images):
     return dets, proto_masks(out['proto'], dets['coefs'], dets['boxes'], dets['valid'])
 
   dets, masks = jax.device_get(stages(variables, canvas, sizes))
-  net = MaskIoUNet(cfg.maskiou_net, cfg.num_classes - 1)
+  net = MaskIoUNet(cfg.model.maskiou_net, cfg.num_classes - 1)
   valid = dets['valid']
   iou = np.asarray(jax.jit(net.apply)({'params': variables['params']['maskiou_net']},
                                       masks[valid]))  # [n, C - 1]

@@ -58,13 +58,13 @@ def test_flax_variables_map_one_to_one_onto_manifest(preset):
 def test_nine_priors_per_location_scale_major():
   """Per location: (s0, 1), (s0, 1/2), (s0, 2), (s1, 1), ...; ratio 1/2 is a tall box."""
   cfg = get_config('yolact_plus_resnet50')
-  b = cfg.backbone
-  priors = level_priors(2, 3, b.pred_scales[0], b.pred_aspect_ratios[0], 550,
+  a = cfg.model.anchors
+  priors = level_priors(2, 3, a.pred_scales[0], a.pred_aspect_ratios[0], 550,
                         use_square_anchors=False)
   assert priors.shape == (2 * 3 * 9, 4)
   first = priors[:9]
   np.testing.assert_array_equal(first[:, :2], [[0.5 / 3, 0.25]] * 9)
-  for k, (scale, ratio) in enumerate((s, r) for s in b.pred_scales[0] for r in (1, 0.5, 2)):
+  for k, (scale, ratio) in enumerate((s, r) for s in a.pred_scales[0] for r in (1, 0.5, 2)):
     np.testing.assert_allclose(first[k, 2:], [scale * ratio ** 0.5 / 550,
                                               scale / ratio ** 0.5 / 550], rtol=1e-15)
   assert first[1, 3] > first[1, 2] and first[2, 2] > first[2, 3]
@@ -163,6 +163,6 @@ def test_plus_tiny_overfits_one_batch_with_all_five_terms():
 
 def test_a_mask_iou_net_too_deep_for_the_prototypes_is_named():
   cfg = get_config('yolact_plus_tiny',
-                   ['maskiou_net=((4, 3, 2), (8, 3, 2), (16, 3, 2), (8, 3, 2))'])
+                   ['model.maskiou_net=((4, 3, 2), (8, 3, 2), (16, 3, 2), (8, 3, 2))'])
   with pytest.raises(ValueError, match='shrinks 16x16 masks to nothing'):
     abstract_variables(cfg)

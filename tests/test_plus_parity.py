@@ -58,7 +58,7 @@ def variables(cfg):
 def outputs(cfg, variables):
   """Our network's training-mode outputs (frozen BN) on the reference input, NHWC."""
   images = np.load(PLUS_RESNET50_DIR / 'input.npy').transpose(0, 2, 3, 1)  # NCHW -> NHWC
-  model = Yolact(cfg, freeze_bn=True)
+  model = Yolact(cfg.model, num_classes=cfg.num_classes, freeze_bn=True)
   run = jax.jit(lambda v, x: model.apply(v, x, train=True))
   return jax.device_get(run(variables, images))
 

@@ -18,13 +18,14 @@ import torch.nn.functional as F
 
 from tests.reference_data import RESNET50_DIR, load_npz, require_reference
 from tests.test_detect import match_detections, pairwise_iou
+from yolact_jax import normalise
 from yolact_jax import predict as pr
 from yolact_jax.checkpoint.io import save_weights
 from yolact_jax.config import get_config
 from yolact_jax.model.yolact import Yolact
 
-MEAN_BGR = np.array(pr.RESNET_MEAN_BGR, np.float32)
-STD_BGR = np.array(pr.RESNET_STD_BGR, np.float32)
+MEAN_BGR = np.array(normalise.MEANS_BGR, np.float32)
+STD_BGR = np.array(normalise.STD_BGR, np.float32)
 
 
 def random_image(seed, h, w, channels=3):
@@ -40,7 +41,8 @@ def tiny_config(*overrides):
 def tiny_variables():
   cfg = tiny_config()
   x = np.zeros((1, cfg.max_size, cfg.max_size, 3), np.float32)
-  return jax.device_get(jax.jit(Yolact(cfg).init)(jax.random.key(0), x))
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
+  return jax.device_get(jax.jit(model.init)(jax.random.key(0), x))
 
 
 # ---------------------------------------------------------------------------------------------

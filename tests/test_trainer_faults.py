@@ -157,7 +157,9 @@ _FULL_DISK = textwrap.dedent('''
     mount -t tmpfs -o size=64m tmpfs "$MNT"
     "$@" --steps 2 > "$OUT/first.out" 2> "$OUT/first.err"; echo $? > "$OUT/first.rc"
     used=$(df -k --output=used "$MNT" | tail -1)
-    mount -o remount,size=$((used + 40))k "$MNT"  # the next checkpoint does not fit
+    checkpoint=$(du -sk "$MNT/run/checkpoints/2" | cut -f1)
+    # room for the logs of two more steps, not for another checkpoint
+    mount -o remount,size=$((used + checkpoint / 2))k "$MNT"
     "$@" --steps 4 > "$OUT/second.out" 2> "$OUT/second.err"; echo $? > "$OUT/second.rc"
     cp -a "$MNT/run" "$OUT/run"
 ''')

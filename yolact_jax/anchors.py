@@ -46,13 +46,14 @@ def level_priors(conv_h: int, conv_w: int, scales: tuple[float, ...],
 def make_priors(cfg: YolactConfig, size: int | None = None) -> np.ndarray:
   """All priors [P, 4] float32 (cx, cy, w, h) for a square input of ``size`` (default max_size).
 
-  Scales are divided by ``cfg.max_size`` (not the runtime size), as the original.
+  Anchors from ``cfg.model.anchors``; scales are divided by ``cfg.max_size`` (not the runtime
+  size), as the original.
   """
-  b = cfg.backbone
+  a = cfg.model.anchors
   levels = []
-  for n, scales, ratios in zip(feature_sizes(cfg, size), b.pred_scales, b.pred_aspect_ratios):
-    levels.append(level_priors(n, n, scales, ratios, cfg.max_size, b.use_pixel_scales,
-                               b.preapply_sqrt, b.use_square_anchors))
+  for n, scales, ratios in zip(feature_sizes(cfg, size), a.pred_scales, a.pred_aspect_ratios):
+    levels.append(level_priors(n, n, scales, ratios, cfg.max_size, a.use_pixel_scales,
+                               a.preapply_sqrt, a.use_square_anchors))
   priors = np.concatenate(levels, axis=0).astype(np.float32)
   priors.setflags(write=False)
   return priors

@@ -1,17 +1,24 @@
-"""Configuration: the schema (frozen, typed dataclasses) and every preset in one place.
+"""Configuration: the schema (frozen, typed dataclasses), validation and overrides.
 
-Each field carries a one-line meaning. Presets mirror the original's ``data/config.py``
-(``yolact_base`` and its descendants) value for value. Names follow the original's field names
-where one exists, so a reader of the original finds each knob here.
+Each field carries a one-line meaning. Names follow the original's field names where one exists,
+so a reader of the original finds each knob here. An experiment (:class:`YolactConfig`) has a
+``model`` section, everything the network is built from (:class:`ModelConfig`: backbone,
+anchors, FPN, mask prototypes, head, mask-IoU network), and the loss, detect, augment, train and
+dataset sections. The defaults are the original's (``yolact_base``).
 
-Every field is read by the code, or :func:`validate` rejects any value the code cannot honour with
-an error that names the field.
-Each enumeration has one registry below (``NMS_KINDS``, ``BACKBONE_KINDS``, ...): validation,
-the implementations and the command-line ``choices`` all read it.
+The presets live in the top-level ``configs/`` folder, one file each, importable as
+``yolact_jax.configs.<name>`` (:data:`PRESETS` lists them); each mirrors the original's
+``data/config.py`` value for value.
+
+Every field is read by the code, and :func:`validate` rejects any value the code cannot honour
+with an error that names the field. Each enumeration has one registry below (``NMS_KINDS``,
+``BACKBONE_KINDS``, ...): validation, the implementations and the command-line ``choices`` all
+read it.
 
 Get a preset with ``get_config('yolact_base')``; override any field from the command line with
 ``--config.train.lr=1e-4`` style arguments (see :func:`apply_overrides`). An unknown field is an
-error that names it and suggests the closest field.
+error that names it and suggests the closest field; a field of the earlier layout names its new
+place (:data:`MOVED_FIELDS`), and a run's ``config.json`` in that layout still loads.
 """
 
 from __future__ import annotations
@@ -19,12 +26,15 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import importlib
 import math
+import pkgutil
 import types
 import typing
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
+from yolact_jax import configs as _preset_modules
 from yolact_jax.coco_classes import COCO_CLASSES
 
 # --------------------------------------------------------------------------------------------
@@ -35,7 +45,7 @@ from yolact_jax.coco_classes import COCO_CLASSES
 NMS_KINDS = ('fast', 'cross_class', 'standard')
 # Backbone networks (built by yolact_jax.model.backbone.BACKBONES).
 BACKBONE_KINDS = ('resnet', 'darknet')
-# Input normalisations (yolact_jax.data.augment.normalize on the host, predict.normalise on device).
+# Input normalisations (yolact_jax.normalise.normalise, on the host and on the device).
 INPUT_TRANSFORMS = ('resnet', 'darknet')
 # FPN top-down resize modes (yolact_jax.model.fpn.RESIZE).
 FPN_INTERPOLATIONS = ('bilinear', 'nearest')
@@ -46,6 +56,10 @@ OPTIMIZERS = ('sgd', 'adam')
 # statistics, the loss and its reductions stay float32.
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 
+# Class names of the built-in synthetic-shapes dataset (yolact_jax.data.synthetic), the data of
+# the small presets (configs/yolact_tiny.py, yolact_cpu.py); COCO's are coco_classes.COCO_CLASSES.
+SYNTHETIC_CLASSES = ('circle', 'square', 'triangle', 'star')
+
 # --------------------------------------------------------------------------------------------
 # Schema
 # --------------------------------------------------------------------------------------------
@@ -53,7 +67,7 @@ COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 @dataclass(frozen=True)
 class BackboneConfig:
-  """The feature extractor and the anchors attached to its selected layers."""
+  """The feature extractor: its network, the stages fed to the FPN and its ImageNet start."""
   kind: str = 'resnet'  # BACKBONE_KINDS: 'resnet' (bottleneck ResNet v1.5), 'darknet' (DarkNet-53).
   layers: tuple[int, ...] = (3, 4, 23, 3)  # blocks per stage (ResNet: 4 stages, DarkNet: 5).
   base_width: int = 64  # ResNet stem / first-stage planes (64 in the original); DarkNet: 32.
@@ -61,16 +75,22 @@ class BackboneConfig:
   # ImageNet file the preset trains from: the name looked up when --imagenet names a folder.
   pretrained_weights: str = 'resnet101_reducedfc.pth'
   transform: str = 'resnet'  # INPUT_TRANSFORMS: 'resnet' (BGR mean/std, RGB), 'darknet' (x/255).
-  pred_scales: tuple[tuple[float, ...], ...] = ((24,), (48,), (96,), (192,), (384,))  # per level.
-  pred_aspect_ratios: tuple[tuple[float, ...], ...] = ((1, 0.5, 2),) * 5  # per level (one group).
-  use_pixel_scales: bool = True  # scales are in pixels of max_size (divided by max_size).
-  preapply_sqrt: bool = False  # False: the aspect ratio is square-rooted inside make_priors.
-  use_square_anchors: bool = True  # h := w, so the ratios act as extra scales (all v1 presets).
   # YOLACT++ DCNv2: per stage, the last dcn_layers[s] blocks may use a deformable 3x3 conv2
   # (block 0 iff dcn_layers[s] >= blocks; block i >= 1 iff i + dcn_layers[s] >= blocks and
   # i % dcn_interval == 0). ResNet only; all zeros: no DCN (YOLACT).
   dcn_layers: tuple[int, ...] = (0, 0, 0, 0)
   dcn_interval: int = 1  # YOLACT++: of those blocks, every dcn_interval-th uses DCN.
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+  """The priors of each pyramid level (the original's make_priors); their number per location
+  is the number of predictions the head makes there."""
+  pred_scales: tuple[tuple[float, ...], ...] = ((24,), (48,), (96,), (192,), (384,))  # per level.
+  pred_aspect_ratios: tuple[tuple[float, ...], ...] = ((1, 0.5, 2),) * 5  # per level (one group).
+  use_pixel_scales: bool = True  # scales are in pixels of max_size (divided by max_size).
+  preapply_sqrt: bool = False  # False: the aspect ratio is square-rooted inside make_priors.
+  use_square_anchors: bool = True  # h := w, so the ratios act as extra scales (all v1 presets).
 
   @property
   def num_anchors(self) -> int:
@@ -97,17 +117,13 @@ ProtoLayer = tuple[int | None, int, int]
 
 @dataclass(frozen=True)
 class MaskConfig:
-  """Prototype branch and lincomb mask assembly."""
+  """The prototype branch (ProtoNet) and the head's mask coefficients."""
   mask_dim: int = 32  # number of prototypes k (= coefficients per anchor).
   proto_src: int = 0  # FPN level feeding ProtoNet (0 = P3).
   proto_net: tuple[ProtoLayer, ...] = (
       (256, 3, 1), (256, 3, 1), (256, 3, 1), (None, -2, 0), (256, 3, 1), (32, 1, 0))
   proto_prototype_activation: str = 'relu'  # applied after the last proto conv.
   proto_coeff_activation: str = 'tanh'  # applied to the head's mask coefficients.
-  proto_crop: bool = True  # crop assembled masks by their box (padding 1 proto pixel).
-  binarize_downsampled_gt: bool = True  # GT masks downsampled to proto size then > 0.5 (only).
-  normalize_emulate_roi_pooling: bool = True  # mask loss normalised by GT box area.
-  masks_to_train: int = 100  # cap on masks per image in the mask loss (random subset).
 
 
 @dataclass(frozen=True)
@@ -120,8 +136,30 @@ class HeadConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+  """The network (``yolact_jax.model.yolact.Yolact``): every field its variables and outputs
+  depend on, except the number of classes (the dataset's)."""
+  backbone: BackboneConfig = field(default_factory=BackboneConfig)
+  anchors: AnchorConfig = field(default_factory=AnchorConfig)
+  fpn: FPNConfig = field(default_factory=FPNConfig)
+  mask: MaskConfig = field(default_factory=MaskConfig)
+  head: HeadConfig = field(default_factory=HeadConfig)
+  # YOLACT++ fast mask re-scoring: the mask-IoU network (params['maskiou_net']), its loss term I
+  # and the mask re-scoring of detect.rescore_mask. Off: none of them exists.
+  use_maskiou: bool = False
+  # Its convolutions (out_channels, kernel, stride), unpadded, each + ReLU; a 1x1 conv to the
+  # C - 1 classes (+ ReLU) and a global max follow. Read only when use_maskiou.
+  maskiou_net: tuple[tuple[int, int, int], ...] = ()
+
+  @property
+  def num_levels(self) -> int:
+    """Pyramid levels (P3..P7: 5), each with its own anchors."""
+    return len(self.backbone.selected_layers) + self.fpn.num_downsample
+
+
+@dataclass(frozen=True)
 class LossConfig:
-  """Matching thresholds and the weights of the multi-task loss."""
+  """Matching thresholds, the mask loss and the weights of the multi-task loss."""
   positive_iou_threshold: float = 0.5  # prior IoU >= this: positive.
   negative_iou_threshold: float = 0.4  # prior IoU < this: background; between: neutral.
   crowd_iou_threshold: float = 0.7  # IoA of a prior inside a crowd box > this: neutral.
@@ -129,9 +167,12 @@ class LossConfig:
   bbox_alpha: float = 1.5  # weight of the box smooth-L1 term B.
   conf_alpha: float = 1.0  # weight of the OHEM classification term C.
   mask_alpha: float = 6.125  # weight of the lincomb mask BCE term M.
+  masks_to_train: int = 100  # cap on masks per image in the mask loss (random subset).
+  proto_crop: bool = True  # crop assembled masks by their GT box (padding 1 proto pixel) in M.
+  normalize_emulate_roi_pooling: bool = True  # M of each mask normalised by its GT box area.
   use_semantic_segmentation_loss: bool = True  # add the semantic segmentation term S.
   semantic_segmentation_alpha: float = 1.0  # weight of S.
-  maskiou_alpha: float = 25.0  # weight of the mask-IoU term I (YOLACT++, when use_maskiou).
+  maskiou_alpha: float = 25.0  # weight of the mask-IoU term I (YOLACT++, model.use_maskiou).
   # YOLACT++: masks whose GT has <= this many pixels at prototype size are left out of term I
   # (<= 0: none left out).
   discard_mask_area: int = -1
@@ -145,9 +186,9 @@ class DetectConfig:
   nms_conf_thresh: float = 0.05  # a prior is considered if its best fg score is > this.
   nms_thresh: float = 0.5  # IoU above which a lower-scored box is suppressed.
   max_num_detections: int = 100  # detections kept per image after NMS.
-  # YOLACT++ (needs use_maskiou): the mask score is class score x predicted mask IoU.
+  # YOLACT++ (needs model.use_maskiou): the mask score is class score x predicted mask IoU.
   rescore_mask: bool = False
-  rescore_bbox: bool = False  # YOLACT++ (needs use_maskiou): the box score is also rescored.
+  rescore_bbox: bool = False  # YOLACT++ (needs model.use_maskiou): the box score is rescored too.
 
 
 @dataclass(frozen=True)
@@ -198,7 +239,6 @@ class DatasetConfig:
   valid_images: str = './data/coco/images/'
   valid_info: str = './data/coco/annotations/instances_val2017.json'
   class_names: tuple[str, ...] = COCO_CLASSES  # foreground class names, 0-based order.
-  has_gt: bool = True  # annotations available (False for test-dev).
 
 
 @dataclass(frozen=True)
@@ -206,192 +246,75 @@ class YolactConfig:
   """A complete experiment: network, loss, inference, augmentation, optimiser and data."""
   name: str = 'yolact_base'
   max_size: int = 550  # network input is max_size x max_size (images are squashed); 32-4096.
-  backbone: BackboneConfig = field(default_factory=BackboneConfig)
-  fpn: FPNConfig = field(default_factory=FPNConfig)
-  mask: MaskConfig = field(default_factory=MaskConfig)
-  head: HeadConfig = field(default_factory=HeadConfig)
+  model: ModelConfig = field(default_factory=ModelConfig)
   loss: LossConfig = field(default_factory=LossConfig)
   detect: DetectConfig = field(default_factory=DetectConfig)
   augment: AugmentConfig = field(default_factory=AugmentConfig)
   train: TrainConfig = field(default_factory=TrainConfig)
   dataset: DatasetConfig = field(default_factory=DatasetConfig)
-  # YOLACT++ fast mask re-scoring: the mask-IoU network (params['maskiou_net']) and its loss
-  # term I. Off: neither exists.
-  use_maskiou: bool = False
-  # Its convolutions (out_channels, kernel, stride), unpadded, each + ReLU; a 1x1 conv to the
-  # C - 1 classes (+ ReLU) and a global max follow. Read only when use_maskiou.
-  maskiou_net: tuple[tuple[int, int, int], ...] = ()
 
   @property
   def num_classes(self) -> int:
     """Classes including background (index 0)."""
     return len(self.dataset.class_names) + 1
 
-  @property
-  def num_levels(self) -> int:
-    return len(self.backbone.selected_layers) + self.fpn.num_downsample
-
 
 # --------------------------------------------------------------------------------------------
-# Presets
+# Presets: the modules of configs/ (yolact_jax.configs), one per preset
 # --------------------------------------------------------------------------------------------
 
-_BASE_SCALES = (24, 48, 96, 192, 384)
-
-
-def _scaled_pred_scales(max_size: int) -> tuple[tuple[float, ...], ...]:
-  """The original's im400/im700 rule: int(s / 550 * max_size) per level."""
-  return tuple((int(s / 550 * max_size),) for s in _BASE_SCALES)
-
-
-def yolact_base() -> YolactConfig:
-  """ResNet-101 FPN, 550 px. Original: 29.8 mask mAP test-dev, 33.5 fps (Titan Xp)."""
-  return YolactConfig()
-
-
-def yolact_im400() -> YolactConfig:
-  base = yolact_base()
-  return replace(base, name='yolact_im400', max_size=400,
-                 backbone=replace(base.backbone, pred_scales=_scaled_pred_scales(400)))
-
-
-def yolact_im700() -> YolactConfig:
-  base = yolact_base()
-  return replace(base, name='yolact_im700', max_size=700,
-                 backbone=replace(base.backbone, pred_scales=_scaled_pred_scales(700)),
-                 mask=replace(base.mask, masks_to_train=300))
-
-
-def yolact_darknet53() -> YolactConfig:
-  base = yolact_base()
-  return replace(base, name='yolact_darknet53', backbone=replace(
-      base.backbone, kind='darknet', layers=(1, 2, 8, 8, 4), base_width=32,
-      selected_layers=(2, 3, 4), pretrained_weights='darknet53.pth', transform='darknet'))
-
-
-def yolact_resnet50() -> YolactConfig:
-  base = yolact_base()
-  return replace(base, name='yolact_resnet50', backbone=replace(
-      base.backbone, layers=(3, 4, 6, 3), pretrained_weights='resnet50-19c8e357.pth'))
-
-
-# YOLACT++ anchors: three scales per level, i * 2^(j/3), computed as the original does (so the
-# floats, and the priors built from them, are bit-identical), and real aspect ratios.
-_PLUS_SCALES = tuple(tuple(i * 2 ** (j / 3.0) for j in range(3)) for i in _BASE_SCALES)
-_PLUS_MASKIOU_NET = ((8, 3, 2), (16, 3, 2), (32, 3, 2), (64, 3, 2), (128, 3, 2))
-
-
-def _plus(cfg: YolactConfig, name: str, dcn_layers: tuple[int, ...], dcn_interval: int,
-          pred_scales: tuple[tuple[float, ...], ...],
-          maskiou_net: tuple[tuple[int, int, int], ...]) -> YolactConfig:
-  """``cfg`` turned into YOLACT++: DCNv2 blocks, 9 anchors per location (real aspect ratios),
-  the mask-IoU network with its loss term and mask re-scoring."""
-  return replace(
-      cfg, name=name,
-      backbone=replace(cfg.backbone, dcn_layers=dcn_layers, dcn_interval=dcn_interval,
-                       pred_scales=pred_scales, pred_aspect_ratios=((1, 1 / 2, 2),) * 5,
-                       use_pixel_scales=True, preapply_sqrt=False, use_square_anchors=False),
-      use_maskiou=True, maskiou_net=maskiou_net,
-      loss=replace(cfg.loss, maskiou_alpha=25.0, discard_mask_area=5 * 5),
-      detect=replace(cfg.detect, rescore_mask=True, rescore_bbox=False))
-
-
-def yolact_plus_base() -> YolactConfig:
-  """YOLACT++ ResNet-101: DCNv2 in every third block of C3-C5 (11 DCNs), 9 anchors, mask
-  re-scoring. Original: 34.6 mask mAP test-dev, 27.3 fps (Titan Xp)."""
-  return _plus(yolact_base(), 'yolact_plus_base', (0, 4, 23, 3), 3, _PLUS_SCALES,
-               _PLUS_MASKIOU_NET)
-
-
-def yolact_plus_resnet50() -> YolactConfig:
-  """YOLACT++ ResNet-50: DCNv2 in every block of C3-C5 (13 DCNs), 9 anchors, mask
-  re-scoring. Original: 34.1 mask mAP test-dev, 33.5 fps (Titan Xp)."""
-  return _plus(yolact_resnet50(), 'yolact_plus_resnet50', (0, 4, 6, 3), 1, _PLUS_SCALES,
-               _PLUS_MASKIOU_NET)
-
-
-# Synthetic-shapes classes (the built-in dataset of yolact_jax.data.synthetic).
-SYNTHETIC_CLASSES = ('circle', 'square', 'triangle', 'star')
-
-
-def _small_preset(name: str, max_size: int, layers: tuple[int, ...], base_width: int,
-                  features: int, mask_dim: int) -> YolactConfig:
-  """Same architecture as yolact_resnet50, shrunk in size, depth and width."""
-  base = yolact_resnet50()
-  scales = tuple((s * max_size / 550,) for s in _BASE_SCALES)
-  proto = ((features, 3, 1),) * 3 + ((None, -2, 0), (features, 3, 1), (mask_dim, 1, 0))
-  return replace(
-      base, name=name, max_size=max_size,
-      backbone=replace(base.backbone, layers=layers, base_width=base_width, pred_scales=scales,
-                       pretrained_weights=''),
-      fpn=replace(base.fpn, num_features=features),
-      mask=replace(base.mask, mask_dim=mask_dim, proto_net=proto),
-      head=replace(base.head, extra_head_net=(features,)),
-      dataset=DatasetConfig(name='synthetic shapes', train_images='', train_info='',
-                            valid_images='', valid_info='', class_names=SYNTHETIC_CLASSES))
-
-
-def yolact_tiny() -> YolactConfig:
-  """A few-thousand-parameter model at 64 px for fast tests (same architecture)."""
-  cfg = _small_preset('yolact_tiny', 64, (1, 1, 1, 1), 8, 16, 8)
-  return replace(cfg, train=replace(cfg.train, batch_size=2, max_instances=8, lr=1e-3,
-                                    max_iter=100, lr_steps=(80,), lr_warmup_until=10,
-                                    autoscale=False),
-                 detect=replace(cfg.detect, nms_top_k=50, max_num_detections=20))
-
-
-def yolact_plus_tiny() -> YolactConfig:
-  """yolact_tiny as YOLACT++ for fast tests: DCN as conv2 of C3-C5, 9 anchors, and a mask-IoU
-  network sized for its 16 x 16 prototypes (16 -> 7 -> 3 -> 1)."""
-  tiny = yolact_tiny()
-  scales = tuple(tuple(s[0] * 2 ** (j / 3.0) for j in range(3)) for s in tiny.backbone.pred_scales)
-  return _plus(tiny, 'yolact_plus_tiny', (0, 1, 1, 1), 1, scales,
-               ((4, 3, 2), (8, 3, 2), (16, 3, 2)))
-
-
-def yolact_cpu() -> YolactConfig:
-  """The CPU demo model: the YOLACT architecture sized for 2 CPU cores and ~10 minutes.
-
-  ResNet bottlenecks (1, 2, 2, 1) at quarter width, 128 px input, 64-channel FPN/ProtoNet, 32
-  prototypes. Trained from scratch, so it departs from the original's recipe where that needs
-  an ImageNet backbone and 800k iterations: Adam (train.optimizer), a short schedule, and no
-  expand / random crop (the synthetic shapes already vary in size and position). Anchors fit the
-  synthetic objects (25-60 px wide at 128 px, median 40): the original's pixel sizes 24-384 are
-  kept, not shrunk with the input, with YOLACT++'s three scales per level and one square shape
-  (the same 3 anchors per location as the shrunk v1 ones, which left 58% of the objects without
-  an anchor at IoU >= 0.5 and trained to a third of the mAP in the same time).
-  """
-  cfg = _small_preset('yolact_cpu', 128, (1, 2, 2, 1), 16, 64, 32)
-  return replace(
-      cfg,
-      backbone=replace(cfg.backbone, pred_scales=_PLUS_SCALES, pred_aspect_ratios=((1,),) * 5),
-      train=replace(cfg.train, batch_size=8, optimizer='adam', lr=2e-3, max_iter=3000,
-                    lr_steps=(2300, 2800), lr_warmup_until=200, autoscale=False,
-                    max_instances=16),
-      augment=replace(cfg.augment, expand=False, random_sample_crop=False))
-
-
-PRESETS: dict[str, Callable[[], YolactConfig]] = {
-    'yolact_base': yolact_base,
-    'yolact_im400': yolact_im400,
-    'yolact_im700': yolact_im700,
-    'yolact_darknet53': yolact_darknet53,
-    'yolact_resnet50': yolact_resnet50,
-    'yolact_plus_base': yolact_plus_base,
-    'yolact_plus_resnet50': yolact_plus_resnet50,
-    'yolact_tiny': yolact_tiny,
-    'yolact_plus_tiny': yolact_plus_tiny,
-    'yolact_cpu': yolact_cpu,
-}
+# Every preset's name: the module names of yolact_jax.configs (the top-level configs/ folder).
+PRESETS: tuple[str, ...] = tuple(sorted(
+    m.name for m in pkgutil.iter_modules(_preset_modules.__path__) if not m.name.startswith('_')))
 
 
 def get_config(name: str, overrides: typing.Sequence[str] = ()) -> YolactConfig:
-  """The preset ``name`` with ``overrides`` (``'train.lr=1e-4'`` strings) applied."""
+  """The preset ``name`` (``configs/<name>.py``'s ``get_config()``) with ``overrides``
+  (``'train.lr=1e-4'`` strings) applied, validated."""
   if name not in PRESETS:
     close = difflib.get_close_matches(name, PRESETS, n=3)
     hint = f' Did you mean {", ".join(close)}?' if close else ''
     raise KeyError(f'Unknown preset {name!r}.{hint} Presets: {", ".join(PRESETS)}.')
-  return apply_overrides(PRESETS[name](), overrides)
+  module = importlib.import_module(f'{_preset_modules.__name__}.{name}')
+  return apply_overrides(module.get_config(), overrides)
+
+
+# --------------------------------------------------------------------------------------------
+# The earlier layout
+# --------------------------------------------------------------------------------------------
+
+# Fields of the layout before the ``model`` section that moved or went: (old dotted path, new
+# path or None when removed, why it was removed), most specific first; a section's path stands
+# for every field below it. A run's config.json written in that layout still loads
+# (config_from_dict); an override in an old spelling is an error that gives the new one.
+MOVED_FIELDS: tuple[tuple[str, str | None, str], ...] = (
+    ('backbone.pred_scales', 'model.anchors.pred_scales', ''),
+    ('backbone.pred_aspect_ratios', 'model.anchors.pred_aspect_ratios', ''),
+    ('backbone.use_pixel_scales', 'model.anchors.use_pixel_scales', ''),
+    ('backbone.preapply_sqrt', 'model.anchors.preapply_sqrt', ''),
+    ('backbone.use_square_anchors', 'model.anchors.use_square_anchors', ''),
+    ('backbone', 'model.backbone', ''),
+    ('fpn', 'model.fpn', ''),
+    ('mask.masks_to_train', 'loss.masks_to_train', ''),
+    ('mask.proto_crop', 'loss.proto_crop', ''),
+    ('mask.normalize_emulate_roi_pooling', 'loss.normalize_emulate_roi_pooling', ''),
+    ('mask.binarize_downsampled_gt', None,
+     'its one legal value was True: the data pipeline ships binarised masks'),
+    ('mask', 'model.mask', ''),
+    ('head', 'model.head', ''),
+    ('use_maskiou', 'model.use_maskiou', ''),
+    ('maskiou_net', 'model.maskiou_net', ''),
+    ('dataset.has_gt', None, 'nothing read it'),
+)
+
+
+def moved_field(path: str) -> tuple[bool, str | None, str]:
+  """``(True, new path or None, why removed)`` for a field path of the earlier layout that
+  moved or went (:data:`MOVED_FIELDS`); ``(False, path, '')`` for any other path."""
+  for old, new, why in MOVED_FIELDS:
+    if path == old or path.startswith(old + '.'):
+      return True, None if new is None else new + path[len(old):], why
+  return False, path, ''
 
 
 # --------------------------------------------------------------------------------------------
@@ -501,17 +424,16 @@ def apply_overrides(cfg: YolactConfig, overrides: typing.Sequence[str]) -> Yolac
     if '=' not in text:
       raise ConfigError(f'Override {item!r} must look like --config.field.sub=value')
     path, raw = text.split('=', 1)
+    moved, new, why = moved_field(path)
+    if moved and new is None:
+      raise ConfigError(f'Unknown config field {path!r}: it was removed ({why})')
+    if moved:  # the new spelling's own error (an unknown field, a bad value) comes first
+      _set_field(cfg, new.split('.'), raw, new)
+      raise ConfigError(f'Unknown config field {path!r}: it is now {new} '
+                        f'(--config.{new}={raw})')
     cfg = _set_field(cfg, path.split('.'), raw, path)
   validate(cfg)
   return cfg
-
-
-# Values the code cannot honour yet: (field, test of an honoured value, the honoured value, why
-# another value is refused). validate() rejects every other value with an error naming the field.
-_UNSUPPORTED: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
-    ('mask.binarize_downsampled_gt', lambda v: v, 'True',
-     'a soft downsampled GT mask is not implemented (the data pipeline ships binarised masks)'),
-)
 
 
 # Numeric fields with a legal range: (field, lowest, highest or None, what the range is about).
@@ -531,7 +453,7 @@ _RANGES: tuple[tuple[str, int, int | None, str], ...] = (
     ('loss.positive_iou_threshold', 0, 1, 'an IoU'),
     ('loss.negative_iou_threshold', 0, 1, 'an IoU'),
     ('loss.crowd_iou_threshold', 0, 1, "an intersection over the prior's area"),
-    ('mask.masks_to_train', 1, None, 'masks per image in the mask loss'),
+    ('loss.masks_to_train', 1, None, 'masks per image in the mask loss'),
     ('train.max_instances', 1, 1000,
      'every training image is padded to this many ground-truth slots, each a full-size mask'),
 )
@@ -552,25 +474,25 @@ def _check_choice(path: str, value: str, registry: tuple[str, ...]) -> None:
 
 def validate(cfg: YolactConfig) -> None:
   """Rejects a config the code cannot run as asked: a name outside its registry, relations
-  between fields that a typo could break, a NaN or infinite number, a value outside its
-  :data:`_RANGES` entry, and any value of :data:`_UNSUPPORTED` fields other than the honoured
-  one. Each ConfigError names the field."""
-  b = cfg.backbone
-  _check_choice('backbone.kind', b.kind, BACKBONE_KINDS)
-  _check_choice('backbone.transform', b.transform, INPUT_TRANSFORMS)
-  _check_choice('fpn.interpolation', cfg.fpn.interpolation, FPN_INTERPOLATIONS)
+  between fields that a typo could break, a NaN or infinite number and a value outside its
+  :data:`_RANGES` entry. Each ConfigError names the field."""
+  m = cfg.model
+  b, a = m.backbone, m.anchors
+  _check_choice('model.backbone.kind', b.kind, BACKBONE_KINDS)
+  _check_choice('model.backbone.transform', b.transform, INPUT_TRANSFORMS)
+  _check_choice('model.fpn.interpolation', m.fpn.interpolation, FPN_INTERPOLATIONS)
   _check_choice('detect.nms', cfg.detect.nms, NMS_KINDS)
   _check_choice('train.optimizer', cfg.train.optimizer, OPTIMIZERS)
   _check_choice('train.compute_dtype', cfg.train.compute_dtype, COMPUTE_DTYPES)
   num_stages = len(b.layers)
   if any(not 0 <= i < num_stages for i in b.selected_layers):
-    raise ConfigError(f'backbone.selected_layers {b.selected_layers} out of range for '
+    raise ConfigError(f'model.backbone.selected_layers {b.selected_layers} out of range for '
                       f'{num_stages} stages')
-  if len(b.pred_scales) != cfg.num_levels or len(b.pred_aspect_ratios) != cfg.num_levels:
-    raise ConfigError(f'backbone.pred_scales/pred_aspect_ratios need one entry per level '
-                      f'({cfg.num_levels}), got {len(b.pred_scales)}/{len(b.pred_aspect_ratios)}')
-  if cfg.mask.proto_net[-1][0] != cfg.mask.mask_dim:
-    raise ConfigError(f'mask.proto_net must end with mask_dim={cfg.mask.mask_dim} channels')
+  if len(a.pred_scales) != m.num_levels or len(a.pred_aspect_ratios) != m.num_levels:
+    raise ConfigError(f'model.anchors.pred_scales/pred_aspect_ratios need one entry per level '
+                      f'({m.num_levels}), got {len(a.pred_scales)}/{len(a.pred_aspect_ratios)}')
+  if m.mask.proto_net[-1][0] != m.mask.mask_dim:
+    raise ConfigError(f'model.mask.proto_net must end with mask_dim={m.mask.mask_dim} channels')
   _check_finite(cfg)
   for path, lowest, highest, about in _RANGES:
     value = get_field(cfg, path)
@@ -581,10 +503,6 @@ def validate(cfg: YolactConfig) -> None:
     if highest is not None and not lowest <= value <= highest:
       raise ConfigError(f'{path}={value!r} is outside [{lowest}, {highest}] ({about})')
   _validate_plus(cfg)
-  for path, honoured, allowed, reason in _UNSUPPORTED:
-    value = get_field(cfg, path)
-    if not honoured(value):
-      raise ConfigError(f'{path}={value!r}: {reason}. Supported: {path}={allowed}.')
 
 
 def _floats(value: Any) -> typing.Iterator[float]:
@@ -610,26 +528,28 @@ def _check_finite(cfg: Any, prefix: str = '') -> None:
 def _validate_plus(cfg: YolactConfig) -> None:
   """The YOLACT++ fields: DCN placement that fits the backbone, and a mask-IoU network wherever
   something needs one."""
-  b = cfg.backbone
+  m = cfg.model
+  b = m.backbone
   if any(d < 0 for d in b.dcn_layers):
-    raise ConfigError(f'backbone.dcn_layers={b.dcn_layers!r}: counts must be >= 0')
+    raise ConfigError(f'model.backbone.dcn_layers={b.dcn_layers!r}: counts must be >= 0')
   if any(b.dcn_layers):
     if b.kind != 'resnet':
-      raise ConfigError(f'backbone.dcn_layers={b.dcn_layers!r}: deformable convolutions exist '
-                        f'only in the ResNet backbone, not {b.kind!r}')
+      raise ConfigError(f'model.backbone.dcn_layers={b.dcn_layers!r}: deformable convolutions '
+                        f'exist only in the ResNet backbone, not {b.kind!r}')
     if len(b.dcn_layers) != len(b.layers):
-      raise ConfigError(f'backbone.dcn_layers={b.dcn_layers!r}: needs one entry per stage of '
-                        f'backbone.layers={b.layers!r}')
+      raise ConfigError(f'model.backbone.dcn_layers={b.dcn_layers!r}: needs one entry per stage '
+                        f'of model.backbone.layers={b.layers!r}')
   if b.dcn_interval < 1:
-    raise ConfigError(f'backbone.dcn_interval={b.dcn_interval!r}: must be >= 1')
-  if cfg.use_maskiou and not cfg.maskiou_net:
-    raise ConfigError('use_maskiou=True needs maskiou_net layers, e.g. '
-                      'maskiou_net=((8, 3, 2), (16, 3, 2), (32, 3, 2), (64, 3, 2), (128, 3, 2))')
+    raise ConfigError(f'model.backbone.dcn_interval={b.dcn_interval!r}: must be >= 1')
+  if m.use_maskiou and not m.maskiou_net:
+    raise ConfigError('model.use_maskiou=True needs model.maskiou_net layers, e.g. '
+                      'model.maskiou_net=((8, 3, 2), (16, 3, 2), (32, 3, 2), (64, 3, 2), '
+                      '(128, 3, 2))')
   for path in ('detect.rescore_mask', 'detect.rescore_bbox'):
-    if get_field(cfg, path) and not cfg.use_maskiou:
-      raise ConfigError(f'{path}=True needs the mask-IoU network: set use_maskiou=True')
-  if any(len(layer) != 3 or min(layer) < 1 for layer in cfg.maskiou_net):
-    raise ConfigError(f'maskiou_net={cfg.maskiou_net!r}: each layer is (channels, kernel, '
+    if get_field(cfg, path) and not m.use_maskiou:
+      raise ConfigError(f'{path}=True needs the mask-IoU network: set model.use_maskiou=True')
+  if any(len(layer) != 3 or min(layer) < 1 for layer in m.maskiou_net):
+    raise ConfigError(f'model.maskiou_net={m.maskiou_net!r}: each layer is (channels, kernel, '
                       'stride), all >= 1')
 
 
@@ -663,20 +583,51 @@ def _from_dict(cls: Any, data: Any, path: str) -> Any:
   return cls(**values)  # fields absent from ``data`` (an older run) keep their defaults
 
 
+def _leaves(data: dict, prefix: str = '') -> typing.Iterator[tuple[str, Any]]:
+  """(dotted path, value) of every field in nested ``data`` (an empty mapping is a value)."""
+  for key, value in data.items():
+    if isinstance(value, dict) and value:
+      yield from _leaves(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', value
+
+
+def _upgrade_layout(data: dict) -> dict:
+  """``data`` written in the earlier layout (no ``model`` section) in the current one: each
+  field of :data:`MOVED_FIELDS` at its new place, the removed ones dropped."""
+  out: dict = {}
+  for path, value in _leaves(data):
+    moved, new, _ = moved_field(path)
+    if moved and new is None:
+      continue
+    *parents, last = new.split('.')
+    node = out
+    for key in parents:
+      node = node.setdefault(key, {})
+      if not isinstance(node, dict):  # a section that is no mapping: _from_dict names it
+        return data
+    node[last] = value
+  return out
+
+
 def config_from_dict(data: Any) -> YolactConfig:
   """The config that :func:`config_to_dict` turned into ``data`` (JSON lists back to tuples),
-  validated. The run-topology keys of a run's ``config.json`` are ignored; ``data`` that is no
-  mapping, an unknown field or a value of the wrong type is a ConfigError naming it."""
+  validated. A run's ``config.json`` written in the earlier layout, before the ``model``
+  section, is read through :data:`MOVED_FIELDS`. The run-topology keys of a run's
+  ``config.json`` are ignored; ``data`` that is no mapping, an unknown field or a value of the
+  wrong type is a ConfigError naming it."""
   if isinstance(data, dict):
     data = {k: v for k, v in data.items() if k not in RUN_TOPOLOGY_KEYS}
+    if 'model' not in data:
+      data = _upgrade_layout(data)
   cfg = _from_dict(YolactConfig, data, '')
   validate(cfg)
   return cfg
 
 
 def load_config(spec: str, overrides: typing.Sequence[str] = ()) -> YolactConfig:
-  """A preset name (``yolact_base``) or a config file (``configs/yolact_base.py`` defining
-  ``get_config()``, or the older ``get()``), with overrides applied and the result validated."""
+  """A preset name (``yolact_base``) or a config file (``configs/yolact_base.py``, or any file
+  defining ``get_config()``), with overrides applied and the result validated."""
   if not spec.endswith('.py'):
     return get_config(spec, overrides)
   import importlib.util
@@ -686,7 +637,7 @@ def load_config(spec: str, overrides: typing.Sequence[str] = ()) -> YolactConfig
   module_spec = importlib.util.spec_from_file_location('_yolact_config_file', spec)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  make = getattr(module, 'get_config', None) or getattr(module, 'get', None)
+  make = getattr(module, 'get_config', None)
   if make is None:
     raise ConfigError(f'{spec} must define get_config() returning a YolactConfig')
   cfg = make()

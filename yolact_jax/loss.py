@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from yolact_jax import boxes as box_utils
 from yolact_jax.config import YolactConfig
 from yolact_jax.matching import MatchTargets, match
-from yolact_jax.model.maskiou import MaskIoUNet
+from yolact_jax.model.maskiou import predict_mask_iou
 
 BCE_LOG_FLOOR = -100.0  # torch's binary_cross_entropy clamps log(p) and log(1-p) at -100
 BCE_GRAD_EPS = 1e-12  # torch's binary_cross_entropy backward: (p - t) / max(p (1 - p), eps)
@@ -234,7 +234,7 @@ def mask_loss(proto: jnp.ndarray, coef: jnp.ndarray, masks_proto: jnp.ndarray,
   """
   height, width = proto.shape[1], proto.shape[2]
   positive = targets.conf_t > 0
-  prior_idx, slot_valid, scale = select_mask_slots(positive, cfg.mask.masks_to_train, rng)
+  prior_idx, slot_valid, scale = select_mask_slots(positive, cfg.loss.masks_to_train, rng)
   slot_coef = jnp.take_along_axis(coef, prior_idx[..., None], axis=1)  # [B, K, k]
   slot_box = jnp.take_along_axis(targets.gt_box_t, prior_idx[..., None], axis=1)  # [B, K, 4]
   slot_gt = jnp.take_along_axis(targets.idx_t, prior_idx, axis=1)  # [B, K]
@@ -242,9 +242,9 @@ def mask_loss(proto: jnp.ndarray, coef: jnp.ndarray, masks_proto: jnp.ndarray,
   # Empty slots get a harmless unit box so no 0/0 reaches the value or the gradient.
   unit_box = jnp.array([0.0, 0.0, 1.0, 1.0], slot_box.dtype)
   slot_box = jnp.where(slot_valid[..., None], slot_box, unit_box)
-  pred = slot_mask_predictions(proto, slot_coef, slot_box, cfg.mask.proto_crop)
-  per_slot = mask_loss_per_slot(pred, slot_mask, slot_box, cfg.mask.proto_crop,
-                                cfg.mask.normalize_emulate_roi_pooling)
+  pred = slot_mask_predictions(proto, slot_coef, slot_box, cfg.loss.proto_crop)
+  per_slot = mask_loss_per_slot(pred, slot_mask, slot_box, cfg.loss.proto_crop,
+                                cfg.loss.normalize_emulate_roi_pooling)
   per_image = jnp.sum(jnp.where(slot_valid, per_slot, 0.0), axis=1) * scale  # [B]
   total = jnp.sum(per_image) * cfg.loss.mask_alpha / height / width
   slot_labels = (jnp.zeros_like(slot_gt) if labels is None
@@ -342,8 +342,8 @@ def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig
       when the semantic term is on).
     cfg: the (static, hashable) experiment config.
     rng: key for the masks_to_train subset; None takes the lowest-index positives.
-    params: the model's parameters being trained; the mask-IoU term (``cfg.use_maskiou``) runs
-      the mask-IoU network with ``params['maskiou_net']``.
+    params: the model's parameters being trained; the mask-IoU term (``cfg.model.use_maskiou``)
+      runs the mask-IoU network with ``params['maskiou_net']`` (``predict_mask_iou``).
   Returns:
     (total, terms): ``B``, ``C``, ``M``, ``S``, ``I`` (normalised as the original; ``I`` is 0 when
     every mask was discarded, where the original leaves the term out), ``num_pos`` (N),
@@ -363,12 +363,8 @@ def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig
       'C': conf_loss(preds['conf'], targets.conf_t, negatives, lc.conf_alpha) / normaliser,
       'M': mask_total / normaliser,
   }
-  if cfg.use_maskiou:
-    if params is None or 'maskiou_net' not in params:
-      raise ValueError("use_maskiou needs the parameters of the mask-IoU network "
-                       "(params['maskiou_net'], created by Yolact(cfg).init when use_maskiou)")
-    net = MaskIoUNet(cfg.maskiou_net, cfg.num_classes - 1)
-    predict_iou = lambda m: net.apply({'params': params['maskiou_net']}, m)  # noqa: E731
+  if cfg.model.use_maskiou:
+    predict_iou = lambda m: predict_mask_iou(params, m, cfg.model, cfg.num_classes)  # noqa: E731
     terms['I'] = mask_iou_loss(slots, predict_iou, lc.maskiou_alpha,
                                lc.discard_mask_area) / normaliser
   if lc.use_semantic_segmentation_loss:

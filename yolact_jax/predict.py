@@ -29,12 +29,14 @@ device: ONE jit-compiled program with fixed shapes and no host round trip:
            of the float image from its own (h, w) to ``max_size x max_size`` (align_corners=False,
            no antialias, aspect ratio not kept), then ResNet normalisation ``(x - mean) / std``
            with the original's BGR constants applied to their own channels, or DarkNet
-           ``x / 255``; channels in RGB order for the network;
+           ``x / 255`` (:func:`yolact_jax.normalise.normalise`, the training transform's
+           too); channels in RGB order for the network;
         2. the network (eval mode), 3. Detect (:mod:`yolact_jax.detect`),
         4. mask assembly and postprocess (:mod:`yolact_jax.postprocess`): masks at each image's
            own size inside the canvas, pixel boxes;
-        5. YOLACT++ (``cfg.use_maskiou`` and ``cfg.detect.rescore_mask``): mask re-scoring, the
-           mask-IoU network (``variables['params']['maskiou_net']``) on every detection slot's
+        5. YOLACT++ (``cfg.model.use_maskiou`` and ``cfg.detect.rescore_mask``): mask
+           re-scoring, the mask-IoU network (``variables['params']['maskiou_net']``,
+           :func:`yolact_jax.model.maskiou.predict_mask_iou`) on every detection slot's
            cropped soft mask at prototype resolution, ``mask_scores = scores x predicted IoU``
            at the detection's class (:func:`yolact_jax.postprocess.rescore`); with
            ``cfg.detect.rescore_bbox`` the box scores are that rescored score too. Otherwise
@@ -77,16 +79,10 @@ from yolact_jax.detect import detect_from_logits, detect_kwargs
 from yolact_jax.host import (  # noqa: F401  (re-exported: the public host-side names)
     CANVAS_STEP, CHANNEL_ORDERS, Detections, as_rgb_uint8, chunks as _chunks, fit_canvas,
     pack_canvas, round_up, unpack_detections)
-from yolact_jax.model.maskiou import MaskIoUNet
+from yolact_jax.model.maskiou import predict_mask_iou
 from yolact_jax.model.yolact import Yolact
+from yolact_jax.normalise import normalise
 from yolact_jax.postprocess import bilinear_taps, postprocess, rescore
-
-# The original's normalisation constants (its data/config.py MEANS / STD), BGR-ordered as its
-# cv2 images, and the same per RGB channel.
-RESNET_MEAN_BGR = (103.94, 116.78, 123.68)
-RESNET_STD_BGR = (57.38, 57.12, 58.40)
-RESNET_MEAN_RGB = RESNET_MEAN_BGR[::-1]
-RESNET_STD_RGB = RESNET_STD_BGR[::-1]
 
 DEFAULT_MAX_BATCH = 4
 
@@ -116,20 +112,6 @@ def resize_image(image: jnp.ndarray, size: jnp.ndarray, out_hw: tuple[int, int])
   wide = image[:, col_lo] * (1 - col_t) + image[:, col_hi] * col_t  # [Hc, W', C]
   row_t = row_t[:, None, None]
   return wide[row_lo] * (1 - row_t) + wide[row_hi] * row_t  # [H', W', C]
-
-
-def normalise(rgb: jnp.ndarray, transform: str) -> jnp.ndarray:
-  """Float RGB [..., 3] in 0..255 -> network input: 'resnet' (x - mean) / std, 'darknet' x / 255.
-
-  The ResNet constants are the original's BGR ones applied to their own channels, so this equals
-  normalising the BGR image and then reordering to RGB, as the original does.
-  """
-  if transform == 'resnet':
-    return (rgb - jnp.asarray(RESNET_MEAN_RGB, jnp.float32)) / jnp.asarray(RESNET_STD_RGB,
-                                                                          jnp.float32)
-  if transform == 'darknet':
-    return rgb / jnp.float32(255.0)
-  raise ValueError(f"transform must be 'resnet' or 'darknet', got {transform!r}")
 
 
 def preprocess(images: jnp.ndarray, image_sizes: jnp.ndarray, max_size: int,
@@ -177,17 +159,16 @@ class InferenceProgram:
   arrays. The stages (``network_input``, ``network``, ``detect``, ``outputs``) are plain methods,
   which ``yolact_jax.bench.fps`` also jits one by one.
 
-  ``rescores`` is True for a YOLACT++ config with mask re-scoring (``cfg.use_maskiou`` and
+  ``rescores`` is True for a YOLACT++ config with mask re-scoring (``cfg.model.use_maskiou`` and
   ``cfg.detect.rescore_mask``): ``outputs`` then needs the variables (the mask-IoU network's
   parameters are ``variables['params']['maskiou_net']``).
   """
 
   def __init__(self, cfg: YolactConfig, dtype: Any = jnp.float32):
     self.cfg = cfg
-    self.model = Yolact(cfg, dtype=dtype)
-    self.rescores = bool(cfg.use_maskiou and cfg.detect.rescore_mask)
-    self.maskiou_net = (MaskIoUNet(tuple(cfg.maskiou_net), cfg.num_classes - 1, dtype=dtype)
-                        if self.rescores else None)
+    self.dtype = dtype
+    self.model = Yolact(cfg.model, num_classes=cfg.num_classes, dtype=dtype)
+    self.rescores = bool(cfg.model.use_maskiou and cfg.detect.rescore_mask)
     self.priors = make_priors(cfg)
     self.detect_kwargs = detect_kwargs(cfg)
     self.trace_count = 0
@@ -196,7 +177,7 @@ class InferenceProgram:
 
   def network_input(self, images: jnp.ndarray, image_sizes: jnp.ndarray) -> jnp.ndarray:
     """uint8 RGB canvas [B, Hc, Wc, 3] -> normalised [B, S, S, 3] (:func:`preprocess`)."""
-    return preprocess(images, image_sizes, self.cfg.max_size, self.cfg.backbone.transform)
+    return preprocess(images, image_sizes, self.cfg.max_size, self.cfg.model.backbone.transform)
 
   def network(self, variables: Any, net_input: jnp.ndarray) -> dict[str, jnp.ndarray]:
     """The network in eval mode: {loc, conf, coefs, proto}."""
@@ -210,11 +191,8 @@ class InferenceProgram:
 
   def mask_iou(self, variables: Any, masks: jnp.ndarray) -> jnp.ndarray:
     """The mask-IoU network: soft masks [N, Hp, Wp] -> predicted IoU [N, C - 1] (YOLACT++)."""
-    params = variables['params'].get('maskiou_net') if 'params' in variables else None
-    if params is None:
-      raise ValueError("mask re-scoring (cfg.use_maskiou and cfg.detect.rescore_mask) needs the "
-                       "mask-IoU network's parameters at variables['params']['maskiou_net']")
-    return self.maskiou_net.apply({'params': params}, masks)
+    return predict_mask_iou(variables.get('params'), masks, self.cfg.model, self.cfg.num_classes,
+                            self.dtype)
 
   def outputs(self, detections: dict[str, jnp.ndarray], proto: jnp.ndarray,
               image_sizes: jnp.ndarray, canvas_hw: tuple[int, int],
@@ -227,7 +205,7 @@ class InferenceProgram:
     predict_iou = None
     if self.rescores:
       if variables is None:
-        raise ValueError('this config rescores masks (cfg.use_maskiou and '
+        raise ValueError('this config rescores masks (cfg.model.use_maskiou and '
                          'cfg.detect.rescore_mask): pass the variables to outputs()')
       predict_iou = functools.partial(self.mask_iou, variables)
     return program_outputs(rescore(results, predict_iou, self.cfg.detect.rescore_bbox))

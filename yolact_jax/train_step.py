@@ -247,7 +247,8 @@ def build_training(cfg: YolactConfig, *, loss_fn: LossFn = yolact_loss, mesh: Me
   freeze_bn = uses_frozen_bn(cfg, replicas)
   dtype = jnp.dtype(cfg.train.compute_dtype if dtype is None else dtype)
   bn_groups = 1 if cfg.train.sync_batchnorm else replicas
-  model = Yolact(cfg, freeze_bn=freeze_bn, dtype=dtype, bn_groups=bn_groups)
+  model = Yolact(cfg.model, num_classes=cfg.num_classes, freeze_bn=freeze_bn, dtype=dtype,
+                 bn_groups=bn_groups)
   tx = make_optimizer(cfg, abstract_variables(cfg)['params'], freeze_bn)
   update = make_train_step(cfg, model, tx, loss_fn)
   if mesh is None:

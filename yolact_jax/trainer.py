@@ -54,7 +54,7 @@ from yolact_jax import tracking
 from yolact_jax import train_step as ts
 from yolact_jax.checkpoint import runs
 from yolact_jax.config import YolactConfig, config_to_dict
-from yolact_jax.data import augment, categories, loader
+from yolact_jax.data import categories, loader
 from yolact_jax.model.shapes import feature_sizes, proto_size
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ def pipeline_options(cfg: YolactConfig) -> loader.PipelineOptions:
   """Data-pipeline settings that follow the model config (sizes, transform, augmentation)."""
   hp, hs = proto_size(cfg), feature_sizes(cfg)[0]
   return loader.PipelineOptions(
-      max_size=cfg.max_size, transform_kind=cfg.backbone.transform,
-      flags=augment.AugmentFlags(**dataclasses.asdict(cfg.augment)),
+      max_size=cfg.max_size, transform_kind=cfg.model.backbone.transform,
+      flags=cfg.augment,
       max_instances=cfg.train.max_instances, proto_hw=(hp, hp), segm_hw=(hs, hs),
       num_classes=cfg.num_classes - 1)
 

@@ -4,8 +4,9 @@ the inference batch) and in the train step (forward + backward, at the train bat
 * each distinct DCN layer alone at its real shape (:func:`time_layer`) next to the plain 3x3
   convolution it replaces; summed over the layers (times their count) and divided by the whole
   program's time, the DCN layers' share;
-* the whole network / train step against the same preset with ``backbone.dcn_layers`` zeroed
-  (every DCN a plain 3x3 conv, nothing else changed): what the DCNs add inside the fused program.
+* the whole network / train step against the same preset with ``model.backbone.dcn_layers``
+  zeroed (every DCN a plain 3x3 conv, nothing else changed): what the DCNs add inside the fused
+  program.
 
 The two need not agree exactly: XLA fuses and schedules a layer differently alone and inside the
 network, and the shares are of medians taken at different moments of a shared machine's load.
@@ -31,7 +32,7 @@ from yolact_jax.model.variables import abstract_variables, init_variables
 from yolact_jax.model.yolact import Yolact
 from yolact_jax.ops.conv import conv_general_dilated
 
-NO_DCN = 'backbone.dcn_layers=(0, 0, 0, 0)'
+NO_DCN = 'model.backbone.dcn_layers=(0, 0, 0, 0)'
 OFFSET_GAIN = 2.0  # offset conv weights ~ N(0, gain^2 / fan_in): offsets of ~1-3 px
 
 
@@ -40,7 +41,7 @@ def dcn_layer_calls(cfg: Any, batch: int, dtype: Any, train: bool) -> list[dict[
   settings, input shape) one entry ``{'layer': unbound module, 'input_shape', 'count',
   'names'}``, in order of first call. The network is traced abstractly (``jax.eval_shape``)
   with a method interceptor recording every :class:`ModulatedDeformConv` call."""
-  model = Yolact(cfg, dtype=dtype)
+  model = Yolact(cfg.model, num_classes=cfg.num_classes, dtype=dtype)
   x = jax.ShapeDtypeStruct((batch, cfg.max_size, cfg.max_size, 3), jnp.float32)
   calls: dict[tuple, dict[str, Any]] = collections.OrderedDict()
 
@@ -126,7 +127,7 @@ def _whole_network(preset: str, batch: int, dtype: str, overrides: Sequence[str]
                    opts: TimingOptions) -> dict[str, Any]:
   """The network (eval mode) of ``preset`` with config ``overrides``, timed."""
   cfg = get_config(preset, list(overrides))
-  model = Yolact(cfg, dtype=DTYPES[dtype])
+  model = Yolact(cfg.model, num_classes=cfg.num_classes, dtype=DTYPES[dtype])
   variables = init_variables(cfg, seed=0)
   x = jnp.asarray(random_network_input(cfg, batch))
   record, _ = measure_stage('network', jax.jit(lambda v, x: model.apply(v, x, train=False)),
@@ -175,12 +176,12 @@ def dcn_case(preset: str, dtype: str, batch: int, train_batch: int, opts: Timing
   (preset, batch, dtype) (``earlier``: the run's results so far) are reused, not re-run."""
   earlier = earlier or {}
   cfg = get_config(preset)
-  if not any(cfg.backbone.dcn_layers):
-    raise ValueError(f'{preset} has no DCN layers (backbone.dcn_layers all zero)')
+  if not any(cfg.model.backbone.dcn_layers):
+    raise ValueError(f'{preset} has no DCN layers (model.backbone.dcn_layers all zero)')
   out: dict[str, Any] = {'preset': preset, 'dtype': dtype, 'input_size': cfg.max_size,
                          'batch': batch, 'train_batch': train_batch,
-                         'dcn_layers': list(cfg.backbone.dcn_layers),
-                         'dcn_interval': cfg.backbone.dcn_interval}
+                         'dcn_layers': list(cfg.model.backbone.dcn_layers),
+                         'dcn_interval': cfg.model.backbone.dcn_interval}
   log(f'dcn {preset} network batch {batch} {dtype}')
   with_dcn = _found(earlier.get('inference'), preset, batch, dtype, 'network') \
       or _whole_network(preset, batch, dtype, (), opts)

@@ -51,7 +51,7 @@ def compile_only_rows(cases: Sequence[Case]) -> list[dict]:
   rows = []
   for preset, batch, dtype in cases:
     cfg = get_config(preset)
-    model = Yolact(cfg, dtype=DTYPES[dtype])
+    model = Yolact(cfg.model, num_classes=cfg.num_classes, dtype=DTYPES[dtype])
     x = jax.ShapeDtypeStruct((batch, cfg.max_size, cfg.max_size, 3), jnp.float32)
     variables = abstract_variables(cfg)
     compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(

@@ -55,7 +55,7 @@ def inference_case(preset: str, batch: int, dtype: str, image_hw: tuple[int, int
   postprocess is asked for: it is the postprocess's input) of one (preset, batch, dtype) on
   ``image_hw`` images."""
   cfg = get_config(preset)
-  model = Yolact(cfg, dtype=DTYPES[dtype])
+  model = Yolact(cfg.model, num_classes=cfg.num_classes, dtype=DTYPES[dtype])
   variables = init_variables(cfg, seed=0)
   net_input = jnp.asarray(random_network_input(cfg, batch))
   image_sizes = jnp.asarray(np.tile(np.asarray(image_hw, np.int32), (batch, 1)))

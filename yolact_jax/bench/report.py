@@ -215,10 +215,10 @@ def _dcn_layer_rows(case: dict) -> list[str]:
 def _dcn_table(cases: list[dict]) -> list[str]:
   lines = _head('DCN (YOLACT++)',
                 'The DCN layers\' share, two ways: the whole program with DCN against the same '
-                'preset with `backbone.dcn_layers` zeroed (plain 3x3 convs; share = difference / '
-                'with), and each distinct DCN layer timed alone at its real shape, summed over '
-                'the layers (share = sum / with). Network: forward at the network batch; train '
-                'step: forward + backward at the train batch.',
+                'preset with `model.backbone.dcn_layers` zeroed (plain 3x3 convs; share = '
+                'difference / with), and each distinct DCN layer timed alone at its real shape, '
+                'summed over the layers (share = sum / with). Network: forward at the network '
+                'batch; train step: forward + backward at the train batch.',
                 'preset', 'program', 'DCN layers', 'with DCN ms', 'without DCN ms',
                 'share by difference', 'DCN layers alone ms', 'plain convs alone ms',
                 'share alone')

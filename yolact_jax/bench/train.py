@@ -20,7 +20,7 @@ from yolact_jax.model.variables import init_variables
 def train_case(preset: str, batch: int, dtype: str, opts: TimingOptions,
                overrides: Sequence[str] = ()) -> dict[str, Any]:
   """The jitted train step of one (preset, batch, dtype) on a synthetic batch (the preset with
-  config ``overrides``, e.g. ``backbone.dcn_layers=(0, 0, 0, 0)``).
+  config ``overrides``, e.g. ``model.backbone.dcn_layers=(0, 0, 0, 0)``).
 
   Memory: the compiled step's ``memory_analysis()`` (argument + output + temp - alias bytes,
   what the program needs resident) on every backend, the device's ``peak_bytes_in_use`` after

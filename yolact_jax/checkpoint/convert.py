@@ -110,7 +110,7 @@ def _drop_legacy_keys(state_dict: Mapping[str, np.ndarray], cfg: YolactConfig) -
     if key.startswith('backbone.layer') and not key.startswith('backbone.layers.'):
       continue
     m = re.match(r'fpn\.downsample_layers\.(\d+)\.', key)
-    if m and int(m.group(1)) >= cfg.fpn.num_downsample:
+    if m and int(m.group(1)) >= cfg.model.fpn.num_downsample:
       continue
     out[key] = value
   return out
@@ -293,13 +293,14 @@ def load_imagenet_backbone(path: str | os.PathLike, cfg: YolactConfig,
   its bias and offset/modulation conv are zeroed, as the original, so that at iteration 0 every
   DCN computes 0.5 x the ImageNet 3x3 conv (zero offsets, modulation sigmoid(0)).
 
-  ``path`` is the file, or a folder holding the file named by ``cfg.backbone.pretrained_weights``.
+  ``path`` is the file, or a folder holding the file named by
+  ``cfg.model.backbone.pretrained_weights``.
   """
   if os.path.isdir(path):
-    if not cfg.backbone.pretrained_weights:
+    if not cfg.model.backbone.pretrained_weights:
       raise CheckpointError(f'{path} is a folder and {cfg.name} names no ImageNet file '
-                            '(backbone.pretrained_weights is empty): pass the file itself')
-    path = os.path.join(path, cfg.backbone.pretrained_weights)
+                            '(model.backbone.pretrained_weights is empty): pass the file itself')
+    path = os.path.join(path, cfg.model.backbone.pretrained_weights)
   renamed = imagenet_backbone_state_dict(load_pth(path))
   current = variables_to_state_dict(variables)
   merged = {k: v for k, v in current.items() if not k.startswith('backbone.')}

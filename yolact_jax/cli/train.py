@@ -13,8 +13,8 @@ The dataset flags are the same in ``yolact-jax evaluate``. The run directory rec
 (``data.json``): evaluating the run, or resuming it, without dataset flags reads that one.
 
 The COCO presets start from the ImageNet backbone file their config names
-(``backbone.pretrained_weights``): ``--imagenet`` (the file or its folder), else ``weights/<file>``
-as the original; without it the run stops with an error unless ``--from_scratch`` asks for random
+(``model.backbone.pretrained_weights``): ``--imagenet`` (the file or its folder), else
+``weights/<file>`` as the original; without it the run stops with an error unless ``--from_scratch`` asks for random
 weights (the synthetic presets train from scratch by default). Resuming needs neither.
 
 Any config field can be overridden: --config.train.lr=5e-4 (--batch_size N is train.batch_size).
@@ -109,13 +109,14 @@ def imagenet_file(args, cfg, resuming: bool) -> str | None:
 
   Raises UsageError when the preset names one and it is nowhere to be found, unless
   --from_scratch, --weights or a checkpoint to resume from makes it unnecessary."""
-  expected = cfg.backbone.pretrained_weights
+  expected = cfg.model.backbone.pretrained_weights
   if args.imagenet:
     common.check_weights(args.imagenet, '--imagenet')
     if os.path.isdir(args.imagenet):
       if not expected:
         raise UsageError(f'--imagenet {args.imagenet} is a folder and {cfg.name} names no '
-                         'ImageNet file (backbone.pretrained_weights is empty): pass the file')
+                         'ImageNet file (model.backbone.pretrained_weights is empty): pass the '
+                         'file')
       common.check_weights(os.path.join(args.imagenet, expected), '--imagenet')
     return args.imagenet
   if resuming or args.weights or args.from_scratch or not expected:
@@ -125,8 +126,8 @@ def imagenet_file(args, cfg, resuming: bool) -> str | None:
     logging.info('ImageNet backbone: %s', default)
     return default
   raise UsageError(f'{cfg.name} trains from the ImageNet backbone {expected} '
-                   f'(backbone.pretrained_weights), not found in {ORIGINAL_WEIGHTS_DIR}/: pass '
-                   '--imagenet PATH (the file or its folder), or --from_scratch to train from '
+                   f'(model.backbone.pretrained_weights), not found in {ORIGINAL_WEIGHTS_DIR}/: '
+                   'pass --imagenet PATH (the file or its folder), or --from_scratch to train from '
                    'random weights')
 
 

@@ -147,7 +147,7 @@ class OurInference:
     if kind not in OURS_KINDS:
       raise ValueError(f'--ours must be one of {OURS_KINDS}, got {kind!r}')
     self.cfg, self.batches, self.kind = cfg, batches, kind
-    model = Yolact(cfg)
+    model = Yolact(cfg.model, num_classes=cfg.num_classes)
     self.variables = jax.device_put(variables)
     self.program = InferenceProgram(cfg)
     self.inputs = [jax.device_put(x) for x in net_inputs]

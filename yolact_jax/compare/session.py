@@ -55,11 +55,11 @@ def _machine(threads: int, load_before_timing: list[float], jax: Any, torch: Any
 def plus_features(cfg: Any) -> dict[str, Any]:
   """What of YOLACT++ the preset uses: DCN layers per stage and their interval, anchors per
   location, the mask-IoU network and mask / box re-scoring (all off or zero for YOLACT)."""
-  backbone, detect = cfg.backbone, cfg.detect
-  return {'dcn_layers': list(getattr(backbone, 'dcn_layers', ())),
-          'dcn_interval': getattr(backbone, 'dcn_interval', 1),
-          'num_anchors': backbone.num_anchors,
-          'use_maskiou': bool(getattr(cfg, 'use_maskiou', False)),
+  model, detect = cfg.model, cfg.detect
+  return {'dcn_layers': list(getattr(model.backbone, 'dcn_layers', ())),
+          'dcn_interval': getattr(model.backbone, 'dcn_interval', 1),
+          'num_anchors': model.anchors.num_anchors,
+          'use_maskiou': bool(getattr(model, 'use_maskiou', False)),
           'rescore_mask': bool(getattr(detect, 'rescore_mask', False)),
           'rescore_bbox': bool(getattr(detect, 'rescore_bbox', False))}
 
@@ -89,7 +89,7 @@ def side_by_side(args: argparse.Namespace, cfg: Any, images: list[np.ndarray], j
   from yolact_jax.predict import pack_canvas, preprocess
 
   batches, canvas_hw = make_batches(images, args.batch_size)
-  to_input = jax.jit(lambda c, s: preprocess(c, s, cfg.max_size, cfg.backbone.transform))
+  to_input = jax.jit(lambda c, s: preprocess(c, s, cfg.max_size, cfg.model.backbone.transform))
   net_inputs = [np.asarray(to_input(c, s)) for c, s, _ in batches]
   variables, context['weights'] = our_variables(cfg, args.weights, args.random_weights,
                                                 net_inputs[0])

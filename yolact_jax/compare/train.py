@@ -277,7 +277,7 @@ def train_side_by_side(cfg: Any, variables: dict, original: Any, torch: Any, dev
   out: dict[str, Any] = {
       'batch_size': batch_size, 'objects_per_image': objects, 'freeze_bn': freeze_bn,
       'learning_rate': lr, 'momentum': cfg.train.momentum, 'weight_decay': cfg.train.decay,
-      'num_positives': int(metrics['num_pos']), 'masks_to_train': cfg.mask.masks_to_train,
+      'num_positives': int(metrics['num_pos']), 'masks_to_train': cfg.loss.masks_to_train,
       'losses': compare_losses(ours_losses, theirs_losses),
       'update': compare_updates(before, ours_after, theirs_after),
       'original_self': original_self_check(make_original, net_input, seed, theirs_losses,

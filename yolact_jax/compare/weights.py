@@ -17,7 +17,7 @@ def random_variables(cfg: Any, seed: int, calibration_input: np.ndarray) -> dict
   from yolact_jax.model.layers import BatchNorm
   from yolact_jax.model.variables import init_variables
   from yolact_jax.model.yolact import Yolact
-  model = Yolact(cfg)
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
   x = jnp.asarray(calibration_input)
   variables = init_variables(cfg, seed)
   rng = np.random.default_rng(seed)

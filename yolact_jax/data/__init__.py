@@ -9,8 +9,8 @@ Modules (import the heavy ones directly: ``loader`` pulls in grain, ``tfds_build
   loader        grain loaders with fixed-shape training batches and checkpointable state.
 """
 
-from yolact_jax.data.augment import (AugmentFlags, MEANS_BGR, STD_BGR, TransformedSample,
-                                     eval_transform, normalize, train_transform)
+from yolact_jax.data.augment import (TransformedSample, backbone_transform, eval_transform,
+                                     train_transform)
 from yolact_jax.data.coco import (BrokenSampleError, CocoDataset, CocoFormatError, LabelMap,
                                   Problem, RawSample, build_label_map, coco_label_map,
                                   decode_record)

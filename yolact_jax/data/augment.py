@@ -4,7 +4,9 @@
   random sample crop (as it really behaves), mirror, resize to ``max_size``, the small-box filter
   with its unit bug, then the backbone normalisation.
 * ``eval_transform`` = ``BaseTransform``: resize then normalise.
-* ``normalize`` = ``BackboneTransform``: ResNet (BGR mean/std, then RGB) or DarkNet (x/255, RGB).
+* ``backbone_transform`` = ``BackboneTransform`` (the last step of both): the image reordered to
+  RGB and normalised by :func:`yolact_jax.normalise.normalise` (the one normalisation, shared
+  with the device path).
 
 Randomness comes only from the ``np.random.Generator`` passed in, drawn in the same order as the
 original draws from ``numpy.random``, so a seed fixes the result. Every draw ``uniform(a, b)`` is
@@ -30,34 +32,13 @@ import dataclasses
 import cv2
 import numpy as np
 
-from yolact_jax.config import INPUT_TRANSFORMS
+from yolact_jax.config import INPUT_TRANSFORMS, AugmentConfig
+from yolact_jax.normalise import MEANS_BGR, normalise
 
-
-# BGR-ordered, as the original (data/config.py MEANS / STD).
-MEANS_BGR = (103.94, 116.78, 123.68)
-STD_BGR = (57.38, 57.12, 58.40)
 TRANSFORM_KINDS = INPUT_TRANSFORMS  # the registry of yolact_jax.config
 
 _CROP_TRIALS = 50
 _NUM_CROP_MODES = 6  # None, (0.1, None), (0.3, None), (0.7, None), (0.9, None), (None, None)
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentFlags:
-  """Switches of the training transform (defaults = every preset of the original).
-
-  photometric_distort, expand, random_sample_crop, random_mirror: the cfg.augment_* flags.
-  discard_box_width / discard_box_height: cfg.discard_box_* (relative, 4/550).
-  fix_discard_box_units: False = the original's unit bug (threshold compared with pixel widths);
-    True = compare with relative widths as intended.
-  """
-  photometric_distort: bool = True
-  expand: bool = True
-  random_sample_crop: bool = True
-  random_mirror: bool = True
-  discard_box_width: float = 4 / 550
-  discard_box_height: float = 4 / 550
-  fix_discard_box_units: bool = False
 
 
 @dataclasses.dataclass
@@ -87,33 +68,13 @@ def _coin(rng: np.random.Generator) -> bool:
   return bool(rng.integers(2))
 
 
-def normalize(image: np.ndarray, kind: str = 'resnet') -> np.ndarray:
-  """The original's ``BackboneTransform`` on a BGR image with values in [0, 255].
-
-  resnet:  (img - MEANS_BGR) / STD_BGR in float32, then channels reordered to RGB.
-  darknet: img / 255, then RGB.
-
-  Args:
-    image: [H, W, 3] BGR (any dtype).
-    kind: 'resnet' or 'darknet'.
-  Returns:
-    float32 [H, W, 3] RGB.
-  """
-  if kind not in TRANSFORM_KINDS:
-    raise ValueError(f'transform kind must be one of {TRANSFORM_KINDS}, got {kind!r}')
-  # Reordering the channels first gives the same values (the ops are per element) and keeps
-  # every array contiguous.
-  rgb = cv2.cvtColor(np.ascontiguousarray(image, dtype=np.float32), cv2.COLOR_BGR2RGB)
-  if kind == 'resnet':
-    # Rows viewed as [H, W * 3] with the constants tiled along them: the same float32 ops as
-    # broadcasting over the channel axis, but with long inner loops (several times faster).
-    rows = rgb.reshape(rgb.shape[0], -1)
-    width = rgb.shape[1]
-    rows -= np.tile(np.array(MEANS_BGR[::-1], np.float32), width)
-    rows /= np.tile(np.array(STD_BGR[::-1], np.float32), width)
-  else:
-    rgb /= np.float32(255)
-  return rgb
+def backbone_transform(image: np.ndarray, kind: str = 'resnet') -> np.ndarray:
+  """The original's ``BackboneTransform`` on a BGR image [H, W, 3] with values in [0, 255] (any
+  dtype): float32 RGB [H, W, 3], normalised by :func:`yolact_jax.normalise.normalise` with
+  ``kind`` ('resnet' or 'darknet'). The channels are reordered before normalising, which gives
+  the original's values (the operations are per element) and keeps every array contiguous."""
+  return normalise(cv2.cvtColor(np.ascontiguousarray(image, dtype=np.float32), cv2.COLOR_BGR2RGB),
+                   kind)
 
 
 def photometric_distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -248,7 +209,7 @@ def _small_box_keep(boxes: np.ndarray, min_w: float, min_h: float) -> np.ndarray
 
 def train_transform(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
                     num_crowds: int, rng: np.random.Generator, max_size: int = 550,
-                    kind: str = 'resnet', flags: AugmentFlags = AugmentFlags(),
+                    kind: str = 'resnet', flags: AugmentConfig = AugmentConfig(),
                     ) -> TransformedSample:
   """The original's training transform (``SSDAugmentation``), in order.
 
@@ -261,7 +222,7 @@ def train_transform(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, lab
     rng: the only source of randomness.
     max_size: output side S.
     kind: normalisation, 'resnet' or 'darknet'.
-    flags: which steps run, and the small-box filter.
+    flags: which steps run, and the small-box filter (the config's ``augment`` section).
   Returns:
     TransformedSample (image [S, S, 3] float32 RGB normalised, masks [m, S, S], boxes [m, 4]
     relative, labels [m], num_crowds); m may be smaller than n (crop / filter), possibly 0.
@@ -315,7 +276,7 @@ def train_transform(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, lab
   num_crowds = int((labels < 0).sum())
   boxes = boxes / max_size
 
-  return TransformedSample(image=normalize(image, kind), masks=masks,
+  return TransformedSample(image=backbone_transform(image, kind), masks=masks,
                            boxes=boxes.astype(np.float32), labels=labels.astype(np.int32),
                            num_crowds=num_crowds)
 
@@ -342,5 +303,5 @@ def eval_transform(image: np.ndarray, boxes: np.ndarray | None = None,
   labels = np.zeros((0,), np.int32) if labels is None else np.asarray(labels, np.int32)
   keep = _small_box_keep(boxes, discard_box_width, discard_box_height)
   boxes, labels = boxes[keep], labels[keep]
-  return TransformedSample(image=normalize(resized, kind), masks=None, boxes=boxes,
+  return TransformedSample(image=backbone_transform(resized, kind), masks=None, boxes=boxes,
                            labels=labels, num_crowds=int((labels < 0).sum()))

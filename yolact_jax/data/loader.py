@@ -44,6 +44,7 @@ import cv2
 import grain.python as grain
 import numpy as np
 
+from yolact_jax.config import AugmentConfig
 from yolact_jax.data import augment
 from yolact_jax.data import coco as coco_lib
 from yolact_jax.data import masks as mask_lib
@@ -211,7 +212,7 @@ class PipelineOptions:
 
   max_size: network input side S.
   transform_kind: 'resnet' (BGR mean/std, RGB) or 'darknet' (x/255, RGB).
-  flags: training augmentation switches.
+  flags: training augmentation switches (the config's ``augment`` section).
   max_instances: G, rows per image.
   proto_hw / segm_hw: mask sizes shipped (138/69 at 550: the proto and P3 sizes).
   max_substitutions: how many substitutes to try before giving up (an error).
@@ -221,7 +222,7 @@ class PipelineOptions:
   """
   max_size: int = 550
   transform_kind: str = 'resnet'
-  flags: augment.AugmentFlags = augment.AugmentFlags()
+  flags: AugmentConfig = AugmentConfig()
   max_instances: int = 100
   proto_hw: tuple[int, int] = (138, 138)
   segm_hw: tuple[int, int] = (69, 69)

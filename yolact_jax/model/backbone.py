@@ -2,8 +2,9 @@
 DCNv2 in some blocks' 3x3) and DarkNet-53.
 
 Both take an NHWC normalised image and return the tuple of stage outputs; YOLACT feeds
-``cfg.backbone.selected_layers`` of them to the FPN. ``BACKBONES`` maps each name of the config's
-``BACKBONE_KINDS`` registry to its module.
+``model.backbone.selected_layers`` of them to the FPN. ``BACKBONES`` maps each name of the
+config's ``BACKBONE_KINDS`` registry to its module; :func:`make_backbone` builds one from the
+fields of ``model.backbone`` (keyword arguments).
 """
 
 from __future__ import annotations
@@ -156,22 +157,24 @@ class DarkNet(nn.Module):
     return tuple(outputs)
 
 
-# cfg.backbone.kind -> module; its keys are exactly config.BACKBONE_KINDS.
+# model.backbone.kind -> module; its keys are exactly config.BACKBONE_KINDS.
 BACKBONES: dict[str, type[nn.Module]] = {'resnet': ResNet, 'darknet': DarkNet}
 assert tuple(BACKBONES) == BACKBONE_KINDS, (tuple(BACKBONES), BACKBONE_KINDS)
 
 
-def make_backbone(kind: str, layers: tuple[int, ...], base_width: int, freeze_bn: bool,
-                  dtype: Any, name: str = 'backbone', dcn_layers: tuple[int, ...] = (),
-                  dcn_interval: int = 1, bn_groups: int = 1) -> nn.Module:
+def make_backbone(*, kind: str, layers: tuple[int, ...], base_width: int,
+                  dcn_layers: tuple[int, ...] = (), dcn_interval: int = 1,
+                  freeze_bn: bool = False, dtype: Any = jnp.float32, bn_groups: int = 1,
+                  name: str = 'backbone') -> nn.Module:
   """The backbone ``kind`` (one of ``BACKBONE_KINDS``): stages ``layers``, stem width
-  ``base_width``; ``dcn_layers`` / ``dcn_interval`` place DCNv2 blocks (ResNet only);
-  ``bn_groups``: BatchNorm statistics per replica."""
+  ``base_width``; ``dcn_layers`` / ``dcn_interval`` place DCNv2 blocks (ResNet only; the fields
+  of ``model.backbone``). ``freeze_bn``, ``dtype``, ``bn_groups``: as ``Yolact``'s."""
   if kind not in BACKBONES:
     raise ValueError(f'Unknown backbone kind {kind!r}: expected one of {BACKBONE_KINDS}')
+  common = dict(layers=tuple(layers), base_width=base_width, freeze_bn=freeze_bn, dtype=dtype,
+                bn_groups=bn_groups, name=name)
   if kind == 'resnet':
-    return ResNet(layers, base_width, freeze_bn, dtype, tuple(dcn_layers), dcn_interval,
-                  bn_groups=bn_groups, name=name)
+    return ResNet(dcn_layers=tuple(dcn_layers), dcn_interval=dcn_interval, **common)
   if any(dcn_layers):
     raise ValueError(f'deformable convolutions exist only in the ResNet backbone, not {kind!r}')
-  return BACKBONES[kind](layers, base_width, freeze_bn, dtype, bn_groups=bn_groups, name=name)
+  return BACKBONES[kind](**common)

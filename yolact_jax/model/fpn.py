@@ -48,7 +48,7 @@ def resize_nearest(x: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
   return x[:, rows][:, :, cols]
 
 
-# cfg.fpn.interpolation -> resize [B, H, W, C] -> [B, height, width, C]; keys = FPN_INTERPOLATIONS.
+# model.fpn.interpolation -> resize [B, H, W, C] -> [B, height, width, C]; keys FPN_INTERPOLATIONS.
 RESIZE: dict[str, Callable[[jnp.ndarray, int, int], jnp.ndarray]] = {
     'bilinear': resize_bilinear, 'nearest': resize_nearest}
 assert tuple(RESIZE) == FPN_INTERPOLATIONS, (tuple(RESIZE), FPN_INTERPOLATIONS)

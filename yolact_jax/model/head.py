@@ -52,7 +52,7 @@ def prediction_modules(num_levels: int, share: bool, *args: Any, **kwargs: Any
                        ) -> list[PredictionModule]:
   """The head of each pyramid level; call inside the network's compact ``__call__``.
 
-  ``share`` (``cfg.head.share_prediction_module``): one module, ``prediction_layers_0``, used at
+  ``share`` (``model.head.share_prediction_module``): one module, ``prediction_layers_0``, used at
   every level. Otherwise one module per level, ``prediction_layers_{i}``, each with its own
   parameters (the original's state_dict keys ``prediction_layers.{i}.*``). ``args``/``kwargs``
   are :class:`PredictionModule`'s fields.

@@ -1,7 +1,8 @@
 """Feature-map sizes of a config, read off the network itself with ``jax.eval_shape``.
 
-Tracing ``Yolact(cfg).init`` on a ``jax.ShapeDtypeStruct`` input computes no numbers, only shapes,
-so the sizes here are those of the code that runs: whatever the backbone, FPN and ProtoNet do to
+Tracing the network's ``init`` (``Yolact(cfg.model, num_classes=cfg.num_classes)``) on a
+``jax.ShapeDtypeStruct`` input computes no numbers, only shapes, so the sizes here are those of
+the code that runs: whatever the backbone, FPN and ProtoNet do to
 the spatial size, these follow. At 550 px every v1 preset gives levels [69, 35, 18, 9, 5] (P3..P7),
 prototypes 138 x 138 and 19248 priors (3 per location).
 
@@ -38,7 +39,8 @@ def _is_fpn(module, method_name: str) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def model_shapes(cfg: YolactConfig, size: int | None = None) -> ModelShapes:
-  """The shapes of ``Yolact(cfg)`` on a [1, size, size, 3] input (default ``cfg.max_size``).
+  """The shapes of the network of ``cfg`` on a [1, size, size, 3] input (default
+  ``cfg.max_size``).
 
   The pyramid sizes come from the FPN's output (captured as an intermediate), the prototype size
   from ``proto`` and the prior count from ``loc``; raises ValueError if a level is not square or
@@ -46,7 +48,7 @@ def model_shapes(cfg: YolactConfig, size: int | None = None) -> ModelShapes:
   """
   from yolact_jax.model.yolact import Yolact  # the network module imports config; keep it lazy
   size = cfg.max_size if size is None else size
-  model = Yolact(cfg)
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
 
   def run(images):
     out, state = model.init_with_output(jax.random.key(0), images, capture_intermediates=_is_fpn,
@@ -62,9 +64,9 @@ def model_shapes(cfg: YolactConfig, size: int | None = None) -> ModelShapes:
     levels.append(int(level.shape[1]))
   proto = int(out['proto'].shape[1])
   priors = int(out['loc'].shape[1])
-  if priors != sum(n * n for n in levels) * cfg.backbone.num_anchors:
+  if priors != sum(n * n for n in levels) * cfg.model.anchors.num_anchors:
     raise ValueError(f'{cfg.name}: {priors} priors from the head, but levels {levels} with '
-                     f'{cfg.backbone.num_anchors} anchors per location')
+                     f'{cfg.model.anchors.num_anchors} anchors per location')
   return ModelShapes(tuple(levels), proto, priors)
 
 

@@ -1,7 +1,8 @@
 """The one place that builds a model's variables: real ones (``init_variables``) and their shapes
 only (``abstract_variables``).
 
-Both initialise ``Yolact(cfg)`` on a zero image of the preset's input size ``[1, S, S, 3]``; the
+Both initialise the network of the experiment ``cfg``, ``Yolact(cfg.model,
+num_classes=cfg.num_classes)``, on a zero image of the preset's input size ``[1, S, S, 3]``; the
 result is ``{'params': ..., 'batch_stats': ...}``. Initialisation is jitted (eager Flax init of a
 ResNet is slow), and the abstract form costs no computation (``jax.eval_shape``).
 """
@@ -19,7 +20,7 @@ from yolact_jax.model.yolact import Yolact
 
 def _init(cfg: YolactConfig, key: jax.Array) -> dict[str, Any]:
   images = jnp.zeros((1, cfg.max_size, cfg.max_size, 3), jnp.float32)
-  variables = Yolact(cfg).init(key, images)
+  variables = Yolact(cfg.model, num_classes=cfg.num_classes).init(key, images)
   return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
 
 
