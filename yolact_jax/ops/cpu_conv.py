@@ -13,7 +13,7 @@ Two rewrites, each the same sums in another order (float32 rounding differences 
       dW[i, j] = sum_{n, y, x} X_pad[n, s*y + i, s*x + j, :]^T  dY[n, y, x, :]     ([Cin, Cout])
 
 XLA:CPU's own convolutions are slow for these cases; :func:`matmul_weight_grad_pays` says for
-which weight shapes the products win (measurements: ``docs/cpu_convolutions.md``).
+which weight shapes the products win (measurements: ``docs/performance.md``, CPU convolutions).
 
 Nothing here looks at the platform: :mod:`yolact_jax.ops.conv` decides where these run (on CPU
 only) and is what the network calls.
@@ -94,7 +94,7 @@ def matmul_weight_grad_pays(w_shape: Sequence[int], out_shape: Sequence[int]) ->
   """Whether :func:`weight_grad_by_matmul` beats XLA:CPU's weight gradient for a kernel
   ``w_shape`` [kh, kw, Cin, Cout] and output ``out_shape`` [N, Ho, Wo, Cout]: always for 1x1
   kernels, for larger ones from ``MATMUL_MIN_WORK`` output positions x Cin x Cout (measured:
-  ``docs/cpu_convolutions.md``)."""
+  ``docs/performance.md``, CPU convolutions)."""
   kh, kw, cin, cout = w_shape
   if kh * kw == 1:
     return True
