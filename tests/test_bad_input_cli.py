@@ -27,7 +27,8 @@ def one_error_line(result) -> str:
 # ---------------------------------------------------------------------------------------------
 # ONNX export without the [onnx] extra
 
-ONNX_EXPORT_MODULES = ('onnx', 'jax2onnx')  # what exporting imports (pyproject.toml, README)
+# what exporting imports (pyproject.toml, docs/serving.md)
+ONNX_EXPORT_MODULES = ('onnx', 'jax2onnx')
 
 
 @pytest.mark.skipif(all(importlib.util.find_spec(m) for m in ONNX_EXPORT_MODULES),

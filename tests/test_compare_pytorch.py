@@ -939,7 +939,7 @@ def test_ours_onnx_runs_the_converted_program(fake_checkout, tmp_path):
   """--ours onnx: the end-to-end program converted by jax2onnx, in ONNX Runtime, gives the same
   matches as the live program."""
   pytest.importorskip('onnxruntime', reason='--ours onnx needs onnxruntime')
-  pytest.importorskip('jax2onnx', reason='--ours onnx converts with jax2onnx (README, Serving)')
+  pytest.importorskip('jax2onnx', reason='--ours onnx converts with jax2onnx (docs/serving.md)')
   report = cli.main(['--yolact_repo', str(fake_checkout), '--config', 'yolact_tiny',
                      '--random_weights', '0', '--num_images', '2', '--batch_size', '2',
                      '--warmup', '1', '--repeats', '1', '--ours', 'onnx',

@@ -2,7 +2,7 @@
 
 The CI tests run the shipped artefacts of ``tests/onnx_fixture.py`` (exporting needs jax2onnx,
 which the test command cannot install) in onnxruntime against the live JAX program on the same
-seeded weights. With jax2onnx installed (README, Serving), the last test also exports afresh.
+seeded weights. With jax2onnx installed (docs/serving.md), the last test also exports afresh.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_onnx_artefact_gives_the_live_detections(tiny, tmp_path):
 
 
 def test_fresh_export_gives_the_live_detections(tiny, tmp_path):
-  pytest.importorskip('jax2onnx', reason='ONNX export needs jax2onnx (README, Serving: installed '
+  pytest.importorskip('jax2onnx', reason='ONNX export needs jax2onnx (docs/serving.md: installed '
                       'with --no-deps, its orbax pin conflicts with the project\'s)')
   from yolact_jax.serving import export as ex
   cfg, variables = tiny

@@ -3,7 +3,7 @@
   # StableHLO (jax.export) for CPU and CUDA in one file, symbolic batch; weights beside it
   yolact-jax export --config yolact_base --weights yolact_base_54_800000.pth \\
       --format stablehlo --out served/yolact_base.stablehlo
-  # ONNX (needs the [onnx] extra and jax2onnx: README, Serving), fixed batch 1, canvas 640x640
+  # ONNX (needs the [onnx] extra and jax2onnx: docs/serving.md), fixed batch 1, canvas 640x640
   yolact-jax export --config yolact_resnet50 --weights w.pth --format onnx \\
       --out served/yolact_resnet50.onnx --batch_size 1 --canvas 640 640
   # a training run needs no --config (its config.json is read back)

@@ -92,7 +92,7 @@ def require_exporter() -> None:
     except ImportError as e:
       reason = str(e).splitlines()[0] if str(e) else type(e).__name__
       raise ImportError(f'ONNX export cannot import {module!r} ({reason}): {INSTALL} '
-                        '(README, Serving)') from e
+                        '(docs/serving.md)') from e
 
 
 def _to_onnx(fn: Callable, specs: list[jax.ShapeDtypeStruct], input_names: tuple[str, ...],
