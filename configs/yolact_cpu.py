@@ -13,7 +13,7 @@ in the same time).
 
 Demo:      python scripts/demo.py            (dataset + training + evaluation + pictures)
 Train:     yolact-jax train --config configs/yolact_cpu.py --workdir runs/cpu
-Evaluate:  yolact-jax evaluate --config configs/yolact_cpu.py --weights outputs/demo/run --synthetic data/synthetic
+Evaluate:  yolact-jax evaluate --weights outputs/demo/run   (the run records its config and dataset)
 Load:      yolact_jax.config.load_config('configs/yolact_cpu.py') (calls get_config())
 """
 

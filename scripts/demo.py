@@ -52,15 +52,6 @@ def parse_args(argv=None):
   return args, overrides
 
 
-def stretch_schedule(cfg, iterations: int):
-  """``cfg`` trained for ``iterations`` with max_iter and the lr steps scaled proportionally."""
-  import dataclasses
-  t = cfg.train
-  steps = tuple(int(s * iterations / t.max_iter) for s in t.lr_steps)
-  return dataclasses.replace(cfg, train=dataclasses.replace(t, max_iter=iterations,
-                                                            lr_steps=steps))
-
-
 def plot_losses(metrics_file: pathlib.Path, out_png: pathlib.Path) -> None:
   """Each loss term and the total against the iteration (from trainer's metrics.jsonl)."""
   import matplotlib
@@ -121,14 +112,14 @@ def main(argv=None) -> int:
   logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
   args, overrides = parse_args(argv)
   import jax
-  from yolact_jax import evaluation, trainer
+  from yolact_jax import evaluation, train_step, trainer
   from yolact_jax.cli import common
   from yolact_jax.config import config_to_dict, load_config
   from yolact_jax.data import coco, loader, synthetic
 
   cfg = load_config(args.config, overrides)
   if args.iterations:
-    cfg = stretch_schedule(cfg, args.iterations)
+    cfg = train_step.stretch_schedule(cfg, args.iterations)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   started = time.perf_counter()

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 
 from scripts import demo
+from yolact_jax import train_step
 from yolact_jax.checkpoint import io
 from yolact_jax.config import get_config
 
@@ -45,6 +46,6 @@ def test_demo_writes_every_output_and_reruns(tmp_path):
 
 
 def test_stretch_schedule_scales_max_iter_and_steps():
-  cfg = demo.stretch_schedule(get_config('yolact_cpu'), 12000)
+  cfg = train_step.stretch_schedule(get_config('yolact_cpu'), 12000)
   assert cfg.train.max_iter == 12000 and cfg.train.lr_steps == (9200, 11200)
   assert cfg.train.lr == get_config('yolact_cpu').train.lr

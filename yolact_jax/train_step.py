@@ -65,6 +65,15 @@ def effective_schedule(cfg: YolactConfig) -> Schedule:
   return Schedule(lr, max_iter, steps, t.lr_warmup_init, t.lr_warmup_until, t.gamma)
 
 
+def stretch_schedule(cfg: YolactConfig, iterations: int) -> YolactConfig:
+  """``cfg`` trained for ``iterations``: max_iter set to it and the lr steps scaled in
+  proportion (warmup unchanged)."""
+  t = cfg.train
+  steps = tuple(int(s * iterations / t.max_iter) for s in t.lr_steps)
+  return dataclasses.replace(cfg, train=dataclasses.replace(t, max_iter=iterations,
+                                                            lr_steps=steps))
+
+
 def learning_rate(schedule: Schedule, iteration: jnp.ndarray) -> jnp.ndarray:
   """The rate the original sets before running ``iteration`` (0-based)."""
   it = jnp.asarray(iteration, jnp.float32)

@@ -11,6 +11,10 @@ inputs): outputs and speed.
     # also one training step (losses, parameter update) and the train-step speed, batch 2
     yolact-jax compare --yolact_repo ~/src/yolact --config yolact_resnet50 \\
         --random_weights 0 --threads 2 --train_step --train_batch_size 2
+    # training studies (yolact_cpu by default): 500 steps side by side on the same batches
+    yolact-jax compare --yolact_repo ~/src/yolact --train_steps 500 --threads 2
+    # whole 500-iteration runs, scored by the same COCO evaluator (the original: 3 data seeds)
+    yolact-jax compare --yolact_repo ~/src/yolact --train_run 500 --threads 2
 
 ``--yolact_repo`` is the user's checkout of dbolya/yolact, imported at run time (nothing of it is
 copied into this project; the checkout is not modified). What is compared, how both sides are
@@ -28,15 +32,17 @@ from yolact_jax.cli import common
 # Neither imports JAX or torch at module level (they start after --threads pins the process).
 from yolact_jax.compare.inference import OURS_KINDS
 from yolact_jax.compare.original import NMS_TO_ORIGINAL_FLAGS
-from yolact_jax.compare.session import run_comparison
+from yolact_jax.compare.session import STUDY_PRESET, run_comparison, run_training_study
 
 
 def build_parser() -> argparse.ArgumentParser:
   p = common.Parser(prog='yolact-jax compare', description=__doc__.split('\n\n')[0])
   p.add_argument('--yolact_repo', required=True, help='a checkout of dbolya/yolact')
-  p.add_argument('--config', default='yolact_resnet50',
-                 help='preset name, the same on both sides (the original gets <name>_config)')
-  weights = p.add_mutually_exclusive_group(required=True)
+  p.add_argument('--config', default=None,
+                 help='preset name, the same on both sides (the original gets <name>_config, '
+                      'or one built from ours); default yolact_resnet50, and '
+                      f'{STUDY_PRESET} for the training studies')
+  weights = p.add_mutually_exclusive_group()
   weights.add_argument('--weights', help='an original .pth checkpoint')
   weights.add_argument('--random_weights', type=int, metavar='SEED',
                        help='seeded random weights, identical on both sides')
@@ -75,6 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help='seeded ground-truth objects per training image')
   train.add_argument('--train_warmup', type=int, default=1, help='untimed steps per side')
   train.add_argument('--train_repeats', type=int, default=3, help='timed steps per side')
+  study = p.add_argument_group(
+      'training studies (--train_steps / --train_run; from our seeded initialisation, '
+      '--random_weights SEED, default 0)')
+  study.add_argument('--train_steps', type=int, default=None, metavar='N',
+                     help='N steps on both sides on the same batches: every loss term, the '
+                          "parameter drift per tensor group and the original's own drift")
+  study.add_argument('--train_run', type=int, default=None, metavar='ITER',
+                     help='whole runs of ITER iterations (the schedule scaled to it), both '
+                          'sides scored by the same COCO evaluator, the original on each '
+                          '--data_seeds')
+  study.add_argument('--study_batch_size', type=int, default=None,
+                     help="images per step (default: the preset's train.batch_size)")
+  study.add_argument('--data_seeds', type=lambda s: [int(x) for x in s.split(',')],
+                     default=[0, 1, 2], help="the original's data seeds for --train_run "
+                     '(the first is also ours)')
+  study.add_argument('--record_every', type=int, default=1,
+                     help='--train_steps: steps between parameter comparisons')
+  study.add_argument('--data_dir', default='data/synthetic',
+                     help='the synthetic dataset (the demo\'s; generated if absent)')
+  study.add_argument('--num_train', type=int, default=3000, help='synthetic train images')
+  study.add_argument('--num_val', type=int, default=100, help='synthetic val images')
+  study.add_argument('--image_side', type=int, nargs=2, default=(128, 256),
+                     metavar=('MIN', 'MAX'), help='square synthetic images of sides in MIN..MAX')
   p.add_argument('--out', type=pathlib.Path, default=None,
                  help='JSON path (default results/compare_pytorch_<config>_<device>.json); '
                       '.md beside it')
@@ -82,7 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  return run_comparison(build_parser().parse_args(argv))
+  import shlex
+  import sys
+  parser = build_parser()
+  argv = sys.argv[1:] if argv is None else list(argv)
+  args = parser.parse_args(argv)
+  args.command = shlex.join(['yolact-jax', 'compare', *map(str, argv)])
+  if args.train_steps and args.train_run:
+    parser.error('--train_steps and --train_run are separate studies: give one')
+  if args.train_steps or args.train_run:
+    if args.weights:
+      parser.error('the training studies start from our seeded initialisation '
+                   '(--random_weights SEED), not from --weights')
+    return run_training_study(args)
+  if args.weights is None and args.random_weights is None:
+    parser.error('one of --weights or --random_weights is required')
+  args.config = args.config or 'yolact_resnet50'
+  return run_comparison(args)
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ import argparse
 import datetime
 import json
 import os
+import pathlib
 import platform
 from typing import Any
 
@@ -155,4 +156,64 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
   out.write_text(json.dumps(report, indent=1, default=float) + '\n')
   out.with_suffix('.md').write_text(markdown_report(report) + '\n')
   print(markdown_report(report))
+  return report
+
+
+STUDY_PRESET = 'yolact_cpu'  # the training studies' default preset (the demo's model)
+
+
+def run_training_study(args: argparse.Namespace) -> dict[str, Any]:
+  """``--train_steps N`` or ``--train_run ITER`` (:mod:`yolact_jax.compare.study`): the study's
+  report, written to ``args.out`` (default ``results/compare_train_{steps,run}_<config>_<N>``:
+  .json, .md, .png) and printed."""
+  threads, jax, torch = start_frameworks(args.threads, args.device)
+  from yolact_jax import train_step
+  from yolact_jax.compare import study, study_report
+  from yolact_jax.compare.original import import_original
+  from yolact_jax.compare.original_config import describe
+  from yolact_jax.compare.shims import original_runtime_shims
+  from yolact_jax.config import get_config
+  from yolact_jax.data import coco, loader, synthetic
+  from yolact_jax.model.variables import init_variables
+  name = args.config or STUDY_PRESET
+  overrides = [f'train.batch_size={args.study_batch_size}'] if args.study_batch_size else []
+  cfg = get_config(name, overrides)
+  if args.train_run:
+    cfg = train_step.stretch_schedule(cfg, args.train_run)
+  paths = synthetic.generate_synthetic_coco(
+      args.data_dir, num_train=args.num_train, num_val=args.num_val, seed=0,
+      side_range=tuple(args.image_side), square=True)
+  source = loader.InMemoryRecordSource.from_coco(coco.CocoDataset(*paths['train']))
+  weights_seed = args.random_weights if args.random_weights is not None else 0
+  variables = jax.device_get(init_variables(cfg, seed=weights_seed))
+  device = torch.device(args.device)
+  with original_runtime_shims(torch):
+    original = import_original(args.yolact_repo, torch)
+    if args.train_steps:
+      result = study.run_steps(cfg, variables, source, original, torch, device,
+                               steps=args.train_steps, seed=cfg.train.seed,
+                               record_every=args.record_every)
+    else:
+      val_set = coco.CocoDataset(*paths['val'], keep='with_annotations')
+      result = study.run_whole(cfg, variables, source, val_set, original, torch, device,
+                               data_seeds=args.data_seeds)
+    settings = {'config': name, 'optimizer': cfg.train.optimizer, 'data_seed': cfg.train.seed,
+                'weights_seed': weights_seed, 'threads': threads, 'num_val': args.num_val,
+                'original_config': describe(original.config_module, cfg),
+                'yolact_repo': str(original.repo), 'original_commit': original.commit,
+                'command': getattr(args, 'command', '')}
+  report = {'date_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+            'settings': settings, 'machine': _machine(threads, list(os.getloadavg()), jax, torch),
+            'study': result}
+  if args.train_steps:
+    report['verdict'] = study_report.steps_verdict(result)
+    kind, count, markdown, figure = ('steps', args.train_steps, study_report.steps_markdown,
+                                     study_report.steps_figure)
+  else:
+    kind, count, markdown, figure = ('run', result['iterations'], study_report.run_markdown,
+                                     study_report.run_figure)
+  out = args.out or PROJECT_ROOT / 'results' / f'compare_train_{kind}_{name}_{count}.json'
+  text = markdown(report)
+  study_report.write(report, pathlib.Path(out), text, figure)
+  print(text)
   return report

@@ -243,10 +243,12 @@ def _check_labels(raw: coco_lib.RawSample, name: str, num_classes: int | None) -
                      "the dataset's categories do not match config dataset.class_names")
 
 
-def make_train_example(source: Any, index: int, rng: np.random.Generator,
-                       options: PipelineOptions) -> dict:
-  """Reads, augments and packs the sample at ``index``, substituting broken or object-less
-  samples with indices drawn from ``rng`` (see the module docstring)."""
+def make_train_sample(source: Any, index: int, rng: np.random.Generator,
+                      options: PipelineOptions) -> tuple[coco_lib.RawSample,
+                                                         augment.TransformedSample, str]:
+  """Reads and augments the sample at ``index``, substituting broken or object-less samples with
+  indices drawn from ``rng`` (see the module docstring): ``(raw sample, transformed sample at
+  the network input size with full-size masks, its name)``."""
   for _ in range(options.max_substitutions + 1):
     record = source[index]
     name = record.get('image_path') or record.get('file_name', '?')
@@ -264,10 +266,17 @@ def make_train_example(source: Any, index: int, rng: np.random.Generator,
       log.warning('%s: no object left after augmentation: resampling', name)
       index = int(rng.integers(len(source)))
       continue
-    return pack_example(sample, raw.image_id, raw.orig_hw, options.max_instances,
-                        options.proto_hw, options.segm_hw, name=name)
+    return raw, sample, name
   raise RuntimeError(f'{options.max_substitutions} substitutes in a row were broken or empty '
                      f'(last: {name}); is the dataset readable?')
+
+
+def make_train_example(source: Any, index: int, rng: np.random.Generator,
+                       options: PipelineOptions) -> dict:
+  """:func:`make_train_sample`, packed into fixed-shape arrays (:func:`pack_example`)."""
+  raw, sample, name = make_train_sample(source, index, rng, options)
+  return pack_example(sample, raw.image_id, raw.orig_hw, options.max_instances,
+                      options.proto_hw, options.segm_hw, name=name)
 
 
 def epoch_permutation(seed: int, epoch: int, num_records: int) -> np.ndarray:
@@ -331,12 +340,19 @@ class TrainBatchTransform(grain.MapTransform):
       self._permutations[epoch] = epoch_permutation(self.seed, epoch, len(self.source))
     return int(self._permutations[epoch][offset])
 
-  def map(self, element: int) -> dict:
+  def samples(self, element: int) -> list[tuple[coco_lib.RawSample, augment.TransformedSample,
+                                                  str]]:
+    """The rows of local batch ``element`` before packing (:func:`make_train_sample`)."""
     _set_cv2_threads(self.options.cv2_threads)
     first = self.start + int(element) * self.batch_size
-    examples = [make_train_example(self.source, self._record_index(position),
-                                   position_rng(self.seed, position), self.options)
-                for position in range(first + self.rows[0], first + self.rows[1])]
+    return [make_train_sample(self.source, self._record_index(position),
+                              position_rng(self.seed, position), self.options)
+            for position in range(first + self.rows[0], first + self.rows[1])]
+
+  def map(self, element: int) -> dict:
+    o = self.options
+    examples = [pack_example(sample, raw.image_id, raw.orig_hw, o.max_instances, o.proto_hw,
+                             o.segm_hw, name=name) for raw, sample, name in self.samples(element)]
     return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
 
