@@ -1,24 +1,17 @@
 """Configuration: the schema (frozen, typed dataclasses), validation and overrides.
 
-Each field carries a one-line meaning. Names follow the original's field names where one exists,
-so a reader of the original finds each knob here. An experiment (:class:`YolactConfig`) has a
-``model`` section, everything the network is built from (:class:`ModelConfig`: backbone,
-anchors, FPN, mask prototypes, head, mask-IoU network), and the loss, detect, augment, train and
-dataset sections. The defaults are the original's (``yolact_base``).
-
-The presets live in the top-level ``configs/`` folder, one file each, importable as
-``yolact_jax.configs.<name>`` (:data:`PRESETS` lists them); each mirrors the original's
-``data/config.py`` value for value.
+Each field carries a one-line meaning; names follow the original's where one exists, so a reader
+of the original finds each knob here. An experiment (:class:`YolactConfig`) has a ``model``
+section, everything the network is built from (:class:`ModelConfig`: backbone, anchors, FPN,
+mask prototypes, head, mask-IoU network), and the loss, detect, augment, train and dataset
+sections. The defaults are the original's (``yolact_base``); each preset (:func:`get_config`) is
+a file of the top-level ``configs/`` folder, the original's ``data/config.py`` value for value.
 
 Every field is read by the code, and :func:`validate` rejects any value the code cannot honour
 with an error that names the field. Each enumeration has one registry below (``NMS_KINDS``,
 ``BACKBONE_KINDS``, ...): validation, the implementations and the command-line ``choices`` all
-read it.
-
-Get a preset with ``get_config('yolact_base')``; override any field from the command line with
-``--config.train.lr=1e-4`` style arguments (see :func:`apply_overrides`). An unknown field is an
-error that names it and suggests the closest field; a field of the earlier layout names its new
-place (:data:`MOVED_FIELDS`), and a run's ``config.json`` in that layout still loads.
+read it. Override any field with ``--config.train.lr=1e-4`` (:func:`apply_overrides`); an unknown
+field is an error that names it and suggests the closest field.
 """
 
 from __future__ import annotations

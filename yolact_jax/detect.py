@@ -1,45 +1,17 @@
-"""Detect: from head outputs to at most ``max_detections`` scored boxes per image.
+"""Detect: head outputs -> at most ``max_detections`` scored boxes per image, as the original's
+``layers/functions/detection.py``, batched and fixed-shape (jit-compatible, no host round trip).
 
-Batched, fixed-shape and jit-compatible: no boolean indexing, no data-dependent shapes, no host
-round trip, no Python loop over data. Every image of the batch is processed independently.
+Per image: decode the boxes against the priors (unclipped); keep the priors whose best
+foreground softmax score is ``> conf_thresh`` (:func:`prior_filter`); rank the ``top_k`` best per
+class, or per image for 'cross_class' (:func:`top_candidates`); NMS, one of ``NMS_KINDS``; keep
+the best ``max_detections`` (:func:`select_top`). Where the original's lists are shorter, padded
+entries carry ``valid=False`` and never keep or suppress anything; the differences that fixed
+shapes force are given in :func:`per_class_detect` and :func:`cross_class_detect`.
 
-Steps, as the original's ``layers/functions/detection.py``:
-
-1. ``boxes = decode(loc, priors)``: relative point form, unclipped.
-2. Foreground scores ``conf[..., 1:]`` (softmax probabilities, background column dropped, no
-   renormalisation). A prior is a candidate iff its best foreground score is ``> conf_thresh``
-   (strict). Every class row of a candidate prior is kept, sub-threshold scores included.
-3. Per class the ``top_k`` (200) highest-scored candidate priors. Where fewer than ``top_k`` priors
-   pass the filter, the original works with K' = #passing candidates; here the list keeps its fixed
-   length ``top_k`` and the padded entries carry ``valid=False``: they are never kept and never
-   suppress anything.
-4. NMS, one of ``NMS_KINDS`` (the registry in ``yolact_jax.config``)
-   - ``'fast'``: per class IoU matrix, strict upper triangle, column max over ALL higher-scored
-     candidates (suppressed ones included), keep where ``iou_max <= iou_thresh``;
-   - ``'cross_class'``: the best class per prior, one ranked list of ``top_k`` priors, one IoU
-     matrix, the same rule;
-   - ``'standard'``: per class greedy NMS with the original's Cython rule (boxes x ``box_scale``
-     (550), +1-pixel width/height convention, suppress when IoU >= ``iou_thresh``, only scores
-     ``> conf_thresh`` of that class take part), written as a ``lax.fori_loop`` over the ranked
-     candidates.
-5. The global top ``max_detections`` kept entries by score. Ties are broken by the position in the
-   class-major, then rank, flattening (lower first), which is the order of a stable descending
-   sort over the original's flattened list.
-
-Deviations from the original, all forced by fixed shapes and documented here:
-
-* ``'cross_class'``: the original returns every kept candidate (up to ``top_k`` = 200); here the
-  output holds the best ``max_detections`` of them (pass ``max_detections=top_k`` to keep all).
-* ``'standard'``: the original's greedy NMS runs over ALL priors of a class with a score above
-  ``conf_thresh`` (no per-class limit); here it runs over that class's ``top_k`` best candidates.
-  The results differ only for a class with more than ``top_k`` such priors, and then only in
-  low-scored boxes that the top-``top_k`` list never sees.
-* An image without any candidate prior gives ``num_detections = 0`` and ``valid`` all False
-  (the original returns ``None``).
-
-Output (a dict of arrays, D = ``max_detections``): ``boxes [B,D,4]`` relative x1y1x2y2,
-``classes [B,D]`` int32 0-based, ``scores [B,D]``, ``coefs [B,D,k]``, ``valid [B,D]`` bool (a
-prefix: valid slots come first), ``num_detections [B]`` int32. Invalid slots hold zeros.
+Output (D = ``max_detections``): ``boxes [B,D,4]`` relative x1y1x2y2, ``classes [B,D]`` int32
+0-based, ``scores [B,D]``, ``coefs [B,D,k]``, ``valid [B,D]`` bool (a prefix: valid slots come
+first), ``num_detections [B]`` int32; invalid slots hold zeros. An image without any candidate
+prior gives ``num_detections = 0`` (the original returns ``None``).
 """
 
 from __future__ import annotations
@@ -63,7 +35,11 @@ def take_rows(values: jnp.ndarray, index: jnp.ndarray) -> jnp.ndarray:
 
 
 def prior_filter(fg_scores: jnp.ndarray, conf_thresh: float) -> jnp.ndarray:
-  """Priors whose best foreground score is strictly above the threshold: [B, P, C] -> [B, P]."""
+  """Priors whose best foreground score is strictly above the threshold: [B, P, C] -> [B, P].
+
+  The scores are the softmax's with the background column dropped (not renormalised). Every
+  class row of a candidate prior is ranked, sub-threshold scores included, as in the original.
+  """
   return jnp.max(fg_scores, axis=-1) > conf_thresh
 
 
@@ -79,6 +55,9 @@ def top_candidates(scores: jnp.ndarray, candidate: jnp.ndarray, top_k: int
   Returns:
     scores [..., K] (0 where invalid), prior indices [..., K] int32, valid [..., K] bool. Valid
     entries form a prefix of each row.
+
+  Where fewer than ``top_k`` priors pass the filter, the original works with K' = the number
+  passing; here the list keeps its fixed length and the padded entries carry ``valid=False``.
   """
   ranked, index = lax.top_k(jnp.where(candidate, scores, -jnp.inf), top_k)
   # top_k's indices are in bounds: a plain gather (the default 'fill' mode adds a bounds mask
@@ -190,6 +169,14 @@ def per_class_detect(boxes: jnp.ndarray, fg_scores: jnp.ndarray, candidate: jnp.
   """Per-class NMS ('fast' or 'standard') then global top-D.
 
   Args: boxes [B, P, 4] decoded, fg_scores [B, P, C], candidate [B, P] bool, coefs [B, P, k].
+
+  'standard' is the original's Cython rule: boxes x ``box_scale`` (550), and only scores
+  ``> conf_thresh`` of the class take part. It runs over the class's ``top_k`` best candidates,
+  where the original runs over ALL priors of the class above ``conf_thresh``; results differ
+  only for a class with more than ``top_k`` such priors, and then only in low-scored boxes that
+  the top-``top_k`` list never sees. Ties in the global top-D go to the lower position in the
+  class-major, then rank, flattening: the order of a stable descending sort over the original's
+  flattened list.
   """
   num_classes = fg_scores.shape[-1]
   class_scores = jnp.swapaxes(fg_scores, -1, -2)  # [B, C, P]
@@ -217,6 +204,9 @@ def cross_class_detect(boxes: jnp.ndarray, fg_scores: jnp.ndarray, candidate: jn
   """Cross-class Fast NMS: best class per prior, one ranked list, one IoU matrix per image.
 
   Args: boxes [B, P, 4] decoded, fg_scores [B, P, C], candidate [B, P] bool, coefs [B, P, k].
+
+  The original returns every kept candidate (up to ``top_k``); here the best ``max_detections``
+  of them (pass ``max_detections=top_k`` to keep all).
   """
   best_scores = jnp.max(fg_scores, axis=-1)  # [B, P]
   best_classes = jnp.argmax(fg_scores, axis=-1).astype(jnp.int32)  # [B, P]

@@ -73,7 +73,13 @@ class Detections:
 
 
 def as_rgb_uint8(image: Any, channel_order: str, name: str = 'image') -> np.ndarray:
-  """A view of ``image`` as RGB uint8 [h, w, 3] (see the module docstring for what is accepted).
+  """A view of ``image`` as RGB uint8 [h, w, 3].
+
+  Accepted: uint8 arrays of any size, ``[H, W, 3]`` in ``channel_order``, grayscale ``[H, W]``
+  or ``[H, W, 1]`` (replicated to three channels, as ``cv2.imread`` in colour mode does), or
+  ``[H, W, 4]`` RGBA / BGRA (the alpha channel is dropped, not composited, as ``cv2.imread`` in
+  colour mode does). Anything else (another dtype, rank or channel count, an empty image) is a
+  ``TypeError`` / ``ValueError`` naming the image (``name``).
   """
   if channel_order not in CHANNEL_ORDERS:
     raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")

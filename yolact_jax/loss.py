@@ -3,17 +3,11 @@
 Every term is a small pure function on fixed-shape arrays (jit-compatible, no boolean indexing).
 Term functions return the alpha-weighted SUM over the batch, as the original accumulates it;
 :func:`yolact_loss` then normalises: B, C and M by N = the batch's total positive count, S by the
-batch size B. The total is the plain sum of the terms.
+batch size B. The total is the plain sum of the terms. Where the original crashes or divides by
+zero, :func:`yolact_loss` says what happens here.
 
 Shapes: B images, P priors, C classes incl. background, k prototypes, G GT slots per image,
 Hp x Wp prototype size (138 at 550), Hs x Ws semantic size (69 at 550), K = masks_to_train.
-
-Departures from the original, all in cases where it crashes or divides by zero:
-* N = 0 (no positive in the whole batch): the original's B, C, M are 0/0 = NaN and train.py skips
-  the step. Here they are divided by max(N, 1), so they are exactly 0 and S alone remains.
-* An image without valid non-crowd GT (the original resamples it in its data loader): all its
-  priors are background (see ``matching``); it adds no positives, no hard negatives (3 x 0),
-  no masks, and an all-zero semantic target.
 """
 
 from __future__ import annotations
@@ -348,6 +342,13 @@ def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig
     (total, terms): ``B``, ``C``, ``M``, ``S``, ``I`` (normalised as the original; ``I`` is 0 when
     every mask was discarded, where the original leaves the term out), ``num_pos`` (N),
     ``num_neg`` (mined negatives), ``num_neutral``, all scalars.
+
+  Departures from the original, all in cases where it crashes or divides by zero:
+  * N = 0 (no positive in the whole batch): the original's B, C, M are 0/0 = NaN and train.py
+    skips the step. Here they are divided by max(N, 1), so they are exactly 0 and S alone remains.
+  * An image without valid non-crowd GT (the original resamples it in its data loader): all its
+    priors are background (see ``matching``); it adds no positives, no hard negatives (3 x 0),
+    no masks, and an all-zero semantic target.
   """
   lc = cfg.loss
   targets = match(priors, batch['boxes'], batch['labels'], batch['is_crowd'], batch['valid'], lc)

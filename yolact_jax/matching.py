@@ -2,27 +2,15 @@
 
 Ground truth arrives padded to a fixed number of slots G per image with a validity mask, crowd
 annotations flagged (and placed after the non-crowd ones, so a slot index equals the original's
-index into its crowd-free ``truths``). Everything is fixed-shape and jit/vmap friendly.
+index into its crowd-free ``truths``). Everything is fixed-shape and jit/vmap friendly; the steps
+per image, as the original's, are those of :func:`match_image`; the result is
+:class:`MatchTargets`.
 
-Per image, as the original:
-1. IoU [G, P] of every non-crowd GT with every point-form prior.
-2. Best GT per prior (first index on ties, as ``torch.max(dim)`` on CPU: in the reference run
-   21265 priors with zero IoU to every GT all resolve to slot 0, and ``idx_t`` matches exactly).
-3. Greedy forced assignment, highest remaining overlap first: the GT j whose best remaining
-   overlap is largest takes its argmax prior i; column i and row j are retired; prior i gets
-   overlap 2 (always positive) and GT j.
-4. Labels: IoU >= 0.5 positive (class + 1), [0.4, 0.5) neutral (-1), < 0.4 background (0).
-5. Crowds: a non-positive prior whose intersection-over-its-own-area with any crowd box exceeds
-   ``crowd_iou_threshold`` becomes neutral.
-6. Regression targets: ``encode`` of each prior's matched GT box.
-
-Padded slots and crowd slots never enter steps 1-3 (their overlap rows are -1, below any real
-IoU), so they can never be forced or matched.
-
-Images without any valid non-crowd GT (the original would crash on an empty ``truths``; its data
-loader resamples such images instead): every prior is background (0) unless the crowd rule makes
-it neutral, ``idx_t`` is 0, and ``loc_t`` / ``gt_box_t`` are zeros (finite, never used since
-there are no positives).
+Padded slots and crowd slots never enter the IoU matching (their overlap rows are -1, below any
+real IoU), so they can never be forced or matched. Images without any valid non-crowd GT (the
+original would crash on an empty ``truths``; its data loader resamples such images instead):
+every prior is background (0) unless the crowd rule makes it neutral, ``idx_t`` is 0, and
+``loc_t`` / ``gt_box_t`` are zeros (finite, never used since there are no positives).
 """
 
 from __future__ import annotations
@@ -105,6 +93,17 @@ def match_image(priors: jnp.ndarray, gt_boxes: jnp.ndarray, gt_labels: jnp.ndarr
     gt_is_crowd, gt_valid: bool [G].
   Returns:
     MatchTargets with shapes [P], [P], [P, 4], [P, 4].
+
+  The steps, as the original's:
+  1. IoU [G, P] of every non-crowd GT with every point-form prior.
+  2. Best GT per prior (first index on ties, as ``torch.max(dim)`` on CPU: priors with zero IoU
+     to every GT all resolve to slot 0, as the original's ``idx_t`` does).
+  3. Greedy forced assignment, highest remaining overlap first (:func:`force_best_priors`): the
+     forced prior gets overlap 2 (always positive) and its GT.
+  4. Labels: IoU >= 0.5 positive (class + 1), [0.4, 0.5) neutral (-1), < 0.4 background (0).
+  5. Crowds: a non-positive prior whose intersection-over-its-own-area with any crowd box exceeds
+     ``crowd_iou_threshold`` becomes neutral.
+  6. Regression targets: ``encode`` of each prior's matched GT box.
   """
   priors = priors.astype(jnp.float32)
   gt_boxes = gt_boxes.astype(jnp.float32)

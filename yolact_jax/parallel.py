@@ -6,20 +6,12 @@ is sharded along that axis (each process contributes the images it loaded: its s
 global batch), the model's variables and the optimiser state are replicated, and one ``jax.jit``
 program with those shardings runs on 1 or N devices; XLA inserts the gradient all-reduce.
 
-Processes find each other through ``initialize``: an explicit coordinator (``HOST:PORT``, the
-number of processes and this process's id), or the cluster auto-detection of
-``jax.distributed.initialize()`` (SLURM and the like), or neither (one process). On CPU the
-collectives go over gloo. Every wait is bounded: an unreachable coordinator or a wrong process
-count is a time-out after ``timeout_s``, not a hang: for any process but 0 an unreachable
-coordinator is a one-line :class:`DistributedError`; a process left waiting for the others ends
-with one line after ``timeout_s``.
-
-Once joined, the processes watch each other (:class:`PeerWatch`, heartbeats over TCP beside
-JAX's own channels): a process that dies or stops answering for ``peer_timeout_s`` ends every
-other one within seconds with one line naming it and what is left to resume from
-(:func:`set_failure_note`), exit status 1, instead of JAX's abort minutes later with a C++ stack
-trace. At exit the processes meet in a final barrier (a process may finish long after the
-others, e.g. process 0 running COCOeval) and shut JAX's runtime down together.
+Processes join through :func:`initialize` (an explicit coordinator, cluster auto-detection, or
+neither: one process; on CPU the collectives go over gloo). A failure is one line and an exit,
+never a hang or JAX's abort with a C++ stack trace: joining is bounded by ``timeout_s``, and once
+joined the processes watch each other (:class:`PeerWatch`), so a lost one ends every other within
+seconds, saying what is left to resume from (:func:`set_failure_note`). At exit they meet in a
+bounded final barrier and shut JAX's runtime down together (:func:`finish`).
 """
 
 from __future__ import annotations
@@ -415,7 +407,8 @@ def _start_peer_watch(coordinator_address: str | None, timeout_s: float) -> None
 
 def finish(timeout_s: float = FINISH_TIMEOUT_S) -> None:
   """The processes' last meeting: a bounded barrier, then JAX's runtime shut down together (run
-  at exit; a no-op for one process or when already finished)."""
+  at exit; a no-op for one process or when already finished). A process may finish long after
+  the others, e.g. process 0 running COCOeval."""
   global _watch
   if _watch is None:
     return

@@ -1,38 +1,17 @@
-"""Mask assembly and postprocess: Detect output -> boxes and masks in pixels.
+"""Mask assembly and postprocess: Detect output -> pixel boxes and masks at each image's own size.
 
-Per detection, as the original's ``layers/output_utils.py::postprocess``:
+Per detection, as the original's ``layers/output_utils.py::postprocess``: soft mask =
+sigmoid(proto @ coefficients) at prototype resolution (Hp x Wp, 138 x 138); crop with the
+unsanitised relative box, padding 1 proto pixel (``boxes.crop``); bilinear upsampling
+(align_corners=False, no antialias) to the ORIGINAL image size; binarise with ``> 0.5``; boxes
+scaled, ordered, clamped and truncated (:func:`pixel_boxes`). YOLACT++ adds :func:`rescore`.
 
-1. soft mask = sigmoid(proto @ coefficients) at prototype resolution (Hp x Wp, 138 x 138);
-2. crop with the unsanitised relative detection box, padding 1 proto pixel (``boxes.crop``);
-3. bilinear upsampling (align_corners=False, no antialias) to the ORIGINAL image size (h, w);
-4. binarise with ``> 0.5``;
-5. boxes: scale by (w, h), min/max swap, clamp to [0, w] / [0, h], truncate to int.
-
-YOLACT++ adds mask re-scoring (:func:`rescore`): the cropped soft masks of step 2 go through the
-mask-IoU network, and each detection's mask score is its class score times the predicted IoU at
-its class (its box score too when ``rescore_bbox``).
-
-Mixed original sizes in one batch, one compilation
---------------------------------------------------
-Output arrays have a fixed canvas shape ``(Hc, Wc)`` chosen by the caller (static; e.g. the
-largest image of the stream, rounded up), and every image's own size ``(h, w) <= (Hc, Wc)`` is a
-traced int32 value. The upsampling is separable: a width pass then a height pass, each reading
-two taps per output position with PyTorch's bilinear weights built from the traced sizes
-(source coordinate ``(r + 0.5) * Hp / h - 0.5`` clamped at 0, neighbours floor and floor + 1
-clamped at Hp - 1). Positions r >= h (or >= w) are zero, so everything outside the image's own
-(h, w) is 0 (and False after the threshold). The result in the top-left (h, w) corner equals
-``torch.nn.functional.interpolate(M, (h, w), mode='bilinear', align_corners=False)`` up to float
-rounding (tests/test_postprocess.py proves it), so one compiled program serves any mix of sizes
-up to the canvas. (On CPU these gathers are 3-4x cheaper than the same taps as dense
-interpolation matrices, ``Ry @ M @ Rx^T``.) The mask assembly product runs
-with ``Precision.HIGHEST`` so that TPUs/GPUs do not drop to bfloat16/TF32 (the 0.5 threshold is
-sensitive to that).
-
-Cost: the canvas output is [B, D, Hc, Wc]; a canvas much larger than the images wastes memory
-and time but changes no value.
-
-The inference program (:mod:`yolact_jax.predict`) packs this padded batch into its output dict
-and cuts it into per-image numpy results on the host (``predict.unpack_detections``).
+Outputs have a fixed canvas shape ``(Hc, Wc)`` (static) and each image's own ``(h, w) <= (Hc,
+Wc)`` is traced: the upsampling reads two taps per output position built from it
+(:func:`bilinear_taps`), so one compiled program serves any mix of sizes, equal to
+``F.interpolate`` up to float rounding and 0 outside (h, w). A canvas much larger than the images
+wastes memory and time ([B, D, Hc, Wc]) but changes no value. The mask product runs with
+``Precision.HIGHEST``: the 0.5 threshold is sensitive to TPUs'/GPUs' bfloat16/TF32.
 """
 
 from __future__ import annotations

@@ -1,63 +1,17 @@
-"""Inference API: images in, per-image boxes, classes, class names, scores (class scores and mask
-scores) and masks out (numpy).
+"""Inference API: uint8 images in, one :class:`Detections` per image out (numpy): boxes, classes,
+class names, box and mask scores, and masks at each image's own size.
 
-    from yolact_jax.config import load_config
-    from yolact_jax.predict import Predictor
+    predictor = Predictor(load_config('yolact_base'), 'yolact_base_54_800000.pth')
+    results = predictor(images, channel_order='rgb')       # results[0].boxes, .masks, ...
 
-    cfg = load_config('yolact_base')
-    predictor = Predictor(cfg, 'yolact_base_54_800000.pth')    # or a weights dir, or variables
-    results = predictor(images, channel_order='rgb')          # one Detections per image
-    results[0].boxes, results[0].class_names, results[0].masks
-
-``channel_order`` ('rgb' or 'bgr') is a REQUIRED keyword: arrays from PIL/matplotlib/imageio are
-RGB, arrays from ``cv2.imread`` / ``cv2.VideoCapture`` are BGR. There is no guessing.
-
-Accepted images: uint8 numpy arrays of any size, ``[H, W, 3]`` in the stated channel order,
-grayscale ``[H, W]`` or ``[H, W, 1]`` (replicated to three channels, as ``cv2.imread`` in colour
-mode does), or ``[H, W, 4]`` RGBA / BGRA (the alpha channel is dropped, not composited, as
-``cv2.imread`` in colour mode does). Anything else (another dtype, rank or channel count, an
-empty image) is a ``TypeError`` / ``ValueError`` naming the image.
-
-What runs where
----------------
-host:   validate and convert each image to RGB uint8; copy it into the top-left corner of a fixed
-        canvas ``[B, Hc, Wc, 3]`` (zeros elsewhere) and put its size ``(h, w)`` in an int32 array
-        ``[B, 2]``; a partial last batch is padded with empty slots to ``max_batch``.
-device: ONE jit-compiled program with fixed shapes and no host round trip:
-
-        1. preprocessing, the original's eval transform (``FastBaseTransform``): bilinear resize
-           of the float image from its own (h, w) to ``max_size x max_size`` (align_corners=False,
-           no antialias, aspect ratio not kept), then ResNet normalisation ``(x - mean) / std``
-           with the original's BGR constants applied to their own channels, or DarkNet
-           ``x / 255`` (:func:`yolact_jax.normalise.normalise`, the training transform's
-           too); channels in RGB order for the network;
-        2. the network (eval mode), 3. Detect (:mod:`yolact_jax.detect`),
-        4. mask assembly and postprocess (:mod:`yolact_jax.postprocess`): masks at each image's
-           own size inside the canvas, pixel boxes;
-        5. YOLACT++ (``cfg.model.use_maskiou`` and ``cfg.detect.rescore_mask``): mask
-           re-scoring, the mask-IoU network (``variables['params']['maskiou_net']``,
-           :func:`yolact_jax.model.maskiou.predict_mask_iou`) on every detection slot's
-           cropped soft mask at prototype resolution, ``mask_scores = scores x predicted IoU``
-           at the detection's class (:func:`yolact_jax.postprocess.rescore`); with
-           ``cfg.detect.rescore_bbox`` the box scores are that rescored score too. Otherwise
-           ``mask_scores`` equals ``scores``;
-        6. masks packed to bits along the width (8x less to copy to the host).
-host:   unpack the valid detections of each image and cut them to its (h, w).
-
-The program's outputs are one dict (:func:`program_outputs`, keys ``OUTPUT_KEYS``), read back on
-the host by :func:`fetch_detections`.
-
-Mixed sizes without recompiling: the resize in step 1 and the mask upsampling in step 4 both read
-each image through 2-tap index/weight vectors computed from its traced (h, w)
-(:func:`yolact_jax.postprocess.bilinear_taps`: per output column two source columns and a
-weight, then the same for rows, exactly the sums ``F.interpolate`` computes, width first). So
-one compiled program serves every mix of sizes up to the canvas. The canvas rule
-(:func:`fit_canvas`): ``canvas_hw`` when given (larger images are an error); otherwise the first
-batch's largest size rounded up to a multiple of ``CANVAS_STEP``, only ever growing (each growth
-compiles once more). The masks' cost grows with the canvas area.
-
-Compiled programs are cached per (config, dtype) for the process, so several Predictors or
-repeated :func:`predict` calls with the same config and shapes compile once.
+``channel_order`` ('rgb' or 'bgr') is a REQUIRED keyword, never guessed: arrays from
+PIL/matplotlib/imageio are RGB, from ``cv2.imread`` / ``cv2.VideoCapture`` BGR (what else is
+accepted: :func:`as_rgb_uint8`). The host packs a batch into the top-left corners of a fixed
+canvas [B, Hc, Wc, 3] with the sizes [B, 2]; ONE jit-compiled program (:class:`InferenceProgram`,
+cached per config and dtype) runs preprocessing, network, Detect, postprocess, YOLACT++ re-scoring
+and bit packing without a host round trip. Resizes read each image through taps built from its
+traced size, so one program serves any mix of sizes up to the canvas (:func:`fit_canvas`; a
+growing canvas compiles once per growth, and the masks' cost grows with its area).
 """
 
 from __future__ import annotations
@@ -117,7 +71,11 @@ def resize_image(image: jnp.ndarray, size: jnp.ndarray, out_hw: tuple[int, int])
 def preprocess(images: jnp.ndarray, image_sizes: jnp.ndarray, max_size: int,
                transform: str) -> jnp.ndarray:
   """The eval transform on a canvas batch: uint8 RGB [B, Hc, Wc, 3], sizes [B, 2] (h, w) ->
-  float32 network input [B, max_size, max_size, 3] (RGB, normalised)."""
+  float32 network input [B, max_size, max_size, 3] (RGB, normalised).
+
+  As the original's ``FastBaseTransform``: a bilinear resize of the float image from its own
+  (h, w) to ``max_size x max_size`` (align_corners=False, no antialias, aspect ratio not kept),
+  then :func:`yolact_jax.normalise.normalise`, the training transform's normalisation too."""
   floats = images.astype(jnp.float32)
   sizes = jnp.asarray(image_sizes, jnp.int32)
   resized = jax.vmap(lambda x, s: resize_image(x, s, (max_size, max_size)))(floats, sizes)
@@ -138,7 +96,8 @@ def program_outputs(results: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
   (after :func:`yolact_jax.postprocess.rescore`): ``boxes [B,D,4]`` int32 pixels,
   ``classes [B,D]``, ``scores [B,D]`` box scores, ``mask_scores [B,D]`` mask scores (the
   results' own, else equal to ``scores``), ``valid [B,D]``, ``num_detections [B]``,
-  ``masks_packed [B,D,Hc,ceil(Wc/8)]`` uint8 (the binary masks' bits along the width)."""
+  ``masks_packed [B,D,Hc,ceil(Wc/8)]`` uint8 (the binary masks' bits along the width: 8x less
+  to copy to the host)."""
   return {
       'boxes': results['boxes_px'],
       'classes': results['classes'],
@@ -330,7 +289,7 @@ class Predictor:
 
   def __call__(self, images: Sequence[Any], *, channel_order: str, score_threshold: float = 0.0,
                top_k: int | None = None) -> list[Detections]:
-    """Detections for a list of images (see the module docstring for accepted arrays).
+    """Detections for a list of images (accepted arrays: :func:`as_rgb_uint8`).
 
     ``channel_order`` is required: 'rgb' or 'bgr'. ``score_threshold`` (keep ``scores`` > it;
     0 keeps all) and ``top_k`` (the first ones, in Detect's order) are filters as

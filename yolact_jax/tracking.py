@@ -1,26 +1,11 @@
 """Experiment tracking for the training loop: TensorBoard event files, optional Weights & Biases,
 ``jax.profiler`` traces, and prediction overlays for validation.
 
-What a run directory gets (process 0 only; ``metrics.jsonl`` stays the plain-text record):
-
-* ``tensorboard/events.out.tfevents.*`` (``tensorboard --logdir runs/``), written with
-  tensorboardX, which needs no TensorFlow:
-
-  - ``train/<term>`` at every log interval: each loss term (``loss``, ``B``, ``C``, ``M``,
-    ``S``, ``I`` ...), ``lr``, ``images_per_s``, ``num_skipped``, ``non_finite_in_interval``;
-  - ``eval/<metric>`` at every validation: ``box_map``, ``mask_map``, the 12 COCO numbers
-    (``eval/bbox/AP50`` ...) and per-class AP (``eval/segm/per_class_AP/<class>``; -1: no
-    ground truth for that class);
-  - ``eval/report`` (text): the mAP table as ``evaluate.py`` prints it;
-  - ``eval/predictions/<i>`` (images): the overlays the validation hook returned.
-
-* ``profile/plugins/profile/<time>/*.xplane.pb`` and ``*.trace.json.gz`` when
-  ``TrainOptions.profile_steps`` is set (TensorBoard's profile plugin, or Perfetto for the
-  ``.trace.json.gz``).
-
-* Weights & Biases (``TrainOptions.wandb``): the same scalars, text and images in a W&B run
-  whose id is kept in ``wandb_run_id`` in the run directory, so a resumed run continues it.
-  wandb is imported only then; it is not a dependency.
+On process 0 only, a run directory gets ``tensorboard/`` event files (written with tensorboardX,
+which needs no TensorFlow; the tags: :class:`Tracker`), ``profile/`` traces of
+``TrainOptions.profile_steps`` (:class:`StepProfiler`) and, with ``TrainOptions.wandb``, a W&B
+run that a resumed run continues; ``metrics.jsonl`` stays the plain-text record. wandb is
+imported only then; it is not a dependency.
 
 The validation hook's protocol: ``eval_fn(variables, step) -> dict`` of metrics (at least
 ``mask_map``), which may hold ``'overlays'``: a list of uint8 ``[H, W, 3]`` RGB images
@@ -104,6 +89,15 @@ class Tracker:
     wandb: also log to Weights & Biases (``TrackingError`` if wandb is not installed).
     config: the run's config as a dict (W&B's run config).
     name: the run's display name (W&B).
+
+  TensorBoard tags (``tensorboard --logdir runs/``): ``train/<term>`` at every log interval:
+  each loss term (``loss``, ``B``, ``C``, ``M``, ``S``, ``I`` ...), ``lr``, ``images_per_s``,
+  ``num_skipped``, ``non_finite_in_interval``; ``eval/<metric>`` at every validation:
+  ``box_map``, ``mask_map``, the 12 COCO numbers (``eval/bbox/AP50`` ...) and per-class AP
+  (``eval/segm/per_class_AP/<class>``; -1: no ground truth for that class); ``eval/report``
+  (text): the mAP table as ``evaluate.py`` prints it; ``eval/predictions/<i>`` (images): the
+  overlays the validation hook returned. W&B gets the same scalars, text and images in a run
+  whose id is kept in ``wandb_run_id`` in the run directory, so a resumed run continues it.
   """
 
   def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True,
@@ -185,7 +179,9 @@ class StepProfiler:
   The trainer calls :meth:`before_step` with the number of the step about to run and
   :meth:`after_step` with the number of the step just run (after its results are ready), and
   :meth:`close` at the end (stops a trace still running, e.g. after a signal). A run resumed
-  past A traces nothing. Process 0 only.
+  past A traces nothing. Process 0 only. It writes
+  ``profile/plugins/profile/<time>/*.xplane.pb`` and ``*.trace.json.gz`` (TensorBoard's profile
+  plugin, or Perfetto for the ``.trace.json.gz``).
   """
 
   def __init__(self, workdir: str | os.PathLike, steps: tuple[int, int] | None):

@@ -5,20 +5,12 @@
 in; default the original's), gradients, SGD update. The trainer, the benchmarks and the
 comparison with the original all train through it.
 
-Faithful to the original's ``train.py``:
-* SGD, momentum 0.9, weight decay 5e-4 added to the gradient of every trainable tensor (coupled,
-  as ``torch.optim.SGD``): ``optax.add_decayed_weights`` then ``optax.sgd``. (``train.optimizer
-  = 'adam'`` swaps in Adam for the CPU demo; no original preset uses it.)
-* Learning rate per iteration: linear warmup from ``lr_warmup_init`` up to iteration
-  ``lr_warmup_until``, then ``lr * gamma ** k`` with k the number of ``lr_steps`` reached. The
-  iteration counter advances on every step, also a skipped one (as the original's loop does), so
-  the rate is computed from ``state.step`` and set as the optimiser's injected hyperparameter.
-* Batch-size autoscaling of lr, max_iter and lr_steps by batch_size / 8.
-* BatchNorm trains with batch statistics when the batch is >= 6 images, otherwise it is frozen
-  (running statistics, no gradient, no weight decay); ``train.freeze_bn`` overrides.
-* A step whose loss is not finite changes nothing and is counted (``num_skipped``). Unlike the
-  original, the BatchNorm running statistics of that forward pass are discarded as well (the
-  original keeps them, which can carry a NaN into the model).
+Faithful to the original's ``train.py``: SGD with momentum and coupled weight decay
+(:func:`make_optimizer`), the per-iteration warmup and step schedule (:func:`learning_rate`),
+batch-size autoscaling (:func:`effective_schedule`) and the BatchNorm freeze rule
+(:func:`uses_frozen_bn`). A step whose loss is not finite changes nothing and is counted
+(``num_skipped``); unlike the original, the BatchNorm running statistics of that forward pass are
+discarded as well (the original keeps them, which can carry a NaN into the model).
 """
 
 from __future__ import annotations
@@ -75,7 +67,13 @@ def stretch_schedule(cfg: YolactConfig, iterations: int) -> YolactConfig:
 
 
 def learning_rate(schedule: Schedule, iteration: jnp.ndarray) -> jnp.ndarray:
-  """The rate the original sets before running ``iteration`` (0-based)."""
+  """The rate the original sets before running ``iteration`` (0-based).
+
+  Linear warmup from ``lr_warmup_init`` up to iteration ``lr_warmup_until``, then
+  ``lr * gamma ** k`` with k the number of ``lr_steps`` reached. The iteration counter advances
+  on every step, also a skipped one (as the original's loop does), so the rate is computed from
+  ``state.step`` and set as the optimiser's injected hyperparameter.
+  """
   it = jnp.asarray(iteration, jnp.float32)
   steps = jnp.asarray(schedule.lr_steps or (2**31 - 1,), jnp.float32)
   reached = jnp.sum(steps <= it)
@@ -90,7 +88,8 @@ def learning_rate(schedule: Schedule, iteration: jnp.ndarray) -> jnp.ndarray:
 
 def uses_frozen_bn(cfg: YolactConfig, num_replicas: int = 1) -> bool:
   """train.py: freeze every BatchNorm when the batch per replica (the devices the batch is split
-  over) is below 6 images, unless ``train.freeze_bn`` forces it either way."""
+  over) is below 6 images, unless ``train.freeze_bn`` forces it either way. Frozen: running
+  statistics, no gradient, no weight decay; otherwise BatchNorm trains with batch statistics."""
   if cfg.train.freeze_bn is not None:
     return cfg.train.freeze_bn
   return cfg.train.batch_size // num_replicas < 6
@@ -107,7 +106,12 @@ def trainable_mask(params: Any, freeze_bn: bool) -> Any:
 
 def make_optimizer(cfg: YolactConfig, params: Any, freeze_bn: bool
                    ) -> optax.GradientTransformation:
-  """Coupled weight decay + SGD with momentum; the learning rate is an injected hyperparameter."""
+  """Coupled weight decay + SGD with momentum; the learning rate is an injected hyperparameter.
+
+  As the original's ``torch.optim.SGD`` (momentum 0.9, weight decay 5e-4): the decay is added to
+  the gradient of every trainable tensor (``optax.add_decayed_weights`` then ``optax.sgd``).
+  ``train.optimizer = 'adam'`` swaps in Adam for the CPU demo; no original preset uses it.
+  """
   mask = trainable_mask(params, freeze_bn)
 
   def chain(learning_rate):

@@ -1,33 +1,17 @@
 """The training loop: data, the jitted update, logging, checkpoints, resume, signals.
 
-``train(cfg, workdir, train_source)`` runs (or resumes) a run in ``workdir``:
+``train(cfg, workdir, train_source)`` runs (or resumes) a run in ``workdir``: ``checkpoints/``
+(``yolact_jax.checkpoint.runs``: per step the whole ``TrainState`` and the data position; the
+newest ``keep`` plus the best by validation mask mAP), ``metrics.jsonl`` (one JSON line per log
+interval and per validation), ``tensorboard/`` and ``profile/`` (``yolact_jax.tracking``), all
+from process 0 only. Model, optimiser and the jitted step come from
+``train_step.build_training(cfg)``; before the first step the dataset's classes are checked
+against the config (``yolact_jax.data.categories``).
 
-* ``checkpoints/``: an orbax CheckpointManager (``yolact_jax.checkpoint.runs``); each step
-  directory holds the whole ``TrainState`` (params, batch stats, optimiser state, step, RNG,
-  skipped-step count) and the data position (``loader.DataPosition``: records drawn so far).
-  The last ``keep`` checkpoints are kept, plus the one with the best validation mask mAP.
-* ``metrics.jsonl``: one JSON line per log interval (each loss term, lr, images/s, skipped steps)
-  and per validation.
-* ``tensorboard/``: the same as TensorBoard event files, plus the validation mAP table and
-  prediction overlays; optionally Weights & Biases; ``profile/``: a ``jax.profiler`` trace of
-  ``profile_steps`` (``yolact_jax.tracking``). All of it from process 0 only.
-* Before the first step the dataset's classes are checked against the config
-  (``yolact_jax.data.categories``): a mismatch is an error, a non-COCO dataset trained with the
-  COCO default class names trains on the dataset's names (with a notice); a caller that ran
-  that check itself says so (``TrainOptions.classes_checked``) and it is not run twice.
-* Model, optimiser and the jitted step come from ``train_step.build_training(cfg)``.
-* Resume is automatic: the newest checkpoint is restored, data position included, so a run
-  interrupted at step N and resumed reaches the same parameters as an uninterrupted one, on the
-  same or another number of devices or processes (the batches do not depend on the topology,
-  and a BatchNorm mode chosen by the original's per-device rule is kept from the run's start).
-  An unreadable newest checkpoint is set aside as ``<step>.unreadable`` and the newest readable
-  one is used, with a warning (``checkpoint.runs.restore_newest_readable``).
-* SIGINT and SIGTERM finish the current step, save a checkpoint and return; a second Ctrl-C
-  ends the process at once, quietly (an unfinished save is removed when the run next opens).
-* Divergence: more non-finite steps than ``train.max_nonfinite_in_a_row`` in a row, or than
-  ``train.max_nonfinite_fraction`` of the last ``NONFINITE_WINDOW`` steps, stop the run with
-  :class:`TrainingDiverged` naming the newest checkpoint saved before them (nothing is saved
-  after them). A save that fails (a full disk) is one ``CheckpointError`` line.
+Resume is automatic: the newest readable checkpoint is restored, data position included, so a
+run interrupted at step N and resumed reaches the same parameters as an uninterrupted one, on the
+same or another number of devices or processes. SIGINT and SIGTERM finish the current step, save
+a checkpoint and return; too many non-finite steps stop the run (:func:`train`).
 """
 
 from __future__ import annotations
@@ -386,7 +370,13 @@ def train(cfg: YolactConfig, workdir: str | os.PathLike, train_source: Any,
 
   ``train_source``: a record source of ``yolact_jax.data.loader`` (in-memory COCO or TFDS).
   The summary has ``step``, ``stopped_by`` (None, 'SIGINT', 'SIGTERM'), ``num_skipped``,
-  ``last_metrics``, ``last_eval`` and the final ``state``.
+  ``last_metrics``, ``last_eval`` and the final ``state``. A ``metrics.jsonl`` line holds each
+  loss term, lr, images/s and the skipped steps.
+
+  Divergence: more non-finite steps than ``train.max_nonfinite_in_a_row`` in a row, or than
+  ``train.max_nonfinite_fraction`` of the last ``NONFINITE_WINDOW`` steps, stop the run with
+  :class:`TrainingDiverged` naming the newest checkpoint saved before them (nothing is saved
+  after them). A save that fails (a full disk) is one ``CheckpointError`` line.
   """
   options = options or TrainOptions()
   workdir = pathlib.Path(workdir)

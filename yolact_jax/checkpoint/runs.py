@@ -3,21 +3,14 @@ reading a run's weights back (for prediction, evaluation, export) without the tr
 
 A run directory holds ``checkpoints/<step>/`` with two items per step: ``state`` (the whole
 ``TrainState`` pytree: step, params, batch_stats, opt_state, rng, num_skipped) and ``data`` (the
-data position, JSON: ``yolact_jax.data.loader.DataPosition``). The newest ``keep`` steps are kept, plus the one with the best
-validation mask mAP.
+data position, JSON: ``yolact_jax.data.loader.DataPosition``). The newest ``keep`` steps are
+kept, plus the one with the best validation mask mAP.
 
-Resuming reads the newest *readable* step (:func:`restore_newest_readable`): a newer step that
-cannot be read (e.g. its array files truncated after the save committed) is renamed to
-``<step>.unreadable`` (kept on disk for inspection, invisible to the manager, so the run can
-write that step again) with a one-line warning; when no step can be read, one
-``CheckpointError`` lists them. A save that fails (a full disk, a lost mount) is one
-``CheckpointError`` naming the step and the newest intact one; its temporary
-``<step>.orbax-checkpoint-tmp`` folder is removed then, and any left by a killed process when the
-manager next opens the directory.
-
-Checkpoints carry no topology: readers restore onto the devices of the reading process
-(:func:`host_target`, or the trainer's shardings), whatever number of devices or processes
-wrote them.
+Resuming reads the newest *readable* step (:func:`restore_newest_readable`: a newer unreadable
+one is set aside as ``<step>.unreadable``, with a one-line warning). A failed save is one
+``CheckpointError`` naming the step and the newest intact one (:func:`save_error`). Checkpoints
+carry no topology: readers restore onto the devices of the reading process (:func:`host_target`,
+or the trainer's shardings), whatever number of devices or processes wrote them.
 """
 
 from __future__ import annotations
@@ -89,7 +82,9 @@ def silence_closed_event_loops() -> None:
 
 
 def remove_partial_saves(directory: str | os.PathLike, step: int) -> None:
-  """Deletes the temporary folders an interrupted or failed save of ``step`` left behind."""
+  """Deletes the temporary folders an interrupted or failed save of ``step`` left behind
+  (``<step>.orbax-checkpoint-tmp``; the trainer calls it when a save fails). Those a killed
+  process left are removed when the manager next opens the directory."""
   for path in pathlib.Path(directory).glob(f'{step}{TMP_MARK}*'):
     shutil.rmtree(path, ignore_errors=True)
 
@@ -107,7 +102,8 @@ def _os_error(error: BaseException) -> OSError | None:
 
 def save_error(error: BaseException, directory: str | os.PathLike, step: int,
                intact: int | None) -> 'CheckpointError':
-  """The one-line ``CheckpointError`` for a failed save of ``step`` (newest intact: ``intact``)."""
+  """The one-line ``CheckpointError`` for a failed save of ``step`` (a full disk, a lost mount;
+  newest intact: ``intact``)."""
   os_error = _os_error(error)
   text = str(error)
   if (os_error is not None and os_error.errno == errno.ENOSPC) or 'No space left' in text:
@@ -172,9 +168,10 @@ def restore_newest_readable(manager: ocp.CheckpointManager, restore: Callable[[i
                             rename: bool = True) -> tuple[int | None, Any]:
   """``(step, restore(step))`` of the newest step that reads; ``(None, None)`` without steps.
 
-  Each newer step that fails is reported in one warning line and, with ``rename`` (process 0
-  of a multi-process run; the others pass False), set aside as ``<step>.unreadable``; the
-  manager is then reloaded so later saves of that step do not collide with it.
+  Each newer step that fails (e.g. its array files truncated after the save committed) is
+  reported in one warning line and, with ``rename`` (process 0 of a multi-process run; the
+  others pass False), set aside as ``<step>.unreadable``: kept on disk for inspection, invisible
+  to the manager, which is then reloaded so that the run can write that step again.
 
   Raises:
     CheckpointError: there are steps but none can be read (nothing is renamed then).

@@ -9,20 +9,9 @@
   with the device path).
 
 Randomness comes only from the ``np.random.Generator`` passed in, drawn in the same order as the
-original draws from ``numpy.random``, so a seed fixes the result. Every draw ``uniform(a, b)`` is
-``a + (b - a) * rng.random()``, which is also what numpy does.
-
-Faithfulness notes:
-* RandomSampleCrop's min-IoU test never rejects (``overlap.min() < min_iou and max_iou <
-  overlap.max()`` with max_iou = inf); the five crop modes behave the same, so the IoU is not even
-  computed here. The original draws ``left = random.uniform(width - w)``, i.e. numpy's
-  ``uniform(low=width - w, high=1.0)``: the crop's left edge is uniform between 1 and W - w (not
-  0 and W - w); reproduced (likewise for ``top``).
-* The small-box filter compares ``4/550`` with widths in 550-pixel units, so it only drops
-  degenerate boxes; ``fix_discard_box_units=True`` compares in relative units instead.
-* Photometric distortion never clips; Expand fills with the BGR means (~0 after normalising).
-* Expand followed by a crop is computed without building the whole expanded canvas (up to 16x the
-  image): only the cropped window is filled and the image pasted into it. The result is identical.
+original draws from ``numpy.random``, so a seed fixes the result; every ``uniform(a, b)`` is
+``a + (b - a) * rng.random()``, as numpy's. Where the original behaves otherwise than it seems
+to intend (the crop, the small-box filter), its behaviour is reproduced (:func:`train_transform`).
 """
 
 from __future__ import annotations
@@ -114,7 +103,8 @@ def photometric_distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarr
 @dataclasses.dataclass(frozen=True)
 class _Canvas:
   """The (possibly expanded) image as a lazily built canvas: ``height x width`` filled with the
-  mean, with the source image pasted at (top, left)."""
+  mean (the original's Expand fills with the BGR means, ~0 after normalising), with the source
+  image pasted at (top, left)."""
   height: int
   width: int
   top: int
@@ -134,6 +124,12 @@ def _draw_expand(height: int, width: int, rng: np.random.Generator) -> _Canvas:
 def _draw_crop(height: int, width: int, boxes: np.ndarray, num_crowds: int,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
   """The original's ``RandomSampleCrop`` decision on a ``height x width`` canvas.
+
+  As it really behaves: its min-IoU test never rejects (``overlap.min() < min_iou and max_iou <
+  overlap.max()`` with max_iou = inf), so the five crop modes behave the same and the IoU is not
+  even computed here. It draws ``left = random.uniform(width - w)``, i.e. numpy's
+  ``uniform(low=width - w, high=1.0)``: the crop's left edge is uniform between 1 and W - w (not
+  0 and W - w); reproduced (likewise for ``top``).
 
   Args:
     boxes: float64 [n, 4] absolute x1y1x2y2 on the canvas.
@@ -180,6 +176,8 @@ def _canvas_window(source: np.ndarray, canvas: _Canvas, bounds: tuple[int, int, 
   The canvas is ``canvas.height x canvas.width`` filled with ``fill``, with ``source`` (h x w or
   h x w x c) pasted at (canvas.top, canvas.left). Reversing the columns of the window equals
   reversing the pasted part and swapping the left/right fill widths, which is how it is done.
+  Expand followed by a crop thus never builds the whole expanded canvas (up to 16x the image);
+  the result is identical.
   """
   x1, y1, x2, y2 = bounds
   h, w = source.shape[:2]
@@ -226,6 +224,11 @@ def train_transform(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, lab
   Returns:
     TransformedSample (image [S, S, 3] float32 RGB normalised, masks [m, S, S], boxes [m, 4]
     relative, labels [m], num_crowds); m may be smaller than n (crop / filter), possibly 0.
+
+  The crop is ``RandomSampleCrop`` as it really behaves (:func:`_draw_crop`). The small-box
+  filter compares ``discard_box_width/height`` (4/550) with widths in 550-pixel units, so it only
+  drops degenerate boxes; ``flags.fix_discard_box_units=True`` compares in relative units
+  instead.
   """
   height, width = image.shape[:2]
   image = image.astype(np.float32)                                     # ConvertFromInts

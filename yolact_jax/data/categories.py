@@ -2,17 +2,10 @@
 
 A training source says which classes its labels index (``class_names``: ``InMemoryRecordSource``
 from a ``CocoDataset``, ``TfdsRecordSource``; the categories sorted by id). The config's
-``dataset.class_names`` sizes the network (``num_classes = len(class_names) + 1``). Rules of
-:func:`resolve_class_names`:
-
-1. The same names in the same order (case and surrounding blanks ignored): fine.
-2. The config's class names are the COCO default (``COCO_CLASSES``, i.e. the config never named
-   its classes) and the dataset is not COCO (other names or another number of classes): the
-   class names are taken from the dataset, with a logged notice, and the returned config has
-   them (the run's ``config.json`` records them, so evaluation and prediction from the run
-   directory see the same classes).
-3. Anything else is a ``ClassMismatchError`` before any step, naming both lists and the
-   override that makes the config follow the dataset.
+``dataset.class_names`` sizes the network (``num_classes = len(class_names) + 1``).
+:func:`resolve_class_names` accepts the same names, takes the dataset's names when the config
+never named its classes (the COCO default) and the dataset is not COCO, and refuses anything
+else with a ``ClassMismatchError`` before any step.
 
 A source that does not say its classes is not checked here; the loader still rejects any label
 index outside the config's classes (``loader.LabelError``, naming the image).
@@ -63,7 +56,16 @@ def check_source(cfg: Any, source: Any) -> Any:
 
 def resolve_class_names(cfg: Any, dataset_names: Sequence[str] | None,
                         dataset: str = 'the dataset') -> Any:
-  """``cfg``, or a copy with the dataset's class names (rule 2); see the module docstring.
+  """``cfg``, or a copy with the dataset's class names (rule 2).
+
+  1. The same names in the same order (case and surrounding blanks ignored): fine.
+  2. The config's class names are the COCO default (``COCO_CLASSES``, i.e. the config never named
+     its classes) and the dataset is not COCO (other names or another number of classes): the
+     class names are taken from the dataset, with a logged notice, and the returned config has
+     them (the run's ``config.json`` records them, so evaluation and prediction from the run
+     directory see the same classes).
+  3. Anything else is a ``ClassMismatchError`` before any step, naming both lists and the
+     override that makes the config follow the dataset.
 
   Args:
     cfg: a ``YolactConfig``.

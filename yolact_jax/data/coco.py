@@ -1,53 +1,17 @@
 """COCO-format instance datasets: validation, label maps, per-image records and raw samples.
 
-Any dataset made of an ``instances_*.json`` (COCO format) and an image folder works: COCO
-itself or a custom dataset. The pipeline has three stages, each a small function:
+Any ``instances_*.json`` (COCO format) with an image folder works, COCO itself or a custom
+dataset, in three stages: :func:`load_annotation_file` reads the JSON and checks its structure;
+:func:`build_records` validates every image and annotation and makes one plain *record* per
+image (cheap to keep and to send to loader workers; nothing is decoded yet); :func:`decode_record`
+turns a record into a :class:`RawSample` exactly as the original's ``COCODetection.pull_item``
+does (BGR uint8 image as ``cv2.imread`` gives it, relative x1y1x2y2 boxes, 0-based labels,
+crowds last with label -1, masks ``[n, H, W]`` decoded with pycocotools).
 
-1. ``load_annotation_file`` reads the JSON and checks it is COCO format (clear error naming the
-   file and the missing key otherwise).
-2. ``build_records`` validates every image and annotation, collecting a ``Problem`` (file, image
-   id, annotation id, what is wrong and what was done) for each defect, and produces one plain
-   *record* per image (ids, size, image path, boxes, labels, crowd flags, segmentations). Records
-   are cheap to keep in memory and to send to loader workers; nothing is decoded yet.
-3. ``decode_record`` turns a record into a ``RawSample`` exactly as the original's
-   ``COCODetection.pull_item`` does: BGR uint8 image as ``cv2.imread`` gives it, relative
-   x1y1x2y2 boxes, 0-based labels, crowds last with label -1, masks ``[n, H, W]`` decoded with
-   pycocotools.
-
-Defect policy. Each defect is one ``Problem`` (file, image id, annotation id, message, ``kind``)
-logged as one warning line; a dropped annotation has exactly one, saying why. Every file also
-gets ONE summary line with the counts by kind (``ProblemSummary``, ``CocoDataset.summary``),
-e.g. ``instances_train.json: 3 annotations dropped (2 corrupt segmentations, 1 zero-area box),
-1 image dropped (1 missing image file), 5 boxes clipped``.
-  * two images with the same id, or two annotations with the same id: the file is refused
-    (``CocoFormatError`` naming the id and both entries), as lookups by id would put one image's
-    annotations on another's pixels.
-  * annotation whose ``category_id`` is not in ``categories``: dropped.
-  * annotation whose ``image_id`` is not in ``images``: dropped.
-  * box missing / malformed / not finite: dropped.
-  * box reaching outside the image: clipped to the image.
-  * box with zero (or negative) width or height after clipping: dropped.
-  * box under one pixel in width or height (after clipping): KEPT, as the original keeps it (its
-    small-box filter compares ``augment.discard_box_width/height`` with pixel widths), and
-    reported, naming ``--config.augment.fix_discard_box_units=True``, which drops such boxes
-    (they can make the mask loss explode).
-  * corrupt segmentation: the annotation is DROPPED (not given its box as mask). Corrupt means:
-    a polygon coordinate that is not a finite number or lies outside ``masks.POLYGON_MARGIN``
-    (x in [-W, 2W], y in [-H, 2H]; real COCO polygons overshoot the image by a pixel or so,
-    which stays legal); an RLE whose ``size`` is not the image's or whose ``counts`` are not
-    non-negative runs covering exactly H x W pixels (or not a well-formed compressed string);
-    an unknown form; a polygon with no part of 3 points or more. pycocotools would crash or
-    exhaust memory on most of these (a NaN polygon: segmentation fault; a coordinate of 1e9:
-    gigabytes).
-  * polygon parts with < 3 points: the part is dropped, the others are used.
-  * segmentation missing or empty: the mask is the filled box.
-  * image of non-positive size in the JSON: dropped.
-  * image file missing: the image is dropped from the records.
-  * image whose only annotations are crowds: kept only when ``keep='with_annotations'`` or
-    ``'all'`` (the original keeps them, but with no non-crowd object its loss cannot match
-    anything, so training excludes them by default).
-Problems found only when reading pixels (corrupt bytes, size differs from the JSON) raise
-``BrokenSampleError`` from ``decode_record``; the training loader logs and substitutes them.
+Each defect is one :class:`Problem` logged as one warning line, and every file gets ONE summary
+line of counts by kind (:class:`ProblemSummary`); what is dropped, clipped or kept is the policy
+in :func:`build_records`. Pixel problems (corrupt bytes, a size other than the JSON's) raise
+``BrokenSampleError`` from :func:`decode_record`; the training loader logs and substitutes them.
 """
 
 from __future__ import annotations
@@ -69,7 +33,9 @@ from yolact_jax.data import masks as mask_lib
 log = logging.getLogger(__name__)
 
 # Which images a dataset keeps (see CocoDataset):
-#   'with_objects'     at least one non-crowd annotation (training default).
+#   'with_objects'     at least one non-crowd annotation (training default: the original keeps
+#                      crowd-only images, but with no non-crowd object its loss cannot match
+#                      anything).
 #   'with_annotations' at least one annotation of any kind, crowds included (the original's rule,
 #                      used for evaluation).
 #   'all'              every image.
@@ -346,6 +312,12 @@ def check_segmentation(segmentation: Any, height: int, width: int) -> tuple[Any,
   """Checks a segmentation without rasterising it (``mask_lib.clean_polygons`` with the image
   size, ``mask_lib.check_rle``).
 
+  Corrupt means: a polygon coordinate that is not a finite number or lies outside
+  ``masks.POLYGON_MARGIN`` (x in [-W, 2W], y in [-H, 2H]; real COCO polygons overshoot the image
+  by a pixel or so, which stays legal); an RLE whose ``size`` is not the image's or whose
+  ``counts`` are not non-negative runs covering exactly H x W pixels (or not a well-formed
+  compressed string); an unknown form; a polygon with no part of 3 points or more.
+
   Returns:
     (the usable segmentation, or None when there is none: the filled box is the mask; notes on
     what was left out: polygon parts under 3 points, a missing segmentation)
@@ -476,6 +448,25 @@ def build_records(data: dict, ann_file: str, image_dir: str, label_map: LabelMap
     segmentations list[n] (polygon list | RLE dict | None = use the filled box)
 
   Annotations keep their file order here; ``decode_record`` moves crowds last.
+
+  Defect policy (each defect is one ``Problem``; a dropped annotation has exactly one, saying why):
+
+  * two images, or two annotations, with the same id: the file is refused
+    (:func:`check_unique_ids`);
+  * ``category_id`` not in ``categories``, ``image_id`` not in ``images``, a box missing,
+    malformed or not finite: the annotation is dropped;
+  * a box reaching outside the image is clipped to it; zero (or negative) width or height after
+    clipping: dropped;
+  * a box under one pixel in width or height (after clipping): KEPT, as the original keeps it
+    (its small-box filter compares ``augment.discard_box_width/height`` with pixel widths), and
+    reported, naming ``--config.augment.fix_discard_box_units=True``, which drops such boxes
+    (they can make the mask loss explode);
+  * a corrupt segmentation (:func:`check_segmentation`): the annotation is DROPPED, not given its
+    box as mask; polygon parts under 3 points are dropped and the others used; a missing or empty
+    segmentation makes the filled box the mask;
+  * an image of non-positive size in the JSON, or whose file is missing: dropped;
+  * an image whose only annotations are crowds: kept only by ``keep='with_annotations'`` or
+    ``'all'`` (``KEEP_CHOICES``).
 
   Args:
     data: the parsed JSON (``load_annotation_file``).

@@ -1,36 +1,17 @@
-"""grain loaders producing fixed-shape training batches.
+"""grain loaders producing fixed-shape training batches (numpy dicts, layout: :func:`pack_example`).
 
-Sources (anything with ``len()`` and ``[i] -> record``, see ``coco.build_records``):
-  * ``InMemoryRecordSource`` over a ``CocoDataset`` (records in memory, images read from disk);
-  * ``TfdsRecordSource`` over a prepared TFDS split (``tfds_builder``), images read from the
-    array_record files.
-
-Training batch (numpy dict; B = batch size, G = max_instances, S = max_size)::
-
-  image        float32 [B, S, S, 3]  normalised, NHWC, RGB
-  boxes        float32 [B, G, 4]     relative x1y1x2y2 (0 in padding)
-  labels       int32   [B, G]        0-based class; -1 for crowds AND for padding
-  is_crowd     bool    [B, G]
-  valid        bool    [B, G]        real rows (objects and crowds); padding False
-  masks_proto  uint8   [B, G, Hp, Wp]  GT masks downsampled as the loss does (138 x 138 at 550)
-  masks_segm   uint8   [B, G, Hs, Ws]  same at the semantic-seg size (69 x 69 at 550)
-  num_crowds   int32   [B]
-  image_id     int64   [B]
-  orig_hw      int32   [B, 2]        original (H, W)
-
-Rows are the non-crowd objects first, then the crowds, then padding. When an image has more than
-G rows the objects win: the first G objects are kept and crowds fill what is left (a warning names
-the image). The original's loss sees at most ``masks_to_train`` positives anyway.
+Sources are anything with ``len()`` and ``[i] -> record`` (see ``coco.build_records``):
+``InMemoryRecordSource`` over a ``CocoDataset`` (records in memory, images read from disk) and
+``TfdsRecordSource`` over a prepared TFDS split (``tfds_builder``, images in array_record files).
 
 Determinism and topology: the stream is a function of (seed, source, options) and nothing else.
 Global position ``j`` (the ``j``-th record drawn since the run began) is record
 ``permutation(epoch)[j % n]`` with its own ``np.random.Generator``, both from ``(seed, j)``; global
 batch ``k`` is positions ``k*B .. k*B + B - 1``, and a process loads only its ``rows`` of it. So
-the batches are the same whatever the number of devices, processes or grain workers, and the
-data position is one integer (positions consumed, :class:`DataPosition`) that a run resumes from
-on any topology. The transform draws everything from the position's generator, substitutes
-included: a broken sample (unreadable image) or one the augmentation leaves without any object is
-replaced by another index drawn from it (the original resamples a random index), with a warning.
+the batches are the same whatever the number of devices, processes or grain workers, and the data
+position is one integer (:class:`DataPosition`) that a run resumes from on any topology. Every
+draw, substitutes included (:func:`make_train_sample`), is from the position's generator.
+Pitfall: crowds and padding rows both have label -1 (``valid`` marks the real rows).
 """
 
 from __future__ import annotations
@@ -158,7 +139,8 @@ def select_rows(labels: np.ndarray, max_instances: int) -> np.ndarray:
   """Indices of the rows kept in G = ``max_instances`` slots.
 
   ``labels`` lists non-crowd rows (>= 0) first, then crowds (-1). All rows if they fit; else the
-  first G objects, then crowds in the slots left.
+  first G objects, then crowds in the slots left (the original's loss sees at most
+  ``masks_to_train`` positives anyway).
   """
   objects = np.flatnonzero(labels >= 0)[:max_instances]
   crowds = np.flatnonzero(labels < 0)[:max_instances - len(objects)]
@@ -168,9 +150,23 @@ def select_rows(labels: np.ndarray, max_instances: int) -> np.ndarray:
 def pack_example(sample: augment.TransformedSample, image_id: int, orig_hw: tuple[int, int],
                  max_instances: int, proto_hw: tuple[int, int] | None,
                  segm_hw: tuple[int, int] | None, name: str = '') -> dict:
-  """One transformed sample -> fixed-shape arrays (see the module docstring, without B).
+  """One transformed sample -> fixed-shape arrays: one row of a training batch, which stacks
+  them (B = batch size, G = max_instances, S = max_size)::
 
-  Masks are downsampled to ``proto_hw`` / ``segm_hw`` as the loss does
+    image        float32 [B, S, S, 3]  normalised, NHWC, RGB
+    boxes        float32 [B, G, 4]     relative x1y1x2y2 (0 in padding)
+    labels       int32   [B, G]        0-based class; -1 for crowds AND for padding
+    is_crowd     bool    [B, G]
+    valid        bool    [B, G]        real rows (objects and crowds); padding False
+    masks_proto  uint8   [B, G, Hp, Wp]  GT masks downsampled as the loss does (138 x 138 at 550)
+    masks_segm   uint8   [B, G, Hs, Ws]  same at the semantic-seg size (69 x 69 at 550)
+    num_crowds   int32   [B]
+    image_id     int64   [B]
+    orig_hw      int32   [B, 2]        original (H, W)
+
+  Rows are the non-crowd objects first, then the crowds, then padding; when an image has more
+  than G rows the objects win (:func:`select_rows`; a warning names the image). Masks are
+  downsampled to ``proto_hw`` / ``segm_hw`` as the loss does
   (``masks.downsample_binarize_masks``); None leaves that field out.
   """
   rows = select_rows(sample.labels, max_instances)
@@ -246,9 +242,12 @@ def _check_labels(raw: coco_lib.RawSample, name: str, num_classes: int | None) -
 def make_train_sample(source: Any, index: int, rng: np.random.Generator,
                       options: PipelineOptions) -> tuple[coco_lib.RawSample,
                                                          augment.TransformedSample, str]:
-  """Reads and augments the sample at ``index``, substituting broken or object-less samples with
-  indices drawn from ``rng`` (see the module docstring): ``(raw sample, transformed sample at
-  the network input size with full-size masks, its name)``."""
+  """Reads and augments the sample at ``index``: ``(raw sample, transformed sample at the
+  network input size with full-size masks, its name)``.
+
+  A broken sample (unreadable image) or one the augmentation leaves without any object is
+  replaced by another index drawn from ``rng`` (the original resamples a random index), with a
+  warning."""
   for _ in range(options.max_substitutions + 1):
     record = source[index]
     name = record.get('image_path') or record.get('file_name', '?')

@@ -2,31 +2,16 @@
 
 ``generate_synthetic_coco(out_dir, ...)`` writes::
 
-  out_dir/train/000000000001.jpg ...          images (JPEG or PNG, via cv2)
-  out_dir/val/...
+  out_dir/{train,val}/000000000001.jpg ...    images (JPEG or PNG, via cv2)
   out_dir/annotations/instances_train.json    COCO format
   out_dir/annotations/instances_val.json
   out_dir/manifest.json                       parameters + counts; written last
 
-Four shape classes with NON-contiguous category ids (1 circle, 3 square, 5 triangle, 7 star; the
-names of ``yolact_jax.config.SYNTHETIC_CLASSES``), so the label map is exercised. Each image has a
-smooth random colour field with stripes and noise as background and 1..``max_objects`` shapes of
-random size, colour (with a shading gradient) and rotation. Shapes are painted in order, so later
-shapes occlude earlier ones; the annotations describe the VISIBLE part (placements that would hide
-more than half of an earlier instance are redrawn). Annotation encodings, as in COCO:
-  * an unoccluded shape: its polygon (the painted pixels are exactly pycocotools' rasterisation
-    of that polygon, so the mask and the picture agree);
-  * an occluded shape: the polygons of its visible outline (several parts when the occluder splits
-    it; ~1 px of boundary approximation like real annotations), or an RLE when the visible part
-    has holes;
-  * ``rle_fraction`` of the unoccluded shapes: compressed RLE instead of a polygon;
-  * in ``crowd_fraction`` of the images, a crowd: a cluster of small shapes of one class annotated
-    as one ``iscrowd=1`` region with an uncompressed RLE (COCO's crowd format).
-Boxes are the tight boxes of the annotation masks (pycocotools ``toBbox``).
-
-Every image is drawn from its own generator seeded by (seed, split, index): the same arguments
-give byte-identical files. Generation is skipped when ``manifest.json`` matches the arguments and
-every file exists.
+Four shape classes with NON-contiguous category ids (1 circle, 3 square, 5 triangle, 7 star:
+``yolact_jax.config.SYNTHETIC_CLASSES``), so the label map is exercised. Later shapes occlude
+earlier ones; annotations describe the VISIBLE part in COCO's encodings (:func:`_draw_image`).
+Each image comes from its own generator seeded by (seed, split, index): the same arguments give
+byte-identical files; generation is skipped when ``manifest.json`` matches and every file exists.
 """
 
 from __future__ import annotations
@@ -149,7 +134,14 @@ def _paint(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Non
 
 def _encode_visible(visible: np.ndarray, occluded: bool, use_rle: bool,
                     polygon: np.ndarray) -> list | dict:
-  """Annotation segmentation for a visible mask (see the module docstring)."""
+  """Annotation segmentation for a visible mask, as COCO encodes one.
+
+  An unoccluded shape: its polygon (the painted pixels are exactly pycocotools' rasterisation of
+  that polygon, so the mask and the picture agree), or with ``use_rle`` a compressed RLE. An
+  occluded shape: the polygons of its visible outline (several parts when the occluder splits
+  it; ~1 px of boundary approximation like real annotations), or an RLE when the visible part
+  has holes.
+  """
   if not occluded:
     if use_rle:
       rle = mask_utils.encode(np.asfortranarray(visible))
@@ -166,7 +158,17 @@ def _encode_visible(visible: np.ndarray, occluded: bool, use_rle: bool,
 
 def _draw_image(spec: SyntheticSpec, split: str, index: int
                 ) -> tuple[np.ndarray, list[dict]]:
-  """One image and its annotations (without ids). Deterministic in (seed, split, index)."""
+  """One image and its annotations (without ids). Deterministic in (seed, split, index).
+
+  The background is a smooth random colour field with stripes and noise; on it 1..``max_objects``
+  shapes of random size, colour (with a shading gradient) and rotation are painted in order, and
+  a placement that would hide more than half of an earlier instance is redrawn. In
+  ``crowd_fraction`` of the images a crowd (a cluster of small shapes of one class) lies below
+  them, annotated as one ``iscrowd=1`` region with an uncompressed RLE (COCO's crowd format);
+  ``rle_fraction`` of the unoccluded shapes get an RLE instead of a polygon
+  (:func:`_encode_visible`). Boxes are the tight boxes of the annotation masks (pycocotools
+  ``toBbox``).
+  """
   rng = np.random.default_rng([spec.seed, SPLITS[split], index])
   if spec.image_hw is not None:
     height, width = spec.image_hw

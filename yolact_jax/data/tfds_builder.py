@@ -7,25 +7,11 @@ Manual directory layout (COCO 2017, the synthetic dataset and most custom datase
 
 ``split_tags`` maps TFDS split names to tags; the builder configs give the usual ones
 ('synthetic' / 'custom': train, val; 'coco2017': train2017, val2017; 'coco2014': train2014,
-val2014 -- 'validation' is the TFDS name of the val split).
-
-Each example is one image (ALL images are stored, in annotation-file order; the record index is
-that order because shuffling at build time is disabled)::
-
-  image         the encoded file bytes as on disk (decoded later with cv2, like cv2.imread)
-  image_id      int64;  file_name  text;  height, width  int32 (original size)
-  objects       per annotation: bbox_xywh float64 [4] (pixels, clipped as the reader does),
-                category_id int64, category_index int32 (0-based), is_crowd bool,
-                annotation_id int64, mask_rle bytes (compressed COCO RLE of the full-size mask)
-
-``info.metadata`` holds the label map (category ids and names), per split the ``image_ids``,
-``num_objects`` and ``num_crowds`` of every record (so a reader can select images without reading
-them) and every ``problems`` line found while building. Defects follow ``coco.build_records``'
-policy; additionally images that cv2 cannot decode, or whose size differs from the JSON, are
-reported and left out (``verify_images``).
-
-Read back with ``tfds.data_source('coco_format_instances/<config>', data_dir=...)`` or, for any
-prepared directory, ``load_tfds_split(builder_dir, split)``.
+val2014 -- 'validation' is the TFDS name of the val split). Each example is one image (ALL
+images, in annotation-file order, which is the record index: shuffling at build time is
+disabled), its file bytes and annotations (:func:`record_to_example`). Defects follow
+``coco.build_records``' policy; images cv2 cannot decode, or whose size differs from the JSON,
+are left out too. Read back with :func:`load_tfds_split` or ``tfds.data_source(...)``.
 """
 
 from __future__ import annotations
@@ -53,7 +39,13 @@ CONFIG_SPLIT_TAGS = {
 
 
 class CocoFormatInstances(tfds.core.GeneratorBasedBuilder):
-  """Any COCO-format instance-segmentation dataset (see the module docstring)."""
+  """Any COCO-format instance-segmentation dataset (see the module docstring).
+
+  ``info.metadata`` holds the label map (category ids and names), per split the ``image_ids``,
+  ``num_objects`` and ``num_crowds`` of every record (so a reader can select images without
+  reading them) and every ``problems`` line found while building. Read back with
+  ``tfds.data_source('coco_format_instances/<config>', data_dir=...)``.
+  """
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
@@ -154,7 +146,17 @@ class CocoFormatInstances(tfds.core.GeneratorBasedBuilder):
 
 def record_to_example(record: dict, label_map: coco_lib.LabelMap, verify_image: bool = True,
                       ) -> tuple[dict | None, coco_lib.Problem | None]:
-  """A reader record -> TFDS example dict, or (None, problem) when the image is unusable."""
+  """A reader record -> TFDS example dict, or (None, problem) when the image is unusable
+  (unreadable; with ``verify_image`` also undecodable by cv2, or of another size than the JSON's).
+
+  The example::
+
+    image         the encoded file bytes as on disk (decoded later with cv2, like cv2.imread)
+    image_id      int64;  file_name  text;  height, width  int32 (original size)
+    objects       per annotation: bbox_xywh float64 [4] (pixels, clipped as the reader does),
+                  category_id int64, category_index int32 (0-based), is_crowd bool,
+                  annotation_id int64, mask_rle bytes (compressed COCO RLE of the full-size mask)
+  """
   path = record['image_path']
   try:
     with open(path, 'rb') as f:

@@ -1,41 +1,17 @@
 """Modulated deformable convolution (DCNv2), the 3x3 conv of YOLACT++'s DCN bottlenecks.
 
-Semantics are those of the CUDA kernel the original uses (DCNv2): for output position
-(ho, wo) and kernel tap k = i * kw + j (row-major) the input is sampled at
+As the original's DCNv2 CUDA kernel, output (ho, wo) samples tap k = i * kw + j (row-major) at
 
     y = ho * stride - padding + i * dilation + offset[..., 2k]        (dy first,
     x = wo * stride - padding + j * dilation + offset[..., 2k + 1]     then dx: interleaved)
 
 by bilinear interpolation in which every corner outside the image reads 0, and the whole sample is
-0 unless -1 < y < H and -1 < x < W. The sample is multiplied by the tap's modulation, then the
-columns are contracted with the weight and the bias is added.
-
-Implementation: the image is zero-padded by one pixel on every side, so a corner outside the image
-reads a zero and only the (-1, H) x (-1, W) rule needs a select. All taps of all output positions
-are sampled with one gather per bilinear corner (four in all), and the columns
-``[N * Ho * Wo, k * k * Cin]`` meet the HWIO weight ``[k * k * Cin, Cout]`` in ONE matrix product.
-Gradients (input, offsets, modulation, weight, bias) are ordinary JAX autodiff of these ops.
-
-Column memory (float32, 4 bytes), YOLACT++ ResNet-50 at 550 px, batch 8: every block of C3, C4
-and C5 is a DCN (13 layers); conv2's output is 69x69 (Cin 128), 35x35 (256), 18x18 (512):
-
-    C3: 8 * 69 * 69 * 9 * 128 * 4 B = 175.5 MB per layer, 4 layers
-    C4: 8 * 35 * 35 * 9 * 256 * 4 B =  90.3 MB per layer, 6 layers
-    C5: 8 * 18 * 18 * 9 * 512 * 4 B =  47.8 MB per layer, 3 layers
-
-(:func:`column_bytes`). For the backward pass autodiff keeps, per layer, the four gathered corner
-arrays and the columns (5x the column size: 0.88 GB for a C3 layer, 6.9 GB for the 13 layers).
-``chunk_rows=r`` computes the output in blocks of r rows with ``lax.map`` and rematerialises each
-block in the backward pass (``jax.checkpoint``), so only the inputs are kept and the columns
-alive at a time are those of one block: 8 * r * 69 * 9 * 128 * 4 B, 2.5 MB per row at C3
-(r = 8: 20.3 MB), at the price of a second sampling pass in the backward. XLA:CPU's temporary
-buffers for one C3 layer (69x69, 128 -> 128, batch 8), forward / forward + backward: 196 MB /
-1.66 GB unchunked, 66 MB / 316 MB with chunk_rows=8 (other backends assign buffers differently).
-
-Differences from the original: the offset conv here takes the layer's dilation (the original's
-ignores it, which only matches shapes for dilation 1, the only value YOLACT++ uses); the
-modulation multiplies each corner weight, sum_c (w_c m) v_c, where the kernel computes
-(sum_c w_c v_c) m (equal up to float rounding); the bias is added after the product.
+0 unless -1 < y < H and -1 < x < W; it is multiplied by the tap's modulation, the columns are
+contracted with the weight and the bias is added. Plain JAX: one gather per bilinear corner, ONE
+matrix product of the columns ``[N * Ho * Wo, k * k * Cin]`` with the HWIO weight, and every
+gradient (input, offsets, modulation, weight, bias) by autodiff. Pitfall: the columns are large
+and the backward keeps 5x them (6.9 GB for YOLACT++ ResNet-50 at 550 px, batch 8, float32);
+``chunk_rows`` bounds them (:func:`modulated_deform_conv`, :func:`column_bytes`).
 """
 
 from __future__ import annotations
@@ -63,7 +39,18 @@ def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int
 
 def column_bytes(batch: int, out_h: int, out_w: int, in_channels: int, kernel: int = 3,
                  itemsize: int = 4, chunk_rows: int | None = None) -> int:
-  """Bytes of the sampled columns [N * rows * Wo, k * k * Cin] (of one row block if chunked)."""
+  """Bytes of the sampled columns [N * rows * Wo, k * k * Cin] (of one row block if chunked).
+
+  YOLACT++ ResNet-50 at 550 px, batch 8, float32 (4 bytes): every block of C3, C4 and C5 is a
+  DCN (13 layers); conv2's output is 69x69 (Cin 128), 35x35 (256), 18x18 (512):
+
+      C3: 8 * 69 * 69 * 9 * 128 * 4 B = 175.5 MB per layer, 4 layers
+      C4: 8 * 35 * 35 * 9 * 256 * 4 B =  90.3 MB per layer, 6 layers
+      C5: 8 * 18 * 18 * 9 * 512 * 4 B =  47.8 MB per layer, 3 layers
+
+  For the backward pass autodiff keeps, per layer, the four gathered corner arrays and the
+  columns (5x the column size: 0.88 GB for a C3 layer, 6.9 GB for the 13 layers).
+  """
   rows = out_h if not chunk_rows else min(chunk_rows, out_h)
   return batch * rows * out_w * kernel * kernel * in_channels * itemsize
 
@@ -73,7 +60,8 @@ def _sample_columns(xp: jnp.ndarray, offset: jnp.ndarray, mask: jnp.ndarray, row
                     padding: tuple[int, int], dilation: tuple[int, int]) -> jnp.ndarray:
   """Modulated bilinear samples of every tap: the columns [N, R, Wo, K, C].
 
-  xp: [N * (H + 2) * (W + 2), C], the image zero-padded by one pixel and flattened;
+  xp: [N * (H + 2) * (W + 2), C], the image zero-padded by one pixel and flattened (so a corner
+  outside the image reads a zero and only the (-1, H) x (-1, W) rule needs a select);
   offset: [N, R, Wo, 2K] float32 or float64 (dy, dx per tap); mask: [N, R, Wo, K];
   rows: [R] int32, the output rows the block covers. K = kh * kw.
   """
@@ -96,7 +84,9 @@ def _sample_columns(xp: jnp.ndarray, offset: jnp.ndarray, mask: jnp.ndarray, row
   batch = (np.arange(n) * (h + 2) * row)[:, None, None, None]
   top_left = batch + y0 * row + x0
   # The modulation (zero for points outside (-1, H) x (-1, W)) joins the corner weights, so
-  # that the backward keeps only the four gathered corners (not also the unmodulated sample).
+  # that the backward keeps only the four gathered corners (not also the unmodulated sample):
+  # sum_c (w_c m) v_c, where the original's kernel computes (sum_c w_c v_c) m (equal up to float
+  # rounding).
   mod = jnp.where(inside, mask.astype(y.dtype), 0)
   corner_weights = (((1 - ly) * (1 - lx), 0), ((1 - ly) * lx, 1),
                     (ly * (1 - lx), row), (ly * lx, row + 1))
@@ -118,8 +108,16 @@ def modulated_deform_conv(x: jnp.ndarray, offset: jnp.ndarray, mask: jnp.ndarray
   [kh, kw, Cin, Cout], bias [Cout] -> [N, Ho, Wo, Cout] in x's dtype.
 
   Sampling coordinates and bilinear weights are float32 (float64 for float64 offsets) whatever
-  x's dtype; the columns and the product are in x's dtype. ``chunk_rows``: see the module
-  docstring.
+  x's dtype; the columns and the product are in x's dtype. Unlike in the original's kernel, the
+  bias is added after the product.
+
+  ``chunk_rows=r`` computes the output in blocks of r rows with ``lax.map`` and rematerialises
+  each block in the backward pass (``jax.checkpoint``), so only the inputs are kept and the
+  columns alive at a time are those of one block (:func:`column_bytes`): 8 * r * 69 * 9 * 128 *
+  4 B, 2.5 MB per row at C3 (r = 8: 20.3 MB), at the price of a second sampling pass in the
+  backward. XLA:CPU's temporary buffers for one C3 layer (69x69, 128 -> 128, batch 8), forward /
+  forward + backward: 196 MB / 1.66 GB unchunked, 66 MB / 316 MB with chunk_rows=8 (other
+  backends assign buffers differently).
   """
   kernel_hw, stride, padding, dilation = kernel.shape[:2], _pair(stride), _pair(padding), \
       _pair(dilation)
@@ -163,7 +161,9 @@ class ModulatedDeformConv(nn.Module):
 
   ``conv_offset_mask`` (a plain conv, same kernel size, stride, padding, with bias; zero-initialised
   so that the layer starts as 0.5 x the plain conv) gives 3K channels: the first 2K are the
-  offsets (dy, dx) per tap, the last K go through a sigmoid to the modulation.
+  offsets (dy, dx) per tap, the last K go through a sigmoid to the modulation. It takes the
+  layer's dilation; the original's ignores it, which only matches shapes for dilation 1, the only
+  value YOLACT++ uses.
 
   Parameters (float32) and the original's state_dict keys, for the module named ``conv2``:
 
@@ -173,7 +173,7 @@ class ModulatedDeformConv(nn.Module):
       conv2/conv_offset_mask/bias    [3 k k]                conv2.conv_offset_mask.bias
 
   ``dtype`` is the computation dtype (the sampling coordinates stay float32); ``chunk_rows``
-  bounds the column memory (module docstring).
+  bounds the column memory (:func:`modulated_deform_conv`).
   """
   features: int
   kernel_size: int = 3

@@ -1,18 +1,9 @@
 """Feature pyramid: lateral 1x1 convs, a top-down resize to the exact lateral size, 3x3 prediction
 convs with ReLU (P3-P5), then P6/P7 by stride-2 convs without ReLU.
 
-Index order is the original's: ``lat_layers_0`` / ``pred_layers_0`` belong to C5 / P5.
-
-The options follow the config's ``fpn`` fields (the presets use the first value of each):
-
-* ``interpolation`` (``FPN_INTERPOLATIONS``): 'bilinear' with half-pixel centres, or 'nearest'
-  as torch's ``F.interpolate(mode='nearest')`` (source index ``floor(dst * in / out)``). The
-  original passes ``align_corners=False`` with the mode, which torch refuses for 'nearest', so
-  there 'nearest' stops with an error; here it runs the mode without that argument.
-* ``use_conv_downsample``: P6/P7 by 3x3 stride-2 convs (padding 1), or, when False, as the
-  original's ``max_pool2d(x, 1, stride=2)``: every second row and column (no parameters). Both
-  give ceil(n / 2) pixels.
-* ``pad``: padding 1 in the 3x3 prediction convs, or 0 (each of P3-P5 then loses 2 pixels).
+Index order is the original's: ``lat_layers_0`` / ``pred_layers_0`` belong to C5 / P5. The
+options follow the config's ``fpn`` fields (the presets use the first value of each); what each
+does is in :class:`FPN`.
 """
 
 from __future__ import annotations
@@ -55,7 +46,17 @@ assert tuple(RESIZE) == FPN_INTERPOLATIONS, (tuple(RESIZE), FPN_INTERPOLATIONS)
 
 
 class FPN(nn.Module):
-  """[C3, C4, C5] -> [P3, P4, P5, P6, P7], each with ``num_features`` channels."""
+  """[C3, C4, C5] -> [P3, P4, P5, P6, P7], each with ``num_features`` channels.
+
+  * ``interpolation`` (``FPN_INTERPOLATIONS``): 'bilinear' with half-pixel centres, or 'nearest'
+    as torch's ``F.interpolate(mode='nearest')`` (source index ``floor(dst * in / out)``). The
+    original passes ``align_corners=False`` with the mode, which torch refuses for 'nearest', so
+    there 'nearest' stops with an error; here it runs the mode without that argument.
+  * ``use_conv_downsample``: P6/P7 by 3x3 stride-2 convs (padding 1), or, when False, as the
+    original's ``max_pool2d(x, 1, stride=2)``: every second row and column (no parameters). Both
+    give ceil(n / 2) pixels.
+  * ``pad``: padding 1 in the 3x3 prediction convs, or 0 (each of P3-P5 then loses 2 pixels).
+  """
   num_features: int = 256
   num_downsample: int = 2
   relu_pred_layers: bool = True

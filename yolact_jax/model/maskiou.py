@@ -6,11 +6,6 @@ each followed by a ReLU, then a 1x1 convolution to the ``C - 1`` foreground clas
 ReLU, then a max over the remaining spatial extent. Output ``[N, C - 1]``, >= 0 (not capped at
 1: with random weights a predicted IoU can exceed 1, as in the original).
 
-For the original's ``yolact_plus`` layers ``5 x (3x3, stride 2)`` with 8, 16, 32, 64, 128
-channels, a 138 x 138 input shrinks to 68, 33, 16, 7, 3, then 3 after the 1x1 convolution.
-Convolutions are named ``maskiou_net_<i>`` with i the index in the original's ``nn.Sequential``
-(conv, ReLU, conv, ReLU, ...), so the state_dict keys are ``maskiou_net.maskiou_net.<i>.*``.
-
 The network of a model config is :func:`mask_iou_network`; ``Yolact.init`` creates its
 parameters (``params['maskiou_net']``) and :func:`predict_mask_iou` applies it, for the loss's
 term I and for the inference program's mask re-scoring alike.
@@ -32,7 +27,13 @@ MaskIoULayer = tuple[int, int, int]
 
 
 class MaskIoUNet(nn.Module):
-  """``[N, Hp, Wp]`` masks -> ``[N, num_classes]`` predicted IoU per foreground class."""
+  """``[N, Hp, Wp]`` masks -> ``[N, num_classes]`` predicted IoU per foreground class.
+
+  For the original's ``yolact_plus`` layers ``5 x (3x3, stride 2)`` with 8, 16, 32, 64, 128
+  channels, a 138 x 138 input shrinks to 68, 33, 16, 7, 3, then 3 after the 1x1 convolution.
+  Convolutions are named ``maskiou_net_<i>`` with i the index in the original's ``nn.Sequential``
+  (conv, ReLU, conv, ReLU, ...), so the state_dict keys are ``maskiou_net.maskiou_net.<i>.*``.
+  """
   layers: tuple[MaskIoULayer, ...]
   num_classes: int  # foreground classes (C - 1)
   dtype: Any = jnp.float32

@@ -6,8 +6,7 @@ including background, nothing else of the experiment. ``model(images, train=...)
 normalised NHWC images [B, S, S, 3] and returns a dict: ``loc`` [B, P, 4] encoded offsets,
 ``conf`` [B, P, C] class logits (softmax is Detect's job), ``coefs`` [B, P, k] tanh'd mask
 coefficients, ``proto`` [B, Hp, Wp, k] prototypes and, in training (or when ``return_segm``),
-``segm`` [B, H3, W3, C-1] semantic logits. Priors come from
-``yolact_jax.anchors.make_priors(cfg, S)``.
+``segm`` [B, H3, W3, C-1] semantic logits. Priors: ``yolact_jax.anchors.make_priors(cfg, S)``.
 
 With ``model.use_maskiou`` (YOLACT++) the variables also hold the mask-IoU network
 (``params['maskiou_net']``, a :class:`~yolact_jax.model.maskiou.MaskIoUNet`); like the semantic

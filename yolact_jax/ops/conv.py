@@ -5,12 +5,9 @@
 the rewrites (dilation, grouped convolution, other layouts, string or negative padding) fall
 through to ``jax.lax.conv_general_dilated``. The rest goes through :func:`conv2d_nhwc`, a custom
 VJP whose forward, input gradient and weight gradient each pick their implementation in
-:func:`_cpu_or_xla`, the one place the platform matters:
-
-* on CPU, a 1x1 convolution without padding as products (forward, input and weight gradient),
-  and the weight gradient of larger kernels as products where
-  :func:`~yolact_jax.ops.cpu_conv.matmul_weight_grad_pays`;
-* on every other platform (cuDNN ...), XLA's convolutions throughout.
+:func:`_cpu_or_xla`, the one place the platform matters: on CPU a 1x1 convolution without
+padding as products, and the weight gradient of larger kernels as products where
+:func:`~yolact_jax.ops.cpu_conv.matmul_weight_grad_pays`; elsewhere (cuDNN ...) XLA's throughout.
 
 The pick is ``jax.lax.platform_dependent``, resolved when the program is lowered, so one traced
 program serves every backend. It sits inside the custom VJP's rules (never differentiated

@@ -6,17 +6,12 @@ Two rewrites, each the same sums in another order (float32 rounding differences 
   the FPN laterals) IS a matrix product over the channels: :func:`pointwise_conv` and its input
   gradient :func:`pointwise_input_grad`; its weight gradient is :func:`weight_grad_by_matmul`
   with one tap.
-* The weight gradient of any convolution is, for every kernel tap (i, j), the product of the
-  input window shifted by (i, j) and the output gradient, contracted over the batch and the
-  output positions (:func:`weight_grad_by_matmul`):
-
-      dW[i, j] = sum_{n, y, x} X_pad[n, s*y + i, s*x + j, :]^T  dY[n, y, x, :]     ([Cin, Cout])
+* The weight gradient of any convolution is, per kernel tap, one matrix product
+  (:func:`weight_grad_by_matmul`).
 
 XLA:CPU's own convolutions are slow for these cases; :func:`matmul_weight_grad_pays` says for
-which weight shapes the products win (measurements: ``docs/performance.md``, CPU convolutions).
-
-Nothing here looks at the platform: :mod:`yolact_jax.ops.conv` decides where these run (on CPU
-only) and is what the network calls.
+which weight shapes the products win. Nothing here looks at the platform:
+:mod:`yolact_jax.ops.conv` decides where these run (on CPU only) and is what the network calls.
 """
 
 from __future__ import annotations
@@ -75,7 +70,10 @@ def weight_grad_by_matmul(x: jnp.ndarray, dy: jnp.ndarray, kernel_hw: tuple[int,
                           strides: tuple[int, int], padding: tuple[tuple[int, int], ...]
                           ) -> jnp.ndarray:
   """dW [kh, kw, Cin, Cout] of an NHWC/HWIO convolution from its input x [N, H, W, Cin] and
-  output gradient dy [N, Ho, Wo, Cout]: one product dY^T X_tap per kernel tap.
+  output gradient dy [N, Ho, Wo, Cout]: one product dY^T X_tap per kernel tap, the input window
+  shifted by (i, j) contracted with the output gradient over the batch and the output positions:
+
+      dW[i, j] = sum_{n, y, x} X_pad[n, s*y + i, s*x + j, :]^T  dY[n, y, x, :]     ([Cin, Cout])
 
   dY is the left operand: the other orientation makes XLA transpose the input inside a fusion
   that recomputes its producers (BatchNorm, residual sums), which ran at a fraction of memory

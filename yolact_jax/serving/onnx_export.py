@@ -8,16 +8,9 @@ of the graph (one file). Inputs ``images`` uint8 [B, Hc, Wc, 3] and ``image_size
 [B, 2], outputs named as ``OUTPUT_KEYS``. The batch is fixed (jax2onnx does not trace this
 program with a symbolic batch).
 
-Two rewrites make the program convertible, both exact (the same values):
-
-* the network's convolutions take XLA's branch (``lax.conv_general_dilated``, ONNX ``Conv``)
-  instead of the CPU branch picked by ``lax.platform_dependent``, which has no ONNX form;
-* the backbone's 3x3/2 max pool is traced as the maximum of its nine strided slices of the
-  -inf-padded input (jax2onnx's own ``reduce_window_max`` lowering gives a ``MaxPool`` that
-  ONNX Runtime rejects, "Unsupported pooling size").
-
-The program is traced to a jaxpr here (with those rewrites) and jax2onnx converts that jaxpr,
-so its own patching of flax during tracing is not involved.
+Two rewrites, both exact (the same values), make the program convertible: XLA's convolutions
+instead of the CPU branch, and the backbone's max pool as strided slices
+(:func:`convertible_tracing`).
 """
 
 from __future__ import annotations
@@ -60,7 +53,14 @@ def max_pool_by_slices(x: jnp.ndarray, window_shape: tuple[int, int],
 
 @contextlib.contextmanager
 def convertible_tracing():
-  """While tracing: XLA's convolutions everywhere, the max pool as slices (module docstring)."""
+  """While tracing: XLA's convolutions everywhere, the max pool as slices.
+
+  * the network's convolutions take XLA's branch (``lax.conv_general_dilated``, ONNX ``Conv``)
+    instead of the CPU branch picked by ``lax.platform_dependent``, which has no ONNX form;
+  * the backbone's 3x3/2 max pool is traced as the maximum of its nine strided slices of the
+    -inf-padded input (jax2onnx's own ``reduce_window_max`` lowering gives a ``MaxPool`` that
+    ONNX Runtime rejects, "Unsupported pooling size").
+  """
   import flax.linen
 
   from yolact_jax.ops import conv
@@ -70,7 +70,10 @@ def convertible_tracing():
 
 
 def trace(fn: Callable, specs: list[jax.ShapeDtypeStruct]) -> Callable:
-  """``fn`` traced under :func:`convertible_tracing`, as a function of its jaxpr."""
+  """``fn`` traced under :func:`convertible_tracing`, as a function of its jaxpr.
+
+  jax2onnx converts that jaxpr, so its own patching of flax during tracing is not involved.
+  """
   with convertible_tracing():
     closed = jax.make_jaxpr(fn)(*specs)
   return jex.core.jaxpr_as_fun(closed)
