@@ -595,6 +595,8 @@ FAKE_FILES = {
 
         from data.config import cfg
 
+        _LOSS_AND_GRADIENT = {}
+
         class MultiBoxLoss(torch.nn.Module):
             def __init__(self, num_classes, pos_threshold, neg_threshold, negpos_ratio):
                 super().__init__()
@@ -618,17 +620,20 @@ FAKE_FILES = {
                       'masks': np.stack([m.numpy() for m in masks]).astype(np.uint8)}
                 batch = our_train_batch(predictions['image'], gt, jax_cfg)
                 variables = state_dict_to_variables(net.state_dict(), jax_cfg)
-                model = Network(jax_cfg.model, num_classes=jax_cfg.num_classes,
-                                freeze_bn=cfg.freeze_bn)
-                priors = make_priors(jax_cfg)
+                key = (repr(jax_cfg), cfg.freeze_bn)
+                if key not in _LOSS_AND_GRADIENT:  # jitted once per configuration
+                    model = Network(jax_cfg.model, num_classes=jax_cfg.num_classes,
+                                    freeze_bn=cfg.freeze_bn)
+                    priors = make_priors(jax_cfg)
 
-                def total(params):
-                    preds, _ = model.apply({'params': params,
-                                            'batch_stats': variables['batch_stats']},
-                                           batch['image'], train=True, mutable=['batch_stats'])
-                    value, terms = yolact_loss(preds, priors, batch, jax_cfg, None)
-                    return value, terms
-                (_, terms), grads = jax.value_and_grad(total, has_aux=True)(variables['params'])
+                    def total(params, batch_stats, batch):
+                        preds, _ = model.apply({'params': params, 'batch_stats': batch_stats},
+                                               batch['image'], train=True,
+                                               mutable=['batch_stats'])
+                        return yolact_loss(preds, priors, batch, jax_cfg, None)
+                    _LOSS_AND_GRADIENT[key] = jax.jit(jax.value_and_grad(total, has_aux=True))
+                (_, terms), grads = _LOSS_AND_GRADIENT[key](
+                    variables['params'], variables['batch_stats'], batch)
                 grads = variables_to_state_dict({'params': grads,
                                                  'batch_stats': variables['batch_stats']})
                 surrogate = sum((p * torch.from_numpy(np.asarray(grads[k]))).sum()
@@ -894,8 +899,8 @@ def test_whole_run_with_a_checkpoint_file(fake_checkout, tmp_path):
 
 
 def test_whole_run_with_a_training_step(fake_checkout, tmp_path):
-  """--train-step: the fake's loss and gradient are ours (un-jitted), applied by torch's SGD, so
-  losses and the parameter update must agree up to float32 noise: this checks that both sides
+  """--train-step: the fake's loss and gradient are ours (a separately jitted function), applied
+  by torch's SGD, so losses and the parameter update must agree up to float32 noise: both sides
   get the same batch, weights, learning rate, momentum, weight decay and frozen BatchNorm."""
   report = cli.main(['--yolact-repo', str(fake_checkout), '--config', 'yolact_tiny',
                      '--random-weights', '0', '--num-images', '2', '--batch-size', '1',
