@@ -1,6 +1,7 @@
 """Run directories are read by the checkpoint package alone: a Predictor loads a train.py run
 without importing the training loop, grain or the data loader."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -68,3 +69,33 @@ def test_predictor_from_a_run_imports_no_training_code(run_dir):
                        text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'LOADED []' in out.stdout, out.stdout
+
+
+def test_only_orphaned_writes_under_the_failed_directory_are_silenced(tmp_path):
+  """After a failed save, asyncio's records of the unretrieved write tasks under that checkpoint
+  directory are dropped; its other records, and those about another directory, still pass."""
+  failed, other = tmp_path / 'run' / 'checkpoints', tmp_path / 'other' / 'checkpoints'
+  logger = logging.getLogger('asyncio')
+  before = list(logger.filters)
+  seen = []
+
+  class Keep(logging.Handler):
+    def emit(self, record):
+      seen.append(record.getMessage())
+
+  handler = Keep()
+  logger.addHandler(handler)
+  try:
+    runs.silence_orphaned_writes(failed)
+    runs.silence_orphaned_writes(failed)  # installed once
+    assert len(logger.filters) == len(before) + 1
+    orphan = ('Task exception was never retrieved\nfuture: <Task finished coro=<write_fragment()>'
+              " exception=RESOURCE_EXHAUSTED('No space left on device: {}/4.orbax-checkpoint-tmp"
+              "/state/d/0')>")
+    logger.error(orphan.format(failed))
+    logger.error(orphan.format(other))
+    logger.error('Unclosed client session under %s', failed)
+    assert seen == [orphan.format(other), f'Unclosed client session under {failed}']
+  finally:
+    logger.removeHandler(handler)
+    logger.filters[:] = before

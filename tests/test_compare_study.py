@@ -93,14 +93,23 @@ def test_the_steps_verdict_compares_with_the_originals_own_drift():
   assert floor['within'] and floor['worst_ratio'] == 1.0
 
 
-def test_the_run_verdict_is_the_originals_seed_spread():
-  runs = [{'side': 'ours', 'box_map': 0.50, 'mask_map': 0.45, 'mask_ap50': 0.8},
+def test_the_run_verdict_puts_our_mean_in_the_originals_seed_spread():
+  runs = [{'side': 'ours', 'box_map': 0.49, 'mask_map': 0.45, 'mask_ap50': 0.8},
+          {'side': 'ours', 'box_map': 0.53, 'mask_map': 0.47, 'mask_ap50': 0.8},
           {'side': 'original', 'box_map': 0.48, 'mask_map': 0.40, 'mask_ap50': 0.79},
           {'side': 'original', 'box_map': 0.52, 'mask_map': 0.44, 'mask_ap50': 0.82}]
   verdict = study.whole_run_verdict(runs)
-  assert verdict['box_map'] == {'ours': 0.50, 'original_min': 0.48, 'original_max': 0.52,
-                                'original_spread': pytest.approx(0.04), 'inside': True}
-  assert not verdict['mask_map']['inside'] and verdict['mask_ap50']['inside']
+  box = verdict['box_map']
+  assert box.pop('inside') is True and box.pop('consistent') is True  # 0.51 within 0.48..0.52
+  # Welch: variances 0.0008 on both sides, two runs each: SE sqrt(0.0008), t = 0.01 / SE.
+  assert box == pytest.approx({'ours_mean': 0.51, 'ours_min': 0.49, 'ours_max': 0.53,
+                               'original_mean': 0.50, 'original_min': 0.48,
+                               'original_max': 0.52, 'original_spread': 0.04,
+                               't': 0.01 / np.sqrt(0.0008)})
+  mask = verdict['mask_map']  # 0.46 against 0.40..0.44: above the range, yet t = 1.8
+  assert not mask['inside'] and mask['t'] == pytest.approx(0.04 / np.sqrt(0.0005))
+  assert mask['consistent'] is True and verdict['mask_ap50']['inside']
+  assert verdict['mask_ap50']['t'] == pytest.approx(-0.005 / 0.015)  # ours' variance 0
 
 
 def test_reports_and_pictures_are_written(tmp_path):
@@ -114,7 +123,8 @@ def test_reports_and_pictures_are_written(tmp_path):
   assert '| 10 | 0.3 / 0.2 | - / - |' in text and 'within the 2x bar' in text
   losses = [{'step': s, 'total': 10.0 / s} for s in range(1, 6)]
   runs = [{'side': side, 'data_seed': seed, 'losses': losses, 'box_map': 0.5, 'mask_map': 0.4,
-           'mask_ap50': 0.7} for side, seed in (('ours', 0), ('original', 0), ('original', 1))]
+           'mask_ap50': 0.7} for side, seed in (('ours', 0), ('original', 0), ('ours', 1),
+                                                ('original', 1))]
   run = {'settings': settings, 'study': {'iterations': 5, 'freeze_bn': True, 'batch_size': 2,
                                          'runs': runs, 'verdict': study.whole_run_verdict(runs)}}
   files += study_report.write(run, tmp_path / 'run.json', study_report.run_markdown(run),
@@ -146,5 +156,5 @@ def test_tiny_studies_against_the_original(tmp_path):
   assert report['verdict']['within'], report['verdict']
   report = compare.main([*common, '--train_run', '3', '--out', str(tmp_path / 'r.json')])
   sides = [(r['side'], r['data_seed']) for r in report['study']['runs']]
-  assert sides == [('ours', 0), ('original', 0), ('original', 1), ('original', 2)]
+  assert sides == [(side, seed) for seed in (0, 1, 2) for side in ('ours', 'original')]
   assert (tmp_path / 'r.png').is_file() and (tmp_path / 's.md').is_file()

@@ -294,6 +294,7 @@ class _Run:
             data=ocp.args.JsonSave(self.position.to_json())), metrics=metrics, force=True)
         self.manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except  (orbax/TensorStore errors vary)
+      runs.silence_orphaned_writes(directory)
       if jax.process_index() == 0:
         runs.remove_partial_saves(directory, step)
       raise runs.save_error(e, directory, step, intact) from e

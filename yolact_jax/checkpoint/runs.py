@@ -152,6 +152,34 @@ def quiet(*names: str, collect: bool = False):
       logger.setLevel(level)
 
 
+class _OrphanedWrites(logging.Filter):
+  """Drops asyncio's 'Task exception was never retrieved' records about writes under one
+  directory (see :func:`silence_orphaned_writes`); every other record passes."""
+
+  def __init__(self, directory: pathlib.Path):
+    super().__init__()
+    self.directory = directory
+    self.spellings = {str(directory), str(directory.resolve())}
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (message.startswith('Task exception was never retrieved')
+                and any(spelling in message for spelling in self.spellings))
+
+
+def silence_orphaned_writes(directory: str | os.PathLike) -> None:
+  """After a failed save, orbax's sibling write tasks (one per array fragment, each failing
+  the same way) stay unretrieved until garbage collection, which may come at any later
+  moment; asyncio would then log each with its traceback. The failure is already reported in
+  one line (:func:`save_error`), so those records about ``directory`` are dropped for the rest
+  of the process."""
+  logger = logging.getLogger('asyncio')
+  directory = pathlib.Path(directory)
+  if not any(isinstance(f, _OrphanedWrites) and f.directory == directory
+             for f in logger.filters):
+    logger.addFilter(_OrphanedWrites(directory))
+
+
 def set_aside(directory: str | os.PathLike, step: int) -> pathlib.Path:
   """Renames ``directory/<step>`` to ``<step>.unreadable`` (``.unreadable.1``, ... when taken)."""
   directory = pathlib.Path(directory)

@@ -89,13 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "parameter drift per tensor group and the original's own drift")
   study.add_argument('--train_run', type=int, default=None, metavar='ITER',
                      help='whole runs of ITER iterations (the schedule scaled to it), both '
-                          'sides scored by the same COCO evaluator, the original on each '
-                          '--data_seeds')
+                          'sides scored by the same COCO evaluator, both on each --data_seeds')
   study.add_argument('--study_batch_size', type=int, default=None,
                      help="images per step (default: the preset's train.batch_size)")
   study.add_argument('--data_seeds', type=lambda s: [int(x) for x in s.split(',')],
-                     default=[0, 1, 2], help="the original's data seeds for --train_run "
-                     '(the first is also ours)')
+                     default=[0, 1, 2], help='--train_run: the data seeds, each trained by '
+                     'both sides on the same batches')
   study.add_argument('--record_every', type=int, default=1,
                      help='--train_steps: steps between parameter comparisons')
   study.add_argument('--data_dir', default='data/synthetic',

@@ -94,12 +94,15 @@ def run_markdown(report: dict) -> str:
                  f"{100 * r['mask_map']:.1f} | {100 * r['mask_ap50']:.1f} | "
                  f"{sum(tail) / len(tail):.3f} |")
   v = study['verdict']
-  lines += ['', 'Ours against the original\'s seed-to-seed spread:', '']
+  lines += ['', "The mean of our runs against the original's seed-to-seed spread:", '']
   for metric, x in v.items():
-    lines.append(f"* {metric}: ours {100 * x['ours']:.1f}, original "
-                 f"{100 * x['original_min']:.1f}-{100 * x['original_max']:.1f} (spread "
-                 f"{100 * x['original_spread']:.1f}): "
-                 + ('inside' if x['inside'] else 'outside'))
+    lines.append(f"* {metric}: ours {100 * x['ours_mean']:.1f} (runs "
+                 f"{100 * x['ours_min']:.1f}-{100 * x['ours_max']:.1f}), original "
+                 f"{100 * x['original_mean']:.1f} (runs {100 * x['original_min']:.1f}-"
+                 f"{100 * x['original_max']:.1f}, spread {100 * x['original_spread']:.1f}): "
+                 + ('inside' if x['inside'] else 'outside')
+                 + (f"; difference {x['t']:+.1f} standard errors"
+                    + (' (consistent)' if x['consistent'] else ' (beyond 2)') if 't' in x else ''))
   lines += ['', f"Command: `{s['command']}`"]
   return '\n'.join(lines)
 
