@@ -258,8 +258,10 @@ def _finish(p, timeout=120):
 
 def test_a_silent_process_stops_the_others_with_one_line():
   """Process 2 of 3 stops answering (SIGSTOP, as a hung host): after the watch's timeout
-  process 0 and, told by it, process 1 end with one line naming process 2, exit status 1."""
-  procs = _watchers(['wait'] * 3, timeout_s=3)
+  process 0 and, told by it, process 1 end with one line naming process 2, exit status 1.
+  Process 0's last line takes 2 s to make: process 1 has ended by then, and its end of file
+  must not become process 0's reported cause."""
+  procs = _watchers(['wait:2', 'wait', 'wait'], timeout_s=3)
   try:
     procs[2].send_signal(signal.SIGSTOP)
     for p in procs[:2]:

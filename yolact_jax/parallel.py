@@ -183,9 +183,22 @@ def _note() -> str:
     return ''
 
 
+# Held by the one thread that ends the process (_claim_stop): the first cause found is the one
+# reported, however the threads that notice later ones (a peer stopping in turn) are scheduled.
+_STOPPING = threading.RLock()
+
+
+def _claim_stop() -> None:
+  """Returns in the first thread that claims the stop (and again in that thread); any other
+  thread waits here until that one has ended the process."""
+  if not _STOPPING.acquire(blocking=False):
+    threading.Event().wait()
+
+
 def _stop(message: str) -> None:
   """One line on stderr and exit status PEER_LOST_EXIT, at once: JAX's runtime is unusable once
   a process is gone, and its shutdown would wait for the lost one."""
+  _claim_stop()
   print(f'error: {message}{_note()}', file=sys.stderr, flush=True)
   os._exit(PEER_LOST_EXIT)  # pylint: disable=protected-access
 
@@ -287,6 +300,8 @@ class PeerWatch:
         self._changed.notify_all()
 
   def _lost(self, peer: int, how: str) -> None:
+    _claim_stop()  # before telling the others: a peer told may end first, and its end of file
+    # must not become the reported cause here
     if self.process_id == 0:  # tell the others who is gone before stopping
       for other, conn in self._peers.items():
         if other != peer:
