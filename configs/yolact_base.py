@@ -27,7 +27,7 @@ def get_config() -> YolactConfig:
           backbone=BackboneConfig(
               kind='resnet', layers=(3, 4, 23, 3), base_width=64, selected_layers=(1, 2, 3),
               pretrained_weights='resnet101_reducedfc.pth', transform='resnet',
-              dcn_layers=(0, 0, 0, 0), dcn_interval=1),
+              input_resize='float', dcn_layers=(0, 0, 0, 0), dcn_interval=1),
           anchors=AnchorConfig(
               pred_scales=((24,), (48,), (96,), (192,), (384,)),
               pred_aspect_ratios=((1, 0.5, 2),) * 5,
@@ -35,7 +35,7 @@ def get_config() -> YolactConfig:
           fpn=FPNConfig(
               num_features=256, interpolation='bilinear', num_downsample=2,
               use_conv_downsample=True, pad=True, relu_pred_layers=True,
-              relu_downsample_layers=False),
+              relu_downsample_layers=False, downsample_from_backbone=False),
           mask=MaskConfig(
               mask_dim=32, proto_src=0,
               proto_net=((256, 3, 1), (256, 3, 1), (256, 3, 1), (None, -2, 0), (256, 3, 1),
@@ -53,7 +53,9 @@ def get_config() -> YolactConfig:
           maskiou_alpha=25.0, discard_mask_area=-1),
       detect=DetectConfig(
           nms='fast', nms_top_k=200, nms_conf_thresh=0.05, nms_thresh=0.5,
-          max_num_detections=100, rescore_mask=False, rescore_bbox=False),
+          max_num_detections=100, rescore_mask=False, rescore_bbox=False,
+          candidates_per_level=0, second_threshold=False, clamp_log_size=0.0, clip_boxes=False,
+          iou_union_floor=0.0, float_boxes=False),
       augment=AugmentConfig(
           photometric_distort=True, expand=True, random_sample_crop=True, random_mirror=True,
           discard_box_width=4 / 550, discard_box_height=4 / 550, fix_discard_box_units=False),

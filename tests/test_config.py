@@ -81,6 +81,9 @@ def test_plus_presets_match_the_original(name, parent, layers, dcn_layers, dcn_i
     ('yolact_plus_base', [69, 35, 18, 9, 5], 138, 57744),
     ('yolact_plus_resnet50', [69, 35, 18, 9, 5], 138, 57744),
     ('yolact_plus_tiny', [8, 4, 2, 1, 1], 16, 774),
+    ('yolact_mmdet_r50', [69, 35, 18, 9, 5], 138, 19248),
+    ('yolact_mmdet_r101', [69, 35, 18, 9, 5], 138, 19248),
+    ('yolact_mmdet_tiny', [12, 6, 3, 2, 1], 24, 582),
 ])
 def test_shape_facts(name, sizes, proto, priors):
   """The sizes read off the network (jax.eval_shape) equal the known ones, for every preset."""
@@ -93,8 +96,34 @@ def test_shape_facts(name, sizes, proto, priors):
 def test_every_preset_has_known_shapes():
   tested = {'yolact_base', 'yolact_im400', 'yolact_im700', 'yolact_darknet53', 'yolact_resnet50',
             'yolact_tiny', 'yolact_cpu', 'yolact_plus_base', 'yolact_plus_resnet50',
-            'yolact_plus_tiny'}
+            'yolact_plus_tiny', 'yolact_mmdet_r50', 'yolact_mmdet_r101', 'yolact_mmdet_tiny'}
   assert set(C.PRESETS) == tested
+
+
+def test_mmdet_presets_are_the_originals_but_for_the_named_fields():
+  """yolact_mmdet_r50 / r101 are yolact_resnet50 / yolact_base but for mmdetection's input
+  resize, FPN, anchor shapes, Detect, float boxes, ImageNet file and 55-epoch schedule (its
+  yolact_r50_1xb8-55e_coco config: 14659 iterations an epoch, lr steps at epochs 20, 42, 49,
+  52, test_cfg nms_pre 1000, score_thr 0.05, iou_thr 0.5, top_k 200, max_per_img 100)."""
+  for name, parent in (('yolact_mmdet_r50', 'yolact_resnet50'),
+                       ('yolact_mmdet_r101', 'yolact_base')):
+    cfg, v1 = C.get_config(name), C.get_config(parent)
+    m, d = cfg.model, cfg.detect
+    assert m.backbone.input_resize == 'uint8' and m.anchors.use_square_anchors is False
+    assert m.anchors.pred_aspect_ratios == ((2, 1, 0.5),) * 5  # mmdetection's h/w 0.5, 1, 2
+    assert (m.fpn.relu_pred_layers, m.fpn.downsample_from_backbone) == (False, True)
+    assert (d.nms_top_k, d.nms_conf_thresh, d.nms_thresh, d.max_num_detections) == (
+        200, 0.05, 0.5, 100)
+    assert (d.candidates_per_level, d.second_threshold, d.clip_boxes, d.iou_union_floor,
+            d.float_boxes) == (1000, True, True, 1e-6, True)
+    assert d.clamp_log_size == pytest.approx(4.135166556742356)
+    assert cfg.train.lr_steps == (293180, 615678, 718291, 762268)
+    assert cfg.train.max_iter == 806245
+    plain = dataclasses.replace(
+        cfg, name=v1.name, detect=v1.detect, train=v1.train,
+        model=dataclasses.replace(m, backbone=v1.model.backbone, anchors=v1.model.anchors,
+                                  fpn=v1.model.fpn))
+    assert plain == v1
 
 
 def test_shapes_follow_the_input_size():

@@ -315,11 +315,11 @@ def test_loss_and_gradients_finite(name):
 def test_reference_losses_through_our_network():
   """weights.pth + input.npy -> Flax YOLACT (train mode, BN on running stats as the reference
   run's freeze_bn) -> loss: each term within 1e-3 relative of the original (measured ~4e-6)."""
-  from yolact_jax.checkpoint.convert import load_original_weights
+  from yolact_jax.checkpoint.convert import load_pth_weights
   from yolact_jax.model.yolact import Yolact
 
   cfg = get_config('yolact_resnet50')
-  variables = load_original_weights(require_reference('yolact_resnet50', 'weights.pth'), cfg)
+  variables = load_pth_weights(require_reference('yolact_resnet50', 'weights.pth'), cfg)
   images = np.load(require_reference('yolact_resnet50', 'input.npy'))
   images = np.transpose(images, (0, 2, 3, 1))  # NCHW -> NHWC
   model = Yolact(cfg.model, num_classes=cfg.num_classes, freeze_bn=True)

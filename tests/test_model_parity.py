@@ -18,7 +18,7 @@ from tests.reference_data import RESNET50_DIR, require_reference
 def reference_run():
   require_reference('yolact_resnet50/weights.pth')
   cfg = get_config('yolact_resnet50')
-  variables = convert.load_original_weights(RESNET50_DIR / 'weights.pth', cfg)
+  variables = convert.load_pth_weights(RESNET50_DIR / 'weights.pth', cfg)
   images = np.load(RESNET50_DIR / 'input.npy').transpose(0, 2, 3, 1)  # NCHW -> NHWC
   model = Yolact(cfg.model, num_classes=cfg.num_classes)
 

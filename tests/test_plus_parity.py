@@ -51,7 +51,7 @@ def cfg():
 
 @pytest.fixture(scope='module')
 def variables(cfg):
-  return convert.load_original_weights(require_reference(PRESET, 'weights.pth'), cfg)
+  return convert.load_pth_weights(require_reference(PRESET, 'weights.pth'), cfg)
 
 
 @pytest.fixture(scope='module')

@@ -92,7 +92,7 @@ def test_train_cli_runs_exports_and_resumes(tmp_path):
           '--config.train.freeze_bn=False']
   assert train_cli.main(args) == 0
   cfg = get_config('yolact_tiny', ['train.freeze_bn=False'])
-  from_pth = convert.load_original_weights(tmp_path / 'final.pth', cfg)
+  from_pth = convert.load_pth_weights(tmp_path / 'final.pth', cfg)
   from_run = io.load_weights(tmp_path / 'run', cfg)  # a run directory loads like weights
   for a, b in zip(jax.tree_util.tree_leaves(from_pth), jax.tree_util.tree_leaves(from_run)):
     np.testing.assert_array_equal(a, b)

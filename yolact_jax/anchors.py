@@ -57,3 +57,11 @@ def make_priors(cfg: YolactConfig, size: int | None = None) -> np.ndarray:
   priors = np.concatenate(levels, axis=0).astype(np.float32)
   priors.setflags(write=False)
   return priors
+
+
+def level_prior_counts(cfg: YolactConfig, size: int | None = None) -> tuple[int, ...]:
+  """The number of priors of each level, in :func:`make_priors`' order."""
+  a = cfg.model.anchors
+  return tuple(n * n * len(scales) * len(ratios)
+               for n, scales, ratios in zip(feature_sizes(cfg, size), a.pred_scales,
+                                            a.pred_aspect_ratios))

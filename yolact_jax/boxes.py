@@ -33,13 +33,18 @@ def encode(matched: jnp.ndarray, priors: jnp.ndarray) -> jnp.ndarray:
   return jnp.concatenate([g_cxcy, g_wh], axis=-1)
 
 
-def decode(loc: jnp.ndarray, priors: jnp.ndarray) -> jnp.ndarray:
+def decode(loc: jnp.ndarray, priors: jnp.ndarray, clamp_log_size: float = 0.0) -> jnp.ndarray:
   """Predicted offsets ``loc`` [..., 4] + priors [..., 4] -> point-form boxes [..., 4].
 
   As the original: x2 = x1 + w (not cx + w/2), which can differ in the last bit.
+  ``clamp_log_size`` > 0 clamps the log size ratios (``loc[..., 2:] * 0.2``) to that magnitude
+  before exp, as mmdetection's box coder (log(1000 / 16)).
   """
   cxcy = priors[..., :2] + loc[..., :2] * VARIANCES[0] * priors[..., 2:]
-  wh = priors[..., 2:] * jnp.exp(loc[..., 2:] * VARIANCES[1])
+  log_wh = loc[..., 2:] * VARIANCES[1]
+  if clamp_log_size > 0:
+    log_wh = jnp.clip(log_wh, -clamp_log_size, clamp_log_size)
+  wh = priors[..., 2:] * jnp.exp(log_wh)
   x1y1 = cxcy - wh / 2
   return jnp.concatenate([x1y1, wh + x1y1], axis=-1)
 
@@ -57,17 +62,23 @@ def area(boxes: jnp.ndarray) -> jnp.ndarray:
   return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
-def jaccard(box_a: jnp.ndarray, box_b: jnp.ndarray, iscrowd: bool = False) -> jnp.ndarray:
+def jaccard(box_a: jnp.ndarray, box_b: jnp.ndarray, iscrowd: bool = False,
+            union_floor: float = 0.0) -> jnp.ndarray:
   """Pairwise IoU [..., A, B] of point-form boxes (no +1 pixel convention).
 
   With ``iscrowd`` returns intersection / area(box_a) (IoA of each A box), as the original.
+  ``union_floor`` > 0: the union is at least that (mmdetection's eps: two empty boxes have IoU
+  0 instead of NaN).
   """
   inter = intersection(box_a, box_b)
   area_a = area(box_a)[..., :, None]
   if iscrowd:
     return inter / area_a
   area_b = area(box_b)[..., None, :]
-  return inter / (area_a + area_b - inter)
+  union = area_a + area_b - inter
+  if union_floor > 0:
+    union = jnp.maximum(union, union_floor)
+  return inter / union
 
 
 def sanitize_coordinates(x1: jnp.ndarray, x2: jnp.ndarray, size: int | jnp.ndarray,

@@ -40,6 +40,8 @@ NMS_KINDS = ('fast', 'cross_class', 'standard')
 BACKBONE_KINDS = ('resnet', 'darknet')
 # Input normalisations (yolact_jax.normalise.normalise, on the host and on the device).
 INPUT_TRANSFORMS = ('resnet', 'darknet')
+# Input resizes to max_size x max_size (yolact_jax.resize.RESIZES, on the host and the device).
+INPUT_RESIZES = ('float', 'uint8')
 # FPN top-down resize modes (yolact_jax.model.fpn.RESIZE).
 FPN_INTERPOLATIONS = ('bilinear', 'nearest')
 # Optimisers (built by yolact_jax.train_step.make_optimizer).
@@ -68,6 +70,9 @@ class BackboneConfig:
   # ImageNet file the preset trains from: the name looked up when --imagenet names a folder.
   pretrained_weights: str = 'resnet101_reducedfc.pth'
   transform: str = 'resnet'  # INPUT_TRANSFORMS: 'resnet' (BGR mean/std, RGB), 'darknet' (x/255).
+  # INPUT_RESIZES: 'float' bilinear on the float image (the original's F.interpolate), 'uint8'
+  # OpenCV's bilinear on the uint8 image, bit for bit (mmdetection's Resize).
+  input_resize: str = 'float'
   # YOLACT++ DCNv2: per stage, the last dcn_layers[s] blocks may use a deformable 3x3 conv2
   # (block 0 iff dcn_layers[s] >= blocks; block i >= 1 iff i + dcn_layers[s] >= blocks and
   # i % dcn_interval == 0). ResNet only; all zeros: no DCN (YOLACT).
@@ -101,6 +106,9 @@ class FPNConfig:
   pad: bool = True  # padding 1 in the 3x3 prediction convs; False: padding 0 (levels shrink by 2).
   relu_pred_layers: bool = True  # ReLU after the P3-P5 3x3 convs.
   relu_downsample_layers: bool = False  # ReLU after P6/P7 (off, and buggy in the original).
+  # P6 from the last backbone stage (C5), P7 from P6 (mmdetection's add_extra_convs='on_input');
+  # False: P6 from P5 (the original).
+  downsample_from_backbone: bool = False
 
 
 # One entry of a ProtoNet: (out_channels, kernel, padding); out_channels None with kernel -2 is a
@@ -182,6 +190,16 @@ class DetectConfig:
   # YOLACT++ (needs model.use_maskiou): the mask score is class score x predicted mask IoU.
   rescore_mask: bool = False
   rescore_bbox: bool = False  # YOLACT++ (needs model.use_maskiou): the box score is rescored too.
+  # mmdetection's Detect and boxes (the original's presets: 0, False, 0, False, 0, False):
+  # > 0: the N priors of each level with the best fg score are the candidates, whatever their
+  # score (nms_pre); 0: the priors whose best fg score is > nms_conf_thresh.
+  candidates_per_level: int = 0
+  second_threshold: bool = False  # after NMS keep only scores > nms_conf_thresh (score_thr).
+  # > 0: predicted log size ratios clamped to [-this, this] before exp (log(1000 / 16)).
+  clamp_log_size: float = 0.0
+  clip_boxes: bool = False  # decoded boxes clipped to the network input before NMS.
+  iou_union_floor: float = 0.0  # NMS IoU's union at least this many px^2 (1e-6).
+  float_boxes: bool = False  # pixel boxes as floats; False: truncated to ints (the original).
 
 
 @dataclass(frozen=True)
@@ -439,6 +457,9 @@ def apply_overrides(cfg: YolactConfig, overrides: typing.Sequence[str]) -> Yolac
 _RANGES: tuple[tuple[str, int, int | None, str], ...] = (
     ('max_size', 32, 4096, 'the network input is max_size x max_size px'),
     ('detect.nms_top_k', 1, None, 'candidates per class'),
+    ('detect.candidates_per_level', 0, None, 'priors per level, 0 for all above the threshold'),
+    ('detect.clamp_log_size', 0, None, 'a log size ratio, 0 for no clamp'),
+    ('detect.iou_union_floor', 0, None, 'an area in px^2'),
     ('detect.nms_conf_thresh', 0, 1, 'a class score'),
     ('detect.nms_thresh', 0, 1, 'an IoU'),
     ('detect.max_num_detections', 1, 1000,
@@ -473,6 +494,7 @@ def validate(cfg: YolactConfig) -> None:
   b, a = m.backbone, m.anchors
   _check_choice('model.backbone.kind', b.kind, BACKBONE_KINDS)
   _check_choice('model.backbone.transform', b.transform, INPUT_TRANSFORMS)
+  _check_choice('model.backbone.input_resize', b.input_resize, INPUT_RESIZES)
   _check_choice('model.fpn.interpolation', m.fpn.interpolation, FPN_INTERPOLATIONS)
   _check_choice('detect.nms', cfg.detect.nms, NMS_KINDS)
   _check_choice('train.optimizer', cfg.train.optimizer, OPTIMIZERS)

@@ -4,7 +4,10 @@
 Per image: decode the boxes against the priors (unclipped); keep the priors whose best
 foreground softmax score is ``> conf_thresh`` (:func:`prior_filter`); rank the ``top_k`` best per
 class, or per image for 'cross_class' (:func:`top_candidates`); NMS, one of ``NMS_KINDS``; keep
-the best ``max_detections`` (:func:`select_top`). Where the original's lists are shorter, padded
+the best ``max_detections`` (:func:`select_top`). mmdetection's Detect is the same with its
+options (the config's ``detect`` fields): the best priors of each level as candidates
+(:func:`level_filter`), a second score threshold after NMS, clamped log sizes, boxes clipped to
+the input and a floor under the IoU's union. Where the original's lists are shorter, padded
 entries carry ``valid=False`` and never keep or suppress anything; the differences that fixed
 shapes force are given in :func:`per_class_detect` and :func:`cross_class_detect`.
 
@@ -22,6 +25,7 @@ import numpy as np
 from jax import lax
 
 from yolact_jax.boxes import decode, jaccard
+from yolact_jax.anchors import level_prior_counts
 from yolact_jax.config import NMS_KINDS, YolactConfig
 
 
@@ -41,6 +45,27 @@ def prior_filter(fg_scores: jnp.ndarray, conf_thresh: float) -> jnp.ndarray:
   class row of a candidate prior is ranked, sub-threshold scores included, as in the original.
   """
   return jnp.max(fg_scores, axis=-1) > conf_thresh
+
+
+def level_filter(fg_scores: jnp.ndarray, level_sizes: tuple[int, ...], per_level: int
+                 ) -> jnp.ndarray:
+  """The ``per_level`` priors of each level with the best foreground score, whatever it is
+  (mmdetection's ``nms_pre``): [B, P, C] -> [B, P] bool. ``level_sizes`` are the levels' prior
+  counts, in order (sum P); a level with fewer priors keeps all of them."""
+  best = jnp.max(fg_scores, axis=-1)  # [B, P]
+  masks, start = [], 0
+  for size in level_sizes:
+    level = best[:, start:start + size]
+    if per_level >= size:
+      masks.append(jnp.ones(level.shape, bool))
+    else:
+      _, index = lax.top_k(level, per_level)
+      hits = jax.nn.one_hot(index, size, dtype=jnp.int32).sum(axis=1)  # [B, size]
+      masks.append(hits > 0)
+    start += size
+  if start != best.shape[1]:
+    raise ValueError(f'level sizes {level_sizes} sum to {start}, not the {best.shape[1]} priors')
+  return jnp.concatenate(masks, axis=1)
 
 
 def top_candidates(scores: jnp.ndarray, candidate: jnp.ndarray, top_k: int
@@ -75,14 +100,16 @@ def upper_triangle(k: int) -> np.ndarray:
 # NMS rules on ranked candidate lists (a leading batch of lists, any number of axes)
 
 
-def fast_nms_keep(boxes: jnp.ndarray, valid: jnp.ndarray, iou_thresh: float) -> jnp.ndarray:
+def fast_nms_keep(boxes: jnp.ndarray, valid: jnp.ndarray, iou_thresh: float,
+                  union_floor: float = 0.0) -> jnp.ndarray:
   """Fast NMS on ranked lists (the original's rule): [..., K, 4], [..., K] -> keep [..., K].
 
   Candidate j is dropped iff some valid candidate ranked before it (suppressed or not) overlaps
   it with IoU > ``iou_thresh``. Invalid (padding) candidates are never kept and never suppress.
+  ``union_floor``: :func:`yolact_jax.boxes.jaccard`'s, in the boxes' units.
   """
   k = boxes.shape[-2]
-  iou = jaccard(boxes, boxes)  # [..., K, K]: row i (suppressor), column j (suppressed)
+  iou = jaccard(boxes, boxes, union_floor=union_floor)  # [..., K, K]: row i suppresses col j
   suppressor = upper_triangle(k) & valid[..., :, None]
   iou_max = jnp.max(jnp.where(suppressor, iou, 0), axis=-2)  # [..., K]
   return valid & (iou_max <= iou_thresh)
@@ -164,11 +191,14 @@ def pack_detections(boxes: jnp.ndarray, classes: jnp.ndarray, scores: jnp.ndarra
 
 def per_class_detect(boxes: jnp.ndarray, fg_scores: jnp.ndarray, candidate: jnp.ndarray,
                      coefs: jnp.ndarray, *, nms: str, top_k: int, conf_thresh: float,
-                     iou_thresh: float, max_detections: int, box_scale: float
+                     iou_thresh: float, max_detections: int, box_scale: float,
+                     second_threshold: bool = False, union_floor: float = 0.0
                      ) -> dict[str, jnp.ndarray]:
   """Per-class NMS ('fast' or 'standard') then global top-D.
 
-  Args: boxes [B, P, 4] decoded, fg_scores [B, P, C], candidate [B, P] bool, coefs [B, P, k].
+  Args: boxes [B, P, 4] decoded, fg_scores [B, P, C], candidate [B, P] bool, coefs [B, P, k];
+  ``second_threshold``: after NMS keep only scores > ``conf_thresh``; ``union_floor``: of the
+  Fast NMS IoU, relative units.
 
   'standard' is the original's Cython rule: boxes x ``box_scale`` (550), and only scores
   ``> conf_thresh`` of the class take part. It runs over the class's ``top_k`` best candidates,
@@ -183,11 +213,13 @@ def per_class_detect(boxes: jnp.ndarray, fg_scores: jnp.ndarray, candidate: jnp.
   ranked, prior_index, valid = top_candidates(class_scores, candidate[:, None, :], top_k)
   cand_boxes = take_rows(boxes, prior_index)  # [B, C, K, 4]
   if nms == 'fast':
-    keep = fast_nms_keep(cand_boxes, valid, iou_thresh)
+    keep = fast_nms_keep(cand_boxes, valid, iou_thresh, union_floor)
   else:  # 'standard': the original scales boxes to pixels and back
     cand_boxes = cand_boxes * box_scale
     keep = greedy_nms_keep(cand_boxes, valid & (ranked > conf_thresh), iou_thresh)
     cand_boxes = cand_boxes / box_scale
+  if second_threshold:
+    keep = keep & (ranked > conf_thresh)
 
   batch, _, k = keep.shape
   flat = lambda x: x.reshape((batch, num_classes * k) + x.shape[3:])  # class-major, then rank
@@ -200,10 +232,13 @@ def per_class_detect(boxes: jnp.ndarray, fg_scores: jnp.ndarray, candidate: jnp.
 
 def cross_class_detect(boxes: jnp.ndarray, fg_scores: jnp.ndarray, candidate: jnp.ndarray,
                        coefs: jnp.ndarray, *, top_k: int, iou_thresh: float,
-                       max_detections: int) -> dict[str, jnp.ndarray]:
+                       max_detections: int, conf_thresh: float = 0.0,
+                       second_threshold: bool = False, union_floor: float = 0.0
+                       ) -> dict[str, jnp.ndarray]:
   """Cross-class Fast NMS: best class per prior, one ranked list, one IoU matrix per image.
 
-  Args: boxes [B, P, 4] decoded, fg_scores [B, P, C], candidate [B, P] bool, coefs [B, P, k].
+  Args: boxes [B, P, 4] decoded, fg_scores [B, P, C], candidate [B, P] bool, coefs [B, P, k];
+  the last three as :func:`per_class_detect`'s.
 
   The original returns every kept candidate (up to ``top_k``); here the best ``max_detections``
   of them (pass ``max_detections=top_k`` to keep all).
@@ -212,7 +247,9 @@ def cross_class_detect(boxes: jnp.ndarray, fg_scores: jnp.ndarray, candidate: jn
   best_classes = jnp.argmax(fg_scores, axis=-1).astype(jnp.int32)  # [B, P]
   ranked, prior_index, valid = top_candidates(best_scores, candidate, top_k)  # [B, K]
   cand_boxes = take_rows(boxes, prior_index)  # [B, K, 4]
-  keep = fast_nms_keep(cand_boxes, valid, iou_thresh)
+  keep = fast_nms_keep(cand_boxes, valid, iou_thresh, union_floor)
+  if second_threshold:
+    keep = keep & (ranked > conf_thresh)
   scores, order, out_valid = select_top(ranked, keep, max_detections)
   out_priors = jnp.take_along_axis(prior_index, order, axis=-1)
   return pack_detections(take_rows(boxes, out_priors),
@@ -222,8 +259,10 @@ def cross_class_detect(boxes: jnp.ndarray, fg_scores: jnp.ndarray, candidate: jn
 
 def detect(loc: jnp.ndarray, conf: jnp.ndarray, coefs: jnp.ndarray, priors: jnp.ndarray, *,
            nms: str = 'fast', top_k: int = 200, conf_thresh: float = 0.05,
-           iou_thresh: float = 0.5, max_detections: int = 100,
-           box_scale: float = 550.0) -> dict[str, jnp.ndarray]:
+           iou_thresh: float = 0.5, max_detections: int = 100, box_scale: float = 550.0,
+           candidates_per_level: int = 0, level_sizes: tuple[int, ...] = (),
+           second_threshold: bool = False, clamp_log_size: float = 0.0,
+           clip_boxes: bool = False, iou_union_floor: float = 0.0) -> dict[str, jnp.ndarray]:
   """Detect on a batch of head outputs (keyword arguments are static under jit).
 
   Args:
@@ -236,7 +275,15 @@ def detect(loc: jnp.ndarray, conf: jnp.ndarray, coefs: jnp.ndarray, priors: jnp.
     conf_thresh: prior filter (and, for 'standard', the per-class score filter).
     iou_thresh: NMS overlap threshold.
     max_detections: D, detections kept per image.
-    box_scale: 'standard' only: the pixel scale of the Cython NMS (the config's max_size).
+    box_scale: the network input's side in pixels (the config's max_size): the pixel scale of
+      'standard' (the Cython NMS) and of ``iou_union_floor``.
+    candidates_per_level: > 0: the candidates are that many best priors of each level
+      (:func:`level_filter` over ``level_sizes``, the levels' prior counts) instead of the
+      priors above ``conf_thresh``.
+    second_threshold: after NMS keep only scores > ``conf_thresh``.
+    clamp_log_size, clip_boxes: decoding: log size ratios clamped (> 0), boxes clipped to the
+      input.
+    iou_union_floor: the NMS IoU's union is at least this many square pixels.
 
   Returns:
     dict of ``boxes [B,D,4]``, ``classes [B,D]``, ``scores [B,D]``, ``coefs [B,D,k]``,
@@ -244,16 +291,24 @@ def detect(loc: jnp.ndarray, conf: jnp.ndarray, coefs: jnp.ndarray, priors: jnp.
   """
   if nms not in NMS_KINDS:
     raise ValueError(f'nms must be one of {NMS_KINDS}, got {nms!r}')
-  boxes = decode(loc, jnp.asarray(priors)[None])  # [B, P, 4]
+  boxes = decode(loc, jnp.asarray(priors)[None], clamp_log_size)  # [B, P, 4]
+  if clip_boxes:
+    boxes = jnp.clip(boxes, 0.0, 1.0)
   fg_scores = conf[..., 1:]  # [B, P, C]
-  candidate = prior_filter(fg_scores, conf_thresh)  # [B, P]
+  if candidates_per_level > 0:
+    candidate = level_filter(fg_scores, level_sizes, candidates_per_level)
+  else:
+    candidate = prior_filter(fg_scores, conf_thresh)  # [B, P]
   top_k = min(top_k, fg_scores.shape[1])
+  options = dict(second_threshold=second_threshold,
+                 union_floor=iou_union_floor / box_scale ** 2)
   if nms == 'cross_class':
     return cross_class_detect(boxes, fg_scores, candidate, coefs, top_k=top_k,
-                              iou_thresh=iou_thresh, max_detections=max_detections)
+                              iou_thresh=iou_thresh, max_detections=max_detections,
+                              conf_thresh=conf_thresh, **options)
   return per_class_detect(boxes, fg_scores, candidate, coefs, nms=nms, top_k=top_k,
                           conf_thresh=conf_thresh, iou_thresh=iou_thresh,
-                          max_detections=max_detections, box_scale=box_scale)
+                          max_detections=max_detections, box_scale=box_scale, **options)
 
 
 def detect_from_logits(loc: jnp.ndarray, conf_logits: jnp.ndarray, coefs: jnp.ndarray,
@@ -265,6 +320,13 @@ def detect_from_logits(loc: jnp.ndarray, conf_logits: jnp.ndarray, coefs: jnp.nd
 def detect_kwargs(cfg: YolactConfig) -> dict:
   """The static keyword arguments of :func:`detect` for a model config."""
   d = cfg.detect
-  return dict(nms=d.nms, top_k=d.nms_top_k, conf_thresh=d.nms_conf_thresh,
-              iou_thresh=d.nms_thresh, max_detections=d.max_num_detections,
-              box_scale=float(cfg.max_size))
+  kwargs = dict(nms=d.nms, top_k=d.nms_top_k, conf_thresh=d.nms_conf_thresh,
+                iou_thresh=d.nms_thresh, max_detections=d.max_num_detections,
+                box_scale=float(cfg.max_size))
+  if d.candidates_per_level:
+    kwargs.update(candidates_per_level=d.candidates_per_level,
+                  level_sizes=level_prior_counts(cfg))
+  extra = dict(second_threshold=d.second_threshold, clamp_log_size=d.clamp_log_size,
+               clip_boxes=d.clip_boxes, iou_union_floor=d.iou_union_floor)
+  kwargs.update({k: v for k, v in extra.items() if v})  # the original's presets: none
+  return kwargs

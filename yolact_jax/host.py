@@ -28,7 +28,7 @@ class Detections:
   original size h x w).
 
   boxes [n, 4] int64 pixels x1 y1 x2 y2 (the original's rule: scaled, ordered, clamped to the
-  image, truncated); classes [n] int64 0-based; class_names: n names; scores [n] float32, the
+  image, truncated; float32, not truncated, with ``cfg.detect.float_boxes``); classes [n] int64 0-based; class_names: n names; scores [n] float32, the
   box scores (class scores; with ``cfg.detect.rescore_bbox`` the rescored score); mask_scores
   [n] float32, the mask scores (YOLACT++ with ``cfg.detect.rescore_mask``: class score x
   predicted mask IoU, not sorted and not capped at 1; otherwise equal to ``scores``; a keyword,
@@ -148,7 +148,7 @@ def unpack_detections(outputs: dict[str, np.ndarray], image_sizes: np.ndarray, c
   """Per-image :class:`Detections` from the program's padded outputs (host side).
 
   Args:
-    outputs: numpy ``boxes [B,D,4]`` int pixels, ``classes [B,D]``, ``scores [B,D]``,
+    outputs: numpy ``boxes [B,D,4]`` int (or float) pixels, ``classes [B,D]``, ``scores [B,D]``,
       ``mask_scores [B,D]``, ``valid [B,D]`` (a prefix), ``masks_packed [B,D,Hc,ceil(Wc/8)]``
       uint8 bits (the inference program's outputs).
     image_sizes: [B, 2] (h, w).
@@ -165,7 +165,7 @@ def unpack_detections(outputs: dict[str, np.ndarray], image_sizes: np.ndarray, c
     masks = np.unpackbits(outputs['masks_packed'][b, index, :h], axis=-1, count=w)
     classes = outputs['classes'][b, index].astype(np.int64)
     results.append(Detections(
-        boxes=outputs['boxes'][b, index].astype(np.int64),
+        boxes=_host_boxes(outputs['boxes'][b, index]),
         classes=classes,
         class_names=tuple(class_names[c] for c in classes),
         scores=outputs['scores'][b, index].astype(np.float32),
@@ -173,6 +173,11 @@ def unpack_detections(outputs: dict[str, np.ndarray], image_sizes: np.ndarray, c
         masks=masks,
         image_size=(h, w)))
   return results
+
+
+def _host_boxes(boxes: np.ndarray) -> np.ndarray:
+  """Pixel boxes as Detections holds them: int64, or float32 for float boxes."""
+  return boxes.astype(np.float32 if np.issubdtype(boxes.dtype, np.floating) else np.int64)
 
 
 def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -93,22 +93,26 @@ def resize_to_canvas(masks: jnp.ndarray, image_sizes: jnp.ndarray,
   return jax.vmap(one_image)(masks, jnp.asarray(image_sizes, jnp.int32))
 
 
-def pixel_boxes(boxes: jnp.ndarray, image_sizes: jnp.ndarray) -> jnp.ndarray:
+def pixel_boxes(boxes: jnp.ndarray, image_sizes: jnp.ndarray, truncate: bool = True
+                ) -> jnp.ndarray:
   """Relative x1y1x2y2 [B, D, 4] -> int32 pixel boxes [B, D, 4] as the original.
 
   Scale by (w, h), min/max swap, clamp x1 >= 0 and x2 <= w (y likewise), then truncate toward
   zero (a box entirely left of / above the image keeps a negative x2 / y2, as the original).
+  ``truncate=False``: float32 pixels, no truncation (mmdetection's boxes).
   """
   h = image_sizes[:, 0, None].astype(boxes.dtype)  # [B, 1]
   w = image_sizes[:, 1, None].astype(boxes.dtype)
   x1, x2 = sanitize_coordinates(boxes[..., 0], boxes[..., 2], w)
   y1, y2 = sanitize_coordinates(boxes[..., 1], boxes[..., 3], h)
-  return jnp.stack([x1, y1, x2, y2], axis=-1).astype(jnp.int32)
+  stacked = jnp.stack([x1, y1, x2, y2], axis=-1)
+  return stacked.astype(jnp.int32) if truncate else stacked.astype(jnp.float32)
 
 
 def postprocess(detections: dict[str, jnp.ndarray], proto: jnp.ndarray,
                 image_sizes: jnp.ndarray, canvas_hw: tuple[int, int],
-                mask_threshold: float = 0.5) -> dict[str, jnp.ndarray]:
+                mask_threshold: float = 0.5, float_boxes: bool = False
+                ) -> dict[str, jnp.ndarray]:
   """Masks and pixel boxes at each image's original size (jit with ``canvas_hw`` static).
 
   Args:
@@ -117,10 +121,11 @@ def postprocess(detections: dict[str, jnp.ndarray], proto: jnp.ndarray,
     image_sizes: [B, 2] int (h, w) original sizes, each within ``canvas_hw``.
     canvas_hw: static (Hc, Wc) output canvas.
     mask_threshold: binarisation threshold (strict ``>``).
+    float_boxes: ``boxes_px`` as float32 pixels (:func:`pixel_boxes` without truncation).
 
   Returns:
     The detection dict (``classes``, ``scores``, ``valid``, ``num_detections``, ...) plus
-    ``boxes_px [B,D,4]`` int32 pixels, ``masks [B,D,Hc,Wc]`` bool (False outside (h, w) and in
+    ``boxes_px [B,D,4]`` int32 (or float32) pixels, ``masks [B,D,Hc,Wc]`` bool (False outside (h, w) and in
     invalid slots) and ``proto_masks [B,D,Hp,Wp]`` cropped soft masks.
   """
   image_sizes = jnp.asarray(image_sizes, jnp.int32)
@@ -128,7 +133,7 @@ def postprocess(detections: dict[str, jnp.ndarray], proto: jnp.ndarray,
   masks = resize_to_canvas(soft, image_sizes, canvas_hw) > mask_threshold
   masks = masks & detections['valid'][:, :, None, None]
   boxes_px = jnp.where(detections['valid'][..., None],
-                       pixel_boxes(detections['boxes'], image_sizes), 0)
+                       pixel_boxes(detections['boxes'], image_sizes, not float_boxes), 0)
   return dict(detections, boxes_px=boxes_px, masks=masks, proto_masks=soft)
 
 

@@ -36,7 +36,8 @@ from yolact_jax.host import (  # noqa: F401  (re-exported: the public host-side 
 from yolact_jax.model.maskiou import predict_mask_iou
 from yolact_jax.model.yolact import Yolact
 from yolact_jax.normalise import normalise
-from yolact_jax.postprocess import bilinear_taps, postprocess, rescore
+from yolact_jax.postprocess import postprocess, rescore
+from yolact_jax.resize import resize_batch
 
 DEFAULT_MAX_BATCH = 4
 
@@ -54,32 +55,16 @@ def fetch_detections(outputs: dict[str, Any], image_sizes: np.ndarray, count: in
 # Device side: preprocessing (pure functions of traced sizes)
 
 
-def resize_image(image: jnp.ndarray, size: jnp.ndarray, out_hw: tuple[int, int]) -> jnp.ndarray:
-  """Bilinear resize of the top-left ``size`` = (h, w) of ``image`` [Hc, Wc, C] to [*out_hw, C].
-
-  Equals ``F.interpolate(image[:h, :w], out_hw, mode='bilinear', align_corners=False)`` (width
-  pass, then height pass: the same two-level sum PyTorch's kernel forms).
-  """
-  row_lo, row_hi, row_t = bilinear_taps(size[0], out_hw[0], out_hw[0])
-  col_lo, col_hi, col_t = bilinear_taps(size[1], out_hw[1], out_hw[1])
-  col_t = col_t[None, :, None]
-  wide = image[:, col_lo] * (1 - col_t) + image[:, col_hi] * col_t  # [Hc, W', C]
-  row_t = row_t[:, None, None]
-  return wide[row_lo] * (1 - row_t) + wide[row_hi] * row_t  # [H', W', C]
-
-
 def preprocess(images: jnp.ndarray, image_sizes: jnp.ndarray, max_size: int,
-               transform: str) -> jnp.ndarray:
+               transform: str, resize: str = 'float') -> jnp.ndarray:
   """The eval transform on a canvas batch: uint8 RGB [B, Hc, Wc, 3], sizes [B, 2] (h, w) ->
   float32 network input [B, max_size, max_size, 3] (RGB, normalised).
 
-  As the original's ``FastBaseTransform``: a bilinear resize of the float image from its own
-  (h, w) to ``max_size x max_size`` (align_corners=False, no antialias, aspect ratio not kept),
-  then :func:`yolact_jax.normalise.normalise`, the training transform's normalisation too."""
-  floats = images.astype(jnp.float32)
-  sizes = jnp.asarray(image_sizes, jnp.int32)
-  resized = jax.vmap(lambda x, s: resize_image(x, s, (max_size, max_size)))(floats, sizes)
-  return normalise(resized, transform)
+  Each image is resized from its own (h, w) to ``max_size x max_size`` (aspect ratio not kept) by
+  ``resize`` (:mod:`yolact_jax.resize`: 'float' as the original's ``FastBaseTransform``, 'uint8'
+  as mmdetection's), then normalised by :func:`yolact_jax.normalise.normalise`, the training
+  transform's normalisation too."""
+  return normalise(resize_batch(images, image_sizes, (max_size, max_size), resize), transform)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,7 +78,8 @@ OUTPUT_KEYS = ('boxes', 'classes', 'scores', 'mask_scores', 'valid', 'num_detect
 
 def program_outputs(results: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
   """The inference program's output dict from :func:`yolact_jax.postprocess.postprocess`'s
-  (after :func:`yolact_jax.postprocess.rescore`): ``boxes [B,D,4]`` int32 pixels,
+  (after :func:`yolact_jax.postprocess.rescore`): ``boxes [B,D,4]`` int32 pixels (float32 with
+  ``detect.float_boxes``),
   ``classes [B,D]``, ``scores [B,D]`` box scores, ``mask_scores [B,D]`` mask scores (the
   results' own, else equal to ``scores``), ``valid [B,D]``, ``num_detections [B]``,
   ``masks_packed [B,D,Hc,ceil(Wc/8)]`` uint8 (the binary masks' bits along the width: 8x less
@@ -136,7 +122,9 @@ class InferenceProgram:
 
   def network_input(self, images: jnp.ndarray, image_sizes: jnp.ndarray) -> jnp.ndarray:
     """uint8 RGB canvas [B, Hc, Wc, 3] -> normalised [B, S, S, 3] (:func:`preprocess`)."""
-    return preprocess(images, image_sizes, self.cfg.max_size, self.cfg.model.backbone.transform)
+    backbone = self.cfg.model.backbone
+    return preprocess(images, image_sizes, self.cfg.max_size, backbone.transform,
+                      backbone.input_resize)
 
   def network(self, variables: Any, net_input: jnp.ndarray) -> dict[str, jnp.ndarray]:
     """The network in eval mode: {loc, conf, coefs, proto}."""
@@ -160,7 +148,8 @@ class InferenceProgram:
 
     ``variables`` are needed only when ``rescores`` (YOLACT++); else they may be None.
     """
-    results = postprocess(detections, proto, image_sizes, canvas_hw)
+    results = postprocess(detections, proto, image_sizes, canvas_hw,
+                          float_boxes=self.cfg.detect.float_boxes)
     predict_iou = None
     if self.rescores:
       if variables is None:

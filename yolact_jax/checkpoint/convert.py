@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from yolact_jax.checkpoint import mmdet
 from yolact_jax.config import YolactConfig
 from yolact_jax.model.variables import abstract_variables
 
@@ -247,15 +248,42 @@ def save_pth(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike) -> N
   torch.save(tensors, path)
 
 
-def load_original_weights(path: str | os.PathLike, cfg: YolactConfig) -> dict[str, Any]:
-  """An original YOLACT ``.pth`` -> Flax variables for ``cfg``."""
-  return state_dict_to_variables(load_pth(path), cfg)
+def load_pth_weights(path: str | os.PathLike, cfg: YolactConfig) -> dict[str, Any]:
+  """A ``.pth`` of the original YOLACT, or of mmdetection's (2.x or 3.x, told by its keys:
+  :mod:`yolact_jax.checkpoint.mmdet`) -> Flax variables for ``cfg``."""
+  state = load_pth(path)
+  layout = mmdet.layout_of(state)
+  if layout == 'original':
+    return state_dict_to_variables(state, cfg)
+  levels = len(cfg.model.backbone.selected_layers)
+  try:
+    return state_dict_to_variables(mmdet.to_original(state, cfg.num_classes, levels), cfg)
+  except (CheckpointError, mmdet.MmdetKeyError) as e:
+    raise CheckpointError(f'{path} (an mmdetection {layout[-1]}.x checkpoint; its presets are '
+                          f'yolact_mmdet_r50 and yolact_mmdet_r101): {e}') from e
 
 
-def save_original_weights(variables: Mapping[str, Any], path: str | os.PathLike,
-                          dtype: Any = np.float32) -> None:
-  """Flax variables -> a ``.pth`` the original's ``Yolact.load_weights`` accepts."""
-  save_pth(variables_to_state_dict(variables, dtype), path)
+def save_pth_weights(variables: Mapping[str, Any], path: str | os.PathLike, cfg: YolactConfig,
+                     dtype: Any = np.float32, layout: str = 'original') -> None:
+  """Flax variables -> a ``.pth``: the original's ``torch.save(state_dict())`` that its
+  ``Yolact.load_weights`` accepts, or (``layout`` 'mmdet3' / 'mmdet2') an mmdetection checkpoint
+  ``{'meta', 'state_dict'}`` for its ``load_checkpoint``."""
+  state = variables_to_state_dict(variables, dtype)
+  if layout == 'original':
+    save_pth(state, path)
+    return
+  if layout not in mmdet.PTH_LAYOUTS:
+    raise ValueError(f'layout must be one of {mmdet.PTH_LAYOUTS}, got {layout!r}')
+  state = mmdet.from_original(state, cfg.num_classes, layout,
+                              len(cfg.model.backbone.selected_layers))
+  torch = _torch()
+  classes = list(cfg.dataset.class_names)
+  meta = ({'dataset_meta': {'classes': classes}} if layout == 'mmdet3' else {'CLASSES': classes})
+  tensors = collections.OrderedDict(
+      (k, torch.from_numpy(np.array(v, order='C'))) for k, v in state.items())
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  torch.save({'meta': {**meta, 'written_by': 'yolact-jax', 'config': cfg.name},
+              'state_dict': tensors}, path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def load_weights(path: str | os.PathLike, cfg: YolactConfig) -> dict[str, Any]:
   if not path.exists():
     raise convert.CheckpointError(f'Weights not found: {path}')
   if path.is_file():
-    return convert.load_original_weights(path, cfg)
+    return convert.load_pth_weights(path, cfg)
   if (path / 'variables').is_dir():
     meta = path / _META
     if meta.exists():

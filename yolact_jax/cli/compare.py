@@ -15,6 +15,9 @@ inputs): outputs and speed.
     yolact-jax compare --yolact_repo ~/src/yolact --train_steps 500 --threads 2
     # whole 500-iteration runs, scored by the same COCO evaluator (the original: 3 data seeds)
     yolact-jax compare --yolact_repo ~/src/yolact --train_run 500 --threads 2
+    # mmdetection's YOLACT as the reference (mmdet 3.x installed), against it in float64 too
+    yolact-jax compare --reference mmdet --config yolact_mmdet_r50 --random_weights 0 \\
+        --threads 2 --float64_yardstick
 
 ``--yolact_repo`` is the user's checkout of dbolya/yolact, imported at run time (nothing of it is
 copied into this project; the checkout is not modified). What is compared, how both sides are
@@ -37,7 +40,11 @@ from yolact_jax.compare.session import STUDY_PRESET, run_comparison, run_trainin
 
 def build_parser() -> argparse.ArgumentParser:
   p = common.Parser(prog='yolact-jax compare', description=__doc__.split('\n\n')[0])
-  p.add_argument('--yolact_repo', required=True, help='a checkout of dbolya/yolact')
+  p.add_argument('--reference', choices=('original', 'mmdet'), default='original',
+                 help="the PyTorch side: the original (--yolact_repo) or mmdetection's YOLACT "
+                      '(mmdet 3.x installed; its presets yolact_mmdet_r50/r101/tiny)')
+  p.add_argument('--yolact_repo', default=None,
+                 help='a checkout of dbolya/yolact (the original reference)')
   p.add_argument('--config', default=None,
                  help='preset name, the same on both sides (the original gets <name>_config, '
                       'or one built from ours); default yolact_resnet50, and '
@@ -116,6 +123,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(argv)
   args.command = shlex.join(['yolact-jax', 'compare', *map(str, argv)])
+  if args.reference == 'original' and not args.yolact_repo:
+    parser.error('--yolact_repo is required (a checkout of dbolya/yolact), unless '
+                 '--reference mmdet')
+  if args.reference == 'mmdet' and args.nms != 'fast':
+    parser.error("--reference mmdet: mmdetection's YOLACT has Fast NMS only (--nms fast)")
+  if args.reference == 'mmdet' and (args.train_step or args.train_steps or args.train_run):
+    parser.error("--reference mmdet compares inference: training against mmdetection's loss "
+                 'is not built yet')
   if args.train_steps and args.train_run:
     parser.error('--train_steps and --train_run are separate studies: give one')
   if args.train_steps or args.train_run:
@@ -125,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return run_training_study(args)
   if args.weights is None and args.random_weights is None:
     parser.error('one of --weights or --random_weights is required')
-  args.config = args.config or 'yolact_resnet50'
+  args.config = args.config or ('yolact_mmdet_r50' if args.reference == 'mmdet'
+                                else 'yolact_resnet50')
   return run_comparison(args)
 
 

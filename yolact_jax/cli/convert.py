@@ -1,5 +1,5 @@
-"""``yolact-jax convert``: YOLACT weights between the original's .pth and yolact-jax (orbax)
-directories.
+"""``yolact-jax convert``: YOLACT weights between .pth files (the original's, or mmdetection's
+2.x / 3.x: told by their keys) and yolact-jax (orbax) directories.
 
   # original checkpoint -> Flax weights directory
   yolact-jax convert --config yolact_base yolact_base_54_800000.pth out/yolact_base
@@ -7,12 +7,16 @@ directories.
   yolact-jax convert runs/base yolact_base_jax.pth
   # the same with flags: --weights SOURCE --out DEST
   yolact-jax convert --config yolact_base --weights out/yolact_base --out yolact_base_jax.pth
+  # mmdetection's checkpoint -> Flax weights, and Flax weights -> an mmdetection 3.x checkpoint
+  yolact-jax convert --config yolact_mmdet_r50 yolact_r50_1x8_coco.pth out/r50
+  yolact-jax convert --config yolact_mmdet_r50 out/r50 r50_for_mmdet.pth --pth_layout mmdet3
   # ImageNet backbone file -> a Flax starting point (rest initialised as the original)
   yolact-jax convert --config yolact_resnet50 --imagenet resnet50-19c8e357.pth out/r50_init
 """
 
 from __future__ import annotations
 
+from yolact_jax.checkpoint import mmdet
 from yolact_jax.cli import common
 
 
@@ -23,6 +27,9 @@ def build_parser():
                       help='SOURCE is an ImageNet backbone file (torchvision/darknet layout)')
   parser.add_argument('--dtype', default='float32', choices=['float32', 'float16'],
                       help='tensor dtype of a written .pth')
+  parser.add_argument('--pth_layout', default='original', choices=mmdet.PTH_LAYOUTS,
+                      help="keys of a written .pth: the original's, or mmdetection's (3.x or "
+                           '2.x names); a .pth read is told by its keys')
   parser.add_argument('--seed', type=int, default=0, help='init seed for --imagenet')
   parser.add_argument('--weights', default=None, help='SOURCE as a flag')
   parser.add_argument('--out', default=None, help='DEST as a flag')
@@ -59,7 +66,7 @@ def main(argv=None) -> int:
   else:
     variables = io.load_weights(args.source, cfg)
   if args.dest.endswith('.pth'):
-    convert.save_original_weights(variables, args.dest, np.dtype(args.dtype))
+    convert.save_pth_weights(variables, args.dest, cfg, np.dtype(args.dtype), args.pth_layout)
   else:
     io.save_weights(args.dest, variables, cfg)
   print(f'wrote {args.dest}')

@@ -252,7 +252,7 @@ def record_data(workdir: str, data: common.DataSelection) -> None:
     common.write_data_record(workdir, data)
 
 
-def report(summary, variables, args) -> int:
+def report(summary, variables, cfg, args) -> int:
   """Prints the run's summary (process 0), writes --export_pth; the exit status."""
   import jax
 
@@ -260,7 +260,7 @@ def report(summary, variables, args) -> int:
   if jax.process_index() != 0:
     return 0
   if args.export_pth:
-    convert.save_original_weights(jax.device_get(variables), args.export_pth)
+    convert.save_pth_weights(jax.device_get(variables), args.export_pth, cfg)
     print(f'wrote {args.export_pth}')
   out = {k: v for k, v in summary.items() if k != 'last_eval'}
   if summary.get('last_eval'):
@@ -299,4 +299,4 @@ def main(argv=None) -> int:
   except trainer.TrainingDiverged as e:  # the data or the learning rate: the user's to fix
     raise UsageError(str(e)) from e
   variables = trainer.state_variables(summary.pop('state'))
-  return report(summary, variables, args)
+  return report(summary, variables, cfg, args)

@@ -113,7 +113,7 @@ def ours_result(det: Any) -> dict[str, np.ndarray]:
   scores = np.asarray(det.scores, np.float32)
   return {'classes': np.asarray(det.classes, np.int64), 'scores': scores,
           'mask_scores': np.asarray(getattr(det, 'mask_scores', scores), np.float32),
-          'boxes': np.asarray(det.boxes, np.int64), 'masks': np.asarray(det.masks, np.uint8)}
+          'boxes': np.asarray(det.boxes), 'masks': np.asarray(det.masks, np.uint8)}
 
 
 def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

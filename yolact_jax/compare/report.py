@@ -96,12 +96,13 @@ def _plus_lines(settings: dict[str, Any]) -> list[str]:
 def markdown_report(report: dict[str, Any]) -> str:
   """The report's figures as markdown."""
   s = report['settings']
-  lines = [f'# yolact-jax vs the original PyTorch YOLACT ({report["date_utc"]})', '',
-           f'Preset {s["config"]}, weights: {s["weights"]}, inputs: {s["inputs"]}, batch '
+  mmdet = s.get('reference') == 'mmdet'
+  where = (f'{s.get("original_commit")} (its YOLACT built from its own config file, our sizes)'
+           if mmdet else f'original at {s["yolact_repo"]} (commit {s.get("original_commit")})')
+  lines = [f'Preset {s["config"]}, weights: {s["weights"]}, inputs: {s["inputs"]}, batch '
            f'{s["batch_size"]}, device {s["device"]}, threads {s["threads"]}, NMS {s["nms"]}. '
            f'Machine: {report["machine"]["cpu_model"]}, load {report["machine"]["load_average"]}; '
-           f'torch {report["machine"]["torch"]}, jax {report["machine"]["jax"]}; original at '
-           f'{s["yolact_repo"]} (commit {s.get("original_commit")}).', '']
+           f'torch {report["machine"]["torch"]}, jax {report["machine"]["jax"]}; {where}.', '']
   lines += _plus_lines(s)
   lines += _outputs_section(report)
   if report.get('float64_yardstick'):
@@ -112,7 +113,12 @@ def markdown_report(report: dict[str, Any]) -> str:
   warning = oversubscription_warning(report['machine'])
   if warning and ('ours' in report['speed'] or 'speed' in report.get('train_step', {})):
     lines += ['', f'**Warning:** {warning}']
-  return '\n'.join(lines)
+  body = '\n'.join(lines)
+  if mmdet:  # the reference side is mmdetection's YOLACT (the report's 'original' entries)
+    body = body.replace("the original's", "mmdetection's").replace('the original', 'mmdetection')
+    body = body.replace('original', 'mmdetection')
+  title = 'mmdetection\'s YOLACT' if mmdet else 'the original PyTorch YOLACT'
+  return f'# yolact-jax vs {title} ({report["date_utc"]})\n\n{body}'
 
 
 def _update_lines(train: dict[str, Any]) -> list[str]:

@@ -66,7 +66,8 @@ def plus_features(cfg: Any) -> dict[str, Any]:
 
 
 def _settings(args: argparse.Namespace, context: dict[str, Any]) -> dict[str, Any]:
-  return {'config': args.config, 'weights': context['weights'], 'inputs': context['inputs'],
+  return {'config': args.config, 'reference': getattr(args, 'reference', 'original'),
+          'weights': context['weights'], 'inputs': context['inputs'],
           'yolact_plus': context['yolact_plus'],
           'batch_size': args.batch_size, 'device': args.device, 'threads': context['threads'],
           'torch_threads': context['torch_threads'], 'nms': args.nms,
@@ -78,42 +79,38 @@ def _settings(args: argparse.Namespace, context: dict[str, Any]) -> dict[str, An
 
 def side_by_side(args: argparse.Namespace, cfg: Any, images: list[np.ndarray], jax: Any,
                  torch: Any, context: dict[str, Any]) -> dict[str, Any]:
-  """Both sides built and compared under the original's runtime shims; ``context`` collects
-  what the report's settings record. Returns the report's measured parts."""
-  from yolact_jax.compare.inference import (OriginalInference, OurInference, compare_outputs,
-                                            time_inference)
-  from yolact_jax.compare.original import import_original
-  from yolact_jax.compare.shims import original_runtime_shims
-  from yolact_jax.compare.train import train_side_by_side
+  """Both sides built and compared: ours against the original (under its runtime shims) or,
+  with ``--reference mmdet``, against mmdetection's YOLACT; ``context`` collects what the
+  report's settings record. Returns the report's measured parts."""
   from yolact_jax.compare.weights import our_variables
-  from yolact_jax.detect import detect_kwargs
-  from yolact_jax.predict import pack_canvas, preprocess
+  from yolact_jax.predict import preprocess
 
   batches, canvas_hw = make_batches(images, args.batch_size)
-  to_input = jax.jit(lambda c, s: preprocess(c, s, cfg.max_size, cfg.model.backbone.transform))
+  backbone = cfg.model.backbone
+  to_input = jax.jit(lambda c, s: preprocess(c, s, cfg.max_size, backbone.transform,
+                                             backbone.input_resize))
   net_inputs = [np.asarray(to_input(c, s)) for c, s, _ in batches]
   variables, context['weights'] = our_variables(cfg, args.weights, args.random_weights,
                                                 net_inputs[0])
+  context['canvas_hw'] = canvas_hw
+  if getattr(args, 'reference', 'original') == 'mmdet':
+    from yolact_jax.compare.mmdet import MmdetInference, mmdet_runtime
+    with mmdet_runtime() as mmdet:
+      theirs = MmdetInference(mmdet, torch, cfg, args.device, variables, net_inputs, batches)
+      context.update(yolact_repo=None, original_commit=f'mmdet {mmdet.__version__}', shims=[])
+      return _measured(args, cfg, variables, theirs, net_inputs, batches, context)
+  from yolact_jax.compare.original import import_original
+  from yolact_jax.compare.shims import original_runtime_shims
+  from yolact_jax.compare.train import train_side_by_side
+  from yolact_jax.compare.inference import OriginalInference
+  from yolact_jax.predict import pack_canvas
   with original_runtime_shims(torch) as shims:
     context['shims'] = shims
     original = import_original(args.yolact_repo, torch)
+    context.update(yolact_repo=str(original.repo), original_commit=original.commit)
     theirs = OriginalInference(original, torch, args.config, args.device, args.nms, args.weights,
                                variables, net_inputs, batches)
-    context['detect_settings'] = {'ours': detect_kwargs(cfg),
-                                  'original': theirs.detect_settings()}
-    ours = OurInference(cfg, variables, net_inputs, batches, canvas_hw,
-                        getattr(args, 'ours', 'live'))
-    context['ours'] = ours.kind
-    raw_outputs, per_image, yardstick = compare_outputs(
-        ours, theirs, batches, args.match_iou, args.batch_size,
-        getattr(args, 'float64_yardstick', False))
-    context['load_before_timing'] = [round(x, 2) for x in os.getloadavg()]
-    speed = {} if args.skip_speed else time_inference(ours, theirs, len(batches), args.warmup,
-                                                      args.repeats, args.batch_size)
-    speed['ours_compile_s'] = ours.compile_s
-    parts = {'raw_outputs': raw_outputs, 'per_image': per_image, 'speed': speed}
-    if yardstick is not None:
-      parts['float64_yardstick'] = yardstick
+    parts = _measured(args, cfg, variables, theirs, net_inputs, batches, context)
     if args.train_step:
       train_images = [images[k % len(images)] for k in range(args.train_batch_size)]
       canvas, sizes = pack_canvas(train_images, canvas_hw, args.train_batch_size)
@@ -121,8 +118,29 @@ def side_by_side(args: argparse.Namespace, cfg: Any, images: list[np.ndarray], j
           cfg, variables, original, torch, theirs.device, np.asarray(to_input(canvas, sizes)),
           objects=args.train_objects, seed=args.seed, warmup=args.train_warmup,
           repeats=args.train_repeats, timed=not args.skip_speed)
-  context.update(canvas_hw=canvas_hw, yolact_repo=str(original.repo),
-                 original_commit=original.commit)
+  return parts
+
+
+def _measured(args: argparse.Namespace, cfg: Any, variables: dict, theirs: Any,
+              net_inputs: list[np.ndarray], batches: list, context: dict[str, Any]
+              ) -> dict[str, Any]:
+  """Our side built beside ``theirs`` (the reference), outputs compared, both timed."""
+  from yolact_jax.compare.inference import OurInference, compare_outputs, time_inference
+  from yolact_jax.detect import detect_kwargs
+  context['detect_settings'] = {'ours': detect_kwargs(cfg), 'original': theirs.detect_settings()}
+  ours = OurInference(cfg, variables, net_inputs, batches, context['canvas_hw'],
+                      getattr(args, 'ours', 'live'))
+  context['ours'] = ours.kind
+  raw_outputs, per_image, yardstick = compare_outputs(
+      ours, theirs, batches, args.match_iou, args.batch_size,
+      getattr(args, 'float64_yardstick', False))
+  context['load_before_timing'] = [round(x, 2) for x in os.getloadavg()]
+  speed = {} if args.skip_speed else time_inference(ours, theirs, len(batches), args.warmup,
+                                                    args.repeats, args.batch_size)
+  speed['ours_compile_s'] = ours.compile_s
+  parts = {'raw_outputs': raw_outputs, 'per_image': per_image, 'speed': speed}
+  if yardstick is not None:
+    parts['float64_yardstick'] = yardstick
   return parts
 
 

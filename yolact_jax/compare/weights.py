@@ -95,7 +95,7 @@ def our_variables(cfg: Any, weights: str | None, random_seed: int | None,
   """(Flax variables, a description): the original's checkpoint ``weights`` converted, else
   :func:`random_variables` from ``random_seed``."""
   if weights:
-    from yolact_jax.checkpoint.convert import load_original_weights
-    return load_original_weights(weights, cfg), str(weights)
+    from yolact_jax.checkpoint.convert import load_pth_weights
+    return load_pth_weights(weights, cfg), str(weights)
   return (random_variables(cfg, random_seed, calibration_input),
           f'random (seed {random_seed}, calibrated BatchNorm)')

@@ -50,13 +50,13 @@ def to_coco_results(detections: Any, image_id: int, category_ids: Sequence[int]
   Box records are scored (and so ranked by COCOeval) with the box score ``scores``, segm records
   with the mask score ``mask_scores`` (YOLACT++: class score x predicted mask IoU; YOLACT: the
   same class score).
-  ``detections``: a ``predict.Detections`` (boxes [n, 4] int pixels, classes [n], scores [n],
+  ``detections``: a ``predict.Detections`` (boxes [n, 4] int or float pixels, classes [n], scores [n],
   mask_scores [n], masks [n, h, w] uint8).
   """
   from pycocotools import mask as mask_util
   bbox_records, segm_records = [], []
   for i in range(len(detections)):
-    x1, y1, x2, y2 = (int(v) for v in detections.boxes[i])
+    x1, y1, x2, y2 = (v.item() for v in detections.boxes[i])  # int, or float boxes
     if (y2 - y1) * (x2 - x1) <= 0:
       continue
     category_id = int(category_ids[int(detections.classes[i])])

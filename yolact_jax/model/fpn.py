@@ -1,5 +1,6 @@
 """Feature pyramid: lateral 1x1 convs, a top-down resize to the exact lateral size, 3x3 prediction
-convs with ReLU (P3-P5), then P6/P7 by stride-2 convs without ReLU.
+convs with ReLU (P3-P5), then P6/P7 by stride-2 convs without ReLU (P6 from P5, or from C5 as
+mmdetection's).
 
 Index order is the original's: ``lat_layers_0`` / ``pred_layers_0`` belong to C5 / P5. The
 options follow the config's ``fpn`` fields (the presets use the first value of each); what each
@@ -56,6 +57,9 @@ class FPN(nn.Module):
     original's ``max_pool2d(x, 1, stride=2)``: every second row and column (no parameters). Both
     give ceil(n / 2) pixels.
   * ``pad``: padding 1 in the 3x3 prediction convs, or 0 (each of P3-P5 then loses 2 pixels).
+  * ``downsample_from_backbone``: the first extra level is made from the deepest backbone
+    feature (C5) instead of P5, the next ones from the level before (mmdetection's
+    ``add_extra_convs='on_input'``).
   """
   num_features: int = 256
   num_downsample: int = 2
@@ -65,6 +69,7 @@ class FPN(nn.Module):
   interpolation: str = 'bilinear'
   use_conv_downsample: bool = True
   pad: bool = True
+  downsample_from_backbone: bool = False
 
   @nn.compact
   def __call__(self, features: Sequence[jnp.ndarray]) -> list[jnp.ndarray]:
@@ -87,10 +92,11 @@ class FPN(nn.Module):
       outs.append(nn.relu(y) if self.relu_pred_layers else y)
     outs = outs[::-1]  # P3 .. P5
     for i in range(self.num_downsample):
+      source = features[-1] if i == 0 and self.downsample_from_backbone else outs[-1]
       if self.use_conv_downsample:
-        y = conv(f, 3, 2, 1, name=f'downsample_layers_{i}', dtype=self.dtype)(outs[-1])
+        y = conv(f, 3, 2, 1, name=f'downsample_layers_{i}', dtype=self.dtype)(source)
       else:
-        y = outs[-1][:, ::2, ::2]
+        y = source[:, ::2, ::2]
       outs.append(nn.relu(y) if self.relu_downsample_layers else y)
     assert len(outs) == n + self.num_downsample
     return outs

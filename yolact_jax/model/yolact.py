@@ -57,7 +57,8 @@ class Yolact(nn.Module):
                   relu_pred_layers=f.relu_pred_layers,
                   relu_downsample_layers=f.relu_downsample_layers, dtype=self.dtype,
                   interpolation=f.interpolation, use_conv_downsample=f.use_conv_downsample,
-                  pad=f.pad, name='fpn')([stages[i] for i in b.selected_layers])
+                  pad=f.pad, downsample_from_backbone=f.downsample_from_backbone,
+                  name='fpn')([stages[i] for i in b.selected_layers])
     proto = ProtoNet(m.mask.proto_net, m.mask.proto_prototype_activation, self.dtype,
                      name='proto_net')(pyramid[m.mask.proto_src])
     if m.use_maskiou and self.is_initializing():  # parameters only; applied to masks elsewhere
