@@ -1,0 +1,97 @@
+"""Makes tests/data/mmdet_reference: mmdetection's own outputs for the yolact_mmdet_tiny preset, so
+the test suite checks parity with mmdetection without it installed (tests/test_mmdet.py).
+
+    python scripts/make_mmdet_reference.py [--out tests/data/mmdet_reference]
+
+Needs mmdetection 3.x (pip install --no-deps mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0,
+plus addict yapf termcolor rich terminaltables shapely scipy). Writes:
+* weights.pth: seeded random weights (ours, BatchNorm statistics from one training-mode pass)
+  loaded into mmdetection's model and saved from its state_dict() as its checkpoints are
+  ({'meta', 'state_dict'}, mmdetection's keys and class order);
+* reference.npz: two seeded uint8 images (RGB); the network input mmdetection's own test
+  pipeline makes of them (its Resize on the BGR uint8 image, PackDetInputs, its data
+  preprocessor: BGR -> RGB, mean / std); its head outputs in our layout from the float32 model
+  and from a float64 copy (the true function on these weights); its detections end to end
+  (model.predict at each image's size: boxes, labels, scores, packed masks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PRESET = 'yolact_mmdet_tiny'
+IMAGE_SIZES = ((120, 90), (70, 130))  # (h, w): taller and wider than the 96 px input
+
+
+def mmdet_inputs(images_rgb, size, model, torch):
+  """mmdetection's test pipeline on uint8 RGB images: (network input NCHW, data samples)."""
+  from mmdet.datasets.transforms import PackDetInputs, Resize
+  resize = Resize(scale=(size, size), keep_ratio=False)
+  pack = PackDetInputs(meta_keys=('img_id', 'ori_shape', 'img_shape', 'scale_factor'))
+  packed = []
+  for i, rgb in enumerate(images_rgb):
+    bgr = np.ascontiguousarray(rgb[..., ::-1])  # as LoadImageFromFile reads it
+    results = {'img': bgr, 'img_shape': bgr.shape[:2], 'ori_shape': bgr.shape[:2], 'img_id': i}
+    packed.append(pack(resize(results)))
+  data = model.data_preprocessor({'inputs': [p['inputs'] for p in packed],
+                                  'data_samples': [p['data_samples'] for p in packed]}, False)
+  return data['inputs'], data['data_samples']
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--out', type=pathlib.Path, default=ROOT / 'tests/data/mmdet_reference')
+  args = parser.parse_args(argv)
+  import jax
+  import torch
+
+  from yolact_jax.compare import mmdet as harness
+  from yolact_jax.compare.weights import random_variables
+  from yolact_jax.config import get_config
+  from yolact_jax.predict import pack_canvas, preprocess
+  cfg = get_config(PRESET)
+  rng = np.random.default_rng(0)
+  images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in IMAGE_SIZES]
+  canvas, sizes = pack_canvas(images, (max(h for h, _ in IMAGE_SIZES),
+                                       max(w for _, w in IMAGE_SIZES)), len(images))
+  b = cfg.model.backbone
+  calibration = np.asarray(preprocess(canvas, sizes, cfg.max_size, b.transform, b.input_resize))
+  variables = jax.device_get(random_variables(cfg, 0, calibration))
+  args.out.mkdir(parents=True, exist_ok=True)
+  with harness.mmdet_runtime() as mmdet:
+    model = harness.build_model(cfg, variables, torch, mmdet)
+    torch.save({'meta': {'mmdet_version': mmdet.__version__, 'config': PRESET,
+                         'dataset_meta': {'classes': list(cfg.dataset.class_names)}},
+                'state_dict': model.state_dict()}, args.out / 'weights.pth')
+    inputs, samples = mmdet_inputs(images, cfg.max_size, model, torch)
+    with torch.no_grad():
+      predicted = model.predict(inputs, samples)
+    model64 = harness.copy.deepcopy(model).double()
+    raw32 = harness.raw_outputs(model, inputs, torch, cfg.max_size)
+    raw64 = harness.raw_outputs(model64, inputs.double(), torch, cfg.max_size)
+    arrays = {f'image_{i}': image for i, image in enumerate(images)}
+    arrays['net_input'] = inputs.permute(0, 2, 3, 1).numpy()
+    arrays.update({f'raw32_{k}': v for k, v in raw32.items()})
+    arrays.update({f'raw64_{k}': v for k, v in raw64.items() if k != 'priors'})
+    for i, sample in enumerate(predicted):
+      h, w = IMAGE_SIZES[i]
+      result = harness.mmdet_result(sample.pred_instances, h, w)
+      arrays.update({f'dets{i}_{k}': result[k] for k in ('classes', 'scores', 'boxes')})
+      arrays[f'dets{i}_masks'] = np.packbits(result['masks'].astype(bool), axis=-1)
+    np.savez_compressed(args.out / 'reference.npz', **arrays)
+    about = {'preset': PRESET, 'image_sizes': IMAGE_SIZES, 'mmdet': mmdet.__version__,
+             'torch': torch.__version__, 'test_cfg': dict(model.test_cfg),
+             'scale_factors': [list(s.scale_factor) for s in samples],
+             'command': 'python scripts/make_mmdet_reference.py'}
+    (args.out / 'about.json').write_text(json.dumps(about, indent=1) + '\n')
+  print(f'wrote {args.out}: {len(predicted)} images, '
+        f'{[len(s.pred_instances) for s in predicted]} detections')
+
+
+if __name__ == '__main__':
+  main()
