@@ -94,7 +94,8 @@ def test_the_background_moves_between_last_and_first_class_channel():
   [a0bg, a0c0, a0c1, a1bg, a1c0, a1c1], weights and bias alike, and back."""
   weight = np.arange(6, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 3, 3), np.float32)
   state = {'bbox_head.conv_cls.weight': weight, 'bbox_head.conv_cls.bias': np.arange(6.0)}
-  original = mmdet.to_original(state, num_classes=3)
+  keys = ['prediction_layers.0.conf_layer.weight', 'prediction_layers.0.conf_layer.bias']
+  original = mmdet.to_original(state, keys, num_classes=3)
   np.testing.assert_array_equal(original['prediction_layers.0.conf_layer.bias'],
                                 [2, 0, 1, 5, 3, 4])
   np.testing.assert_array_equal(original['prediction_layers.0.conf_layer.weight'][:, 0, 0, 0],
@@ -106,11 +107,12 @@ def test_the_background_moves_between_last_and_first_class_channel():
 def test_the_fpn_levels_swap_order_and_p6_p7_are_fpn_convs():
   state = {f'neck.lateral_convs.{i}.conv.bias': np.full(1, i) for i in range(3)}
   state.update({f'neck.fpn_convs.{i}.conv.bias': np.full(1, 10 + i) for i in range(5)})
-  original = mmdet.to_original(state, num_classes=3)
-  assert {k: int(v[0]) for k, v in original.items()} == {
+  expected = {
       'fpn.lat_layers.2.bias': 0, 'fpn.lat_layers.1.bias': 1, 'fpn.lat_layers.0.bias': 2,
       'fpn.pred_layers.2.bias': 10, 'fpn.pred_layers.1.bias': 11, 'fpn.pred_layers.0.bias': 12,
       'fpn.downsample_layers.0.bias': 13, 'fpn.downsample_layers.1.bias': 14}
+  original = mmdet.to_original(state, expected, num_classes=3)
+  assert {k: int(v[0]) for k, v in original.items()} == expected
 
 
 def test_an_mmdetection_checkpoint_that_does_not_fit_is_one_error(tmp_path):

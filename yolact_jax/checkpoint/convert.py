@@ -257,7 +257,8 @@ def load_pth_weights(path: str | os.PathLike, cfg: YolactConfig) -> dict[str, An
     return state_dict_to_variables(state, cfg)
   levels = len(cfg.model.backbone.selected_layers)
   try:
-    return state_dict_to_variables(mmdet.to_original(state, cfg.num_classes, levels), cfg)
+    renamed = mmdet.to_original(state, expected_state_dict_shapes(cfg), cfg.num_classes, levels)
+    return state_dict_to_variables(renamed, cfg)
   except (CheckpointError, mmdet.MmdetKeyError) as e:
     raise CheckpointError(f'{path} (an mmdetection {layout[-1]}.x checkpoint; its presets are '
                           f'yolact_mmdet_r50 and yolact_mmdet_r101): {e}') from e

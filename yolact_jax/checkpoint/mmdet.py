@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import re
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -53,58 +53,36 @@ def _class_order(num_anchors: int, num_classes: int, background_last: bool) -> n
   return (np.arange(num_anchors)[:, None] * num_classes + within[None, :]).reshape(-1)
 
 
-def to_original(state_dict: Mapping[str, Any], num_classes: int,
+def to_original(state_dict: Mapping[str, Any], original_keys: Iterable[str], num_classes: int,
                 num_fpn_inputs: int = 3) -> 'collections.OrderedDict[str, Any]':
   """mmdetection's keys (2.x or 3.x) -> the original's, class channels reordered.
 
-  ``num_classes`` includes background; ``num_fpn_inputs`` is the backbone levels the FPN reads
-  (3: C3-C5). Raises MmdetKeyError naming every key that has no place.
+  ``original_keys`` are the state_dict keys of the preset's model (each is looked for under its
+  mmdetection names, :func:`mmdet_key`), ``num_classes`` includes background and
+  ``num_fpn_inputs`` is the backbone levels the FPN reads (3: C3-C5). Raises MmdetKeyError
+  naming every key that has no place in the model.
   """
+  names = {}
+  for key in original_keys:
+    for layout in _SEGM:
+      name = mmdet_key(key, num_fpn_inputs, layout)
+      if name is not None:
+        names[name] = key
   out, unknown = collections.OrderedDict(), []
   for key, value in state_dict.items():
     if key.startswith('data_preprocessor.'):
       continue  # mean / std buffers: the config's input normalisation
-    new = _to_original_key(key, num_fpn_inputs)
-    if new is None:
+    if key not in names:
       unknown.append(key)
       continue
-    if new.startswith('prediction_layers.0.conf_layer.'):
+    if names[key].startswith('prediction_layers.0.conf_layer.'):
       anchors = value.shape[0] // num_classes
       value = value[_class_order(anchors, num_classes, background_last=False)]
-    out[new] = value
+    out[names[key]] = value
   if unknown:
     raise MmdetKeyError(f'{len(unknown)} keys of this mmdetection checkpoint have no place in '
-                        f"YOLACT: {', '.join(unknown[:8])}")
+                        f"the model: {', '.join(unknown[:8])}")
   return out
-
-
-def _to_original_key(key: str, levels: int) -> str | None:
-  m = re.fullmatch(r'backbone\.layer(\d)\.(.*)', key)
-  if m:
-    return f'backbone.layers.{int(m.group(1)) - 1}.{m.group(2)}'
-  if re.fullmatch(r'backbone\.(conv1|bn1)\..*', key):
-    return key
-  m = re.fullmatch(r'neck\.(lateral_convs|fpn_convs)\.(\d+)\.conv\.(weight|bias)', key)
-  if m:
-    kind, i, leaf = m.group(1), int(m.group(2)), m.group(3)
-    if kind == 'lateral_convs':
-      return f'fpn.lat_layers.{levels - 1 - i}.{leaf}'
-    if i < levels:
-      return f'fpn.pred_layers.{levels - 1 - i}.{leaf}'
-    return f'fpn.downsample_layers.{i - levels}.{leaf}'
-  m = re.fullmatch(r'bbox_head\.head_convs\.(\d+)\.conv\.(weight|bias)', key)
-  if m:
-    return f'prediction_layers.0.upfeature.{2 * int(m.group(1))}.{m.group(2)}'
-  m = re.fullmatch(r'bbox_head\.(conv_reg|conv_cls|conv_coeff)\.(weight|bias)', key)
-  if m:
-    return f'prediction_layers.0.{_HEAD[m.group(1)]}.{m.group(2)}'
-  m = re.fullmatch(r'mask_head\.protonet\.(\d+)\.(weight|bias)', key)
-  if m:
-    return f'proto_net.{m.group(1)}.{m.group(2)}'
-  m = re.fullmatch(r'(?:segm_head|mask_head\.segm_branch)\.segm_conv\.(weight|bias)', key)
-  if m:
-    return f'semantic_seg_conv.{m.group(1)}'
-  return None
 
 
 def from_original(state_dict: Mapping[str, Any], num_classes: int, layout: str = 'mmdet3',
@@ -115,7 +93,7 @@ def from_original(state_dict: Mapping[str, Any], num_classes: int, layout: str =
     raise ValueError(f'layout must be one of {tuple(_SEGM)}, got {layout!r}')
   out = {}
   for key, value in state_dict.items():
-    new = _from_original_key(key, num_fpn_inputs, layout)
+    new = mmdet_key(key, num_fpn_inputs, layout)
     if new is None:
       raise MmdetKeyError(f'{key} has no place in an mmdetection YOLACT checkpoint '
                           '(its YOLACT has no DCN, mask-IoU network or per-level heads)')
@@ -126,7 +104,9 @@ def from_original(state_dict: Mapping[str, Any], num_classes: int, layout: str =
   return collections.OrderedDict(sorted(out.items(), key=lambda kv: mmdet_key_order(kv[0])))
 
 
-def _from_original_key(key: str, levels: int, layout: str) -> str | None:
+def mmdet_key(key: str, levels: int, layout: str) -> str | None:
+  """mmdetection's name (``layout`` 'mmdet3' or 'mmdet2') of the original's state_dict ``key``,
+  None for a tensor its YOLACT does not have; ``levels``: the FPN's backbone inputs."""
   m = re.fullmatch(r'backbone\.layers\.(\d)\.(.*)', key)
   if m and '.conv2.conv_offset_mask.' not in key:
     return f'backbone.layer{int(m.group(1)) + 1}.{m.group(2)}'
