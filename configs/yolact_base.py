@@ -50,7 +50,10 @@ def get_config() -> YolactConfig:
           ohem_negpos_ratio=3, bbox_alpha=1.5, conf_alpha=1.0, mask_alpha=6.125,
           masks_to_train=100, proto_crop=True, normalize_emulate_roi_pooling=True,
           use_semantic_segmentation_loss=True, semantic_segmentation_alpha=1.0,
-          maskiou_alpha=25.0, discard_mask_area=-1),
+          maskiou_alpha=25.0, discard_mask_area=-1, matcher='original',
+          ohem_keep_negatives_without_positives=False, count_one_positive_at_least=False,
+          mask_normalise_by_trained=False,
+          semantic_class_offset=0, semantic_skips_empty_images=False),
       detect=DetectConfig(
           nms='fast', nms_top_k=200, nms_conf_thresh=0.05, nms_thresh=0.5,
           max_num_detections=100, rescore_mask=False, rescore_bbox=False,

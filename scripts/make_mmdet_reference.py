@@ -12,7 +12,11 @@ plus addict yapf termcolor rich terminaltables shapely scipy). Writes:
   pipeline makes of them (its Resize on the BGR uint8 image, PackDetInputs, its data
   preprocessor: BGR -> RGB, mean / std); its head outputs in our layout from the float32 model
   and from a float64 copy (the true function on these weights); its detections end to end
-  (model.predict at each image's size: boxes, labels, scores, packed masks).
+  (model.predict at each image's size: boxes, labels, scores, packed masks); and a training
+  batch (that network input with seeded ground truth, yolact_jax.compare.train's
+  synthetic_targets) with mmdetection's assignment of every prior (its MaxIoUAssigner) and its
+  loss terms (model.loss in training mode); and a second batch, crowded (8 objects, two GTs
+  wanting one prior) and empty (no object: its OHEM keeps every negative).
 """
 
 from __future__ import annotations
@@ -41,6 +45,46 @@ def mmdet_inputs(images_rgb, size, model, torch):
   data = model.data_preprocessor({'inputs': [p['inputs'] for p in packed],
                                   'data_samples': [p['data_samples'] for p in packed]}, False)
   return data['inputs'], data['data_samples']
+
+
+def train_samples(targets, size, torch):
+  """mmdetection's training data samples for ground truth at the network input size
+  (``targets``: per image ``boxes`` relative, ``labels``, ``masks``; sequences or arrays)."""
+  from mmdet.structures import DetDataSample
+  from mmdet.structures.mask import BitmapMasks
+  from mmengine.structures import InstanceData
+  samples = []
+  for b in range(len(targets['labels'])):
+    sample = DetDataSample()
+    sample.set_metainfo({'img_shape': (size, size), 'ori_shape': (size, size),
+                         'pad_shape': (size, size), 'batch_input_shape': (size, size),
+                         'scale_factor': (1.0, 1.0)})
+    sample.gt_instances = InstanceData(
+        bboxes=torch.from_numpy(targets['boxes'][b] * size),
+        labels=torch.from_numpy(np.asarray(targets['labels'][b], np.int64)),
+        masks=BitmapMasks(np.asarray(targets['masks'][b], np.uint8).reshape(-1, size, size),
+                          size, size))
+    samples.append(sample)
+  return samples
+
+
+def mmdet_training(model, inputs, targets, size, torch):
+  """mmdetection's assignment of every prior ([B, P]: 0 background, -1 ignored, j + 1 GT j) and
+  its loss terms (lists summed over the images) on one batch, the model in training mode."""
+  samples = train_samples(targets, size, torch)
+  head = model.bbox_head
+  model.train()
+  with torch.no_grad():
+    feats = model.extract_feat(inputs)
+    sizes = [f.shape[-2:] for f in head.forward(feats)[0]]
+  anchors = torch.cat(head.prior_generator.grid_priors(sizes, device=inputs.device))
+  from mmengine.structures import InstanceData
+  assigned = np.stack([head.assigner.assign(InstanceData(priors=anchors),
+                                            s.gt_instances).gt_inds.numpy() for s in samples])
+  losses = model.loss(inputs, samples)
+  terms = {k: float(sum(v) if isinstance(v, (list, tuple)) else v) for k, v in losses.items()}
+  model.eval()
+  return assigned, terms
 
 
 def main(argv=None):
@@ -83,10 +127,21 @@ def main(argv=None):
       result = harness.mmdet_result(sample.pred_instances, h, w)
       arrays.update({f'dets{i}_{k}': result[k] for k in ('classes', 'scores', 'boxes')})
       arrays[f'dets{i}_masks'] = np.packbits(result['masks'].astype(bool), axis=-1)
+    from yolact_jax.compare.train import synthetic_targets
+    targets = synthetic_targets(len(images), cfg.max_size, 3, cfg.num_classes, seed=0)
+    assigned, losses = mmdet_training(model, inputs, targets, cfg.max_size, torch)
+    arrays.update({f'train_{k}': v for k, v in targets.items()})
+    arrays['train_assigned'] = assigned
+    crowded = synthetic_targets(1, cfg.max_size, 8, cfg.num_classes, seed=1)
+    second = {k: [v[0], v[0][:0]] for k, v in crowded.items()}  # image 1: no object
+    assigned2, losses2 = mmdet_training(model, inputs, second, cfg.max_size, torch)
+    arrays.update({f'train2_{k}': v for k, v in crowded.items()})
+    arrays['train2_assigned'] = assigned2
     np.savez_compressed(args.out / 'reference.npz', **arrays)
     about = {'preset': PRESET, 'image_sizes': IMAGE_SIZES, 'mmdet': mmdet.__version__,
              'torch': torch.__version__, 'test_cfg': dict(model.test_cfg),
              'scale_factors': [list(s.scale_factor) for s in samples],
+             'train_losses': losses, 'train2_losses': losses2,
              'command': 'python scripts/make_mmdet_reference.py'}
     (args.out / 'about.json').write_text(json.dumps(about, indent=1) + '\n')
   print(f'wrote {args.out}: {len(predicted)} images, '

@@ -102,7 +102,8 @@ def test_every_preset_has_known_shapes():
 
 def test_mmdet_presets_are_the_originals_but_for_the_named_fields():
   """yolact_mmdet_r50 / r101 are yolact_resnet50 / yolact_base but for mmdetection's input
-  resize, FPN, anchor shapes, Detect, float boxes, ImageNet file and 55-epoch schedule (its
+  resize, FPN, anchor shapes, Detect, float boxes, loss, ImageNet file, BatchNorm always
+  trained and 55-epoch schedule (its
   yolact_r50_1xb8-55e_coco config: 14659 iterations an epoch, lr steps at epochs 20, 42, 49,
   52, test_cfg nms_pre 1000, score_thr 0.05, iou_thr 0.5, top_k 200, max_per_img 100)."""
   for name, parent in (('yolact_mmdet_r50', 'yolact_resnet50'),
@@ -118,9 +119,14 @@ def test_mmdet_presets_are_the_originals_but_for_the_named_fields():
             d.float_boxes) == (1000, True, True, 1e-6, True)
     assert d.clamp_log_size == pytest.approx(4.135166556742356)
     assert cfg.train.lr_steps == (293180, 615678, 718291, 762268)
-    assert cfg.train.max_iter == 806245
+    assert cfg.train.max_iter == 806245 and cfg.train.freeze_bn is False
+    lc = cfg.loss
+    assert (lc.matcher, lc.crowd_iou_threshold, lc.ohem_keep_negatives_without_positives,
+            lc.count_one_positive_at_least, lc.mask_normalise_by_trained,
+            lc.semantic_class_offset, lc.semantic_skips_empty_images) == (
+                'max_iou', 1.0, True, True, True, -1, True)
     plain = dataclasses.replace(
-        cfg, name=v1.name, detect=v1.detect, train=v1.train,
+        cfg, name=v1.name, detect=v1.detect, train=v1.train, loss=v1.loss,
         model=dataclasses.replace(m, backbone=v1.model.backbone, anchors=v1.model.anchors,
                                   fpn=v1.model.fpn))
     assert plain == v1

@@ -300,3 +300,94 @@ def test_compare_against_mmdetection_through_the_command_line(tmp_path):
   assert report['detections']['total']['agreement'] >= 0.98
   assert all(entry['within_factor'] for entry in report['float64_yardstick']['raw_outputs'].values())
   assert "mmdetection's YOLACT" in out.with_suffix('.md').read_text()
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def _training_batch(ref, name):
+  """A reference training batch as ours and mmdetection's per-prior assignment: 'train' (3
+  objects an image) or 'train2' (8 crowded objects, then an image without any)."""
+  from yolact_jax.compare.train import our_train_batch
+  targets = {k: list(ref[f'{name}_{k}']) for k in ('boxes', 'labels', 'masks')}
+  if name == 'train2':
+    targets = {k: [v[0], v[0][:0]] for k, v in targets.items()}
+  return our_train_batch(ref['net_input'], targets, CFG), ref[f'{name}_assigned'], targets
+
+
+def _loss_terms(variables, batch, cfg):
+  from yolact_jax.loss import yolact_loss
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
+  preds, _ = model.apply(variables, batch['image'], train=True, mutable=['batch_stats'])
+  return jax.device_get(yolact_loss(preds, make_priors(cfg), batch, cfg)[1])
+
+
+@pytest.mark.parametrize('name', ['train', 'train2'])
+def test_matching_and_loss_are_mmdetections_on_its_training_batches(variables, ref, name):
+  """On each reference training batch (its network input, seeded boxes and masks) the preset's
+  matcher assigns every prior as mmdetection's MaxIoUAssigner did, and each loss term
+  (BatchNorm on batch statistics) is mmdetection's loss_cls / loss_bbox / loss_mask /
+  loss_segm within 1e-4 relative."""
+  from yolact_jax.matching import match
+  batch, assigned, targets = _training_batch(ref, name)  # assigned: 0 bg, -1 ignored, j + 1
+  matched = match(make_priors(CFG), batch['boxes'], batch['labels'], batch['is_crowd'],
+                  batch['valid'], CFG.loss)
+  for b, labels in enumerate(targets['labels']):
+    gt = np.maximum(assigned[b] - 1, 0)
+    label = np.asarray(labels)[gt] + 1 if len(labels) else gt
+    np.testing.assert_array_equal(matched.conf_t[b], np.where(assigned[b] > 0, label,
+                                                              assigned[b]))
+    np.testing.assert_array_equal(np.asarray(matched.idx_t[b])[assigned[b] > 0],
+                                  gt[assigned[b] > 0])
+  terms = _loss_terms(variables, batch, CFG)
+  theirs = json.loads((REFERENCE / 'about.json').read_text())[f'{name}_losses']
+  for ours, key in (('C', 'loss_cls'), ('B', 'loss_bbox'), ('M', 'loss_mask'),
+                    ('S', 'loss_segm')):
+    assert float(terms[ours]) == pytest.approx(theirs[key], rel=1e-4), (ours, key)
+
+
+def test_each_mmdetection_loss_field_matters_on_the_reference_batches(variables, ref):
+  """Setting any one of the preset's mmdetection loss fields back to the original's value moves
+  the matching or a term away from mmdetection's: the agreement above is the fields' doing."""
+  import dataclasses
+  original = get_config('yolact_resnet50').loss
+  theirs = json.loads((REFERENCE / 'about.json').read_text())
+  for field in ('matcher', 'ohem_keep_negatives_without_positives', 'count_one_positive_at_least',
+                'semantic_class_offset', 'semantic_skips_empty_images'):
+    cfg = dataclasses.replace(CFG, loss=dataclasses.replace(
+        CFG.loss, **{field: getattr(original, field)}))
+    moved = []
+    for name in ('train', 'train2'):
+      terms = _loss_terms(variables, _training_batch(ref, name)[0], cfg)
+      moved += [key for ours, key in (('C', 'loss_cls'), ('B', 'loss_bbox'), ('M', 'loss_mask'),
+                                      ('S', 'loss_segm'))
+                if float(terms[ours]) != pytest.approx(theirs[f'{name}_losses'][key], rel=1e-3)]
+    assert moved, field
+
+
+def test_the_mask_term_over_the_masks_trained(variables, ref):
+  """At most one mask trained per image (loss.masks_to_train=1): the original scales an image's
+  sum up to its positives and divides by all positives; mmdetection divides the plain sums by
+  the masks trained (here one an image)."""
+  import dataclasses
+  from yolact_jax.loss import mask_loss
+  from yolact_jax.matching import match
+  batch, _, _ = _training_batch(ref, 'train')
+  model = Yolact(CFG.model, num_classes=CFG.num_classes)
+  preds, _ = model.apply(variables, batch['image'], train=True, mutable=['batch_stats'])
+  targets = match(make_priors(CFG), batch['boxes'], batch['labels'], batch['is_crowd'],
+                  batch['valid'], CFG.loss)
+  positives = np.asarray(targets.conf_t > 0).sum(axis=1)
+  assert positives.min() > 1
+  sums, terms = {}, {}
+  for by_trained in (False, True):
+    cfg = dataclasses.replace(CFG, loss=dataclasses.replace(
+        CFG.loss, masks_to_train=1, mask_normalise_by_trained=by_trained))
+    _, sums[by_trained], _ = mask_loss(preds['proto'], preds['coefs'], batch['masks_proto'],
+                                       targets, cfg, None, batch['labels'])
+    terms[by_trained] = float(_loss_terms(variables, batch, cfg)['M'])
+  np.testing.assert_allclose(sums[False], sums[True] * positives, rtol=1e-6)
+  hw_alpha = CFG.loss.mask_alpha / (preds['proto'].shape[1] * preds['proto'].shape[2])
+  assert terms[False] == pytest.approx(float(np.sum(sums[False])) * hw_alpha / positives.sum(),
+                                       rel=1e-5)
+  assert terms[True] == pytest.approx(float(np.sum(sums[True])) * hw_alpha / 2, rel=1e-5)

@@ -42,6 +42,8 @@ BACKBONE_KINDS = ('resnet', 'darknet')
 INPUT_TRANSFORMS = ('resnet', 'darknet')
 # Input resizes to max_size x max_size (yolact_jax.resize.RESIZES, on the host and the device).
 INPUT_RESIZES = ('float', 'uint8')
+# Prior <-> ground-truth matchers (yolact_jax.matching.match_image).
+MATCHERS = ('original', 'max_iou')
 # FPN top-down resize modes (yolact_jax.model.fpn.RESIZE).
 FPN_INTERPOLATIONS = ('bilinear', 'nearest')
 # Optimisers (built by yolact_jax.train_step.make_optimizer).
@@ -177,6 +179,24 @@ class LossConfig:
   # YOLACT++: masks whose GT has <= this many pixels at prototype size are left out of term I
   # (<= 0: none left out).
   discard_mask_area: int = -1
+  # mmdetection's training (the original's presets: 'original', False, False, False, 0, False):
+  # MATCHERS: 'original' (each GT forced onto its best free prior, greedily), 'max_iou'
+  # (mmdetection's MaxIoUAssigner: each GT onto its best prior, a later GT overwriting).
+  matcher: str = 'original'
+  # C: an image without positives keeps all its negatives; False: none (3 x 0, the original).
+  ohem_keep_negatives_without_positives: bool = False
+  # B and C over the sum of max(positives, 1) of each image (mmdetection's sampling results);
+  # False: over the batch's positives (the original).
+  count_one_positive_at_least: bool = False
+  # M over the masks trained (at most masks_to_train an image), none rescaled; False: over all
+  # positives, an image's subsampled sum rescaled to its positives (the original).
+  mask_normalise_by_trained: bool = False
+  # S: the target channel of class c is c + this, wrapped (mmdetection 3.3.0: -1, its
+  # gt_labels - 1 on 0-based labels, so class 0 trains the last channel).
+  semantic_class_offset: int = 0
+  # S leaves out an image without objects (mmdetection); False: it trains every channel towards
+  # background there (the original never sees one: its loader draws another image).
+  semantic_skips_empty_images: bool = False
 
 
 @dataclass(frozen=True)
@@ -497,6 +517,7 @@ def validate(cfg: YolactConfig) -> None:
   _check_choice('model.backbone.input_resize', b.input_resize, INPUT_RESIZES)
   _check_choice('model.fpn.interpolation', m.fpn.interpolation, FPN_INTERPOLATIONS)
   _check_choice('detect.nms', cfg.detect.nms, NMS_KINDS)
+  _check_choice('loss.matcher', cfg.loss.matcher, MATCHERS)
   _check_choice('train.optimizer', cfg.train.optimizer, OPTIMIZERS)
   _check_choice('train.compute_dtype', cfg.train.compute_dtype, COMPUTE_DTYPES)
   num_stages = len(b.layers)

@@ -78,18 +78,24 @@ def background_loss(conf: jnp.ndarray) -> jnp.ndarray:
   return jax.nn.logsumexp(conf, axis=-1) - conf[..., 0]
 
 
-def hard_negatives(conf: jnp.ndarray, conf_t: jnp.ndarray, negpos_ratio: int) -> jnp.ndarray:
+def hard_negatives(conf: jnp.ndarray, conf_t: jnp.ndarray, negpos_ratio: int,
+                   keep_all_without_positives: bool = False) -> jnp.ndarray:
   """Per-image OHEM selection: bool [B, P] of the mined background priors.
 
   Positives and neutrals get score 0; the priors ranked (descending, stable) below
   num_neg = min(ratio * num_pos_image, P - 1) are taken, then positives and neutrals dropped.
+  ``keep_all_without_positives`` (mmdetection's OHEM): an image without positives takes every
+  negative (the ratio rule alone takes none), and the count is not capped at P - 1.
   conf: [B, P, C] logits; conf_t: int [B, P].
   """
   num_priors = conf.shape[1]
   score = jax.lax.stop_gradient(background_loss(conf))
   score = jnp.where(conf_t != 0, 0.0, score)
   num_pos = jnp.sum(conf_t > 0, axis=1, keepdims=True)  # [B, 1]
-  num_neg = jnp.minimum(negpos_ratio * num_pos, num_priors - 1)
+  if keep_all_without_positives:
+    num_neg = jnp.where(num_pos > 0, negpos_ratio * num_pos, num_priors)
+  else:
+    num_neg = jnp.minimum(negpos_ratio * num_pos, num_priors - 1)
   order = jnp.argsort(score, axis=1, descending=True, stable=True)  # [B, P] prior per rank
   taken_by_rank = jnp.arange(num_priors)[None, :] < num_neg  # [B, P]
   rows = jnp.arange(conf.shape[0])[:, None]
@@ -224,11 +230,14 @@ def mask_loss(proto: jnp.ndarray, coef: jnp.ndarray, masks_proto: jnp.ndarray,
     proto: [B, Hp, Wp, k]; coef: [B, P, k]; masks_proto: uint8 [B, G, Hp, Wp] binarised GT;
     labels: int [B, G] 0-based GT classes (for the slots' labels; None: zeros).
   Returns:
-    (scalar loss, per-image scaled slot sums [B], the slots for the mask-IoU term).
+    (scalar loss, per-image scaled slot sums [B], the slots for the mask-IoU term). With
+    ``loss.mask_normalise_by_trained`` a subsampled image's sum is not rescaled.
   """
   height, width = proto.shape[1], proto.shape[2]
   positive = targets.conf_t > 0
   prior_idx, slot_valid, scale = select_mask_slots(positive, cfg.loss.masks_to_train, rng)
+  if cfg.loss.mask_normalise_by_trained:
+    scale = jnp.ones_like(scale)
   slot_coef = jnp.take_along_axis(coef, prior_idx[..., None], axis=1)  # [B, K, k]
   slot_box = jnp.take_along_axis(targets.gt_box_t, prior_idx[..., None], axis=1)  # [B, K, 4]
   slot_gt = jnp.take_along_axis(targets.idx_t, prior_idx, axis=1)  # [B, K]
@@ -292,13 +301,14 @@ def mask_iou_loss(slots: MaskSlots, predict_iou: Callable[[jnp.ndarray], jnp.nda
 
 
 def semantic_target(masks_segm: jnp.ndarray, labels: jnp.ndarray, real: jnp.ndarray,
-                    num_fg_classes: int) -> jnp.ndarray:
+                    num_fg_classes: int, class_offset: int = 0) -> jnp.ndarray:
   """Per-class union of the non-crowd GT masks: float32 [B, Hs, Ws, C-1] in {0, 1}.
 
   masks_segm: uint8 [B, G, Hs, Ws] binarised; labels: int [B, G] 0-based; real: bool [B, G]
-  (valid and not crowd).
+  (valid and not crowd); ``class_offset``: class c goes to channel (c + offset) mod (C - 1).
   """
-  one_hot = jax.nn.one_hot(jnp.where(real, labels, -1), num_fg_classes)  # [B, G, C-1]
+  channel = (labels + class_offset) % num_fg_classes
+  one_hot = jax.nn.one_hot(jnp.where(real, channel, -1), num_fg_classes)  # [B, G, C-1]
   counts = jnp.einsum('bghw,bgc->bhwc', masks_segm.astype(jnp.float32), one_hot,
                       precision=jax.lax.Precision.HIGHEST)
   return (counts > 0.5).astype(jnp.float32)
@@ -309,11 +319,16 @@ def bce_with_logits(x: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
   return jnp.maximum(x, 0.0) - x * t + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
-def semantic_loss(segm: jnp.ndarray, target: jnp.ndarray, alpha: float) -> jnp.ndarray:
+def semantic_loss(segm: jnp.ndarray, target: jnp.ndarray, alpha: float,
+                  images: jnp.ndarray | None = None) -> jnp.ndarray:
   """BCE-with-logits summed over all entries / (Hs * Ws) x alpha, summed over images (before
-  / B). segm, target: [B, Hs, Ws, C-1]."""
+  / B). segm, target: [B, Hs, Ws, C-1]; ``images``: bool [B], the images that count (None:
+  all)."""
   height, width = segm.shape[1], segm.shape[2]
-  return jnp.sum(bce_with_logits(segm, target)) / height / width * alpha
+  per_image = jnp.sum(bce_with_logits(segm, target), axis=(1, 2, 3))
+  if images is not None:
+    per_image = jnp.where(images, per_image, 0.0)
+  return jnp.sum(per_image) / height / width * alpha
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,6 +358,9 @@ def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig
     every mask was discarded, where the original leaves the term out), ``num_pos`` (N),
     ``num_neg`` (mined negatives), ``num_neutral``, all scalars.
 
+  The ``loss`` fields after ``discard_mask_area`` give mmdetection's variants (its matcher,
+  OHEM, mask normaliser and semantic target channels; :class:`yolact_jax.config.LossConfig`).
+
   Departures from the original, all in cases where it crashes or divides by zero:
   * N = 0 (no positive in the whole batch): the original's B, C, M are 0/0 = NaN and train.py
     skips the step. Here they are divided by max(N, 1), so they are exactly 0 and S alone remains.
@@ -354,15 +372,21 @@ def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig
   targets = match(priors, batch['boxes'], batch['labels'], batch['is_crowd'], batch['valid'], lc)
   positive = targets.conf_t > 0
   num_pos = jnp.sum(positive)
-  normaliser = jnp.maximum(num_pos, 1).astype(jnp.float32)
+  if lc.count_one_positive_at_least:
+    normaliser = jnp.sum(jnp.maximum(jnp.sum(positive, axis=1), 1)).astype(jnp.float32)
+  else:
+    normaliser = jnp.maximum(num_pos, 1).astype(jnp.float32)
 
-  negatives = hard_negatives(preds['conf'], targets.conf_t, lc.ohem_negpos_ratio)
+  negatives = hard_negatives(preds['conf'], targets.conf_t, lc.ohem_negpos_ratio,
+                             lc.ohem_keep_negatives_without_positives)
   mask_total, _, slots = mask_loss(preds['proto'], preds['coefs'], batch['masks_proto'],
                                    targets, cfg, rng, batch['labels'])
+  mask_normaliser = (jnp.maximum(jnp.sum(slots.valid), 1).astype(jnp.float32)
+                     if lc.mask_normalise_by_trained else normaliser)
   terms = {
       'B': box_loss(preds['loc'], targets.loc_t, positive, lc.bbox_alpha) / normaliser,
       'C': conf_loss(preds['conf'], targets.conf_t, negatives, lc.conf_alpha) / normaliser,
-      'M': mask_total / normaliser,
+      'M': mask_total / mask_normaliser,
   }
   if cfg.model.use_maskiou:
     predict_iou = lambda m: predict_mask_iou(params, m, cfg.model, cfg.num_classes)  # noqa: E731
@@ -370,9 +394,12 @@ def yolact_loss(preds: dict, priors: jnp.ndarray, batch: dict, cfg: YolactConfig
                                lc.discard_mask_area) / normaliser
   if lc.use_semantic_segmentation_loss:
     real = batch['valid'] & ~batch['is_crowd']
-    target = semantic_target(batch['masks_segm'], batch['labels'], real, cfg.num_classes - 1)
+    target = semantic_target(batch['masks_segm'], batch['labels'], real, cfg.num_classes - 1,
+                             lc.semantic_class_offset)
     batch_size = preds['segm'].shape[0]
-    terms['S'] = semantic_loss(preds['segm'], target, lc.semantic_segmentation_alpha) / batch_size
+    counted = jnp.any(real, axis=1) if lc.semantic_skips_empty_images else None
+    terms['S'] = semantic_loss(preds['segm'], target, lc.semantic_segmentation_alpha,
+                               counted) / batch_size
   total = sum(terms.values())
   terms['num_pos'] = num_pos
   terms['num_neg'] = jnp.sum(negatives)

@@ -83,6 +83,21 @@ def force_best_priors(overlaps: jnp.ndarray, best_overlap: jnp.ndarray,
   return best_overlap, best_idx
 
 
+def each_gt_best_prior(overlaps: jnp.ndarray, real: jnp.ndarray, best_overlap: jnp.ndarray,
+                       best_idx: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """mmdetection's MaxIoUAssigner low-quality rule (min_pos_iou 0, gt_max_assign_all False):
+  each real GT j takes its best prior (the first on ties), whatever that IoU; where two GTs pick
+  the same prior the later one keeps it. Arguments and result as :func:`force_best_priors`'s,
+  ``real`` bool [G] the GTs taking part."""
+  num_gt, num_priors = overlaps.shape
+  best_prior = jnp.argmax(overlaps, axis=1)  # [G]
+  picks = real[:, None] & (best_prior[:, None] == jnp.arange(num_priors)[None, :])  # [G, P]
+  last_gt = jnp.max(jnp.where(picks, jnp.arange(num_gt)[:, None], -1), axis=0)  # [P]
+  forced = last_gt >= 0
+  return (jnp.where(forced, FORCED, best_overlap),
+          jnp.where(forced, last_gt, best_idx).astype(best_idx.dtype))
+
+
 def match_image(priors: jnp.ndarray, gt_boxes: jnp.ndarray, gt_labels: jnp.ndarray,
                 gt_is_crowd: jnp.ndarray, gt_valid: jnp.ndarray,
                 cfg: LossConfig) -> MatchTargets:
@@ -99,7 +114,8 @@ def match_image(priors: jnp.ndarray, gt_boxes: jnp.ndarray, gt_labels: jnp.ndarr
   2. Best GT per prior (first index on ties, as ``torch.max(dim)`` on CPU: priors with zero IoU
      to every GT all resolve to slot 0, as the original's ``idx_t`` does).
   3. Greedy forced assignment, highest remaining overlap first (:func:`force_best_priors`): the
-     forced prior gets overlap 2 (always positive) and its GT.
+     forced prior gets overlap 2 (always positive) and its GT; or, with ``cfg.matcher``
+     'max_iou', mmdetection's rule (:func:`each_gt_best_prior`).
   4. Labels: IoU >= 0.5 positive (class + 1), [0.4, 0.5) neutral (-1), < 0.4 background (0).
   5. Crowds: a non-positive prior whose intersection-over-its-own-area with any crowd box exceeds
      ``crowd_iou_threshold`` becomes neutral.
@@ -119,7 +135,10 @@ def match_image(priors: jnp.ndarray, gt_boxes: jnp.ndarray, gt_labels: jnp.ndarr
 
   best_overlap = jnp.max(overlaps, axis=0)  # [P]
   best_idx = jnp.argmax(overlaps, axis=0).astype(jnp.int32)  # [P], first max as torch
-  best_overlap, best_idx = force_best_priors(overlaps, best_overlap, best_idx)
+  if cfg.matcher == 'max_iou':
+    best_overlap, best_idx = each_gt_best_prior(overlaps, real, best_overlap, best_idx)
+  else:
+    best_overlap, best_idx = force_best_priors(overlaps, best_overlap, best_idx)
 
   labels = gt_labels.astype(jnp.int32)[best_idx] + 1
   conf = jnp.where(best_overlap < cfg.positive_iou_threshold, -1, labels)

@@ -54,12 +54,15 @@ def our_train_batch(images: np.ndarray, targets: dict[str, np.ndarray], cfg: Any
                     ) -> dict[str, np.ndarray]:
   """The targets packed as our data pipeline packs them (:func:`yolact_jax.data.loader.
   pack_example`: ``cfg.train.max_instances`` padded slots with a validity mask, GT masks
-  downsampled to the proto and semantic sizes as the original's loss does)."""
+  downsampled to the proto and semantic sizes as the original's loss does). ``targets`` holds
+  per image ``boxes``, ``labels`` and ``masks`` (arrays [B, n, ...], or sequences of per-image
+  arrays with their own n)."""
   from yolact_jax.data.augment import TransformedSample
   from yolact_jax.data.loader import pack_example
   from yolact_jax.trainer import BATCH_KEYS, pipeline_options
   options = pipeline_options(cfg)
-  batch_size, n = targets['labels'].shape
+  batch_size = len(targets['labels'])
+  n = max(len(labels) for labels in targets['labels'])
   if n > options.max_instances:  # the pipeline would drop objects the original keeps
     raise ValueError(f'{n} objects per image but train.max_instances is {options.max_instances}')
   examples = [pack_example(
