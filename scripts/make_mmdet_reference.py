@@ -47,30 +47,10 @@ def mmdet_inputs(images_rgb, size, model, torch):
   return data['inputs'], data['data_samples']
 
 
-def train_samples(targets, size, torch):
-  """mmdetection's training data samples for ground truth at the network input size
-  (``targets``: per image ``boxes`` relative, ``labels``, ``masks``; sequences or arrays)."""
-  from mmdet.structures import DetDataSample
-  from mmdet.structures.mask import BitmapMasks
-  from mmengine.structures import InstanceData
-  samples = []
-  for b in range(len(targets['labels'])):
-    sample = DetDataSample()
-    sample.set_metainfo({'img_shape': (size, size), 'ori_shape': (size, size),
-                         'pad_shape': (size, size), 'batch_input_shape': (size, size),
-                         'scale_factor': (1.0, 1.0)})
-    sample.gt_instances = InstanceData(
-        bboxes=torch.from_numpy(targets['boxes'][b] * size),
-        labels=torch.from_numpy(np.asarray(targets['labels'][b], np.int64)),
-        masks=BitmapMasks(np.asarray(targets['masks'][b], np.uint8).reshape(-1, size, size),
-                          size, size))
-    samples.append(sample)
-  return samples
-
-
 def mmdet_training(model, inputs, targets, size, torch):
   """mmdetection's assignment of every prior ([B, P]: 0 background, -1 ignored, j + 1 GT j) and
   its loss terms (lists summed over the images) on one batch, the model in training mode."""
+  from yolact_jax.compare.mmdet import loss_terms, train_samples
   samples = train_samples(targets, size, torch)
   head = model.bbox_head
   model.train()
@@ -81,8 +61,7 @@ def mmdet_training(model, inputs, targets, size, torch):
   from mmengine.structures import InstanceData
   assigned = np.stack([head.assigner.assign(InstanceData(priors=anchors),
                                             s.gt_instances).gt_inds.numpy() for s in samples])
-  losses = model.loss(inputs, samples)
-  terms = {k: float(sum(v) if isinstance(v, (list, tuple)) else v) for k, v in losses.items()}
+  terms = {k: float(v.detach()) for k, v in loss_terms(model.loss(inputs, samples)).items()}
   model.eval()
   return assigned, terms
 

@@ -292,7 +292,7 @@ def test_compare_against_mmdetection_through_the_command_line(tmp_path):
   done = subprocess.run(
       [sys.executable, '-m', 'yolact_jax', 'compare', '--reference', 'mmdet', '--config',
        'yolact_mmdet_tiny', '--random_weights', '1', '--num_images', '2', '--skip_speed',
-       '--float64_yardstick', '--threads', '1', '--out', str(out)],
+       '--float64_yardstick', '--threads', '1', '--train_step', '--out', str(out)],
       cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
   report = json.loads(out.read_text())
@@ -300,6 +300,9 @@ def test_compare_against_mmdetection_through_the_command_line(tmp_path):
   assert report['detections']['total']['agreement'] >= 0.98
   assert all(entry['within_factor'] for entry in report['float64_yardstick']['raw_outputs'].values())
   assert "mmdetection's YOLACT" in out.with_suffix('.md').read_text()
+  step = report['train_step']  # one step on the same batch: each term and the update
+  assert all(d['rel_diff'] < 1e-4 for d in step['losses'].values()), step['losses']
+  assert step['update']['relative'] < step['original_self']['update']['relative']
 
 
 # ------------------------------------------------------------------------------ training
@@ -341,9 +344,8 @@ def test_matching_and_loss_are_mmdetections_on_its_training_batches(variables, r
                                   gt[assigned[b] > 0])
   terms = _loss_terms(variables, batch, CFG)
   theirs = json.loads((REFERENCE / 'about.json').read_text())[f'{name}_losses']
-  for ours, key in (('C', 'loss_cls'), ('B', 'loss_bbox'), ('M', 'loss_mask'),
-                    ('S', 'loss_segm')):
-    assert float(terms[ours]) == pytest.approx(theirs[key], rel=1e-4), (ours, key)
+  for key in ('B', 'C', 'M', 'S'):  # loss_bbox, loss_cls, loss_mask, loss_segm
+    assert float(terms[key]) == pytest.approx(theirs[key], rel=1e-4), key
 
 
 def test_each_mmdetection_loss_field_matters_on_the_reference_batches(variables, ref):
@@ -359,9 +361,8 @@ def test_each_mmdetection_loss_field_matters_on_the_reference_batches(variables,
     moved = []
     for name in ('train', 'train2'):
       terms = _loss_terms(variables, _training_batch(ref, name)[0], cfg)
-      moved += [key for ours, key in (('C', 'loss_cls'), ('B', 'loss_bbox'), ('M', 'loss_mask'),
-                                      ('S', 'loss_segm'))
-                if float(terms[ours]) != pytest.approx(theirs[f'{name}_losses'][key], rel=1e-3)]
+      moved += [key for key in ('B', 'C', 'M', 'S')
+                if float(terms[key]) != pytest.approx(theirs[f'{name}_losses'][key], rel=1e-3)]
     assert moved, field
 
 

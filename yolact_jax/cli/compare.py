@@ -128,9 +128,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  '--reference mmdet')
   if args.reference == 'mmdet' and args.nms != 'fast':
     parser.error("--reference mmdet: mmdetection's YOLACT has Fast NMS only (--nms fast)")
-  if args.reference == 'mmdet' and (args.train_step or args.train_steps or args.train_run):
-    parser.error("--reference mmdet compares inference: training against mmdetection's loss "
-                 'is not built yet')
+  if args.reference == 'mmdet' and (args.train_steps or args.train_run):
+    parser.error('--reference mmdet: the training studies run against the original; against '
+                 'mmdetection one step compares (--train_step)')
   if args.train_steps and args.train_run:
     parser.error('--train_steps and --train_run are separate studies: give one')
   if args.train_steps or args.train_run:

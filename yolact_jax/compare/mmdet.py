@@ -193,3 +193,82 @@ class MmdetInference:
     inputs = self.inputs[k].cpu().double()
     return (self._predict(self.model64, inputs, k),
             raw_outputs(self.model64, inputs, torch, self.cfg.max_size))
+
+
+# --------------------------------------------------------------------------------- training
+
+
+def train_samples(targets: dict, size: int, torch: Any) -> list:
+  """mmdetection's training data samples for ground truth at the network input size
+  (``targets``: per image ``boxes`` relative x1y1x2y2, ``labels`` 0-based, ``masks`` [n, S, S];
+  arrays [B, n, ...] or sequences of per-image arrays)."""
+  from mmdet.structures import DetDataSample
+  from mmdet.structures.mask import BitmapMasks
+  from mmengine.structures import InstanceData
+  samples = []
+  for b in range(len(targets['labels'])):
+    sample = DetDataSample()
+    sample.set_metainfo({'img_shape': (size, size), 'ori_shape': (size, size),
+                         'pad_shape': (size, size), 'batch_input_shape': (size, size),
+                         'scale_factor': (1.0, 1.0)})
+    sample.gt_instances = InstanceData(
+        bboxes=torch.from_numpy(np.asarray(targets['boxes'][b], np.float32) * size),
+        labels=torch.from_numpy(np.asarray(targets['labels'][b], np.int64)),
+        masks=BitmapMasks(np.asarray(targets['masks'][b], np.uint8).reshape(-1, size, size),
+                          size, size))
+    samples.append(sample)
+  return samples
+
+
+# mmdetection's loss names -> ours.
+LOSS_TERMS = {'loss_cls': 'C', 'loss_bbox': 'B', 'loss_mask': 'M', 'loss_segm': 'S'}
+
+
+def loss_terms(losses: dict) -> dict[str, Any]:
+  """mmdetection's loss dict (lists of per-image tensors) as our terms, each summed as its
+  ``parse_losses`` does."""
+  return {LOSS_TERMS[k]: sum(v) if isinstance(v, (list, tuple)) else v
+          for k, v in losses.items()}
+
+
+def mmdet_reference(mmdet: Any, torch: Any, device: Any, cfg: Any, variables: dict,
+                    momentum: float, decay: float) -> Any:
+  """mmdetection's training iteration as a :data:`yolact_jax.compare.train.ReferenceTrainer`:
+  its model in training mode (BatchNorm on batch statistics, as its config), ``model.loss``,
+  the sum of the terms, backward, ``torch.optim.SGD(momentum, weight_decay)``; its weights read
+  back in the original's layout."""
+  from yolact_jax.checkpoint import convert, mmdet as mmdet_keys
+  keys = list(convert.variables_to_state_dict(variables))
+  levels = len(cfg.model.backbone.selected_layers)
+
+  def make(images: np.ndarray, lr: float, freeze_bn: bool, targets: dict) -> tuple:
+    if freeze_bn:
+      raise ValueError("mmdetection's YOLACT trains BatchNorm (norm_eval=False): compare with "
+                       'train.freeze_bn=False')
+    model = build_model(cfg, variables, torch, mmdet, str(device)).train()
+    inputs = nchw_tensor(images, torch, device)
+    samples = train_samples(targets, cfg.max_size, torch)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                                weight_decay=decay)
+    initial = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
+
+    def reset() -> None:
+      model.load_state_dict(initial[0])
+      optimizer.load_state_dict(initial[1])
+
+    def step(_: int = 0) -> dict[str, float]:
+      optimizer.zero_grad()
+      terms = loss_terms(model.loss(inputs, samples))
+      loss = sum(terms.values())
+      loss.backward()
+      if torch.isfinite(loss).item():
+        optimizer.step()
+      return {**{k: float(v.detach()) for k, v in terms.items()}, 'total': float(loss.detach())}
+
+    def state() -> dict[str, np.ndarray]:
+      ours = mmdet_keys.to_original({k: tensor_to_numpy(v) for k, v in model.state_dict().items()},
+                                    keys, cfg.num_classes, levels)
+      return dict(ours)
+
+    return state, step, reset
+  return make

@@ -93,17 +93,31 @@ def side_by_side(args: argparse.Namespace, cfg: Any, images: list[np.ndarray], j
   variables, context['weights'] = our_variables(cfg, args.weights, args.random_weights,
                                                 net_inputs[0])
   context['canvas_hw'] = canvas_hw
+  from yolact_jax.compare import train
+  from yolact_jax.predict import pack_canvas
+
+  def train_step(reference: train.ReferenceTrainer) -> dict[str, Any]:
+    train_images = [images[k % len(images)] for k in range(args.train_batch_size)]
+    canvas, sizes = pack_canvas(train_images, canvas_hw, args.train_batch_size)
+    return train.train_side_by_side(
+        cfg, variables, reference, np.asarray(to_input(canvas, sizes)),
+        objects=args.train_objects, seed=args.seed, warmup=args.train_warmup,
+        repeats=args.train_repeats, timed=not args.skip_speed)
+
+  device = torch.device(args.device)
   if getattr(args, 'reference', 'original') == 'mmdet':
-    from yolact_jax.compare.mmdet import MmdetInference, mmdet_runtime
+    from yolact_jax.compare.mmdet import MmdetInference, mmdet_reference, mmdet_runtime
     with mmdet_runtime() as mmdet:
       theirs = MmdetInference(mmdet, torch, cfg, args.device, variables, net_inputs, batches)
       context.update(yolact_repo=None, original_commit=f'mmdet {mmdet.__version__}', shims=[])
-      return _measured(args, cfg, variables, theirs, net_inputs, batches, context)
+      parts = _measured(args, cfg, variables, theirs, net_inputs, batches, context)
+      if args.train_step:
+        parts['train_step'] = train_step(mmdet_reference(
+            mmdet, torch, device, cfg, variables, cfg.train.momentum, cfg.train.decay))
+      return parts
   from yolact_jax.compare.original import import_original
   from yolact_jax.compare.shims import original_runtime_shims
-  from yolact_jax.compare.train import train_side_by_side
   from yolact_jax.compare.inference import OriginalInference
-  from yolact_jax.predict import pack_canvas
   with original_runtime_shims(torch) as shims:
     context['shims'] = shims
     original = import_original(args.yolact_repo, torch)
@@ -112,12 +126,8 @@ def side_by_side(args: argparse.Namespace, cfg: Any, images: list[np.ndarray], j
                                variables, net_inputs, batches)
     parts = _measured(args, cfg, variables, theirs, net_inputs, batches, context)
     if args.train_step:
-      train_images = [images[k % len(images)] for k in range(args.train_batch_size)]
-      canvas, sizes = pack_canvas(train_images, canvas_hw, args.train_batch_size)
-      parts['train_step'] = train_side_by_side(
-          cfg, variables, original, torch, theirs.device, np.asarray(to_input(canvas, sizes)),
-          objects=args.train_objects, seed=args.seed, warmup=args.train_warmup,
-          repeats=args.train_repeats, timed=not args.skip_speed)
+      parts['train_step'] = train_step(train.original_reference(
+          original, torch, device, variables, cfg.train.momentum, cfg.train.decay, args.seed))
   return parts
 
 

@@ -223,30 +223,53 @@ def _state_numpy(net: Any) -> dict[str, np.ndarray]:
   return {k: tensor_to_numpy(v) for k, v in net.state_dict().items()}
 
 
-def original_self_check(make_original: Callable, net_input: np.ndarray, seed: int,
-                        losses: dict[str, float], after: dict[str, np.ndarray],
-                        before: dict[str, np.ndarray]) -> dict[str, Any]:
-  """The original against itself, its input perturbed by ``INPUT_NOISE_RELATIVE``: how far its
+# A reference side's training step on one batch: ``make(images [B, S, S, 3], lr, freeze_bn,
+# targets) -> (state, step, reset)``; ``state()`` is its weights as the original's state_dict
+# (numpy), ``step()`` runs one step and returns the loss terms under our names and ``total``,
+# ``reset()`` puts the weights and optimiser back.
+ReferenceTrainer = Callable[..., tuple[Callable[[], dict], Callable[..., dict], Callable[[], None]]]
+
+
+def original_reference(original: Any, torch: Any, device: Any, variables: dict, momentum: float,
+                       decay: float, seed: int) -> ReferenceTrainer:
+  """The original's train.py iteration (:func:`original_trainer`) as a reference trainer."""
+  def make(images: np.ndarray, lr: float, freeze_bn: bool, targets: dict) -> tuple:
+    original.config_module.cfg.freeze_bn = freeze_bn  # train.py: batch_size // num_gpus < 6
+    gts, gt_masks, num_crowds = original_train_targets(targets, torch, device)
+    torch.manual_seed(seed)  # masks_to_train subsampling, when an image has that many positives
+    net, step, reset = original_trainer(original, torch, variables, device, lr, momentum, decay,
+                                        nchw_tensor(images, torch, device), gts, gt_masks,
+                                        num_crowds)
+    return (lambda: _state_numpy(net)), step, reset
+  return make
+
+
+def reference_self_check(make: Callable, net_input: np.ndarray, seed: int,
+                         losses: dict[str, float], after: dict[str, np.ndarray],
+                         before: dict[str, np.ndarray]) -> dict[str, Any]:
+  """The reference against itself, its input perturbed by ``INPUT_NOISE_RELATIVE``: how far its
   own first step (``losses``, weights ``after`` from ``before``) moves under float32-level
-  noise (its hard-negative mining flips at the ranking boundary)."""
+  noise (its hard-negative mining flips at the ranking boundary). ``make(images)`` builds its
+  trainer."""
   rng = np.random.default_rng(seed)
   noise = rng.uniform(-INPUT_NOISE_RELATIVE, INPUT_NOISE_RELATIVE, net_input.shape)
-  net, step, _ = make_original((net_input * (1 + noise)).astype(np.float32))
+  state, step, _ = make((net_input * (1 + noise)).astype(np.float32))
   noisy_losses = step()
   return {'input_noise_relative': INPUT_NOISE_RELATIVE,
           'losses': compare_losses(noisy_losses, losses),
-          'update': compare_updates(before, _state_numpy(net), after)}
+          'update': compare_updates(before, state(), after)}
 
 
-def train_side_by_side(cfg: Any, variables: dict, original: Any, torch: Any, device: Any,
+def train_side_by_side(cfg: Any, variables: dict, reference: ReferenceTrainer,
                        net_input: np.ndarray, *, objects: int, seed: int, warmup: int,
                        repeats: int, timed: bool = True) -> dict[str, Any]:
   """One training step from ``variables`` on the batch ``net_input`` [B, S, S, 3] with
-  ``objects`` seeded objects per image on both sides (loss terms and the parameter update
-  compared, and the original against itself on a perturbed input for scale); then, when
-  ``timed``, ``warmup`` untimed and ``repeats`` timed steps per side, interleaved, each from the
-  initial weights and optimiser state (a step's cost does not depend on the weights; repeated
-  steps at the first iteration's learning rate can diverge from random weights)."""
+  ``objects`` seeded objects per image on both sides, ours and the ``reference``
+  (:func:`original_reference`, or mmdetection's): loss terms and the parameter update compared,
+  and the reference against itself on a perturbed input for scale; then, when ``timed``,
+  ``warmup`` untimed and ``repeats`` timed steps per side, interleaved, each from the initial
+  weights and optimiser state (a step's cost does not depend on the weights; repeated steps at
+  the first iteration's learning rate can diverge from random weights)."""
   import jax
   from yolact_jax import train_step as ts
   from yolact_jax.checkpoint.convert import variables_to_state_dict
@@ -259,20 +282,12 @@ def train_side_by_side(cfg: Any, variables: dict, original: Any, torch: Any, dev
   targets = synthetic_targets(batch_size, cfg.max_size, objects, cfg.num_classes, seed)
   batch = jax.device_put(our_train_batch(net_input, targets, cfg))
   before = variables_to_state_dict(variables)
+  make = lambda images: reference(images, lr, freeze_bn, targets)  # noqa: E731
 
-  original.config_module.cfg.freeze_bn = freeze_bn  # train.py: batch_size // num_gpus < 6
-  gts, gt_masks, num_crowds = original_train_targets(targets, torch, device)
-
-  def make_original(images: np.ndarray) -> tuple[Any, Callable, Callable]:
-    torch.manual_seed(seed)  # masks_to_train subsampling, when an image has that many positives
-    return original_trainer(original, torch, variables, device, lr, cfg.train.momentum,
-                            cfg.train.decay, nchw_tensor(images, torch, device), gts, gt_masks,
-                            num_crowds)
-
-  net, original_step, original_reset = make_original(net_input)
+  theirs_state, theirs_step, theirs_reset = make(net_input)
   ours = our_trainer(training, variables, batch, seed)
-  theirs_losses = original_step()  # the first step from the same state on both sides
-  theirs_after = _state_numpy(net)
+  theirs_losses = theirs_step()  # the first step from the same state on both sides
+  theirs_after = theirs_state()
   metrics = jax.device_get(ours.step())
   ours_losses = {k: float(v) for k, v in metrics.items() if k in theirs_losses}
   ours_losses['total'] = float(metrics['loss'])
@@ -283,12 +298,12 @@ def train_side_by_side(cfg: Any, variables: dict, original: Any, torch: Any, dev
       'num_positives': int(metrics['num_pos']), 'masks_to_train': cfg.loss.masks_to_train,
       'losses': compare_losses(ours_losses, theirs_losses),
       'update': compare_updates(before, ours_after, theirs_after),
-      'original_self': original_self_check(make_original, net_input, seed, theirs_losses,
-                                           theirs_after, before),
+      'original_self': reference_self_check(make, net_input, seed, theirs_losses, theirs_after,
+                                            before),
       'ours_compile_s': ours.compile_s}
   if timed:
-    times = time_interleaved({'ours': ours.step, 'original': original_step}, 1, warmup, repeats,
-                             setup={'ours': ours.reset, 'original': original_reset})
+    times = time_interleaved({'ours': ours.step, 'original': theirs_step}, 1, warmup, repeats,
+                             setup={'ours': ours.reset, 'original': theirs_reset})
     out['speed'] = speed_summary({'train_step': times['ours']},
                                  {'train_step': times['original']}, batch_size)
   return out
