@@ -59,9 +59,9 @@ def level_filter(fg_scores: jnp.ndarray, level_sizes: tuple[int, ...], per_level
     if per_level >= size:
       masks.append(jnp.ones(level.shape, bool))
     else:
-      _, index = lax.top_k(level, per_level)
-      hits = jax.nn.one_hot(index, size, dtype=jnp.int32).sum(axis=1)  # [B, size]
-      masks.append(hits > 0)
+      _, index = lax.top_k(level, per_level)  # [B, per_level]
+      rows = jnp.arange(level.shape[0])[:, None]
+      masks.append(jnp.zeros(level.shape, bool).at[rows, index].set(True))
     start += size
   if start != best.shape[1]:
     raise ValueError(f'level sizes {level_sizes} sum to {start}, not the {best.shape[1]} priors')
