@@ -11,20 +11,22 @@ What differs from yolact_resnet50, each a named field:
   0.5, 1, 2) of 24-384 px;
 * Detect: the 1000 best priors of each level, no score filter before Fast NMS, score > 0.05
   after it, log sizes clamped at log(1000/16), boxes clipped to the input, IoU union >= 1e-6;
-  pixel boxes as floats (model.detect.* fields);
-* the schedule: 55 epochs of COCO train2017 at batch 8 (14659 iterations an epoch), lr x 0.1
-  at epochs 20, 42, 49 and 52, linear warmup from 0.1 x lr over 500 iterations.
+  pixel boxes as floats (detect.* fields);
 * the loss: MaxIoUAssigner (each GT onto its best prior, a later GT overwriting; crowds play no
   part), OHEM keeping every negative of an image without positives, B and C over the images'
   max(positives, 1), the mask term over the masks trained, the semantic target of class c in
   channel c - 1 (mmdetection 3.3.0's gt_labels - 1), no semantic term for an image without
-  objects, BatchNorm always trained (loss.matcher, loss.crowd_iou_threshold=1,
-  loss.ohem_keep_negatives_without_positives, loss.count_one_positive_at_least,
-  loss.mask_normalise_by_trained, loss.semantic_class_offset, loss.semantic_skips_empty_images,
-  train.freeze_bn=False);
+  objects (loss.matcher, loss.crowd_iou_threshold=1, loss.ohem_keep_negatives_without_positives,
+  loss.count_one_positive_at_least, loss.mask_normalise_by_trained, loss.semantic_class_offset,
+  loss.semantic_skips_empty_images);
+* the augmentation: 4 px box filter, Expand, MinIoURandomCrop (its IoU test applied), Resize
+  of the uint8 image, flip, photometric distortion last with a random channel order
+  (augment.pipeline='mmdet');
+* training: BatchNorm always trained (train.freeze_bn=False); 55 epochs of COCO train2017 at
+  batch 8 (14659 iterations an epoch), lr x 0.1 at epochs 20, 42, 49 and 52, linear warmup from
+  0.1 x lr over 500 iterations.
 Its checkpoints keep the background as the last class channel and mmdetection's key names:
 `yolact-jax convert` and every --weights reorder and rename them (yolact_jax.checkpoint.mmdet).
-Training keeps the original's augmentation (mmdetection's order is not built yet).
 
 Train:     yolact-jax train --config configs/yolact_mmdet_r50.py --data coco --imagenet weights/
 Evaluate:  yolact-jax evaluate --config yolact_mmdet_r50 --weights yolact_r50_1x8_coco.pth --data coco
@@ -59,6 +61,7 @@ def mmdet(base: YolactConfig, name: str) -> YolactConfig:
                    ohem_keep_negatives_without_positives=True,
                    count_one_positive_at_least=True, mask_normalise_by_trained=True,
                    semantic_class_offset=-1, semantic_skips_empty_images=True),
+      augment=replace(base.augment, pipeline='mmdet'),
       train=replace(base.train, lr_steps=tuple(e * EPOCH for e in (20, 42, 49, 52)),
                     max_iter=55 * EPOCH, freeze_bn=False))
 

@@ -16,7 +16,12 @@ plus addict yapf termcolor rich terminaltables shapely scipy). Writes:
   batch (that network input with seeded ground truth, yolact_jax.compare.train's
   synthetic_targets) with mmdetection's assignment of every prior (its MaxIoUAssigner) and its
   loss terms (model.loss in training mode); and a second batch, crowded (8 objects, two GTs
-  wanting one prior) and empty (no object: its OHEM keeps every negative).
+  wanting one prior) and empty (no object: its OHEM keeps every negative);
+* augment.npz / augment.json: mmdetection's training transforms (FilterAnnotations, Expand,
+  MinIoURandomCrop, Resize, RandomFlip, PhotoMetricDistortion of its YOLACT config, at 64 px)
+  on one small sample for 12 seeds, each fed the random draws our
+  yolact_jax.data.mmdet_augment made for that seed (replayed in place of numpy.random): the
+  draws, and mmdetection's image (normalised as ours), masks, boxes and labels.
 """
 
 from __future__ import annotations
@@ -64,6 +69,79 @@ def mmdet_training(model, inputs, targets, size, torch):
   terms = {k: float(v.detach()) for k, v in loss_terms(model.loss(inputs, samples)).items()}
   model.eval()
   return assigned, terms
+
+
+AUGMENT_SIZE = 64
+AUGMENT_SEEDS = 12
+
+
+def augment_sample():
+  """A small BGR image with three objects and one box under 4 px (the filter drops it)."""
+  rng = np.random.default_rng(7)
+  image = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+  boxes = np.array([[5, 5, 40, 30], [30, 20, 75, 55], [2, 40, 20, 58], [60, 2, 63, 8]], np.float64)
+  masks = np.zeros((4, 60, 80), np.uint8)
+  for mask, (x1, y1, x2, y2) in zip(masks, boxes.astype(int)):
+    mask[y1:y2, x1:x2] = 1
+  return image, masks, boxes, np.array([0, 1, 2, 3], np.int32)
+
+
+class Replay:
+  """Stands in for numpy.random: answers each call with the next recorded draw."""
+
+  def __init__(self, values):
+    self.values = list(values)
+
+  def _next(self, *args, **kwargs):
+    return self.values.pop(0)
+
+  uniform = randint = choice = _next
+
+  def permutation(self, *args, **kwargs):
+    return np.asarray(self._next())
+
+
+def mmdet_augmentations():
+  """Per seed: our draws and mmdetection's transforms' outputs on :func:`augment_sample`."""
+  from unittest import mock
+
+  import mmdet.datasets.transforms.transforms as T
+  from mmdet.datasets.transforms import (Expand, FilterAnnotations, MinIoURandomCrop,
+                                         PhotoMetricDistortion, RandomFlip, Resize)
+  from mmdet.structures.bbox import HorizontalBoxes
+  from mmdet.structures.mask import BitmapMasks
+
+  from yolact_jax.data import augment, mmdet_augment
+  image, masks, boxes, labels = augment_sample()
+  h, w = image.shape[:2]
+  steps = [FilterAnnotations(min_gt_bbox_wh=(4.0, 4.0)),
+           Expand(mean=[123.68, 116.78, 103.94], to_rgb=True, ratio_range=(1, 4)),
+           MinIoURandomCrop(min_ious=(0.1, 0.3, 0.5, 0.7, 0.9), min_crop_size=0.3),
+           Resize(scale=(AUGMENT_SIZE, AUGMENT_SIZE), keep_ratio=False), RandomFlip(prob=0.5),
+           PhotoMetricDistortion(brightness_delta=32, contrast_range=(0.5, 1.5),
+                                 saturation_range=(0.5, 1.5), hue_delta=18)]
+  draws, arrays = [], {}
+  for seed in range(AUGMENT_SEEDS):
+    ours = mmdet_augment.Draws(np.random.default_rng(seed))
+    mmdet_augment.train_transform(image, masks, boxes / [w, h, w, h], labels, 0, ours,
+                                  max_size=AUGMENT_SIZE)
+    values = [v.tolist() if isinstance(v, np.ndarray) else v for v in ours.values]
+    draws.append(values)
+    replay = Replay(values)
+    results = {'img': image.copy(), 'img_shape': (h, w), 'ori_shape': (h, w),
+               'gt_bboxes': HorizontalBoxes(boxes.astype(np.float32)),
+               'gt_bboxes_labels': labels.astype(np.int64),
+               'gt_ignore_flags': np.zeros(len(labels), bool),
+               'gt_masks': BitmapMasks(masks.copy(), h, w)}
+    with mock.patch.object(T, 'random', replay), mock.patch('numpy.random.choice', replay.choice):
+      for step in steps:
+        results = step(results)
+    assert not replay.values, f'seed {seed}: {len(replay.values)} draws left over'
+    arrays[f'image_{seed}'] = augment.backbone_transform(results['img'])
+    arrays[f'masks_{seed}'] = results['gt_masks'].masks.astype(np.uint8)
+    arrays[f'boxes_{seed}'] = results['gt_bboxes'].numpy() / AUGMENT_SIZE
+    arrays[f'labels_{seed}'] = results['gt_bboxes_labels']
+  return draws, arrays
 
 
 def main(argv=None):
@@ -117,6 +195,9 @@ def main(argv=None):
     arrays.update({f'train2_{k}': v for k, v in crowded.items()})
     arrays['train2_assigned'] = assigned2
     np.savez_compressed(args.out / 'reference.npz', **arrays)
+    draws, augmented = mmdet_augmentations()
+    np.savez_compressed(args.out / 'augment.npz', **augmented)
+    (args.out / 'augment.json').write_text(json.dumps({'draws': draws}) + '\n')
     about = {'preset': PRESET, 'image_sizes': IMAGE_SIZES, 'mmdet': mmdet.__version__,
              'torch': torch.__version__, 'test_cfg': dict(model.test_cfg),
              'scale_factors': [list(s.scale_factor) for s in samples],

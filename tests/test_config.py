@@ -102,8 +102,8 @@ def test_every_preset_has_known_shapes():
 
 def test_mmdet_presets_are_the_originals_but_for_the_named_fields():
   """yolact_mmdet_r50 / r101 are yolact_resnet50 / yolact_base but for mmdetection's input
-  resize, FPN, anchor shapes, Detect, float boxes, loss, ImageNet file, BatchNorm always
-  trained and 55-epoch schedule (its
+  resize, FPN, anchor shapes, Detect, float boxes, loss, augmentation, ImageNet file, BatchNorm
+  always trained and 55-epoch schedule (its
   yolact_r50_1xb8-55e_coco config: 14659 iterations an epoch, lr steps at epochs 20, 42, 49,
   52, test_cfg nms_pre 1000, score_thr 0.05, iou_thr 0.5, top_k 200, max_per_img 100)."""
   for name, parent in (('yolact_mmdet_r50', 'yolact_resnet50'),
@@ -125,8 +125,9 @@ def test_mmdet_presets_are_the_originals_but_for_the_named_fields():
             lc.count_one_positive_at_least, lc.mask_normalise_by_trained,
             lc.semantic_class_offset, lc.semantic_skips_empty_images) == (
                 'max_iou', 1.0, True, True, True, -1, True)
+    assert cfg.augment == dataclasses.replace(v1.augment, pipeline='mmdet')
     plain = dataclasses.replace(
-        cfg, name=v1.name, detect=v1.detect, train=v1.train, loss=v1.loss,
+        cfg, name=v1.name, detect=v1.detect, train=v1.train, loss=v1.loss, augment=v1.augment,
         model=dataclasses.replace(m, backbone=v1.model.backbone, anchors=v1.model.anchors,
                                   fpn=v1.model.fpn))
     assert plain == v1

@@ -392,3 +392,67 @@ def test_the_mask_term_over_the_masks_trained(variables, ref):
   assert terms[False] == pytest.approx(float(np.sum(sums[False])) * hw_alpha / positives.sum(),
                                        rel=1e-5)
   assert terms[True] == pytest.approx(float(np.sum(sums[True])) * hw_alpha / 2, rel=1e-5)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+class _ReplayDraws:
+  """mmdet_augment.Draws answering from recorded values (in their order)."""
+
+  def __init__(self, values):
+    self.values = list(values)
+
+  def _next(self, *args):
+    return self.values.pop(0)
+
+  uniform = randint = choice = _next
+
+  def permutation(self, n):
+    return np.asarray(self._next())
+
+
+def test_the_mmdet_augmentation_is_mmdetections_transforms_given_the_same_draws():
+  """mmdetection's own FilterAnnotations, Expand, MinIoURandomCrop, Resize, RandomFlip and
+  PhotoMetricDistortion (its YOLACT config's arguments) made tests/data/mmdet_reference/augment.*
+  from a sample with a box under 4 px, for 12 seeds, drawing exactly the random values ours drew:
+  replayed into ours, every draw is used in the same order and the image, masks, boxes and labels
+  come out as mmdetection's."""
+  from scripts.make_mmdet_reference import AUGMENT_SIZE, augment_sample
+  from yolact_jax.data import mmdet_augment
+  image, masks, boxes, labels = augment_sample()
+  h, w = image.shape[:2]
+  draws = json.loads((REFERENCE / 'augment.json').read_text())['draws']
+  seen_modes = set()
+  with np.load(REFERENCE / 'augment.npz') as data:
+    for seed, values in enumerate(draws):
+      replay = _ReplayDraws(values)
+      out = mmdet_augment.train_transform(image, masks, boxes / [w, h, w, h], labels, 0, replay,
+                                          max_size=AUGMENT_SIZE)
+      assert not replay.values, seed
+      np.testing.assert_array_equal(out.labels, data[f'labels_{seed}'], err_msg=str(seed))
+      np.testing.assert_array_equal(out.masks, data[f'masks_{seed}'], err_msg=str(seed))
+      np.testing.assert_allclose(out.boxes, data[f'boxes_{seed}'], atol=1e-6, err_msg=str(seed))
+      np.testing.assert_allclose(out.image, data[f'image_{seed}'], atol=1e-5, err_msg=str(seed))
+      assert 3 not in out.labels  # the 3 x 6 px box: filtered
+      seen_modes |= {v for v in values if v in mmdet_augment.CROP_MODES}
+  assert len(seen_modes) >= 4  # crops of several IoU modes among the seeds
+
+
+def test_the_mmdet_pipeline_is_the_presets_and_feeds_training(tmp_path):
+  """augment.pipeline='mmdet' (the mmdet presets') is what the loader runs: a training example
+  of yolact_mmdet_tiny comes through its transform."""
+  from unittest import mock
+
+  from yolact_jax.data import coco, loader, mmdet_augment, synthetic
+  from yolact_jax.trainer import pipeline_options
+  assert CFG.augment.pipeline == 'mmdet'
+  assert get_config('yolact_tiny').augment.pipeline == 'original'
+  paths = synthetic.generate_synthetic_coco(tmp_path, num_train=2, num_val=0, image_hw=(64, 80),
+                                            seed=3)
+  source = loader.InMemoryRecordSource.from_coco(coco.CocoDataset(*paths['train']))
+  options = pipeline_options(CFG)
+  with mock.patch.object(mmdet_augment, 'train_transform',
+                         wraps=mmdet_augment.train_transform) as spy:
+    example = loader.make_train_example(source, 0, np.random.default_rng(0), options)
+  assert spy.called and example['image'].shape == (96, 96, 3)

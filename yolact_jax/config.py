@@ -42,6 +42,8 @@ BACKBONE_KINDS = ('resnet', 'darknet')
 INPUT_TRANSFORMS = ('resnet', 'darknet')
 # Input resizes to max_size x max_size (yolact_jax.resize.RESIZES, on the host and the device).
 INPUT_RESIZES = ('float', 'uint8')
+# Training augmentations (yolact_jax.data.loader.make_train_sample).
+AUGMENT_PIPELINES = ('original', 'mmdet')
 # Prior <-> ground-truth matchers (yolact_jax.matching.match_image).
 MATCHERS = ('original', 'max_iou')
 # FPN top-down resize modes (yolact_jax.model.fpn.RESIZE).
@@ -224,7 +226,10 @@ class DetectConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-  """The original's training transform (SSDAugmentation) switches."""
+  """The training transform: the original's (SSDAugmentation) or mmdetection's, and its steps."""
+  # AUGMENT_PIPELINES: 'original' (yolact_jax.data.augment), 'mmdet' (mmdetection's order:
+  # expand, min-IoU crop, uint8 resize, flip, photometric last; yolact_jax.data.mmdet_augment).
+  pipeline: str = 'original'
   photometric_distort: bool = True  # brightness, contrast, saturation, hue (no clipping).
   expand: bool = True  # zoom out on a mean-filled canvas (p=1/2, ratio up to 4).
   random_sample_crop: bool = True  # random crop (its min-IoU test never rejects, as original).
@@ -518,6 +523,7 @@ def validate(cfg: YolactConfig) -> None:
   _check_choice('model.fpn.interpolation', m.fpn.interpolation, FPN_INTERPOLATIONS)
   _check_choice('detect.nms', cfg.detect.nms, NMS_KINDS)
   _check_choice('loss.matcher', cfg.loss.matcher, MATCHERS)
+  _check_choice('augment.pipeline', cfg.augment.pipeline, AUGMENT_PIPELINES)
   _check_choice('train.optimizer', cfg.train.optimizer, OPTIMIZERS)
   _check_choice('train.compute_dtype', cfg.train.compute_dtype, COMPUTE_DTYPES)
   num_stages = len(b.layers)

@@ -29,6 +29,7 @@ from yolact_jax.config import AugmentConfig
 from yolact_jax.data import augment
 from yolact_jax.data import coco as coco_lib
 from yolact_jax.data import masks as mask_lib
+from yolact_jax.data import mmdet_augment
 
 log = logging.getLogger(__name__)
 
@@ -258,10 +259,15 @@ def make_train_sample(source: Any, index: int, rng: np.random.Generator,
       index = int(rng.integers(len(source)))
       continue
     _check_labels(raw, name, options.num_classes)
-    sample = augment.train_transform(
-        raw.image, raw.masks, raw.boxes, raw.labels, raw.num_crowds, rng,
-        max_size=options.max_size, kind=options.transform_kind, flags=options.flags)
-    if not (sample.labels >= 0).any():
+    if options.flags.pipeline == 'mmdet':  # None: its box filter left nothing
+      sample = mmdet_augment.train_transform(
+          raw.image, raw.masks, raw.boxes, raw.labels, raw.num_crowds, mmdet_augment.Draws(rng),
+          max_size=options.max_size, kind=options.transform_kind, flags=options.flags)
+    else:
+      sample = augment.train_transform(
+          raw.image, raw.masks, raw.boxes, raw.labels, raw.num_crowds, rng,
+          max_size=options.max_size, kind=options.transform_kind, flags=options.flags)
+    if sample is None or not (sample.labels >= 0).any():
       log.warning('%s: no object left after augmentation: resampling', name)
       index = int(rng.integers(len(source)))
       continue
