@@ -140,6 +140,26 @@ def test_convert_reads_and_writes_mmdetection_files_through_the_command_line(tmp
   assert all(torch.equal(back[k], theirs[k]) for k in theirs)
 
 
+def test_predict_reads_an_mmdetection_checkpoint_directly(ref, tmp_path):
+  """``predict --weights <mmdetection .pth> --config yolact_mmdet_tiny`` on an image file gives
+  mmdetection's detections (its COCO results: float boxes, as mmdetection's)."""
+  import cv2
+  cv2.imwrite(str(tmp_path / 'image.png'), ref['image_0'][..., ::-1])
+  done = subprocess.run(
+      [sys.executable, '-m', 'yolact_jax', 'predict', '--config', 'yolact_mmdet_tiny',
+       '--weights', str(REFERENCE / 'weights.pth'), str(tmp_path / 'image.png'), '--out',
+       str(tmp_path / 'out'), '--coco_json', str(tmp_path / 'results.json')],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  records = json.loads((tmp_path / 'results.json').read_text())['bbox']
+  theirs = _mmdet_detections(ref, 0)
+  assert len(records) == len(theirs['scores'])
+  for record, box, score in zip(records, theirs['boxes'], theirs['scores']):
+    x1, y1, w, h = record['bbox']
+    np.testing.assert_allclose([x1, y1, x1 + w, y1 + h], box, atol=0.1)  # rounded to 0.1
+    assert record['score'] == pytest.approx(float(score), abs=1e-4)
+
+
 # ----------------------------------------------------------------------- against mmdetection
 
 
