@@ -238,6 +238,7 @@ def mmdet_reference(mmdet: Any, torch: Any, device: Any, cfg: Any, variables: di
   the sum of the terms, backward, ``torch.optim.SGD(momentum, weight_decay)``; its weights read
   back in the original's layout."""
   from yolact_jax.checkpoint import convert, mmdet as mmdet_keys
+  from yolact_jax.compare.train import sgd_iteration
   keys = list(convert.variables_to_state_dict(variables))
   levels = len(cfg.model.backbone.selected_layers)
 
@@ -248,22 +249,9 @@ def mmdet_reference(mmdet: Any, torch: Any, device: Any, cfg: Any, variables: di
     model = build_model(cfg, variables, torch, mmdet, str(device)).train()
     inputs = nchw_tensor(images, torch, device)
     samples = train_samples(targets, cfg.max_size, torch)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
-                                weight_decay=decay)
-    initial = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
-
-    def reset() -> None:
-      model.load_state_dict(initial[0])
-      optimizer.load_state_dict(initial[1])
-
-    def step(_: int = 0) -> dict[str, float]:
-      optimizer.zero_grad()
-      terms = loss_terms(model.loss(inputs, samples))
-      loss = sum(terms.values())
-      loss.backward()
-      if torch.isfinite(loss).item():
-        optimizer.step()
-      return {**{k: float(v.detach()) for k, v in terms.items()}, 'total': float(loss.detach())}
+    step, reset = sgd_iteration(torch, model, lr, momentum, decay,
+                                lambda: loss_terms(model.loss(inputs, samples)),
+                                device.type == 'cuda')
 
     def state() -> dict[str, np.ndarray]:
       ours = mmdet_keys.to_original({k: tensor_to_numpy(v) for k, v in model.state_dict().items()},

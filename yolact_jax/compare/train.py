@@ -163,26 +163,41 @@ def original_trainer(original: Any, torch: Any, variables: dict, device: Any, lr
       num_classes=original_cfg.num_classes, pos_threshold=original_cfg.positive_iou_threshold,
       neg_threshold=original_cfg.negative_iou_threshold,
       negpos_ratio=original_cfg.ohem_negpos_ratio))
-  optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=decay)
-  initial = copy.deepcopy((net.state_dict(), optimizer.state_dict()))
+  step, reset = sgd_iteration(torch, net, lr, momentum, decay,
+                              lambda: criterion(net, net(image), gts, gt_masks, num_crowds),
+                              image.is_cuda)
+  return net, step, reset
+
+
+def sgd_iteration(torch: Any, module: Any, lr: float, momentum: float, decay: float,
+                  losses: Callable[[], dict], cuda: bool = False
+                  ) -> tuple[Callable[..., dict[str, float]], Callable[[], None]]:
+  """A PyTorch training iteration of ``module`` on one fixed batch: ``(step, reset)``.
+
+  ``step()`` runs ``losses()`` (loss terms, tensors), backward on the sum of their means,
+  ``torch.optim.SGD(momentum, weight_decay).step()`` unless the sum is not finite (the
+  original's train.py skips such a step) and returns each term and ``total`` as floats;
+  ``reset()`` puts the weights and the optimiser back to where they started."""
+  optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum, weight_decay=decay)
+  initial = copy.deepcopy((module.state_dict(), optimizer.state_dict()))
 
   def reset() -> None:
-    net.load_state_dict(initial[0])
+    module.load_state_dict(initial[0])
     optimizer.load_state_dict(initial[1])
 
   def step(_: int = 0) -> dict[str, float]:
     optimizer.zero_grad()
-    losses = criterion(net, net(image), gts, gt_masks, num_crowds)
-    loss = sum(v.mean() for v in losses.values())
+    terms = losses()
+    loss = sum(v.mean() for v in terms.values())
     loss.backward()
-    if torch.isfinite(loss).item():  # train.py skips the step otherwise
+    if torch.isfinite(loss).item():
       optimizer.step()
-    if image.is_cuda:
+    if cuda:
       torch.cuda.synchronize()
-    return {**{k: float(v.detach().mean()) for k, v in losses.items()},
+    return {**{k: float(v.detach().mean()) for k, v in terms.items()},
             'total': float(loss.detach())}
 
-  return net, step, reset
+  return step, reset
 
 
 @dataclasses.dataclass
