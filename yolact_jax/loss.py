@@ -325,10 +325,10 @@ def semantic_loss(segm: jnp.ndarray, target: jnp.ndarray, alpha: float,
   / B). segm, target: [B, Hs, Ws, C-1]; ``images``: bool [B], the images that count (None:
   all)."""
   height, width = segm.shape[1], segm.shape[2]
-  per_image = jnp.sum(bce_with_logits(segm, target), axis=(1, 2, 3))
+  bce = bce_with_logits(segm, target)
   if images is not None:
-    per_image = jnp.where(images, per_image, 0.0)
-  return jnp.sum(per_image) / height / width * alpha
+    bce = jnp.where(images[:, None, None, None], bce, 0.0)
+  return jnp.sum(bce) / height / width * alpha
 
 
 # --------------------------------------------------------------------------------------------
