@@ -60,7 +60,8 @@ def get_config() -> YolactConfig:
           candidates_per_level=0, second_threshold=False, clamp_log_size=0.0, clip_boxes=False,
           iou_union_floor=0.0, float_boxes=False),
       augment=AugmentConfig(
-          pipeline='original', photometric_distort=True, expand=True, random_sample_crop=True, random_mirror=True,
+          pipeline='original', photometric_distort=True, expand=True, random_sample_crop=True,
+          random_mirror=True,
           discard_box_width=4 / 550, discard_box_height=4 / 550, fix_discard_box_units=False),
       train=TrainConfig(
           batch_size=8, optimizer='sgd', lr=1e-3, momentum=0.9, decay=5e-4, gamma=0.1,

@@ -40,7 +40,7 @@ NMS_KINDS = ('fast', 'cross_class', 'standard')
 BACKBONE_KINDS = ('resnet', 'darknet')
 # Input normalisations (yolact_jax.normalise.normalise, on the host and on the device).
 INPUT_TRANSFORMS = ('resnet', 'darknet')
-# Input resizes to max_size x max_size (yolact_jax.resize.RESIZES, on the host and the device).
+# Input resizes to max_size x max_size on the device (yolact_jax.resize.RESIZES).
 INPUT_RESIZES = ('float', 'uint8')
 # Training augmentations (yolact_jax.data.loader.make_train_sample).
 AUGMENT_PIPELINES = ('original', 'mmdet')

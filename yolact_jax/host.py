@@ -28,11 +28,12 @@ class Detections:
   original size h x w).
 
   boxes [n, 4] int64 pixels x1 y1 x2 y2 (the original's rule: scaled, ordered, clamped to the
-  image, truncated; float32, not truncated, with ``cfg.detect.float_boxes``); classes [n] int64 0-based; class_names: n names; scores [n] float32, the
-  box scores (class scores; with ``cfg.detect.rescore_bbox`` the rescored score); mask_scores
-  [n] float32, the mask scores (YOLACT++ with ``cfg.detect.rescore_mask``: class score x
-  predicted mask IoU, not sorted and not capped at 1; otherwise equal to ``scores``; a keyword,
-  defaulting to ``scores``); masks [n, h, w] uint8 in {0, 1}; image_size (h, w).
+  image, truncated; float32, not truncated, with ``cfg.detect.float_boxes``); classes [n] int64
+  0-based; class_names: n names; scores [n] float32, the box scores (class scores; with
+  ``cfg.detect.rescore_bbox`` the rescored score); mask_scores [n] float32, the mask scores
+  (YOLACT++ with ``cfg.detect.rescore_mask``: class score x predicted mask IoU, not sorted and
+  not capped at 1; otherwise equal to ``scores``; a keyword, defaulting to ``scores``); masks
+  [n, h, w] uint8 in {0, 1}; image_size (h, w).
 
   Box results rank by ``scores``, mask results by ``mask_scores``; overlays show ``mask_scores``
   (:func:`yolact_jax.visualize.display_detections`).

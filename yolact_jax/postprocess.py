@@ -125,8 +125,8 @@ def postprocess(detections: dict[str, jnp.ndarray], proto: jnp.ndarray,
 
   Returns:
     The detection dict (``classes``, ``scores``, ``valid``, ``num_detections``, ...) plus
-    ``boxes_px [B,D,4]`` int32 (or float32) pixels, ``masks [B,D,Hc,Wc]`` bool (False outside (h, w) and in
-    invalid slots) and ``proto_masks [B,D,Hp,Wp]`` cropped soft masks.
+    ``boxes_px [B,D,4]`` int32 (or float32) pixels, ``masks [B,D,Hc,Wc]`` bool (False outside
+    (h, w) and in invalid slots) and ``proto_masks [B,D,Hp,Wp]`` cropped soft masks.
   """
   image_sizes = jnp.asarray(image_sizes, jnp.int32)
   soft = proto_masks(proto, detections['coefs'], detections['boxes'], detections['valid'])

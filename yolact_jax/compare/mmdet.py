@@ -36,8 +36,9 @@ def mmdet_runtime() -> Iterator[Any]:
     import mmdet  # noqa: F401
   except ImportError as e:
     raise ImportError('--reference mmdet needs mmdetection 3.x: pip install --no-deps '
-                      "mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0 (and their small "
-                      'dependencies: addict yapf termcolor rich terminaltables shapely scipy)') from e
+                      'mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0 (and their small '
+                      'dependencies: addict yapf termcolor rich terminaltables shapely '
+                      'scipy)') from e
   with stub_missing_module('mmcv.ops', replace=True):
     import mmdet.models  # noqa: F401
     from mmdet.utils import register_all_modules
@@ -116,7 +117,7 @@ def raw_outputs(model: Any, inputs: Any, torch: Any, size: int) -> dict[str, np.
           'proto': tensor_to_numpy(proto), 'priors': tensor_to_numpy(priors.float())}
 
 
-def data_samples(sizes: np.ndarray, size: int, torch: Any) -> list:
+def data_samples(sizes: np.ndarray, size: int) -> list:
   """mmdetection's per-image metadata for network inputs of ``size`` x ``size`` made from images
   of ``sizes`` [B, 2] (h, w): its Resize's ``scale_factor`` (new / old, w then h)."""
   from mmdet.structures import DetDataSample
@@ -148,7 +149,7 @@ class MmdetInference:
 
   def __init__(self, mmdet: Any, torch: Any, cfg: Any, device: str, variables: dict,
                net_inputs: Sequence[np.ndarray], batches: Sequence[Batch]):
-    self.mmdet, self.torch, self.cfg, self.batches = mmdet, torch, cfg, batches
+    self.torch, self.cfg, self.batches = torch, cfg, batches
     self.model = build_model(cfg, variables, torch, mmdet, device)
     self.device = torch.device(device)
     self.inputs = [nchw_tensor(x, torch, self.device) for x in net_inputs]
@@ -163,7 +164,7 @@ class MmdetInference:
   def _predict(self, model: Any, inputs: Any, k: int) -> list[dict]:
     sizes = self.batches[k][1]
     with self.torch.no_grad():
-      samples = model.predict(inputs, data_samples(sizes, self.cfg.max_size, self.torch))
+      samples = model.predict(inputs, data_samples(sizes, self.cfg.max_size))
     return [mmdet_result(s.pred_instances, h, w) for s, (h, w) in zip(samples, sizes.tolist())]
 
   def end_to_end(self, k: int) -> list[dict]:
@@ -202,21 +203,15 @@ def train_samples(targets: dict, size: int, torch: Any) -> list:
   """mmdetection's training data samples for ground truth at the network input size
   (``targets``: per image ``boxes`` relative x1y1x2y2, ``labels`` 0-based, ``masks`` [n, S, S];
   arrays [B, n, ...] or sequences of per-image arrays)."""
-  from mmdet.structures import DetDataSample
   from mmdet.structures.mask import BitmapMasks
   from mmengine.structures import InstanceData
-  samples = []
-  for b in range(len(targets['labels'])):
-    sample = DetDataSample()
-    sample.set_metainfo({'img_shape': (size, size), 'ori_shape': (size, size),
-                         'pad_shape': (size, size), 'batch_input_shape': (size, size),
-                         'scale_factor': (1.0, 1.0)})
+  samples = data_samples(np.full((len(targets['labels']), 2), size), size)  # scale 1
+  for b, sample in enumerate(samples):
     sample.gt_instances = InstanceData(
         bboxes=torch.from_numpy(np.asarray(targets['boxes'][b], np.float32) * size),
         labels=torch.from_numpy(np.asarray(targets['labels'][b], np.int64)),
         masks=BitmapMasks(np.asarray(targets['masks'][b], np.uint8).reshape(-1, size, size),
                           size, size))
-    samples.append(sample)
   return samples
 
 

@@ -50,8 +50,8 @@ def to_coco_results(detections: Any, image_id: int, category_ids: Sequence[int]
   Box records are scored (and so ranked by COCOeval) with the box score ``scores``, segm records
   with the mask score ``mask_scores`` (YOLACT++: class score x predicted mask IoU; YOLACT: the
   same class score).
-  ``detections``: a ``predict.Detections`` (boxes [n, 4] int or float pixels, classes [n], scores [n],
-  mask_scores [n], masks [n, h, w] uint8).
+  ``detections``: a ``predict.Detections`` (boxes [n, 4] int or float pixels, classes [n],
+  scores [n], mask_scores [n], masks [n, h, w] uint8).
   """
   from pycocotools import mask as mask_util
   bbox_records, segm_records = [], []
