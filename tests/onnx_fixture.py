@@ -2,7 +2,7 @@
 
 Exporting needs jax2onnx, which the test command cannot install (its orbax-checkpoint pin
 conflicts with the project's; docs/serving.md), so the tiny preset's artefacts are exported once
-and shipped, gzipped (the program holds a 4 MB constant of repeated values): the whole program
+and shipped, gzipped (1.1 and 0.9 MB unpacked): the whole program
 (batch 3, 128 x 128 canvas, with its metadata file) and the network alone (batch 2). The
 CI tests run them in onnxruntime against the live JAX program on the same seeded weights; with
 jax2onnx installed, ``tests/test_serving_onnx.py`` also exports afresh. Regenerate after a change

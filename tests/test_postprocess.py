@@ -50,11 +50,13 @@ def random_detections(seed, batch, num_dets=6, proto_hw=(138, 138), k=8):
 # Bilinear upsampling in a fixed canvas
 
 
+@pytest.mark.parametrize('resize', [pp.resize_to_canvas, pp.resize_to_canvas_by_products])
 @pytest.mark.parametrize('proto_hw', [(138, 138), (20, 30)])
-def test_resize_to_canvas_matches_torch_interpolate(proto_hw):
+def test_resize_to_canvas_matches_torch_interpolate(proto_hw, resize):
+  """Both forms (gathers; matrix products, the ONNX export's) as torch, 0 outside each image."""
   rng = np.random.default_rng(0)
   masks = rng.uniform(0, 1, (len(MIXED_SIZES), 3) + proto_hw).astype(np.float32)
-  out = np.asarray(jax.jit(pp.resize_to_canvas, static_argnums=2)(masks, MIXED_SIZES, (640, 640)))
+  out = np.asarray(jax.jit(resize, static_argnums=2)(masks, MIXED_SIZES, (640, 640)))
   for b, (h, w) in enumerate(MIXED_SIZES):
     np.testing.assert_allclose(out[b, :, :h, :w], torch_resize(masks[b], h, w), rtol=0, atol=2e-6)
     assert not out[b, :, h:].any() and not out[b, :, :, w:].any()

@@ -50,11 +50,16 @@ def decode(loc: jnp.ndarray, priors: jnp.ndarray, clamp_log_size: float = 0.0) -
 
 
 def intersection(box_a: jnp.ndarray, box_b: jnp.ndarray) -> jnp.ndarray:
-  """Pairwise intersection areas: [..., A, 4] x [..., B, 4] -> [..., A, B]."""
-  max_xy = jnp.minimum(box_a[..., :, None, 2:], box_b[..., None, :, 2:])
-  min_xy = jnp.maximum(box_a[..., :, None, :2], box_b[..., None, :, :2])
-  wh = jnp.maximum(max_xy - min_xy, 0)
-  return wh[..., 0] * wh[..., 1]
+  """Pairwise intersection areas: [..., A, 4] x [..., B, 4] -> [..., A, B].
+
+  One coordinate at a time (the original stacks x and y in a last axis of 2; the values are
+  the same to the bit), so no [..., A, B, 2] intermediates exist: converted to ONNX, those are
+  strided slices and broadcasts that cost Fast NMS (80 x 200 x 200 pairs) tens of ms."""
+  def overlap(lo: int, hi: int) -> jnp.ndarray:
+    far = jnp.minimum(box_a[..., :, None, hi], box_b[..., None, :, hi])
+    near = jnp.maximum(box_a[..., :, None, lo], box_b[..., None, :, lo])
+    return jnp.maximum(far - near, 0)
+  return overlap(0, 2) * overlap(1, 3)
 
 
 def area(boxes: jnp.ndarray) -> jnp.ndarray:

@@ -93,6 +93,36 @@ def resize_to_canvas(masks: jnp.ndarray, image_sizes: jnp.ndarray,
   return jax.vmap(one_image)(masks, jnp.asarray(image_sizes, jnp.int32))
 
 
+def interpolation_matrix(in_size: int, out_size: jnp.ndarray, positions: int) -> jnp.ndarray:
+  """:func:`bilinear_taps` as a matrix [positions, in_size]: row r holds weight ``1 - t[r]`` at
+  ``lo[r]`` and ``t[r]`` at ``hi[r]`` (their sum where they coincide); rows r >= ``out_size``
+  are 0."""
+  lo, hi, t = bilinear_taps(in_size, out_size, positions)
+  source = jnp.arange(in_size)[None, :]
+  weights = (jnp.where(source == lo[:, None], (1 - t)[:, None], 0.0)
+             + jnp.where(source == hi[:, None], t[:, None], 0.0))
+  return jnp.where((jnp.arange(positions) < out_size)[:, None], weights, 0.0)
+
+
+def resize_to_canvas_by_products(masks: jnp.ndarray, image_sizes: jnp.ndarray,
+                                 canvas_hw: tuple[int, int]) -> jnp.ndarray:
+  """:func:`resize_to_canvas` as two batched matrix products with :func:`interpolation_matrix`
+  (width pass, then height pass): the form for runtimes whose gathers are slow and whose matrix
+  products are fast (ONNX Runtime, :mod:`yolact_jax.serving.onnx_export`). The zero rows of the
+  matrices put 0 outside each image, so no separate mask pass exists. Equal to
+  :func:`resize_to_canvas` up to float rounding (a product accumulates the two taps with a
+  fused multiply-add)."""
+  batch, slots, height, width = masks.shape
+  sizes = jnp.asarray(image_sizes, jnp.int32)
+  rows = jax.vmap(lambda s: interpolation_matrix(height, s[0], canvas_hw[0]))(sizes)
+  cols = jax.vmap(lambda s: interpolation_matrix(width, s[1], canvas_hw[1]))(sizes)
+  wide = jnp.matmul(masks.reshape(batch, slots * height, width), jnp.swapaxes(cols, 1, 2),
+                    precision=HIGHEST)
+  wide = wide.reshape(batch, slots, height, canvas_hw[1])  # [B, D, Hp, Wc]
+  rows = jnp.broadcast_to(rows[:, None], (batch, slots) + rows.shape[1:])  # [B, D, Hc, Hp]
+  return jnp.matmul(rows, wide, precision=HIGHEST)
+
+
 def pixel_boxes(boxes: jnp.ndarray, image_sizes: jnp.ndarray, truncate: bool = True
                 ) -> jnp.ndarray:
   """Relative x1y1x2y2 [B, D, 4] -> int32 pixel boxes [B, D, 4] as the original.

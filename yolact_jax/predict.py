@@ -91,8 +91,14 @@ def program_outputs(results: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
       'mask_scores': results.get('mask_scores', results['scores']),
       'valid': results['valid'],
       'num_detections': results['num_detections'],
-      'masks_packed': jnp.packbits(results['masks'], axis=-1),
+      'masks_packed': pack_mask_bits(results['masks']),
   }
+
+
+def pack_mask_bits(masks: jnp.ndarray) -> jnp.ndarray:
+  """Binary masks [..., W] -> uint8 [..., ceil(W / 8)], the bits along the width, most
+  significant first (``np.packbits(axis=-1)``)."""
+  return jnp.packbits(masks, axis=-1)
 
 
 class InferenceProgram:

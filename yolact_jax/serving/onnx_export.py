@@ -8,14 +8,17 @@ of the graph (one file). Inputs ``images`` uint8 [B, Hc, Wc, 3] and ``image_size
 [B, 2], outputs named as ``OUTPUT_KEYS``. The batch is fixed (jax2onnx does not trace this
 program with a symbolic batch).
 
-Two rewrites, both exact (the same values), make the program convertible: XLA's convolutions
-instead of the CPU branch, and the backbone's max pool as strided slices
-(:func:`convertible_tracing`).
+The program is traced in forms that convert and that ONNX Runtime runs fast
+(:func:`convertible_tracing`): XLA's convolutions instead of the CPU branch, the backbone's max
+pool over channel planes, the masks' resize and bit packing as matrix products. The converted
+graph is then cleaned up exactly (:func:`yolact_jax.serving.onnx_graph.simplify`: broadcasts
+left to ONNX, so BatchNorm folds into the convolutions).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import pathlib
 from typing import Any, Callable
 from unittest import mock
@@ -24,48 +27,104 @@ import jax
 import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from yolact_jax.predict import OUTPUT_KEYS, InferenceProgram, resolve_variables
 from yolact_jax.serving import artefact as af
+from yolact_jax.serving import onnx_graph
 from yolact_jax.serving.export import ExportSpec, base_versions
 
 OPSET = 21
+# Full float32 products in the traced forms (as ONNX computes them; XLA:CPU's default may not).
+HIGHEST = lax.Precision.HIGHEST
 NETWORK_OUTPUTS = ('loc', 'conf', 'coefs', 'proto')
 
 
-def max_pool_by_slices(x: jnp.ndarray, window_shape: tuple[int, int],
+def max_pool_on_planes(x: jnp.ndarray, window_shape: tuple[int, int],
                        strides: tuple[int, int] | None = None, padding: Any = 'VALID'
                        ) -> jnp.ndarray:
-  """``flax.linen.max_pool`` on x [N, H, W, C] as the maximum of the window's strided slices
-  (explicit padding only, padded with -inf as flax does)."""
+  """``flax.linen.max_pool`` on x [N, H, W, C] (explicit padding, -inf as flax pads) as a
+  window over each channel plane [N * C, H, W]: jax2onnx converts a window over all of an
+  operand's dimensions to one ``MaxPool``, which ONNX Runtime runs for up to 3 of them (over
+  NHWC's 4 it refuses, "Unsupported pooling size")."""
   if isinstance(padding, str):
-    raise NotImplementedError(f'max_pool_by_slices: explicit padding only, got {padding!r}')
+    raise NotImplementedError(f'max_pool_on_planes: explicit padding only, got {padding!r}')
   (kh, kw), (sh, sw) = window_shape, strides or (1, 1)
-  x = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
-  ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-  taps = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
-          for i in range(kh) for j in range(kw)]
-  out = taps[0]
-  for tap in taps[1:]:
-    out = jnp.maximum(out, tap)
-  return out
+  batch, _, _, channels = x.shape
+  planes = jnp.transpose(x, (0, 3, 1, 2)).reshape((batch * channels,) + x.shape[1:3])
+  pooled = lax.reduce_window(planes, -jnp.inf, lax.max, (1, kh, kw), (1, sh, sw),
+                             ((0, 0), *padding))
+  pooled = pooled.reshape((batch, channels) + pooled.shape[1:])
+  return jnp.transpose(pooled, (0, 2, 3, 1))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _resize_weights(size_in: int, size_out: int) -> jnp.ndarray:
+  """``jax.image.resize``'s bilinear weights [size_out, size_in] (the resize of the identity)."""
+  eye = jnp.eye(size_in, dtype=jnp.float32)
+  return jax.image.resize(eye, (size_out, size_in), 'bilinear', antialias=False)
+
+
+def resize_bilinear_by_products(x: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
+  """:func:`yolact_jax.model.fpn.resize_bilinear` (``jax.image.resize``, static sizes) as two
+  matrix products with ``jax.image.resize``'s own weights (height pass, then width pass, its
+  order), each a plain ONNX ``MatMul`` on channel planes (NCHW, ONNX Runtime's layout, so the
+  transposes cancel with the convolutions'): converted as they are, the einsums run as
+  ``Einsum`` nodes and a full-size transpose."""
+  batch, rows, cols, channels = x.shape
+
+  def weights(size_in: int, size_out: int) -> jnp.ndarray:
+    with jax.ensure_compile_time_eval():  # a constant, computed by XLA as the live program does
+      return _resize_weights(size_in, size_out)
+
+  planes = jnp.transpose(x, (0, 3, 1, 2)).reshape(batch * channels, rows, cols)
+  tall = jnp.matmul(weights(rows, height), planes, precision=HIGHEST)  # [B * C, height, cols]
+  wide = jnp.matmul(tall.reshape(-1, cols), weights(cols, width).T, precision=HIGHEST)
+  return jnp.transpose(wide.reshape(batch, channels, height, width), (0, 2, 3, 1))
+
+
+def pack_bits_by_product(masks: jnp.ndarray) -> jnp.ndarray:
+  """:func:`yolact_jax.predict.pack_mask_bits` as one matrix product: each group of 8 bits (as
+  0./1.) times (128, 64, ..., 1), summed exactly in float32 (in ONNX Runtime several times
+  faster than shifting and summing bytes)."""
+  width = masks.shape[-1]
+  if width % 8:
+    masks = jnp.pad(masks, [(0, 0)] * (masks.ndim - 1) + [(0, -width % 8)])
+  groups = masks.shape[:-1] + (masks.shape[-1] // 8,)
+  bits = masks.reshape(-1, 8).astype(jnp.float32)
+  weights = jnp.asarray([[128], [64], [32], [16], [8], [4], [2], [1]], jnp.float32)
+  return jnp.matmul(bits, weights, precision=HIGHEST).astype(jnp.uint8).reshape(groups)
 
 
 @contextlib.contextmanager
 def convertible_tracing():
-  """While tracing: XLA's convolutions everywhere, the max pool as slices.
+  """While tracing: the forms that convert to ONNX and run fast in ONNX Runtime.
 
   * the network's convolutions take XLA's branch (``lax.conv_general_dilated``, ONNX ``Conv``)
     instead of the CPU branch picked by ``lax.platform_dependent``, which has no ONNX form;
-  * the backbone's 3x3/2 max pool is traced as the maximum of its nine strided slices of the
-    -inf-padded input (jax2onnx's own ``reduce_window_max`` lowering gives a ``MaxPool`` that
-    ONNX Runtime rejects, "Unsupported pooling size").
+  * the backbone's 3x3/2 max pool as a window over channel planes (:func:`max_pool_on_planes`);
+  * the FPN's and ProtoNet's bilinear upsampling as plain matrix products
+    (:func:`resize_bilinear_by_products`);
+  * the masks' resize to the canvas as matrix products
+    (:func:`yolact_jax.postprocess.resize_to_canvas_by_products`) and the bit packing as one
+    product (:func:`pack_bits_by_product`): as gathers, shifts and sums they run as many
+    separate full-canvas passes in ONNX Runtime (3x slower end to end).
+
+  The first two give the same values; the products equal the live program's resize up to
+  float rounding (a mask pixel on the 0.5 threshold may differ).
   """
   import flax.linen
 
+  from yolact_jax import postprocess, predict
+  from yolact_jax.model import fpn, protonet
   from yolact_jax.ops import conv
   with mock.patch.object(conv, '_cpu_or_xla', lambda a, b, cpu, xla: xla(a, b)), \
-       mock.patch.object(flax.linen, 'max_pool', max_pool_by_slices):
+       mock.patch.object(flax.linen, 'max_pool', max_pool_on_planes), \
+       mock.patch.dict(fpn.RESIZE, {'bilinear': resize_bilinear_by_products}), \
+       mock.patch.object(protonet, 'resize_bilinear', resize_bilinear_by_products), \
+       mock.patch.object(postprocess, 'resize_to_canvas',
+                         postprocess.resize_to_canvas_by_products), \
+       mock.patch.object(predict, 'pack_mask_bits', pack_bits_by_product):
     yield
 
 
@@ -107,10 +166,12 @@ def _to_onnx(fn: Callable, specs: list[jax.ShapeDtypeStruct], input_names: tuple
   level = serde.level
   serde.setLevel(logging.ERROR)
   try:
-    return jax2onnx.to_onnx(trace(fn, specs), specs, model_name=name, opset=OPSET,
-                            input_names=list(input_names), output_names=list(output_names))
+    model = jax2onnx.to_onnx(trace(fn, specs), specs, model_name=name, opset=OPSET,
+                             input_names=list(input_names), output_names=list(output_names))
   finally:
     serde.setLevel(level)
+  onnx_graph.simplify(model)
+  return model
 
 
 def program_model(spec: ExportSpec, variables: Any, entry: str = 'images') -> Any:
