@@ -201,7 +201,8 @@ def _exported_end_to_end(cfg: Any, variables: dict, batch: int, canvas_hw: tuple
 
 def _onnx_end_to_end(cfg: Any, variables: dict, batch: int, canvas_hw: tuple[int, int]):
   """The end-to-end program converted to ONNX (network input entry) in an ONNX Runtime CPU
-  session with as many intra-op threads as JAX has CPUs here, as
+  session (:func:`yolact_jax.serving.onnx_runtime.session_options`: one intra-op thread per
+  CPU this process may run on, as the other side's), as
   ``(variables, net_input, sizes) -> outputs`` (numpy)."""
   import jax
   import onnxruntime as ort
@@ -209,11 +210,10 @@ def _onnx_end_to_end(cfg: Any, variables: dict, batch: int, canvas_hw: tuple[int
   from yolact_jax.serving import artefact as af
   from yolact_jax.serving.export import make_spec
   from yolact_jax.serving.onnx_export import program_model
+  from yolact_jax.serving.onnx_runtime import session_options
   spec = make_spec(cfg, canvas_hw=canvas_hw, batch=batch, static_batch=True)
   model = program_model(spec, jax.device_get(variables), entry='network_input')
-  options = ort.SessionOptions()
-  options.intra_op_num_threads = len(jax.devices('cpu'))
-  session = ort.InferenceSession(model.SerializeToString(), options,
+  session = ort.InferenceSession(model.SerializeToString(), session_options(),
                                  providers=['CPUExecutionProvider'])
   names = [o.name for o in session.get_outputs()]
 
