@@ -349,3 +349,24 @@ def test_exported_section_times_both_and_matches_the_live_program(tmp_path):
   assert a['mask_iou_mean'] == 1.0 and case['reference'] == 'the live program'
   text = out.with_suffix('.md').read_text()
   assert '## Exported program (StableHLO)' in text and '| yolact_tiny | 2 | 48x64 | cpu |' in text
+
+
+def test_onnx_profile_summary_by_stage_and_operator():
+  """A hand-made ONNX Runtime trace: kernels placed by their node's index (fused and NCHWc
+  kernels by the node they carry the name of), averaged over the runs."""
+  from yolact_jax.bench.onnx_profile import summarize_profile
+
+  def kernel(name, op, us):
+    return {'cat': 'Node', 'name': f'{name}_kernel_time', 'dur': us, 'args': {'op_name': op}}
+
+  order = {'conv_a': 0, 'relu': 1, 'conv_b': 2, 'topk': 3, 'matmul': 4}
+  events = [kernel('conv_a_nchwc', 'Conv', 4000), kernel('ReorderOutput_token_7', 'ReorderOutput',
+                                                          400),
+            kernel('conv_b', 'Conv', 2000), kernel('topk', 'TopK', 600),
+            kernel('matmul', 'MatMul', 1000), kernel('matmul', 'MatMul', 1000),
+            {'cat': 'Session', 'name': 'model_run', 'dur': 99999},
+            {'cat': 'Node', 'name': 'topk_fence_before', 'dur': 5, 'args': {'op_name': 'TopK'}}]
+  summary = summarize_profile(events, order, last_network=2, runs=2)
+  assert summary['network']['ops'] == {'Conv': 3.0, 'ReorderOutput': 0.2}
+  assert summary['after_network']['ops'] == {'MatMul': 1.0, 'TopK': 0.3}
+  assert summary['total_ms'] == pytest.approx(4.5)

@@ -81,3 +81,11 @@ def test_fresh_export_gives_the_live_detections(tiny, tmp_path):
   live = pr.Predictor(cfg, variables, max_batch=3, canvas_hw=fx.CANVAS)
   assert_same_detections(serving.load(path)(images(), channel_order='bgr'),
                          live(images(), channel_order='bgr'))
+
+
+def test_session_options_use_every_usable_cpu():
+  import os
+  from yolact_jax.serving import onnx_runtime
+  options = onnx_runtime.session_options()
+  assert options.intra_op_num_threads == len(os.sched_getaffinity(0))
+  assert onnx_runtime.session_options(threads=1).intra_op_num_threads == 1

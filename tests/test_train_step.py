@@ -183,3 +183,16 @@ def test_custom_loss_plugs_into_the_step():
   assert 'X' in m_custom and 'X' not in m_plain
   assert float(m_custom['loss']) == pytest.approx(float(m_plain['loss']) + float(m_custom['X']),
                                                   rel=1e-5)
+
+
+def test_train_step_compiler_options_on_cpu():
+  """train.cpu_eltwise_fusion asks for YNNPACK's element-wise fusion on CPU, where this XLA knows
+  it (jaxlib 0.10 does); a compile with an option XLA does not know fails, which the probe
+  reports as unknown."""
+  cfg = get_config('yolact_tiny')
+  assert ts.step_compiler_options(cfg, None) is None
+  fused = get_config('yolact_tiny', ['train.cpu_eltwise_fusion=True'])
+  assert ts._cpu_options_known()
+  assert ts.step_compiler_options(fused, None) == ts.CPU_STEP_COMPILER_OPTIONS
+  with pytest.raises(Exception):
+    jax.jit(lambda x: x, compiler_options={'xla_no_such_option_anywhere': 'x'}).lower(1.).compile()

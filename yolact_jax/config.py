@@ -259,6 +259,9 @@ class TrainConfig:
   compute_dtype: str = 'float32'  # COMPUTE_DTYPES: 'bfloat16' = mixed precision (params f32).
   sync_batchnorm: bool = False  # several devices: False = per-replica BN statistics (the
   # original's nn.DataParallel), True = statistics of the global batch.
+  cpu_eltwise_fusion: bool = False  # on CPU, compile the train step with YNNPACK's element-wise
+  # fusion (train_step.CPU_STEP_COMPILER_OPTIONS): faster for some shapes, slower for others
+  # (docs/performance.md; measure yours with scripts/train_step_options.py).
   # Divergence stop (the original skips non-finite steps for ever): the run ends with an error
   # after this many non-finite steps in a row, or when more than this fraction of the last 100
   # steps were non-finite; 0 turns either check off.

@@ -245,6 +245,39 @@ class Training:
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
+# XLA:CPU options of the train step with ``train.cpu_eltwise_fusion`` (docs/performance.md):
+# YNNPACK also takes the element-wise fusions (XLA_FLAGS'
+# `--xla_cpu_experimental_ynn_fusion_type=+eltwise`; as a per-program option the list is spelled
+# out: jaxlib 0.10's defaults, the dots, convolutions and reductions, plus ELTWISE; the compiled
+# program is the same). Values change only by float32 reordering; only the train step gets it.
+CPU_STEP_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ','.join(
+    f'LIBRARY_FUSION_TYPE_{kind}' for kind in ('INDIVIDUAL_DOT', 'INDIVIDUAL_CONVOLUTION',
+                                               'REDUCE', 'ELTWISE'))}
+
+
+def step_compiler_options(cfg: YolactConfig, mesh: Mesh | None) -> dict[str, str] | None:
+  """The train step's compiler options: with ``train.cpu_eltwise_fusion``
+  :data:`CPU_STEP_COMPILER_OPTIONS` where the step runs on CPU and this XLA knows the option,
+  else None (XLA's defaults)."""
+  devices = mesh.devices.flat if mesh is not None else jax.devices()[:1]
+  if (not cfg.train.cpu_eltwise_fusion or next(iter(devices)).platform != 'cpu'
+      or not _cpu_options_known()):
+    return None
+  return dict(CPU_STEP_COMPILER_OPTIONS)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_options_known() -> bool:
+  """Whether this jaxlib's XLA accepts :data:`CPU_STEP_COMPILER_OPTIONS` (an unknown option
+  fails the compile; the option is experimental and may go in a later XLA)."""
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=CPU_STEP_COMPILER_OPTIONS).lower(
+        jax.ShapeDtypeStruct((), jnp.float32)).compile()
+    return True
+  except Exception:  # pylint: disable=broad-except  (XLA's error type differs across versions)
+    return False
+
+
 def build_training(cfg: YolactConfig, *, loss_fn: LossFn = yolact_loss, mesh: Mesh | None = None,
                    dtype: Any = None) -> Training:
   """The one training assembly: model, optimiser, schedule and the jitted step for ``cfg``.
@@ -264,11 +297,13 @@ def build_training(cfg: YolactConfig, *, loss_fn: LossFn = yolact_loss, mesh: Me
                  bn_groups=bn_groups)
   tx = make_optimizer(cfg, abstract_variables(cfg)['params'], freeze_bn)
   update = make_train_step(cfg, model, tx, loss_fn)
+  options = step_compiler_options(cfg, mesh)
   if mesh is None:
-    step = jax.jit(update, donate_argnums=(0,))
+    step = jax.jit(update, donate_argnums=(0,), compiler_options=options)
   else:
     state_sharding = parallel.replicated(mesh)
     step = jax.jit(update, in_shardings=(state_sharding, parallel.batch_sharding(mesh)),
-                   out_shardings=(state_sharding, state_sharding), donate_argnums=(0,))
+                   out_shardings=(state_sharding, state_sharding), donate_argnums=(0,),
+                   compiler_options=options)
   return Training(cfg=cfg, model=model, tx=tx, freeze_bn=freeze_bn,
                   schedule=effective_schedule(cfg), mesh=mesh, update=update, step=step)

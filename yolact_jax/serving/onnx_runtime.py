@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 from typing import Any, Sequence
 
 import numpy as np
 
+from yolact_jax.bench.machine import usable_cores
 from yolact_jax.serving import artefact as af
 
 ORT_TYPES = {'tensor(uint8)': 'uint8', 'tensor(int32)': 'int32', 'tensor(float)': 'float32'}
@@ -32,14 +32,6 @@ def check_contract(path: pathlib.Path, session: Any, meta: dict[str, Any]) -> No
                            f'{meta["outputs"]}')
 
 
-def usable_cpus() -> int:
-  """The CPUs this process may run on (its affinity; else all)."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:  # no affinity on this platform
-    return os.cpu_count() or 1
-
-
 def session_options(threads: int | None = None) -> Any:
   """ONNX Runtime's session options for an artefact: all graph optimisations (fusions, NCHWc
   layouts) and ``threads`` intra-op threads (default: one per usable CPU; ONNX Runtime's own
@@ -47,7 +39,7 @@ def session_options(threads: int | None = None) -> Any:
   import onnxruntime as ort
   options = ort.SessionOptions()
   options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-  options.intra_op_num_threads = threads or usable_cpus()
+  options.intra_op_num_threads = threads or usable_cores()
   return options
 
 
