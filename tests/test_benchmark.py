@@ -370,3 +370,24 @@ def test_onnx_profile_summary_by_stage_and_operator():
   assert summary['network']['ops'] == {'Conv': 3.0, 'ReorderOutput': 0.2}
   assert summary['after_network']['ops'] == {'MatMul': 1.0, 'TopK': 0.3}
   assert summary['total_ms'] == pytest.approx(4.5)
+
+
+def test_cost_curve_points_from_a_compare_report():
+  """A report with inference at batch 4 and a train step at batch 2: two rows, per image and
+  speed-up computed from the medians."""
+  from yolact_jax.bench.curves import markdown, points
+
+  def speed(stage, ours, original):
+    return {'ours': {stage: {'median_ms': ours}}, 'original': {stage: {'median_ms': original}}}
+
+  report = {'settings': {'config': 'yolact_resnet50', 'batch_size': 4, 'ours': 'onnx'},
+            'speed': speed('end_to_end', 2000.0, 3000.0),
+            'train_step': {'batch_size': 2, 'speed': speed('train_step', 5000.0, 4000.0)}}
+  rows = points(report, 550)
+  assert [(r['what'], r['batch'], r['ours']) for r in rows] == [
+      ('end_to_end', 4, 'onnx'), ('train_step', 2, 'live')]
+  assert rows[0]['ours_ms_per_image'] == 500 and rows[0]['speedup'] == 1.5
+  assert rows[1]['original_ms_per_image'] == 2000 and rows[1]['speedup'] == 0.8
+  table = markdown(rows)
+  assert '| `yolact_resnet50` | 550 | 4 | onnx | 500 / 750 | 1.50x |' in table
+  assert '| `yolact_resnet50` | 550 | 2 | live | 2500 / 2000 | 0.80x |' in table

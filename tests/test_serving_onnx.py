@@ -70,14 +70,18 @@ def test_onnx_artefact_gives_the_live_detections(tiny, tmp_path):
     model.run(np.zeros((3, 128, 128, 3), np.float32), np.ones((3, 2), np.int32))
 
 
-def test_fresh_export_gives_the_live_detections(tiny, tmp_path):
+@pytest.mark.parametrize('nms', ['fast', 'standard'])
+def test_fresh_export_gives_the_live_detections(tiny, tmp_path, nms):
+  """Also with the standard NMS, whose ONNX ``Loop`` body the graph clean-up must leave whole."""
   pytest.importorskip('jax2onnx', reason='ONNX export needs jax2onnx (docs/serving.md: installed '
                       'with --no-deps, its orbax pin conflicts with the project\'s)')
+  import dataclasses
   from yolact_jax.serving import export as ex
   cfg, variables = tiny
   path = tmp_path / 'tiny.onnx'
-  meta = ox.export_onnx(ex.make_spec(cfg, canvas_hw=fx.CANVAS, batch=3), variables, path)
+  meta = ox.export_onnx(ex.make_spec(cfg, nms=nms, canvas_hw=fx.CANVAS, batch=3), variables, path)
   assert meta['kind'] == 'onnx' and meta['input']['images']['shape'] == [3, 128, 128, 3]
+  cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, nms=nms))
   live = pr.Predictor(cfg, variables, max_batch=3, canvas_hw=fx.CANVAS)
   assert_same_detections(serving.load(path)(images(), channel_order='bgr'),
                          live(images(), channel_order='bgr'))
