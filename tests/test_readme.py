@@ -24,7 +24,7 @@ def test_readme_commands_and_ci_agree():
   blocks = bash_blocks(ROOT / 'README.md')
   setup_and_run, setup_and_test = blocks[0].strip(), blocks[1].strip()
   assert setup_and_run.startswith('python3.11 -m venv .venv')
-  assert setup_and_test.endswith('-m pytest -q')
+  assert setup_and_test.endswith('-m pytest -q -n 2 --dist loadfile')
   assert setup_and_test in (ROOT / '.ci' / 'run').read_text().splitlines()
 
 
