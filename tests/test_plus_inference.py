@@ -139,7 +139,7 @@ def test_plus_tiny_preset_rescores_through_the_public_api():
 
 def test_rescoring_program_compiles_once_without_host_round_trips(plus_variables):
   cfg = plus_tiny_config(conf_thresh=0.03)
-  program = pr.inference_program(cfg)
+  program = pr.InferenceProgram(cfg)  # its own, so that it counts all its traces
   canvas, sizes = pr.pack_canvas(random_images(2, seed=3), (128, 128), 2)
   jaxpr = jax.make_jaxpr(program.from_images)(plus_variables, canvas, sizes)
   assert 'callback' not in str(jaxpr)

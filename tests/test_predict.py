@@ -171,8 +171,10 @@ def assert_same_detections(a, b):
   np.testing.assert_array_equal(a.masks, b.masks)
 
 
-def test_mixed_size_batch_compiles_once_and_equals_single_images(tiny_variables):
-  # A config of its own, so that this test sees a fresh program and counts all its traces.
+def test_mixed_size_batch_compiles_once_and_equals_single_images(tiny_variables, monkeypatch):
+  # A program of its own, so that this test counts all its traces (the process-wide one of a
+  # config may have been traced by another test in this process).
+  monkeypatch.setattr(pr, 'inference_program', pr.InferenceProgram)
   cfg = tiny_config('detect.nms_conf_thresh=0.01')
   predictor = pr.Predictor(cfg, tiny_variables, max_batch=3, canvas_hw=(96, 96))
   assert predictor.program.trace_count == 0
@@ -196,7 +198,10 @@ def test_mixed_size_batch_compiles_once_and_equals_single_images(tiny_variables)
   assert [m.image_size for m in more] == [(11, 17), (96, 5)]
 
 
-def test_growing_canvas_recompiles_only_when_it_grows(tiny_variables):
+def test_growing_canvas_recompiles_only_when_it_grows(tiny_variables, monkeypatch):
+  # A program of its own: the process-wide one of this config may have been traced by an earlier
+  # test in this process (other files share the worker when the suite runs in parallel).
+  monkeypatch.setattr(pr, 'inference_program', pr.InferenceProgram)
   cfg = tiny_config('detect.nms_conf_thresh=0.02')
   predictor = pr.Predictor(cfg, tiny_variables, max_batch=2)
   predictor([random_image(0, 40, 50)], channel_order='rgb')
