@@ -21,6 +21,7 @@ import gc
 import logging
 import os
 import pathlib
+import re
 import shutil
 import sys
 from typing import Any, Callable
@@ -152,9 +153,12 @@ def quiet(*names: str, collect: bool = False):
       logger.setLevel(level)
 
 
+_NEVER_RETRIEVED = re.compile(r'\w+ exception was never retrieved')
+
+
 class _OrphanedWrites(logging.Filter):
-  """Drops asyncio's 'Task exception was never retrieved' records about writes under one
-  directory (see :func:`silence_orphaned_writes`); every other record passes."""
+  """Drops asyncio's '<Task|Future|_GatheringFuture> exception was never retrieved' records about
+  writes under one directory (see :func:`silence_orphaned_writes`); every other record passes."""
 
   def __init__(self, directory: pathlib.Path):
     super().__init__()
@@ -163,7 +167,7 @@ class _OrphanedWrites(logging.Filter):
 
   def filter(self, record: logging.LogRecord) -> bool:
     message = record.getMessage()
-    return not (message.startswith('Task exception was never retrieved')
+    return not (_NEVER_RETRIEVED.match(message) is not None
                 and any(spelling in message for spelling in self.spellings))
 
 
