@@ -93,3 +93,6 @@ def test_session_options_use_every_usable_cpu():
   options = onnx_runtime.session_options()
   assert options.intra_op_num_threads == len(os.sched_getaffinity(0))
   assert onnx_runtime.session_options(threads=1).intra_op_num_threads == 1
+  spin = 'session.intra_op.allow_spinning'
+  assert options.get_session_config_entry(spin) == '1'  # ONNX Runtime's default, kept
+  assert onnx_runtime.session_options(spinning=False).get_session_config_entry(spin) == '0'

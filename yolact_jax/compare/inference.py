@@ -202,7 +202,8 @@ def _exported_end_to_end(cfg: Any, variables: dict, batch: int, canvas_hw: tuple
 def _onnx_end_to_end(cfg: Any, variables: dict, batch: int, canvas_hw: tuple[int, int]):
   """The end-to-end program converted to ONNX (network input entry) in an ONNX Runtime CPU
   session (:func:`yolact_jax.serving.onnx_runtime.session_options`: one intra-op thread per
-  CPU this process may run on, as the other side's), as
+  CPU this process may run on, as the other side's, and no spinning once a call ends, so that
+  its idle threads do not slow the original's run that follows), as
   ``(variables, net_input, sizes) -> outputs`` (numpy)."""
   import jax
   import onnxruntime as ort
@@ -213,7 +214,7 @@ def _onnx_end_to_end(cfg: Any, variables: dict, batch: int, canvas_hw: tuple[int
   from yolact_jax.serving.onnx_runtime import session_options
   spec = make_spec(cfg, canvas_hw=canvas_hw, batch=batch, static_batch=True)
   model = program_model(spec, jax.device_get(variables), entry='network_input')
-  session = ort.InferenceSession(model.SerializeToString(), session_options(),
+  session = ort.InferenceSession(model.SerializeToString(), session_options(spinning=False),
                                  providers=['CPUExecutionProvider'])
   names = [o.name for o in session.get_outputs()]
 
