@@ -62,8 +62,10 @@ def test_json_is_written_and_matches_the_return_value(report):
 
 def test_machine_info(report):
   m = report[1]['machine']
-  for field in ('jax', 'flax', 'platform', 'device_kind', 'cpu_model', 'date_utc', 'xla_flags'):
+  for field in ('jax', 'flax', 'platform', 'device_kind', 'cpu_model', 'date_utc', 'xla_flags',
+                'glibc_tunables'):
     assert isinstance(m[field], str), field
+  assert m['transparent_huge_pages'] in ('always', 'madvise', 'never', None)
   assert m['cpu_cores_usable'] >= 1 and m['device_count'] >= 1
   for field in ('load_average_start', 'load_average_end'):
     assert len(m[field]) == 3 and all(x >= 0 for x in m[field])
@@ -370,6 +372,44 @@ def test_onnx_profile_summary_by_stage_and_operator():
   assert summary['network']['ops'] == {'Conv': 3.0, 'ReorderOutput': 0.2}
   assert summary['after_network']['ops'] == {'MatMul': 1.0, 'TopK': 0.3}
   assert summary['total_ms'] == pytest.approx(4.5)
+
+
+def test_thp_mode_reads_the_bracketed_choice(tmp_path):
+  path = tmp_path / 'enabled'
+  path.write_text('always [madvise] never\n')
+  assert machine.thp_mode(str(path)) == 'madvise'
+  path.write_text('[always] madvise never\n')
+  assert machine.thp_mode(str(path)) == 'always'
+  assert machine.thp_mode(str(tmp_path / 'missing')) is None
+
+
+def test_train_step_split_from_program_medians():
+  """Hand-made medians: the network's backward is what the step leaves of the timed parts."""
+  from yolact_jax.bench.step_breakdown import split_step
+  split = split_step({'forward': 100.0, 'step': 420.0, 'loss_grad': 70.0, 'optimizer': 20.0})
+  assert split == {'network_forward': 100.0, 'loss': 70.0, 'network_backward': 230.0,
+                   'optimizer': 20.0, 'step': 420.0}
+  assert sum(v for k, v in split.items() if k != 'step') == split['step']
+
+
+def test_train_step_breakdown_programs_nest(tmp_path):
+  """The breakdown of yolact_tiny's step: every program timed in each round, and XLA's FLOP
+  counts nest as the programs do (the forward, the loss and the optimiser inside the step, with
+  the backward's twice the forward's besides; the loss's parts inside the loss)."""
+  from scripts import train_step_breakdown
+  out = tmp_path / 'breakdown.json'
+  train_step_breakdown.main(['--config', 'yolact_tiny', '--batch_size', '2', '--rounds', '2',
+                             '--out', str(out)])
+  result = json.loads(out.read_text())
+  programs = result['programs']
+  assert all(p['runs'] == 2 and positive_finite(p['median_ms']) for p in programs.values())
+  assert all(p['page_faults_per_call'] >= 0 for p in programs.values())
+  flop = {name: p['gflop'] for name, p in programs.items()}
+  parts = flop['forward'] + flop['loss_grad'] + flop['optimizer']
+  assert 0 < flop['optimizer'] and 1.5 < (flop['step'] - parts) / flop['forward'] < 2.5
+  assert 0 < max(flop['match'], flop['ohem'], flop['mask_loss']) < flop['loss_grad']
+  assert result['split_ms']['step'] == programs['step']['median_ms']
+  assert '| **step** |' in out.with_suffix('.md').read_text()
 
 
 def test_cost_curve_points_from_a_compare_report():

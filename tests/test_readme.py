@@ -240,7 +240,8 @@ def test_links_between_pages_resolve():
 
 # A measurement file cited by name: results/<name>, with <placeholders>, * and {a,b} patterns.
 RESULTS_CITATION = re.compile(r'results/(?:benchmark_cpu|compare_|demo_|loader_|onnx_profile_'
-                              r'|train_step_options_|cost_curves)[\w./<>{},*-]*')
+                              r'|train_step_options_|train_step_breakdown_|cost_curves)'
+                              r'[\w./<>{},*-]*')
 
 
 def cited_results() -> set[pathlib.Path]:

@@ -107,6 +107,16 @@ def device_peak_tflops(device_kind: str, platform_name: str, dtype: str,
   return None, f'no peak known for {device_kind!r}; pass --peak_tflops'
 
 
+def thp_mode(path: str = '/sys/kernel/mm/transparent_hugepage/enabled') -> str | None:
+  """The kernel's transparent huge page mode (``always``, ``madvise``, ``never``), or None."""
+  try:
+    text = pathlib.Path(path).read_text()
+  except OSError:
+    return None
+  start, end = text.find('['), text.find(']')
+  return text[start + 1:end] if 0 <= start < end else None
+
+
 def machine_info() -> dict[str, Any]:
   """Everything needed to judge a figure: software, device, CPU, cores, load, date."""
   import flax
@@ -131,6 +141,8 @@ def machine_info() -> dict[str, Any]:
       'cpu_count': os.cpu_count(),
       'load_average_start': list(os.getloadavg()),
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),  # e.g. glibc.malloc.hugetlb=1
+      'transparent_huge_pages': thp_mode(),
       'git_commit': git_commit(PROJECT_ROOT, short=True),
   }
 
