@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
   args = parser.parse_args(argv)
 
   from yolact_jax.bench.curves import markdown, points
+  from yolact_jax.bench.report import write_results
   from yolact_jax.config import get_config
 
   rows = []
@@ -39,11 +40,8 @@ def main(argv: list[str] | None = None) -> None:
           if r['what'] == 'end_to_end' and r['ours'] == 'onnx'}
   rows = [r for r in rows if not (r['what'] == 'end_to_end' and r['ours'] != 'onnx'
                                   and (r['preset'], r['input_size'], r['batch']) in best)]
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(rows, indent=1) + '\n')
   table = markdown(rows)
-  out.with_suffix('.md').write_text('# Cost curves\n\n' + table)
+  out = write_results(args.out, rows, '# Cost curves\n\n' + table)
   plot(rows, args.batch_preset, out.with_suffix('.png'))
   print(table)
 

@@ -10,8 +10,6 @@ beside it (``.md``) with the machine.
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
 import sys
 
 
@@ -27,17 +25,14 @@ def main(argv: list[str] | None = None) -> None:
 
   from yolact_jax.bench.machine import machine_info
   from yolact_jax.bench.onnx_profile import markdown, profile_program
-  from yolact_jax.bench.report import fmt_load, to_jsonable
+  from yolact_jax.bench.report import fmt_load, write_results
   result = profile_program(args.config, args.batch_size, tuple(args.canvas), args.runs,
                            args.threads)
   result['machine'] = machine_info()
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(to_jsonable(result), indent=1) + '\n')
   table = markdown(result)
-  out.with_suffix('.md').write_text(
+  write_results(args.out, result, (
       f"# ONNX Runtime profile\n\n{table}\nMachine: {result['machine'].get('cpu_model', '?')}, "
-      f"load average {fmt_load(result['machine'].get('load_average_start'))}.\n")
+      f"load average {fmt_load(result['machine'].get('load_average_start'))}.\n"))
   sys.stdout.write(table)
 
 

@@ -13,9 +13,7 @@ buffers are backed: run it under ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` for h
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import pathlib
 import sys
 
 
@@ -28,23 +26,20 @@ def main(argv: list[str] | None = None) -> None:
   args = parser.parse_args(argv)
 
   from yolact_jax.bench.machine import machine_info
-  from yolact_jax.bench.report import fmt_load, to_jsonable
+  from yolact_jax.bench.report import fmt_load, write_results
   from yolact_jax.bench.step_breakdown import breakdown, markdown
   from yolact_jax.config import get_config
   start = machine_info()
   cfg = get_config(args.config, [f'train.batch_size={args.batch_size}'])
   result = {'config': args.config, **breakdown(cfg, args.batch_size, args.rounds),
             'machine': start, 'load_average_end': list(os.getloadavg())}
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(to_jsonable(result), indent=1) + '\n')
   table = markdown(result)
-  out.with_suffix('.md').write_text(
+  write_results(args.out, result, (
       f"# Train step breakdown\n\n`{args.config}`, batch {args.batch_size}, {args.rounds} "
       f"interleaved rounds after 1 warm-up call each; GLIBC_TUNABLES "
       f"{result['glibc_tunables'] or 'unset'}.\n\n{table}\nMachine: "
       f"{start.get('cpu_model', '?')}, load average {fmt_load(start.get('load_average_start'))} "
-      f"before, {fmt_load(result['load_average_end'])} after.\n")
+      f"before, {fmt_load(result['load_average_end'])} after.\n"))
   sys.stdout.write(table)
 
 

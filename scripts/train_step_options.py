@@ -11,8 +11,6 @@ step of each. Writes the JSON (every time, the medians, the machine) and prints 
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
 import time
 
 
@@ -30,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
   from yolact_jax import train_step as ts
   from yolact_jax.bench.inputs import synthetic_train_batch
   from yolact_jax.bench.machine import machine_info
-  from yolact_jax.bench.report import to_jsonable
+  from yolact_jax.bench.report import write_results
   from yolact_jax.config import get_config
   from yolact_jax.model.variables import init_variables
 
@@ -62,9 +60,7 @@ def main(argv: list[str] | None = None) -> None:
                        / result['variants']['step_options']['median_ms'])
   print(f"step options: {result['speedup']:.3f}x")
   result['machine'] = machine_info()
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(to_jsonable(result), indent=1) + '\n')
+  write_results(args.out, result)
 
 
 if __name__ == '__main__':

@@ -374,6 +374,18 @@ def test_onnx_profile_summary_by_stage_and_operator():
   assert summary['total_ms'] == pytest.approx(4.5)
 
 
+def test_write_results_json_and_markdown_beside(tmp_path):
+  """numpy values become plain JSON (non-finite as null), the folder is made, the markdown goes
+  beside with .md, and without markdown no .md is written."""
+  out = report_lib.write_results(tmp_path / 'new' / 'r.json',
+                                 {'ms': np.float32(1.5), 'n': np.int64(3), 'bad': float('nan')},
+                                 '# table\n')
+  assert json.loads(out.read_text()) == {'ms': 1.5, 'n': 3, 'bad': None}
+  assert out.with_suffix('.md').read_text() == '# table\n'
+  plain = report_lib.write_results(tmp_path / 'plain.json', [1, 2])
+  assert json.loads(plain.read_text()) == [1, 2] and not plain.with_suffix('.md').exists()
+
+
 def test_thp_mode_reads_the_bracketed_choice(tmp_path):
   path = tmp_path / 'enabled'
   path.write_text('always [madvise] never\n')
@@ -403,7 +415,9 @@ def test_train_step_breakdown_programs_nest(tmp_path):
   result = json.loads(out.read_text())
   programs = result['programs']
   assert all(p['runs'] == 2 and positive_finite(p['median_ms']) for p in programs.values())
-  assert all(p['page_faults_per_call'] >= 0 for p in programs.values())
+  for p in programs.values():  # counted over the timed calls, warm-up left out
+    assert len(p['page_faults']) == len(p['system_s']) == 2
+    assert p['page_faults_per_call'] == sum(p['page_faults']) / 2
   flop = {name: p['gflop'] for name, p in programs.items()}
   parts = flop['forward'] + flop['loss_grad'] + flop['optimizer']
   assert 0 < flop['optimizer'] and 1.5 < (flop['step'] - parts) / flop['forward'] < 2.5

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import pathlib
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -31,6 +34,18 @@ def to_jsonable(value: Any) -> Any:
   if isinstance(value, (float, np.floating)):
     return float(value) if math.isfinite(value) else None
   return value
+
+
+def write_results(out: str | os.PathLike, result: Any, markdown: str | None = None
+                  ) -> pathlib.Path:
+  """A benchmark's result as JSON at ``out`` (its folder made) and, given, ``markdown`` beside
+  it (``out`` with ``.md``); returns ``out`` as a path."""
+  out = pathlib.Path(out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(to_jsonable(result), indent=1) + '\n')
+  if markdown is not None:
+    out.with_suffix('.md').write_text(markdown)
+  return out
 
 
 def _ms(stage: dict | None) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from yolact_jax import train_step as ts
@@ -50,15 +51,15 @@ def split_step(median_ms: dict[str, float]) -> dict[str, float]:
 
 def _programs(cfg: YolactConfig, batch_size: int, seed: int = 0
               ) -> tuple[dict[str, Callable[[int], Any]], dict[str, Any]]:
-  """The compiled programs as zero-argument-like timers ``run(k)`` (each blocks until done) and
-  their XLA cost analyses."""
+  """The compiled programs as timers ``run(k)`` (each blocks until done; ``k`` unused) and their
+  XLA cost analyses. The loss's parts run on the forward's and the matching's outputs."""
   training = ts.build_training(cfg)
   model, priors = training.model, jnp.asarray(make_priors(cfg))
   variables = init_variables(cfg, seed=seed)
   state = training.init_state(variables)
   step_state = {'state': training.init_state(variables)}  # donated by the step: its own copy
   batch = jax.device_put(synthetic_train_batch(cfg, batch_size, seed=seed))
-  rng = jax.random.PRNGKey(seed)
+  rng, lc = jax.random.PRNGKey(seed), cfg.loss
 
   def forward(params, batch_stats, image):
     preds, _ = model.apply({'params': params, 'batch_stats': batch_stats}, image, train=True,
@@ -72,28 +73,31 @@ def _programs(cfg: YolactConfig, batch_size: int, seed: int = 0
     updates, opt_state = training.tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  args = (state.params, state.batch_stats)
-  preds = jax.jit(forward)(*args, batch['image'])
-  targets = jax.jit(lambda b: match(priors, b['boxes'], b['labels'], b['is_crowd'], b['valid'],
-                                    cfg.loss))(batch)
-  lc = cfg.loss
-  jobs: dict[str, tuple[Callable, tuple]] = {
-      'forward': (forward, (*args, batch['image'])),
-      'optimizer': (optimizer, (state.params, state.opt_state, state.params)),
-      'loss_grad': (jax.value_and_grad(loss_of), (preds, state.params, batch)),
-      'match': (lambda b: match(priors, b['boxes'], b['labels'], b['is_crowd'], b['valid'], lc),
-                (batch,)),
-      'ohem': (lambda conf, conf_t: hard_negatives(
-          conf, conf_t, lc.ohem_negpos_ratio, lc.ohem_keep_negatives_without_positives),
-               (preds['conf'], targets.conf_t)),
-      'mask_loss': (lambda p, c, m, t: mask_loss(p, c, m, t, cfg, rng, batch['labels'])[0],
-                    (preds['proto'], preds['coefs'], batch['masks_proto'], targets)),
-  }
+  def match_batch(b):
+    return match(priors, b['boxes'], b['labels'], b['is_crowd'], b['valid'], lc)
+
+  def ohem(conf, conf_t):
+    return hard_negatives(conf, conf_t, lc.ohem_negpos_ratio,
+                          lc.ohem_keep_negatives_without_positives)
+
+  def mask_term(proto, coefs, masks_proto, targets):
+    return mask_loss(proto, coefs, masks_proto, targets, cfg, rng, batch['labels'])[0]
+
   runs, costs = {}, {}
-  for name, (fn, fn_args) in jobs.items():
+
+  def add(name: str, fn: Callable, *fn_args: Any) -> Any:
+    """Compiles ``fn`` for ``fn_args`` as the timer ``runs[name]``; returns its output."""
     compiled = jax.jit(fn).lower(*fn_args).compile()
     costs[name] = cost_of(compiled)
-    runs[name] = (lambda c, a: lambda k: jax.block_until_ready(c(*a)))(compiled, fn_args)
+    runs[name] = lambda k: jax.block_until_ready(compiled(*fn_args))
+    return compiled(*fn_args)
+
+  preds = add('forward', forward, state.params, state.batch_stats, batch['image'])
+  targets = add('match', match_batch, batch)
+  add('loss_grad', jax.value_and_grad(loss_of), preds, state.params, batch)
+  add('optimizer', optimizer, state.params, state.opt_state, state.params)
+  add('ohem', ohem, preds['conf'], targets.conf_t)
+  add('mask_loss', mask_term, preds['proto'], preds['coefs'], batch['masks_proto'], targets)
   step = training.step.lower(step_state['state'], batch).compile()
   costs['step'] = cost_of(step)
 
@@ -104,16 +108,14 @@ def _programs(cfg: YolactConfig, batch_size: int, seed: int = 0
   return {name: runs[name] for name in PROGRAMS}, costs
 
 
-def _counting_faults(run: Callable[[int], Any], totals: dict[str, float]
+def _counting_faults(run: Callable[[int], Any], calls: list[tuple[int, float]]
                      ) -> Callable[[int], Any]:
-  """``run`` that adds each call's page faults and system CPU seconds to ``totals``."""
+  """``run`` that appends each call's (page faults, system CPU seconds) to ``calls``."""
   def counted(k: int) -> Any:
     before = resource.getrusage(resource.RUSAGE_SELF)
     out = run(k)
     after = resource.getrusage(resource.RUSAGE_SELF)
-    totals['page_faults'] += after.ru_minflt - before.ru_minflt
-    totals['system_s'] += after.ru_stime - before.ru_stime
-    totals['calls'] += 1
+    calls.append((after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime))
     return out
   return counted
 
@@ -121,17 +123,21 @@ def _counting_faults(run: Callable[[int], Any], totals: dict[str, float]
 def breakdown(cfg: YolactConfig, batch_size: int, rounds: int, warmup: int = 1
               ) -> dict[str, Any]:
   """Every program of :data:`PROGRAMS` timed in ``rounds`` interleaved rounds (after ``warmup``
-  calls each): per program the time summary, XLA's FLOP count and the page faults and system
-  CPU time per call (how the process's memory is backed shows there), and :func:`split_step`."""
+  calls each): per program the time summary, XLA's FLOP count and, per timed call, the page
+  faults and system CPU seconds (how the process's memory is backed shows there), and
+  :func:`split_step`."""
   runs, costs = _programs(cfg, batch_size)
-  totals = {name: {'page_faults': 0, 'system_s': 0.0, 'calls': 0} for name in PROGRAMS}
-  runs = {name: _counting_faults(run, totals[name]) for name, run in runs.items()}
+  calls: dict[str, list[tuple[int, float]]] = {name: [] for name in PROGRAMS}
+  runs = {name: _counting_faults(run, calls[name]) for name, run in runs.items()}
   times = time_interleaved(runs, num_batches=1, warmup=warmup, repeats=rounds)
-  programs = {name: {**summarize_times(times[name]),
-                     'gflop': (costs[name].get('flops') or 0) / 1e9,
-                     'page_faults_per_call': totals[name]['page_faults'] / totals[name]['calls'],
-                     'system_s_per_call': totals[name]['system_s'] / totals[name]['calls']}
-              for name in PROGRAMS}
+  programs = {}
+  for name in PROGRAMS:
+    faults, system_s = zip(*calls[name][warmup:])  # the timed calls
+    programs[name] = {**summarize_times(times[name]),
+                      'gflop': (costs[name].get('flops') or 0) / 1e9,
+                      'page_faults': list(faults), 'system_s': list(system_s),
+                      'page_faults_per_call': float(np.mean(faults)),
+                      'system_s_per_call': float(np.mean(system_s))}
   split = split_step({name: p['median_ms'] for name, p in programs.items()})
   return {'batch_size': batch_size, 'rounds': rounds, 'programs': programs, 'split_ms': split,
           'glibc_tunables': os.environ.get('GLIBC_TUNABLES')}
