@@ -69,31 +69,48 @@ def test_weight_grad_by_matmul_matches_xla(name, size, cin, cout, kernel, stride
     ((1, 1, 64, 256), (2, 138, 138, 256), True),  # every 1x1
     ((1, 1, 512, 2048), (2, 18, 18, 2048), True),
     ((3, 3, 256, 256), (2, 138, 138, 256), True),  # the ProtoNet's big one
-    ((3, 3, 256, 256), (2, 69, 69, 256), False),  # FPN / head / ProtoNet at 69
-    ((3, 3, 64, 64), (2, 138, 138, 64), False),  # ResNet layer1
-    ((7, 7, 3, 64), (2, 275, 275, 64), False),  # the stem
+    ((3, 3, 256, 256), (2, 69, 69, 256), False),  # FPN / head / ProtoNet at 69, batch 2
+    ((3, 3, 256, 256), (8, 69, 69, 256), True),  # ... at batch 8
+    ((3, 3, 256, 96), (8, 69, 69, 96), False),  # the mask coefficients' head: too few channels
+    ((3, 3, 64, 64), (8, 138, 138, 64), False),  # ResNet layer1
+    ((7, 7, 3, 64), (2, 275, 275, 64), True),  # the stem: 3 input channels
+    ((7, 7, 8, 64), (2, 16, 16, 64), False),
 ])
 def test_matmul_weight_grad_pays_table(w_shape, out_shape, expected):
   assert cpu_conv.matmul_weight_grad_pays(w_shape, out_shape) is expected
 
 
-def test_big_3x3_takes_the_product_path_and_matches():
-  """A 3x3 convolution above MATMUL_MIN_WORK goes through weight_grad_by_matmul in the VJP."""
+def test_big_3x3_takes_the_product_path_and_matches(monkeypatch):
+  """A 3x3 convolution past the thresholds goes through weight_grad_by_matmul in the VJP."""
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(1, 32, 32, 64)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(3, 3, 64, 64)) * 0.05, jnp.float32)
   g = jnp.asarray(rng.normal(size=(1, 32, 32, 64)), jnp.float32)
-  assert 32 * 32 * 64 * 64 < cpu_conv.MATMUL_MIN_WORK
-  limit = cpu_conv.MATMUL_MIN_WORK
-  cpu_conv.MATMUL_MIN_WORK = 32 * 32 * 64 * 64
-  try:
-    assert cpu_conv.matmul_weight_grad_pays(w.shape, g.shape)
-    ours = value_and_grads(fast.conv_general_dilated, x, w, g, 1, ((1, 1), (1, 1)))
-  finally:
-    cpu_conv.MATMUL_MIN_WORK = limit
+  assert not cpu_conv.matmul_weight_grad_pays(w.shape, g.shape)
+  monkeypatch.setattr(cpu_conv, 'MATMUL_MIN_POSITIONS', 32 * 32)
+  monkeypatch.setattr(cpu_conv, 'MATMUL_MIN_CHANNELS', 64)
+  assert cpu_conv.matmul_weight_grad_pays(w.shape, g.shape)
+  ours = value_and_grads(fast.conv_general_dilated, x, w, g, 1, ((1, 1), (1, 1)))
   theirs = value_and_grads(lax.conv_general_dilated, x, w, g, 1, ((1, 1), (1, 1)))
   for a, b in zip(ours, theirs):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-4)
+
+
+def test_weight_grad_products_are_plain_matrix_products():
+  """Every product of the weight gradient has the plain [M, K] x [K, N] form on materialised
+  operands: the transposed operand is the one with fewer channels, behind an optimisation
+  barrier (XLA would otherwise fold the transpose into the product and redo the producer's
+  element-wise work in transposed order)."""
+  for cin, cout in ((4, 16), (16, 4)):
+    x = jnp.ones((2, 6, 6, cin))
+    dy = jnp.ones((2, 6, 6, cout))
+    text = jax.jit(lambda x, dy: cpu_conv.weight_grad_by_matmul(
+        x, dy, (3, 3), (1, 1), ((1, 1), (1, 1)))).lower(x, dy).as_text()
+    dots = [line for line in text.splitlines() if 'stablehlo.dot_general' in line]
+    assert len(dots) == 9
+    assert all('contracting_dims = [1] x [0]' in line for line in dots), dots[0]
+    # the input windows transposed (9 barriers) where Cin < Cout, else the gradient once
+    assert text.count('stablehlo.optimization_barrier') == (9 if cin < cout else 1)
 
 
 @pytest.mark.parametrize('kwargs', [
@@ -137,7 +154,7 @@ def test_flax_conv_helper_uses_it():
 
 
 @pytest.mark.parametrize('kernel', [1, 3])
-def test_other_platforms_keep_xla_convolutions(kernel):
+def test_other_platforms_keep_xla_convolutions(kernel, monkeypatch):
   """Lowered for CUDA (possible without a GPU) the forward and both gradients are XLA's
   convolutions only; lowered for CPU the products appear."""
   x = jnp.ones((1, 8, 8, 4))
@@ -147,14 +164,12 @@ def test_other_platforms_keep_xla_convolutions(kernel):
   def loss(x, w):
     return jnp.sum(fast.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=NHWC) ** 2)
 
-  limit = cpu_conv.MATMUL_MIN_WORK
-  cpu_conv.MATMUL_MIN_WORK = 1  # the 3x3 weight gradient takes the products too (on CPU)
-  try:
-    traced = jax.jit(jax.grad(loss, (0, 1))).trace(x, w)
-    cuda = traced.lower(lowering_platforms=('cuda',)).as_text()
-    cpu = traced.lower(lowering_platforms=('cpu',)).as_text()
-  finally:
-    cpu_conv.MATMUL_MIN_WORK = limit
+  # the 3x3 weight gradient takes the products too (on CPU)
+  monkeypatch.setattr(cpu_conv, 'MATMUL_MIN_POSITIONS', 1)
+  monkeypatch.setattr(cpu_conv, 'MATMUL_MIN_CHANNELS', 1)
+  traced = jax.jit(jax.grad(loss, (0, 1))).trace(x, w)
+  cuda = traced.lower(lowering_platforms=('cuda',)).as_text()
+  cpu = traced.lower(lowering_platforms=('cpu',)).as_text()
   assert cuda.count('stablehlo.convolution') == 3 and 'stablehlo.dot_general' not in cuda
   assert 'stablehlo.dot_general' in cpu
   if kernel == 1:

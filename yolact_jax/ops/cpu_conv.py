@@ -21,9 +21,12 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 from jax import lax
 
-# 3x3 and larger kernels: products only from this many output positions x Cin x Cout (the
-# ProtoNet's 3x3 conv at 138x138 has 1.25e9; the FPN's and the heads' at 69x69 3.1e8).
-MATMUL_MIN_WORK = 2 ** 30
+# 3x3 and larger kernels: XLA:CPU's weight gradient falls behind the products as the contracted
+# positions (batch x output positions) grow, unless the channels are few; and it wastes its
+# vector lanes on an input with a handful of channels (the stem's 3). Measured, docs/performance.md.
+MATMUL_MIN_POSITIONS = 16384  # batch x output positions: 2 x 138 x 138 pays, 2 x 69 x 69 does not
+MATMUL_MIN_CHANNELS = 128  # min(Cin, Cout): the 64-channel ResNet layer1 stays with XLA
+MATMUL_MAX_FEW_INPUT_CHANNELS = 4  # inputs with at most this many channels always pay
 
 
 def is_pointwise(w_shape: Sequence[int], padding: tuple[tuple[int, int], ...]) -> bool:
@@ -70,30 +73,48 @@ def weight_grad_by_matmul(x: jnp.ndarray, dy: jnp.ndarray, kernel_hw: tuple[int,
                           strides: tuple[int, int], padding: tuple[tuple[int, int], ...]
                           ) -> jnp.ndarray:
   """dW [kh, kw, Cin, Cout] of an NHWC/HWIO convolution from its input x [N, H, W, Cin] and
-  output gradient dy [N, Ho, Wo, Cout]: one product dY^T X_tap per kernel tap, the input window
-  shifted by (i, j) contracted with the output gradient over the batch and the output positions:
+  output gradient dy [N, Ho, Wo, Cout]: one product per kernel tap, the input window shifted by
+  (i, j) contracted with the output gradient over the batch and the output positions:
 
       dW[i, j] = sum_{n, y, x} X_pad[n, s*y + i, s*x + j, :]^T  dY[n, y, x, :]     ([Cin, Cout])
 
-  dY is the left operand: the other orientation makes XLA transpose the input inside a fusion
-  that recomputes its producers (BatchNorm, residual sums), which ran at a fraction of memory
-  speed.
+  Both operands hold the contracted positions as rows, so one must be transposed: the one with
+  fewer channels (the input windows, or else the output gradient once for every tap), as a
+  transpose of its own (:func:`_transposed`), and every product then has the plain
+  [M, K] x [K, N] form.
   """
   # Accumulate in float32 at least (XLA:CPU has no bf16 x bf16 -> f32 product).
   accumulate = jnp.promote_types(x.dtype, jnp.float32)
   x, dy = x.astype(accumulate), dy.astype(accumulate)
-  contract = (((0, 1, 2), (0, 1, 2)), ((), ()))
-  taps = _windows(x, dy.shape[1:3], kernel_hw, strides, padding)
-  dw = jnp.stack([lax.dot_general(dy, tap, contract).T for tap in taps])  # [taps, Cin, Cout]
-  return dw.reshape(*kernel_hw, x.shape[-1], dy.shape[-1])
+  (n, ho, wo, cout), cin = dy.shape, x.shape[-1]
+  rows = n * ho * wo
+  taps = [tap.reshape(rows, cin) for tap in _windows(x, (ho, wo), kernel_hw, strides, padding)]
+  dy = dy.reshape(rows, cout)
+  if cin < cout:
+    dw = jnp.stack([jnp.dot(_transposed(tap), dy) for tap in taps])  # [taps, Cin, Cout]
+  else:
+    dy_t = _transposed(dy)
+    dw = jnp.stack([jnp.dot(dy_t, tap).T for tap in taps])
+  return dw.reshape(*kernel_hw, cin, cout)
+
+
+def _transposed(a: jnp.ndarray) -> jnp.ndarray:
+  """``a.T`` computed on its own. Left to itself, XLA folds the transpose into the product,
+  which then transposes the operand inside the fusion that computes it (BatchNorm's backward,
+  residual sums), recomputing those in transposed order at a fraction of memory speed (up to
+  140 ms for a 39 MB operand); the optimisation barrier keeps the transpose a copy of its own."""
+  return lax.optimization_barrier(a.T)
 
 
 def matmul_weight_grad_pays(w_shape: Sequence[int], out_shape: Sequence[int]) -> bool:
   """Whether :func:`weight_grad_by_matmul` beats XLA:CPU's weight gradient for a kernel
   ``w_shape`` [kh, kw, Cin, Cout] and output ``out_shape`` [N, Ho, Wo, Cout]: always for 1x1
-  kernels, for larger ones from ``MATMUL_MIN_WORK`` output positions x Cin x Cout (measured:
-  ``docs/performance.md``, CPU convolutions)."""
+  kernels and for inputs of at most ``MATMUL_MAX_FEW_INPUT_CHANNELS`` channels; for larger
+  kernels from ``MATMUL_MIN_POSITIONS`` contracted positions (N x Ho x Wo) with at least
+  ``MATMUL_MIN_CHANNELS`` channels on both sides (measured: ``docs/performance.md``, CPU
+  convolutions)."""
   kh, kw, cin, cout = w_shape
-  if kh * kw == 1:
+  if kh * kw == 1 or cin <= MATMUL_MAX_FEW_INPUT_CHANNELS:
     return True
-  return out_shape[1] * out_shape[2] * cin * cout >= MATMUL_MIN_WORK
+  positions = out_shape[0] * out_shape[1] * out_shape[2]
+  return positions >= MATMUL_MIN_POSITIONS and min(cin, cout) >= MATMUL_MIN_CHANNELS
