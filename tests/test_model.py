@@ -149,3 +149,20 @@ def test_bad_input_shape_is_a_clear_error():
 def test_config_is_hashable_for_jit_static_args():
   cfg = get_config('yolact_tiny')
   assert hash(cfg) == hash(dataclasses.replace(cfg))
+
+
+def test_resize_bilinear_2x_is_the_bilinear_resize():
+  """The ProtoNet's x2 upsample (a two-tap stencil) against the general bilinear resize
+  (jax.image.resize, half-pixel centres) and a hand-computed row: [0, 4] -> [0, 1, 3, 4]
+  (output 2i = 0.25 x[i-1] + 0.75 x[i], 2i+1 = 0.75 x[i] + 0.25 x[i+1], edges repeated)."""
+  from yolact_jax.model.fpn import resize_bilinear, resize_bilinear_2x
+  row = jnp.asarray([0.0, 4.0]).reshape(1, 1, 2, 1)
+  np.testing.assert_array_equal(resize_bilinear_2x(row)[0, 0, :, 0], [0, 1, 3, 4])
+  np.testing.assert_array_equal(resize_bilinear_2x(row)[0, :, :, 0], [[0, 1, 3, 4]] * 2)
+  x = jax.random.normal(jax.random.key(0), (2, 7, 10, 3))
+  np.testing.assert_allclose(resize_bilinear_2x(x), resize_bilinear(x, 14, 20),
+                             rtol=1e-6, atol=1e-6)
+  g = jax.random.normal(jax.random.key(1), (2, 14, 20, 3))
+  grad = lambda f: jax.vjp(f, x)[1](g)[0]  # noqa: E731
+  np.testing.assert_allclose(grad(resize_bilinear_2x), grad(lambda x: resize_bilinear(x, 14, 20)),
+                             rtol=1e-5, atol=1e-5)

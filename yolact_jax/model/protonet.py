@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from yolact_jax.config import ProtoLayer
-from yolact_jax.model.fpn import resize_bilinear
+from yolact_jax.model.fpn import resize_bilinear_2x
 from yolact_jax.model.layers import conv
 
 
@@ -26,7 +26,7 @@ class ProtoNet(nn.Module):
     last = len(self.layers) - 1
     for i, (channels, kernel, padding) in enumerate(self.layers):
       if kernel == -2:
-        x = resize_bilinear(x, x.shape[1] * 2, x.shape[2] * 2)
+        x = resize_bilinear_2x(x)
       else:
         x = conv(channels, kernel, 1, padding, name=str(2 * i), dtype=self.dtype)(x)
       if i != last:

@@ -121,7 +121,8 @@ def convertible_tracing():
   with mock.patch.object(conv, '_cpu_or_xla', lambda a, b, cpu, xla: xla(a, b)), \
        mock.patch.object(flax.linen, 'max_pool', max_pool_on_planes), \
        mock.patch.dict(fpn.RESIZE, {'bilinear': resize_bilinear_by_products}), \
-       mock.patch.object(protonet, 'resize_bilinear', resize_bilinear_by_products), \
+       mock.patch.object(protonet, 'resize_bilinear_2x', lambda x: resize_bilinear_by_products(
+           x, 2 * x.shape[1], 2 * x.shape[2])), \
        mock.patch.object(postprocess, 'resize_to_canvas',
                          postprocess.resize_to_canvas_by_products), \
        mock.patch.object(predict, 'pack_mask_bits', pack_bits_by_product):
