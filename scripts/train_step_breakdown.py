@@ -12,21 +12,15 @@ buffers are backed: run it under ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` for h
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--config', default='yolact_resnet50')
-  parser.add_argument('--batch_size', type=int, default=2)
-  parser.add_argument('--rounds', type=int, default=3)
-  parser.add_argument('--out', required=True)
-  args = parser.parse_args(argv)
+  from yolact_jax.bench.report import fmt_load, train_step_parser, write_results
+  args = train_step_parser(__doc__.splitlines()[0], rounds=3).parse_args(argv)
 
   from yolact_jax.bench.machine import machine_info
-  from yolact_jax.bench.report import fmt_load, write_results
   from yolact_jax.bench.step_breakdown import breakdown, markdown
   from yolact_jax.config import get_config
   start = machine_info()

@@ -10,17 +10,12 @@ step of each. Writes the JSON (every time, the medians, the machine) and prints 
 
 from __future__ import annotations
 
-import argparse
 import time
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--config', default='yolact_resnet50')
-  parser.add_argument('--batch_size', type=int, default=2)
-  parser.add_argument('--rounds', type=int, default=5)
-  parser.add_argument('--out', required=True)
-  args = parser.parse_args(argv)
+  from yolact_jax.bench.report import train_step_parser, write_results
+  args = train_step_parser(__doc__.splitlines()[0], rounds=5).parse_args(argv)
 
   import jax
   import numpy as np
@@ -28,7 +23,6 @@ def main(argv: list[str] | None = None) -> None:
   from yolact_jax import train_step as ts
   from yolact_jax.bench.inputs import synthetic_train_batch
   from yolact_jax.bench.machine import machine_info
-  from yolact_jax.bench.report import write_results
   from yolact_jax.config import get_config
   from yolact_jax.model.variables import init_variables
 

@@ -1,7 +1,9 @@
-"""The benchmark's results as markdown tables, and as plain JSON values."""
+"""The benchmark's results as markdown tables, and as plain JSON values; what the benchmark
+scripts share (the results writer, the train-step scripts' arguments)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -34,6 +36,17 @@ def to_jsonable(value: Any) -> Any:
   if isinstance(value, (float, np.floating)):
     return float(value) if math.isfinite(value) else None
   return value
+
+
+def train_step_parser(description: str, rounds: int) -> argparse.ArgumentParser:
+  """The arguments of the train-step benchmark scripts: ``--config``, ``--batch_size``,
+  ``--rounds`` (default ``rounds``) and ``--out`` (the JSON to write)."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument('--config', default='yolact_resnet50')
+  parser.add_argument('--batch_size', type=int, default=2)
+  parser.add_argument('--rounds', type=int, default=rounds)
+  parser.add_argument('--out', required=True)
+  return parser
 
 
 def write_results(out: str | os.PathLike, result: Any, markdown: str | None = None

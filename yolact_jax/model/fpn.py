@@ -28,6 +28,8 @@ def resize_bilinear(x: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
 
 
 def _upsample_2x_along(x: jnp.ndarray, axis: int) -> jnp.ndarray:
+  # x[i - 1] and x[i + 1] by concatenation (an edge-mode jnp.pad gives the same values, but its
+  # gradient took 3x as long on CPU)
   n = x.shape[axis]
   before = jnp.concatenate([lax.slice_in_dim(x, 0, 1, axis=axis),
                             lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis)  # x[i - 1], clamped
