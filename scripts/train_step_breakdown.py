@@ -6,8 +6,8 @@ matching, hard negative mining and mask term (yolact_jax.bench.step_breakdown).
 
 Writes the JSON (every program's times, FLOPs and page faults, the split, the machine) and a
 markdown table beside it (``.md``), and prints the table. The page faults show how the step's
-buffers are backed: run it under ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` for huge pages
-(docs/performance.md#huge-pages).
+buffers are backed: ``--host_memory release`` for glibc's defaults (a fresh mapping per call),
+``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` with it for huge pages (docs/performance.md#host-memory).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
   table = markdown(result)
   write_results(args.out, result, (
       f"# Train step breakdown\n\n`{args.config}`, batch {args.batch_size}, {args.rounds} "
-      f"interleaved rounds after 1 warm-up call each; GLIBC_TUNABLES "
+      f"interleaved rounds after 1 warm-up call each; host memory {result['host_memory']}, "
+      f"GLIBC_TUNABLES "
       f"{result['glibc_tunables'] or 'unset'}.\n\n{table}\nMachine: "
       f"{start.get('cpu_model', '?')}, load average {fmt_load(start.get('load_average_start'))} "
       f"before, {fmt_load(result['load_average_end'])} after.\n"))

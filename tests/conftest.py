@@ -1,9 +1,15 @@
-"""Shared pytest set-up: a persistent XLA compilation cache so repeated runs compile less."""
+"""Shared pytest set-up: the host memory mode every command uses (set before JAX starts its
+threads, so the whole session runs under it), and a persistent XLA compilation cache so repeated
+runs compile less."""
 
 import os
 
-import jax
-import pytest
+from yolact_jax import host_memory
+
+host_memory.apply(host_memory.DEFAULT)
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 _CACHE = os.environ.get('YOLACT_JAX_TEST_CACHE',
                         os.path.join(os.path.dirname(__file__), '..', '.jax_cache'))

@@ -14,6 +14,8 @@ import re
 import subprocess
 from typing import Any, Sequence
 
+from yolact_jax import host_memory
+
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # Dense peak TFLOP/s of known accelerators (vendor data sheets; no structured sparsity).
@@ -142,6 +144,7 @@ def machine_info() -> dict[str, Any]:
       'load_average_start': list(os.getloadavg()),
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
       'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),  # e.g. glibc.malloc.hugetlb=1
+      'host_memory': host_memory.mode(),  # keep / release / None (glibc's defaults)
       'transparent_huge_pages': thp_mode(),
       'git_commit': git_commit(PROJECT_ROOT, short=True),
   }

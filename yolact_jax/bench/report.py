@@ -41,7 +41,8 @@ def to_jsonable(value: Any) -> Any:
 def train_step_parser(description: str, rounds: int) -> argparse.ArgumentParser:
   """The arguments of the train-step benchmark scripts: ``--config``, ``--batch_size``,
   ``--rounds`` (default ``rounds``) and ``--out`` (the JSON to write)."""
-  parser = argparse.ArgumentParser(description=description)
+  from yolact_jax.cli.common import Parser  # --host_memory, as every command has
+  parser = Parser(description=description)
   parser.add_argument('--config', default='yolact_resnet50')
   parser.add_argument('--batch_size', type=int, default=2)
   parser.add_argument('--rounds', type=int, default=rounds)

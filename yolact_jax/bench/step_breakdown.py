@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from yolact_jax import host_memory
 from yolact_jax import train_step as ts
 from yolact_jax.anchors import make_priors
 from yolact_jax.bench.inputs import synthetic_train_batch
@@ -140,7 +141,7 @@ def breakdown(cfg: YolactConfig, batch_size: int, rounds: int, warmup: int = 1
                       'system_s_per_call': float(np.mean(system_s))}
   split = split_step({name: p['median_ms'] for name, p in programs.items()})
   return {'batch_size': batch_size, 'rounds': rounds, 'programs': programs, 'split_ms': split,
-          'glibc_tunables': os.environ.get('GLIBC_TUNABLES')}
+          'glibc_tunables': os.environ.get('GLIBC_TUNABLES'), 'host_memory': host_memory.mode()}
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -19,6 +19,8 @@ import sys
 import textwrap
 from typing import Any, Callable, Sequence
 
+from yolact_jax import host_memory
+
 RUN_CONFIG = 'config.json'  # what the trainer writes into a run directory
 DATA_RECORD = 'data.json'  # what `yolact-jax train` trained on, written into the run directory
 
@@ -29,15 +31,25 @@ class UsageError(Exception):
 
 class Parser(argparse.ArgumentParser):
   """An ArgumentParser that reads ``--some-flag`` as ``--some_flag`` when only the underscored
-  spelling is defined, and keeps the module docstring's layout in ``--help``."""
+  spelling is defined, and keeps the module docstring's layout in ``--help``.
+
+  Every command has ``--host_memory`` (:mod:`yolact_jax.host_memory`), applied as soon as the
+  flags are parsed, before any JAX computation."""
 
   def __init__(self, *args, **kwargs):
     kwargs.setdefault('formatter_class', argparse.RawDescriptionHelpFormatter)
     super().__init__(*args, **kwargs)
+    self.add_argument(
+        '--host_memory', choices=host_memory.MODES, default=host_memory.DEFAULT,
+        help='keep: freed host memory stays in the process for the next step to reuse (glibc '
+             'malloc: one arena, no mmap, no trimming; no page faults on XLA:CPU\'s per-call '
+             "buffers); release: glibc's defaults (default: %(default)s)")
 
   def parse_known_args(self, args=None, namespace=None):
     args = sys.argv[1:] if args is None else list(args)
-    return super().parse_known_args([self._underscored(a) for a in args], namespace)
+    parsed, rest = super().parse_known_args([self._underscored(a) for a in args], namespace)
+    host_memory.apply(parsed.host_memory)
+    return parsed, rest
 
   def _underscored(self, arg: Any) -> Any:
     if not isinstance(arg, str) or not arg.startswith('--') or '-' not in arg[2:]:

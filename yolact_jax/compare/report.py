@@ -101,7 +101,8 @@ def markdown_report(report: dict[str, Any]) -> str:
            if mmdet else f'original at {s["yolact_repo"]} (commit {s.get("original_commit")})')
   lines = [f'Preset {s["config"]}, weights: {s["weights"]}, inputs: {s["inputs"]}, batch '
            f'{s["batch_size"]}, device {s["device"]}, threads {s["threads"]}, NMS {s["nms"]}. '
-           f'Machine: {report["machine"]["cpu_model"]}, load {report["machine"]["load_average"]}; '
+           f'Machine: {report["machine"]["cpu_model"]}, load {report["machine"]["load_average"]}, '
+           f'host memory {report["machine"].get("host_memory")} (both sides); '
            f'torch {report["machine"]["torch"]}, jax {report["machine"]["jax"]}; {where}.', '']
   lines += _plus_lines(s)
   lines += _outputs_section(report)

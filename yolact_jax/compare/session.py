@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from yolact_jax import host_memory
 from yolact_jax.bench.machine import PROJECT_ROOT, cpu_info
 from yolact_jax.compare.inputs import load_images, make_batches
 from yolact_jax.compare.report import THREAD_ENV_VARS, markdown_report
@@ -50,7 +51,8 @@ def _machine(threads: int, load_before_timing: list[float], jax: Any, torch: Any
           'load_average': [round(x, 2) for x in os.getloadavg()],
           'thread_env': {k: os.environ[k] for k in THREAD_ENV_VARS if k in os.environ},
           'torch': torch.__version__, 'jax': jax.__version__,
-          'jax_device': jax.devices()[0].device_kind, 'python': platform.python_version()}
+          'jax_device': jax.devices()[0].device_kind, 'python': platform.python_version(),
+          'host_memory': host_memory.mode()}  # one process: both sides share the setting
 
 
 def plus_features(cfg: Any) -> dict[str, Any]:
