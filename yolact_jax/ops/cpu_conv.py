@@ -102,7 +102,10 @@ def _transposed(a: jnp.ndarray) -> jnp.ndarray:
   """``a.T`` computed on its own. Left to itself, XLA folds the transpose into the product,
   which then transposes the operand inside the fusion that computes it (BatchNorm's backward,
   residual sums), recomputing those in transposed order at a fraction of memory speed (up to
-  140 ms for a 39 MB operand); the optimisation barrier keeps the transpose a copy of its own."""
+  140 ms for a 39 MB operand); the optimisation barrier keeps the transpose out of the product
+  (measured: the step 7% slower without it). XLA may still compute the operand's element-wise
+  producers inside the transpose's own fusion (a barrier before the transpose compiles to the
+  same program)."""
   return lax.optimization_barrier(a.T)
 
 
