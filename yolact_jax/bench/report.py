@@ -40,8 +40,9 @@ def to_jsonable(value: Any) -> Any:
 
 def train_step_parser(description: str, rounds: int) -> argparse.ArgumentParser:
   """The arguments of the train-step benchmark scripts: ``--config``, ``--batch_size``,
-  ``--rounds`` (default ``rounds``) and ``--out`` (the JSON to write)."""
-  from yolact_jax.cli.common import Parser  # --host_memory, as every command has
+  ``--rounds`` (default ``rounds``), ``--out`` (the JSON to write) and, as in every command,
+  ``--host_memory``."""
+  from yolact_jax.cli.common import Parser
   parser = Parser(description=description)
   parser.add_argument('--config', default='yolact_resnet50')
   parser.add_argument('--batch_size', type=int, default=2)
