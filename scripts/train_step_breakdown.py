@@ -30,9 +30,8 @@ def main(argv: list[str] | None = None) -> None:
   table = markdown(result)
   write_results(args.out, result, (
       f"# Train step breakdown\n\n`{args.config}`, batch {args.batch_size}, {args.rounds} "
-      f"interleaved rounds after 1 warm-up call each; host memory {result['host_memory']}, "
-      f"GLIBC_TUNABLES "
-      f"{result['glibc_tunables'] or 'unset'}.\n\n{table}\nMachine: "
+      f"interleaved rounds after 1 warm-up call each; host memory {start['host_memory']}, "
+      f"GLIBC_TUNABLES {start['glibc_tunables'] or 'unset'}.\n\n{table}\nMachine: "
       f"{start.get('cpu_model', '?')}, load average {fmt_load(start.get('load_average_start'))} "
       f"before, {fmt_load(result['load_average_end'])} after.\n"))
   sys.stdout.write(table)

@@ -5,7 +5,6 @@ Each case runs in a fresh interpreter: the setting is process-wide and binds thr
 first allocate.
 """
 
-import platform
 import subprocess
 import sys
 import textwrap
@@ -16,9 +15,8 @@ from yolact_jax import host_memory
 
 PAGES = 65536  # a 256 MiB block in 4 KiB pages
 
-glibc_only = pytest.mark.skipif(
-    platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc',
-    reason='host memory modes act on glibc malloc only')
+glibc_only = pytest.mark.skipif(not host_memory.available(),
+                                reason='host memory modes act on glibc malloc only')
 
 # Parses the command line as every yolact-jax command does, then counts the page faults of
 # writing a fresh 256 MiB malloc block after a block of the same size was written and freed
@@ -63,9 +61,12 @@ def test_release_leaves_glibc_defaults_which_fault_every_page():
   assert faults >= PAGES * 0.9  # a fresh mmap: one fault per 4 KiB page
 
 
-def test_unknown_mode_is_a_one_line_error():
-  with pytest.raises(ValueError, match='keep, release'):
+def test_unknown_mode_is_a_one_line_error(capsys):
+  with pytest.raises(ValueError, match="one of keep, release, not 'forever'"):
     host_memory.apply('forever')
   from yolact_jax.cli.common import Parser
-  with pytest.raises(SystemExit):
+  with pytest.raises(SystemExit) as exit_:
     Parser(prog='t').parse_args(['--host_memory', 'forever'])
+  assert exit_.value.code == 2
+  error = capsys.readouterr().err.strip().splitlines()[-1]
+  assert error.startswith('t: error:') and '--host_memory' in error and "'forever'" in error

@@ -36,8 +36,13 @@ _UNLIMITED = -1  # read by mallopt as SIZE_MAX for M_TRIM_THRESHOLD
 _applied: str | None = None
 
 
+def available() -> bool:
+  """Whether the C library is glibc (elsewhere :func:`apply` does nothing)."""
+  return platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc'
+
+
 def _glibc() -> ctypes.CDLL | None:
-  if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
+  if not available():
     return None
   try:
     return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')

@@ -16,7 +16,6 @@ is the command line.
 
 from __future__ import annotations
 
-import os
 import resource
 from typing import Any, Callable
 
@@ -25,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from yolact_jax import host_memory
 from yolact_jax import train_step as ts
 from yolact_jax.anchors import make_priors
 from yolact_jax.bench.inputs import synthetic_train_batch
@@ -140,8 +138,7 @@ def breakdown(cfg: YolactConfig, batch_size: int, rounds: int, warmup: int = 1
                       'page_faults_per_call': float(np.mean(faults)),
                       'system_s_per_call': float(np.mean(system_s))}
   split = split_step({name: p['median_ms'] for name, p in programs.items()})
-  return {'batch_size': batch_size, 'rounds': rounds, 'programs': programs, 'split_ms': split,
-          'glibc_tunables': os.environ.get('GLIBC_TUNABLES'), 'host_memory': host_memory.mode()}
+  return {'batch_size': batch_size, 'rounds': rounds, 'programs': programs, 'split_ms': split}
 
 
 def markdown(result: dict[str, Any]) -> str:
