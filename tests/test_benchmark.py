@@ -246,6 +246,22 @@ def test_convgrad_case_times_forward_and_both_gradients():
   assert '| broken | xla | failed: OOM |' in text
 
 
+def test_convgrad_pytorch_case_times_the_original_kernels():
+  pytest.importorskip('torch')
+  opts = timing.TimingOptions(warmup=1, repeats=2, max_seconds=10.0)
+  case = convgrad.pytorch_gradient_case('tiny 3x3/2', 16, 4, 8, 3, 2, 1, 'float32', opts)
+  assert case['impl'] == 'pytorch' and case['threads'] >= 1
+  assert [s['stage'] for s in case['stages']] == ['forward', 'input_gradient', 'weight_gradient']
+  for stage in case['stages']:
+    assert stage['runs'] == 2 and 0 < stage['min_ms'] <= stage['median_ms'] <= stage['max_ms']
+  report = {'machine': {'date_utc': 'now', 'device_kind': 'cpu', 'platform': 'cpu',
+                        'cpu_model': 'x', 'cpu_cores_usable': 1, 'jax': 'j',
+                        'load_average_start': [1.0, 1.0, 1.0]}, 'convgrad': [case]}
+  assert '| tiny 3x3/2 | pytorch | 16 | 1 |' in report_lib.markdown_report(report)
+  with pytest.raises(ValueError, match='float32 only'):
+    convgrad.pytorch_gradient_case('tiny', 16, 4, 8, 3, 2, 1, 'bfloat16', opts)
+
+
 def test_grid_takes_the_yolact_plus_presets():
   assert {'yolact_plus_base', 'yolact_plus_resnet50'} <= set(grid.FULL_INFERENCE_PRESETS)
   assert {'yolact_plus_base', 'yolact_plus_resnet50'} <= {c[0] for c in grid.FULL_TRAIN_CASES}

@@ -55,62 +55,96 @@ def test_forward_and_gradients_match_lax(name, size, cin, cout, kernel, stride, 
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=f'{name}: {label}')
 
 
+@pytest.mark.parametrize('im2col_max_channels', [0, 64], ids=['per tap', 'im2col'])
 @pytest.mark.parametrize('name,size,cin,cout,kernel,stride,padding', CASES,
                          ids=[c[0] for c in CASES])
-def test_weight_grad_by_matmul_matches_xla(name, size, cin, cout, kernel, stride, padding):
+def test_weight_grad_by_matmul_matches_xla(name, size, cin, cout, kernel, stride, padding,
+                                           im2col_max_channels):
+  """Every form of the products (per tap; im2col with the gradient transposed; channels-first
+  im2col for the stem's 3 channels) gives XLA's weight gradient."""
   x, w, g = make_case(size, cin, cout, kernel, stride, padding, seed=1)
   _, vjp = jax.vjp(lambda w: lax.conv_general_dilated(x, w, (stride, stride), padding,
                                                        dimension_numbers=NHWC), w)
-  got = cpu_conv.weight_grad_by_matmul(x, g, (kernel, kernel), (stride, stride), padding)
+  got = jax.jit(lambda x, g: cpu_conv.weight_grad_by_matmul(
+      x, g, (kernel, kernel), (stride, stride), padding, im2col_max_channels))(x, g)
   np.testing.assert_allclose(got, vjp(g)[0], rtol=1e-5, atol=1e-4, err_msg=name)
 
 
-@pytest.mark.parametrize('w_shape,out_shape,expected', [
-    ((1, 1, 64, 256), (2, 138, 138, 256), True),  # every 1x1
-    ((1, 1, 512, 2048), (2, 18, 18, 2048), True),
-    ((3, 3, 256, 256), (2, 138, 138, 256), True),  # the ProtoNet's big one
-    ((3, 3, 256, 256), (2, 69, 69, 256), False),  # FPN / head / ProtoNet at 69, batch 2
-    ((3, 3, 256, 256), (8, 69, 69, 256), True),  # ... at batch 8
-    ((3, 3, 256, 96), (8, 69, 69, 96), False),  # the mask coefficients' head: too few channels
-    ((3, 3, 64, 64), (8, 138, 138, 64), False),  # ResNet layer1
-    ((7, 7, 3, 64), (2, 275, 275, 64), True),  # the stem: 3 input channels
-    ((7, 7, 8, 64), (2, 16, 16, 64), False),
+AMD = cpu_conv.WEIGHT_GRAD_RULES['AuthenticAMD']
+INTEL = cpu_conv.WEIGHT_GRAD_RULES['GenuineIntel']
+
+
+@pytest.mark.parametrize('w_shape,out_shape,on_amd,on_intel', [
+    ((1, 1, 64, 256), (2, 138, 138, 256), True, True),  # every 1x1
+    ((1, 1, 512, 2048), (2, 18, 18, 2048), True, True),
+    ((3, 3, 256, 256), (2, 138, 138, 256), True, True),  # the ProtoNet's big one
+    ((3, 3, 256, 256), (2, 69, 69, 256), False, True),  # FPN / head / ProtoNet at 69, batch 2
+    ((3, 3, 256, 256), (8, 69, 69, 256), True, True),  # ... at batch 8
+    ((3, 3, 256, 256), (2, 35, 35, 256), False, True),  # ResNet layer3
+    ((3, 3, 256, 96), (8, 69, 69, 96), False, True),  # the mask coefficients' head
+    ((3, 3, 256, 12), (8, 69, 69, 12), False, False),  # the box head: too few outputs
+    ((3, 3, 64, 64), (8, 138, 138, 64), False, True),  # ResNet layer1
+    ((7, 7, 3, 64), (2, 275, 275, 64), True, True),  # the stem: 3 input channels
+    ((7, 7, 8, 64), (2, 16, 16, 64), False, False),
 ])
-def test_matmul_weight_grad_pays_table(w_shape, out_shape, expected):
-  assert cpu_conv.matmul_weight_grad_pays(w_shape, out_shape) is expected
+def test_matmul_weight_grad_pays_table(w_shape, out_shape, on_amd, on_intel):
+  assert cpu_conv.matmul_weight_grad_pays(w_shape, out_shape, AMD) is on_amd
+  assert cpu_conv.matmul_weight_grad_pays(w_shape, out_shape, INTEL) is on_intel
 
 
-def test_big_3x3_takes_the_product_path_and_matches(monkeypatch):
-  """A 3x3 convolution past the thresholds goes through weight_grad_by_matmul in the VJP."""
+def test_weight_grad_rule_by_vendor():
+  assert cpu_conv.weight_grad_rule('AuthenticAMD') is AMD
+  assert cpu_conv.weight_grad_rule('GenuineIntel') is INTEL
+  assert cpu_conv.weight_grad_rule('SomeOtherVendor') is cpu_conv.WEIGHT_GRAD_RULES[
+      cpu_conv.DEFAULT_VENDOR]
+  assert cpu_conv.weight_grad_rule() is cpu_conv.weight_grad_rule(cpu_conv.cpu_vendor())
+  assert AMD.im2col_max_channels == 0  # AMD keeps one product per tap everywhere
+
+
+@pytest.mark.parametrize('rule', [AMD, INTEL], ids=['amd rule', 'intel rule'])
+def test_3x3_through_the_vjp_under_either_rule(rule, monkeypatch):
+  """The network's convolution gives XLA's value and gradients whichever rule picks the path:
+  a 64-channel 3x3 takes XLA's weight gradient under the AMD rule and the im2col product under
+  the Intel one; a 256-channel one past 16384 positions takes the per-tap products."""
+  monkeypatch.setattr(cpu_conv, 'weight_grad_rule', lambda vendor=None: rule)
   rng = np.random.default_rng(3)
-  x = jnp.asarray(rng.normal(size=(1, 32, 32, 64)), jnp.float32)
-  w = jnp.asarray(rng.normal(size=(3, 3, 64, 64)) * 0.05, jnp.float32)
-  g = jnp.asarray(rng.normal(size=(1, 32, 32, 64)), jnp.float32)
-  assert not cpu_conv.matmul_weight_grad_pays(w.shape, g.shape)
-  monkeypatch.setattr(cpu_conv, 'MATMUL_MIN_POSITIONS', 32 * 32)
-  monkeypatch.setattr(cpu_conv, 'MATMUL_MIN_CHANNELS', 64)
-  assert cpu_conv.matmul_weight_grad_pays(w.shape, g.shape)
-  ours = value_and_grads(fast.conv_general_dilated, x, w, g, 1, ((1, 1), (1, 1)))
-  theirs = value_and_grads(lax.conv_general_dilated, x, w, g, 1, ((1, 1), (1, 1)))
-  for a, b in zip(ours, theirs):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-4)
+  for cin, size, batch in ((64, 32, 1), (256, 64, 4)):
+    x = jnp.asarray(rng.normal(size=(batch, size, size, cin)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, cin, cin)) * 0.05, jnp.float32)
+    g = jnp.asarray(rng.normal(size=(batch, size, size, cin)), jnp.float32)
+    ours = value_and_grads(fast.conv_general_dilated, x, w, g, 1, ((1, 1), (1, 1)))
+    theirs = value_and_grads(lax.conv_general_dilated, x, w, g, 1, ((1, 1), (1, 1)))
+    for a, b in zip(ours, theirs):  # sums of up to 147 456 terms: float32 reordering only
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=5e-5 * float(jnp.abs(b).max()))
 
 
 def test_weight_grad_products_are_plain_matrix_products():
-  """Every product of the weight gradient has the plain [M, K] x [K, N] form on materialised
-  operands: the transposed operand is the one with fewer channels, behind an optimisation
-  barrier (XLA would otherwise fold the transpose into the product and redo the producer's
-  element-wise work in transposed order)."""
+  """Every product of the weight gradient has the plain [M, K] x [K, N] form: the transposed
+  operand (the one with fewer channels) is transposed on its own inside a conditional, which
+  survives XLA's compilation (that is what keeps the transpose out of the producer's fusion)."""
   for cin, cout in ((4, 16), (16, 4)):
     x = jnp.ones((2, 6, 6, cin))
     dy = jnp.ones((2, 6, 6, cout))
-    text = jax.jit(lambda x, dy: cpu_conv.weight_grad_by_matmul(
-        x, dy, (3, 3), (1, 1), ((1, 1), (1, 1)))).lower(x, dy).as_text()
+    lowered = jax.jit(lambda x, dy: cpu_conv.weight_grad_by_matmul(
+        x, dy, (3, 3), (1, 1), ((1, 1), (1, 1)))).lower(x, dy)
+    text = lowered.as_text()
     dots = [line for line in text.splitlines() if 'stablehlo.dot_general' in line]
     assert len(dots) == 9
     assert all('contracting_dims = [1] x [0]' in line for line in dots), dots[0]
-    # the input windows transposed (9 barriers) where Cin < Cout, else the gradient once
-    assert text.count('stablehlo.optimization_barrier') == (9 if cin < cout else 1)
+    # the input windows transposed (9 conditionals) where Cin < Cout, else the gradient once
+    transposes = 9 if cin < cout else 1
+    assert text.count('stablehlo.case') == transposes
+    assert lowered.compile().as_text().count(' conditional(') == transposes
+
+
+def test_transposed_gives_the_transpose():
+  """_transposed is the plain transpose whatever the operand holds (a NaN first element takes
+  the other branch, which is the same)."""
+  a = jnp.arange(24.0).reshape(2, 3, 4)
+  for first in (0.0, jnp.nan):
+    b = a.at[0, 0, 0].set(first)
+    got = jax.jit(lambda b: cpu_conv._transposed(b, (2, 0, 1)))(b)
+    np.testing.assert_array_equal(got, jnp.transpose(b, (2, 0, 1)))
 
 
 @pytest.mark.parametrize('kwargs', [
@@ -165,8 +199,8 @@ def test_other_platforms_keep_xla_convolutions(kernel, monkeypatch):
     return jnp.sum(fast.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=NHWC) ** 2)
 
   # the 3x3 weight gradient takes the products too (on CPU)
-  monkeypatch.setattr(cpu_conv, 'MATMUL_MIN_POSITIONS', 1)
-  monkeypatch.setattr(cpu_conv, 'MATMUL_MIN_CHANNELS', 1)
+  monkeypatch.setattr(cpu_conv, 'weight_grad_rule',
+                      lambda vendor=None: cpu_conv.WeightGradRule(1, 1, 0))
   traced = jax.jit(jax.grad(loss, (0, 1))).trace(x, w)
   cuda = traced.lower(lowering_platforms=('cuda',)).as_text()
   cpu = traced.lower(lowering_platforms=('cpu',)).as_text()

@@ -174,7 +174,8 @@ def _convgrad_table(cases: list[dict]) -> list[str]:
                 'Each convolution alone (jitted): forward, input gradient, weight gradient; '
                 'GFLOP/s from XLA\'s cost analysis. `xla`: `jax.lax.conv_general_dilated`; '
                 '`yolact_jax`: the network\'s convolution (`yolact_jax/ops/conv.py`: 1x1 '
-                'convolutions and some weight gradients as matrix products on CPU).',
+                'convolutions and weight gradients as matrix products on CPU where they pay); '
+                '`pytorch`: PyTorch\'s (the original\'s kernels, NCHW), where installed.',
                 'convolution', 'impl', 'input', 'batch', 'dtype', 'forward ms', 'dx ms', 'dw ms',
                 'dw / forward', 'forward GFLOP/s', 'dw GFLOP/s')
   for c in cases:

@@ -7,7 +7,8 @@ through to ``jax.lax.conv_general_dilated``. The rest goes through :func:`conv2d
 VJP whose forward, input gradient and weight gradient each pick their implementation in
 :func:`_cpu_or_xla`, the one place the platform matters: on CPU a 1x1 convolution without
 padding as products, and the weight gradient of larger kernels as products where
-:func:`~yolact_jax.ops.cpu_conv.matmul_weight_grad_pays`; elsewhere (cuDNN ...) XLA's throughout.
+:func:`~yolact_jax.ops.cpu_conv.matmul_weight_grad_pays` says so for this machine's CPU
+(:func:`~yolact_jax.ops.cpu_conv.weight_grad_rule`); elsewhere (cuDNN ...) XLA's throughout.
 
 The pick is ``jax.lax.platform_dependent``, resolved when the program is lowered, so one traced
 program serves every backend. It sits inside the custom VJP's rules (never differentiated
@@ -72,13 +73,16 @@ def _input_grad(x, w, dy, strides, padding, precision):
 
 
 def _weight_grad(x, w, dy, strides, padding, precision):
+  rule = cpu_conv.weight_grad_rule()
+
   def by_matmul(x, dy):
-    return cpu_conv.weight_grad_by_matmul(x, dy, w.shape[:2], strides, padding).astype(w.dtype)
+    return cpu_conv.weight_grad_by_matmul(x, dy, w.shape[:2], strides, padding,
+                                          rule.im2col_max_channels).astype(w.dtype)
 
   def by_xla(x, dy):
     return jax.vjp(lambda w: _xla_conv(x, w, strides, padding, precision), w)[1](dy)[0]
 
-  if not cpu_conv.matmul_weight_grad_pays(w.shape, dy.shape):
+  if not cpu_conv.matmul_weight_grad_pays(w.shape, dy.shape, rule):
     return by_xla(x, dy)
   return _cpu_or_xla(x, dy, by_matmul, by_xla)
 

@@ -6,27 +6,69 @@ Two rewrites, each the same sums in another order (float32 rounding differences 
   the FPN laterals) IS a matrix product over the channels: :func:`pointwise_conv` and its input
   gradient :func:`pointwise_input_grad`; its weight gradient is :func:`weight_grad_by_matmul`
   with one tap.
-* The weight gradient of any convolution is, per kernel tap, one matrix product
-  (:func:`weight_grad_by_matmul`).
+* The weight gradient of any convolution is, per kernel tap, one matrix product, or for inputs
+  with few channels one product over all taps at once (:func:`weight_grad_by_matmul`).
 
-XLA:CPU's own convolutions are slow for these cases; :func:`matmul_weight_grad_pays` says for
-which weight shapes the products win. Nothing here looks at the platform:
+XLA:CPU's own convolutions are slow for these cases; :func:`weight_grad_rule` says for which
+weight shapes the products win on this machine's CPU. Nothing here looks at the platform:
 :mod:`yolact_jax.ops.conv` decides where these run (on CPU only) and is what the network calls.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any, Sequence
 
 import jax.numpy as jnp
 from jax import lax
 
-# 3x3 and larger kernels: XLA:CPU's weight gradient falls behind the products as the contracted
-# positions (batch x output positions) grow, unless the channels are few; and it wastes its
-# vector lanes on an input with a handful of channels (the stem's 3). Measured, docs/performance.md.
-MATMUL_MIN_POSITIONS = 16384  # batch x output positions: 2 x 138 x 138 pays, 2 x 69 x 69 does not
-MATMUL_MIN_CHANNELS = 128  # min(Cin, Cout): the 64-channel ResNet layer1 stays with XLA
-MATMUL_MAX_FEW_INPUT_CHANNELS = 4  # inputs with at most this many channels always pay
+# Inputs with at most this many channels (the stem's 3) always take the products: XLA:CPU's
+# weight gradient wastes its vector lanes on them.
+MATMUL_MAX_FEW_INPUT_CHANNELS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightGradRule:
+  """When and how the weight gradient of a kernel larger than 1x1 is computed as products.
+
+  XLA:CPU's own weight gradient runs at very different speeds on different CPUs, so the rule
+  is measured per CPU vendor (docs/performance.md, CPU convolutions)."""
+  min_positions: int  # products from this many contracted positions (batch x output positions)
+  min_channels: int  # ... with at least this many channels on both sides
+  # inputs with at most this many channels: one product over all taps (im2col), not one per tap
+  im2col_max_channels: int
+
+
+WEIGHT_GRAD_RULES = {
+    # AMD EPYC: XLA's weight gradient holds 130-180 GFLOP/s below ~10 000 contracted positions
+    # and for the 64-channel ResNet layer1, so the products only pay past both.
+    'AuthenticAMD': WeightGradRule(min_positions=16384, min_channels=128, im2col_max_channels=0),
+    # Intel Xeon (Sapphire Rapids): XLA's weight gradient is 1.5-5x slower than the products at
+    # every 3x3 size of the network; only narrow outputs (the box head's 12 channels) keep it.
+    'GenuineIntel': WeightGradRule(min_positions=0, min_channels=32, im2col_max_channels=64),
+}
+DEFAULT_VENDOR = 'GenuineIntel'  # any other CPU
+
+
+@functools.cache
+def cpu_vendor() -> str:
+  """This machine's CPU vendor as /proc/cpuinfo names it (``GenuineIntel``, ``AuthenticAMD``),
+  or ``''`` where it cannot be read."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('vendor_id'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return ''
+
+
+def weight_grad_rule(vendor: str | None = None) -> WeightGradRule:
+  """The :class:`WeightGradRule` for ``vendor`` (default: this machine's CPU)."""
+  vendor = cpu_vendor() if vendor is None else vendor
+  return WEIGHT_GRAD_RULES.get(vendor, WEIGHT_GRAD_RULES[DEFAULT_VENDOR])
 
 
 def is_pointwise(w_shape: Sequence[int], padding: tuple[tuple[int, int], ...]) -> bool:
@@ -57,67 +99,88 @@ def pointwise_input_grad(dy: jnp.ndarray, w: jnp.ndarray, x_shape: Sequence[int]
   return dx
 
 
-def _windows(x: jnp.ndarray, out_hw: tuple[int, int], kernel_hw: tuple[int, int],
-             strides: tuple[int, int], padding: tuple[tuple[int, int], ...]
-             ) -> list[jnp.ndarray]:
-  """The padded input window [N, Ho, Wo, Cin] of every kernel tap (i, j), in row-major order."""
-  xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-  (ho, wo), (sh, sw) = out_hw, strides
-  return [lax.slice(xp, (0, i, j, 0),
-                    (xp.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, xp.shape[3]),
-                    (1, sh, sw, 1))
-          for i in range(kernel_hw[0]) for j in range(kernel_hw[1])]
-
-
 def weight_grad_by_matmul(x: jnp.ndarray, dy: jnp.ndarray, kernel_hw: tuple[int, int],
-                          strides: tuple[int, int], padding: tuple[tuple[int, int], ...]
-                          ) -> jnp.ndarray:
+                          strides: tuple[int, int], padding: tuple[tuple[int, int], ...],
+                          im2col_max_channels: int = 0) -> jnp.ndarray:
   """dW [kh, kw, Cin, Cout] of an NHWC/HWIO convolution from its input x [N, H, W, Cin] and
-  output gradient dy [N, Ho, Wo, Cout]: one product per kernel tap, the input window shifted by
-  (i, j) contracted with the output gradient over the batch and the output positions:
+  output gradient dy [N, Ho, Wo, Cout]: per kernel tap, the input window shifted by (i, j)
+  contracted with the output gradient over the batch and the output positions:
 
       dW[i, j] = sum_{n, y, x} X_pad[n, s*y + i, s*x + j, :]^T  dY[n, y, x, :]     ([Cin, Cout])
 
-  Both operands hold the contracted positions as rows, so one must be transposed: the one with
-  fewer channels (the input windows, or else the output gradient once for every tap), as a
-  transpose of its own (:func:`_transposed`), and every product then has the plain
-  [M, K] x [K, N] form.
+  Both operands hold the contracted positions as rows, so one is transposed first
+  (:func:`_transposed`) and every product has the plain [M, K] x [K, N] form:
+
+  * by default one product per tap; the operand with fewer channels is transposed (the input
+    windows, or else the output gradient once for all taps);
+  * for inputs of at most ``im2col_max_channels`` channels, one product over all taps, whose
+    output has taps x Cin rows instead of Cin: the taps' windows side by side (im2col,
+    [M, taps x Cin]) against the output gradient transposed once, or, for inputs of at most
+    ``MATMUL_MAX_FEW_INPUT_CHANNELS`` channels, the padded input transposed once to channels
+    first and its windows stacked as rows ([taps x Cin, M]) against the output gradient.
   """
   # Accumulate in float32 at least (XLA:CPU has no bf16 x bf16 -> f32 product).
   accumulate = jnp.promote_types(x.dtype, jnp.float32)
   x, dy = x.astype(accumulate), dy.astype(accumulate)
   (n, ho, wo, cout), cin = dy.shape, x.shape[-1]
-  rows = n * ho * wo
-  taps = [tap.reshape(rows, cin) for tap in _windows(x, (ho, wo), kernel_hw, strides, padding)]
+  rows, taps = n * ho * wo, kernel_hw[0] * kernel_hw[1]
+  if taps > 1 and cin <= min(im2col_max_channels, MATMUL_MAX_FEW_INPUT_CHANNELS):
+    xt = _transposed(jnp.pad(x, ((0, 0), *padding, (0, 0))), (3, 0, 1, 2))  # [Cin, N, Hp, Wp]
+    windows = jnp.stack(_windows(xt, (ho, wo), kernel_hw, strides, first_spatial_axis=2))
+    return jnp.dot(windows.reshape(taps * cin, rows), dy.reshape(rows, cout)).reshape(
+        *kernel_hw, cin, cout)
   dy = dy.reshape(rows, cout)
+  windows = [w.reshape(rows, cin) for w in _windows(jnp.pad(x, ((0, 0), *padding, (0, 0))),
+                                                     (ho, wo), kernel_hw, strides)]
+  if taps > 1 and cin <= im2col_max_channels:
+    columns = jnp.concatenate(windows, axis=1)  # [M, taps x Cin]
+    return jnp.dot(_transposed(dy), columns).T.reshape(*kernel_hw, cin, cout)
   if cin < cout:
-    dw = jnp.stack([jnp.dot(_transposed(tap), dy) for tap in taps])  # [taps, Cin, Cout]
+    dw = jnp.stack([jnp.dot(_transposed(w), dy) for w in windows])  # [taps, Cin, Cout]
   else:
     dy_t = _transposed(dy)
-    dw = jnp.stack([jnp.dot(dy_t, tap).T for tap in taps])
+    dw = jnp.stack([jnp.dot(dy_t, w).T for w in windows])
   return dw.reshape(*kernel_hw, cin, cout)
 
 
-def _transposed(a: jnp.ndarray) -> jnp.ndarray:
-  """``a.T`` computed on its own. Left to itself, XLA folds the transpose into the product,
-  which then transposes the operand inside the fusion that computes it (BatchNorm's backward,
-  residual sums), recomputing those in transposed order at a fraction of memory speed (up to
-  140 ms for a 39 MB operand); the optimisation barrier keeps the transpose out of the product
-  (measured: the step 7% slower without it). XLA may still compute the operand's element-wise
-  producers inside the transpose's own fusion (a barrier before the transpose compiles to the
-  same program)."""
-  return lax.optimization_barrier(a.T)
+def _windows(xp: jnp.ndarray, out_hw: tuple[int, int], kernel_hw: tuple[int, int],
+             strides: tuple[int, int], first_spatial_axis: int = 1) -> list[jnp.ndarray]:
+  """The window of every kernel tap (i, j), in row-major order, of a padded input whose two
+  spatial axes start at ``first_spatial_axis`` ([N, Hp, Wp, C] -> [N, Ho, Wo, C] by default)."""
+  (ho, wo), (sh, sw), a = out_hw, strides, first_spatial_axis
+  def window(i, j):
+    start, limit, step = [0] * xp.ndim, list(xp.shape), [1] * xp.ndim
+    start[a:a + 2] = i, j
+    limit[a:a + 2] = i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1
+    step[a:a + 2] = sh, sw
+    return lax.slice(xp, start, limit, step)
+  return [window(i, j) for i in range(kernel_hw[0]) for j in range(kernel_hw[1])]
 
 
-def matmul_weight_grad_pays(w_shape: Sequence[int], out_shape: Sequence[int]) -> bool:
+def _transposed(a: jnp.ndarray, axes: Sequence[int] | None = None) -> jnp.ndarray:
+  """``a.transpose(axes)`` computed from ``a`` in a buffer of its own.
+
+  Left to itself XLA:CPU fuses the transpose with the element-wise work that produces ``a``
+  (a BatchNorm's backward, residual sums, ReLU masks) and recomputes all of it in transposed
+  order, far below memory speed (280 ms for one 78 MB operand in the batch-8 step, against
+  17 ms for the plain transposing copy); an optimisation barrier does not stop that fusion.
+  A conditional does: XLA fuses nothing across one and keeps it unless its predicate is a
+  constant, so the transpose sits in both branches of a conditional on whether ``a``'s first
+  element is NaN, the operand is written in its natural order, and the transposing copy reads
+  it from memory. Both branches are the same, so the value never depends on the predicate."""
+  transpose = lambda a: jnp.transpose(a, axes)
+  return lax.cond(jnp.isnan(a[(0,) * a.ndim]), transpose, transpose, a)
+
+
+def matmul_weight_grad_pays(w_shape: Sequence[int], out_shape: Sequence[int],
+                            rule: WeightGradRule | None = None) -> bool:
   """Whether :func:`weight_grad_by_matmul` beats XLA:CPU's weight gradient for a kernel
   ``w_shape`` [kh, kw, Cin, Cout] and output ``out_shape`` [N, Ho, Wo, Cout]: always for 1x1
   kernels and for inputs of at most ``MATMUL_MAX_FEW_INPUT_CHANNELS`` channels; for larger
-  kernels from ``MATMUL_MIN_POSITIONS`` contracted positions (N x Ho x Wo) with at least
-  ``MATMUL_MIN_CHANNELS`` channels on both sides (measured: ``docs/performance.md``, CPU
-  convolutions)."""
+  kernels where ``rule`` (default: this CPU's :func:`weight_grad_rule`) says so."""
   kh, kw, cin, cout = w_shape
   if kh * kw == 1 or cin <= MATMUL_MAX_FEW_INPUT_CHANNELS:
     return True
+  rule = weight_grad_rule() if rule is None else rule
   positions = out_shape[0] * out_shape[1] * out_shape[2]
-  return positions >= MATMUL_MIN_POSITIONS and min(cin, cout) >= MATMUL_MIN_CHANNELS
+  return positions >= rule.min_positions and min(cin, cout) >= rule.min_channels
