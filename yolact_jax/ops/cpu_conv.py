@@ -10,7 +10,7 @@ Two rewrites, each the same sums in another order (float32 rounding differences 
   with few channels one product over all taps at once (:func:`weight_grad_by_matmul`).
 
 XLA:CPU's own convolutions are slow for these cases; :func:`weight_grad_rule` says for which
-weight shapes the products win on this machine's CPU. Nothing here looks at the platform:
+weight shapes the products win on this machine's CPU. Nothing here looks at the JAX platform:
 :mod:`yolact_jax.ops.conv` decides where these run (on CPU only) and is what the network calls.
 """
 
@@ -44,7 +44,7 @@ WEIGHT_GRAD_RULES = {
     # AMD EPYC: XLA's weight gradient holds 130-180 GFLOP/s below ~10 000 contracted positions
     # and for the 64-channel ResNet layer1, so the products only pay past both.
     'AuthenticAMD': WeightGradRule(min_positions=16384, min_channels=128, im2col_max_channels=0),
-    # Intel Xeon (Sapphire Rapids): XLA's weight gradient is 1.5-5x slower than the products at
+    # Intel Xeon (Sapphire Rapids): XLA's weight gradient is 1.4-4.9x slower than the products at
     # every 3x3 size of the network; only narrow outputs (the box head's 12 channels) keep it.
     'GenuineIntel': WeightGradRule(min_positions=0, min_channels=32, im2col_max_channels=64),
 }
