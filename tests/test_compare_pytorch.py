@@ -831,7 +831,8 @@ def test_whole_run_against_a_fake_checkout(fake_checkout, tmp_path):
     bound = FAKE_NOISE + 1e-5  # + float32 noise (the fake runs the network un-jitted)
     assert 0 < raw[key]['max_abs'] <= bound, (key, raw[key])
     assert raw[key]['batches'] == 2 and raw[key]['within_reference_tolerance']
-  assert raw['conf']['max_abs'] < 1e-6 and raw['priors']['max_abs'] == 0.0
+  # conf (softmax probabilities) has no added noise: float32 noise only, as above
+  assert raw['conf']['max_abs'] < 1e-5 and raw['priors']['max_abs'] == 0.0
 
   det = report['detections']
   assert det['total']['images'] == 3 and len(det['per_image']) == 3
