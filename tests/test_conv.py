@@ -3,6 +3,8 @@ jax.lax.conv_general_dilated."""
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -135,6 +137,26 @@ def test_weight_grad_products_are_plain_matrix_products():
     transposes = 9 if cin < cout else 1
     assert text.count('stablehlo.case') == transposes
     assert lowered.compile().as_text().count(' conditional(') == transposes
+
+
+def test_transposes_do_not_recompute_their_operands():
+  """The behaviour _transposed exists for: with a ReLU(x * s) input, no compiled fusion both
+  transposes and multiplies or takes the maximum (the operand is computed once, in its own
+  order, and the transpose reads it). The same program with an optimisation barrier instead
+  of the conditional fuses them (XLA:CPU drops the barrier before fusing)."""
+  def fused_transposes(transposed):
+    x, s, dy = jnp.ones((2, 16, 16, 4)), jnp.ones((4,)), jnp.ones((2, 16, 16, 32))
+    def wgrad(x, s, dy):  # Cin < Cout: the input windows are the transposed operand
+      return cpu_conv.weight_grad_by_matmul(jnp.maximum(x * s, 0), dy, (3, 3), (1, 1),
+                                            ((1, 1), (1, 1)))
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setattr(cpu_conv, '_transposed', transposed)
+      text = jax.jit(wgrad).lower(x, s, dy).compile().as_text()
+    bodies = re.findall(r'\n%?[\w.\-]+ [^\n]*\{\n(.*?)\n\}', text, re.S)
+    return [b for b in bodies if ' transpose(' in b and (' multiply(' in b or ' maximum(' in b)]
+
+  assert fused_transposes(cpu_conv._transposed) == []
+  assert fused_transposes(lambda a, axes=None: lax.optimization_barrier(jnp.transpose(a, axes)))
 
 
 def test_transposed_gives_the_transpose():

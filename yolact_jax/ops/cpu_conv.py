@@ -124,14 +124,14 @@ def weight_grad_by_matmul(x: jnp.ndarray, dy: jnp.ndarray, kernel_hw: tuple[int,
   x, dy = x.astype(accumulate), dy.astype(accumulate)
   (n, ho, wo, cout), cin = dy.shape, x.shape[-1]
   rows, taps = n * ho * wo, kernel_hw[0] * kernel_hw[1]
+  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
   if taps > 1 and cin <= min(im2col_max_channels, MATMUL_MAX_FEW_INPUT_CHANNELS):
-    xt = _transposed(jnp.pad(x, ((0, 0), *padding, (0, 0))), (3, 0, 1, 2))  # [Cin, N, Hp, Wp]
+    xt = _transposed(xp, (3, 0, 1, 2))  # [Cin, N, Hp, Wp]
     windows = jnp.stack(_windows(xt, (ho, wo), kernel_hw, strides, first_spatial_axis=2))
     return jnp.dot(windows.reshape(taps * cin, rows), dy.reshape(rows, cout)).reshape(
         *kernel_hw, cin, cout)
   dy = dy.reshape(rows, cout)
-  windows = [w.reshape(rows, cin) for w in _windows(jnp.pad(x, ((0, 0), *padding, (0, 0))),
-                                                     (ho, wo), kernel_hw, strides)]
+  windows = [w.reshape(rows, cin) for w in _windows(xp, (ho, wo), kernel_hw, strides)]
   if taps > 1 and cin <= im2col_max_channels:
     columns = jnp.concatenate(windows, axis=1)  # [M, taps x Cin]
     return jnp.dot(_transposed(dy), columns).T.reshape(*kernel_hw, cin, cout)
