@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from scripts import benchmark as cli
-from yolact_jax.bench import convgrad, grid, machine, report as report_lib, timing
+from yolact_jax.bench import convgrad, convnet, grid, machine, report as report_lib, timing
 from yolact_jax.bench import inputs as bench_inputs
 from yolact_jax.config import get_config
 from yolact_jax.model.shapes import feature_sizes, proto_size
@@ -260,6 +260,56 @@ def test_convgrad_pytorch_case_times_the_original_kernels():
   assert '| tiny 3x3/2 | pytorch | 16 | 1 |' in report_lib.markdown_report(report)
   with pytest.raises(ValueError, match='float32 only'):
     convgrad.pytorch_gradient_case('tiny', 16, 4, 8, 3, 2, 1, 'bfloat16', opts)
+
+
+def test_network_convolutions_are_every_convolution_of_the_train_step():
+  convs = convnet.network_convolutions('yolact_resnet50', 2)
+  # ResNet-50: the stem, 16 bottlenecks of 3, 4 downsample shortcuts (53); FPN: 3 lateral,
+  # 3 output, 2 downsample layers (8); ProtoNet: 3 at P3, 1 after the upsample, 1x1 to the
+  # prototypes (5); the shared head at 5 levels: upfeature, box, class, coefficients (20);
+  # the semantic segmentation head (1).
+  assert sum(c['count'] for c in convs) == 53 + 8 + 5 + 20 + 1
+  stem = convs[0]
+  assert (stem['conv'], stem['input_gradient']) == ('7x7/2 3->64 @550x550', False)
+  assert all(c['input_gradient'] for c in convs[1:])
+  by_name = {c['conv']: c for c in convs}
+  assert len(by_name) == len(convs)  # each distinct convolution once
+  for side in (69, 35, 18, 9, 5):  # the class-score layer (81 classes x 3 anchors) per level
+    assert by_name[f'3x3/1 256->243 @{side}x{side}']['count'] == 1
+  assert by_name['3x3/1 256->256 @69x69']['count'] == 5  # FPN P3 output, ProtoNet x3, upfeature
+  assert by_name['3x3/1 256->256 @138x138']['count'] == 1
+  assert all(c['padding'] == c['kernel'] // 2 for c in convs)
+
+
+def test_convnet_sums_every_convolution_with_its_count():
+  opts = timing.TimingOptions(warmup=0, repeats=2, max_seconds=10.0)
+  result = convnet.run_convnet('yolact_tiny', 1, opts, lambda msg: None, impls=('yolact_jax',))
+  convs = result['convolutions']
+  assert result['num_convolutions'] == sum(c['count'] for c in convs) > len(convs)
+  stem = convs[0]['impls']['yolact_jax']
+  assert [s['stage'] for s in stem['stages']] == ['forward', 'weight_gradient']
+  expected = {stage: 0.0 for stage in convgrad.STAGES}
+  for conv in convs:
+    for stage in conv['impls']['yolact_jax']['stages']:
+      check_stage(stage, stage['stage'])
+      expected[stage['stage']] += conv['count'] * stage['median_ms']
+  totals = result['totals']['yolact_jax']
+  assert totals['complete']
+  for stage, ms in expected.items():
+    assert totals[f'{stage}_ms'] == pytest.approx(ms)
+  assert totals['total_ms'] == pytest.approx(sum(expected.values()))
+  # A failed convolution leaves the totals marked incomplete, in the JSON and the report.
+  convs[1]['impls']['yolact_jax'] = {'conv': convs[1]['conv'], 'impl': 'yolact_jax',
+                                     'error': 'OOM'}
+  result['totals'] = {'yolact_jax': convnet.network_totals(convs, 'yolact_jax')}
+  assert not result['totals']['yolact_jax']['complete']
+  text = report_lib.markdown_report({'machine': {
+      'date_utc': 'now', 'device_kind': 'cpu', 'platform': 'cpu', 'cpu_model': 'x',
+      'cpu_cores_usable': 1, 'jax': 'j', 'load_average_start': [1.0, 1.0, 1.0]},
+      'convnet': result})
+  assert '## Convolutions of the network' in text
+  assert '| ours (incomplete: a convolution failed) |' in text
+  assert f'| {convs[1]["conv"]} | {convs[1]["count"]} | failed: OOM |' in text
 
 
 def test_grid_takes_the_yolact_plus_presets():

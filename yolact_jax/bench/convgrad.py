@@ -5,7 +5,7 @@ is installed) with PyTorch's, the original's kernels (oneDNN on CPU)."""
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,17 +33,26 @@ CONV_IMPLS = {'xla': jax.lax.conv_general_dilated, 'yolact_jax': conv_general_di
 PYTORCH = 'pytorch'
 
 
-def conv_gradient_case(name: str, size: int, cin: int, cout: int, kernel: int, stride: int,
-                       batch: int, dtype: str, opts: TimingOptions, impl: str = 'xla'
-                       ) -> dict[str, Any]:
-  """One convolution's forward, input gradient (dx) and weight gradient (dw), each jitted, on
-  x [batch, size, size, cin] with a ``kernel`` x ``kernel`` x cin x cout kernel, by ``impl``
-  (a key of ``CONV_IMPLS``)."""
+STAGES = ('forward', 'input_gradient', 'weight_gradient')
+
+
+def _hw(size: int | Sequence[int]) -> tuple[int, int]:
+  return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def conv_gradient_case(name: str, size: int | Sequence[int], cin: int, cout: int, kernel: int,
+                       stride: int, batch: int, dtype: str, opts: TimingOptions,
+                       impl: str = 'xla', padding: int | None = None,
+                       stages: Sequence[str] = STAGES) -> dict[str, Any]:
+  """One convolution's forward, input gradient (dx) and weight gradient (dw) (those of
+  ``stages``), each jitted, on x [batch, h, w, cin] (``size``: h = w, or (h, w)) with a
+  ``kernel`` x ``kernel`` x cin x cout kernel and ``padding`` on every side (default
+  kernel // 2), by ``impl`` (a key of ``CONV_IMPLS``)."""
   conv_fn = CONV_IMPLS[impl]
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), DTYPES[dtype])
+  x = jnp.asarray(rng.standard_normal((batch, *_hw(size), cin)), DTYPES[dtype])
   w = jnp.asarray(rng.standard_normal((kernel, kernel, cin, cout)) * 0.02, DTYPES[dtype])
-  pad = ((kernel // 2, kernel // 2),) * 2
+  pad = ((kernel // 2 if padding is None else padding,) * 2,) * 2
 
   def conv(x, w):
     return conv_fn(x, w, (stride, stride), pad, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
@@ -53,14 +62,17 @@ def conv_gradient_case(name: str, size: int, cin: int, cout: int, kernel: int, s
                                  (x, w, dy)),
               'weight_gradient': (jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]),
                                   (x, w, dy))}
-  stages = [measure_stage(stage, fn, args, opts)[0] for stage, (fn, args) in programs.items()]
+  timed = [measure_stage(stage, fn, args, opts)[0] for stage, (fn, args) in programs.items()
+           if stage in stages]
   return {'conv': name, 'impl': impl, 'input_size': size, 'in_channels': cin,
           'out_channels': cout, 'kernel': kernel, 'stride': stride, 'batch': batch,
-          'dtype': dtype, 'stages': stages}
+          'dtype': dtype, 'stages': timed}
 
 
-def pytorch_gradient_case(name: str, size: int, cin: int, cout: int, kernel: int, stride: int,
-                          batch: int, dtype: str, opts: TimingOptions) -> dict[str, Any]:
+def pytorch_gradient_case(name: str, size: int | Sequence[int], cin: int, cout: int,
+                          kernel: int, stride: int, batch: int, dtype: str, opts: TimingOptions,
+                          padding: int | None = None, stages: Sequence[str] = STAGES
+                          ) -> dict[str, Any]:
   """:func:`conv_gradient_case` for PyTorch's convolution (float32, NCHW, PyTorch's threads):
   ``conv2d`` and ``aten.convolution_backward`` for the input or the weight gradient alone, the
   calls autograd makes in the original's train step."""
@@ -68,9 +80,9 @@ def pytorch_gradient_case(name: str, size: int, cin: int, cout: int, kernel: int
   if dtype != 'float32':
     raise ValueError(f'pytorch_gradient_case: float32 only, got {dtype}')
   rng = np.random.default_rng(0)
-  x = torch.from_numpy(rng.standard_normal((batch, cin, size, size), np.float32))
+  x = torch.from_numpy(rng.standard_normal((batch, cin, *_hw(size)), np.float32))
   w = torch.from_numpy((rng.standard_normal((cout, cin, kernel, kernel)) * 0.02).astype(np.float32))
-  pad = kernel // 2
+  pad = kernel // 2 if padding is None else padding
   with torch.no_grad():
     dy = torch.ones_like(torch.nn.functional.conv2d(x, w, None, stride, pad))
 
@@ -80,13 +92,13 @@ def pytorch_gradient_case(name: str, size: int, cin: int, cout: int, kernel: int
           [input_grad, weight_grad, False])
     calls = {'forward': lambda: torch.nn.functional.conv2d(x, w, None, stride, pad),
              'input_gradient': backward(True, False), 'weight_gradient': backward(False, True)}
-    stages = [{'stage': stage, 'flops': None,
-               **summarize_times(time_calls(fn, opts.repeats, opts.warmup, opts.max_seconds,
-                                            wait=None))}
-              for stage, fn in calls.items()]
+    timed = [{'stage': stage, 'flops': None,
+              **summarize_times(time_calls(fn, opts.repeats, opts.warmup, opts.max_seconds,
+                                           wait=None))}
+             for stage, fn in calls.items() if stage in stages]
   return {'conv': name, 'impl': PYTORCH, 'input_size': size, 'in_channels': cin,
           'out_channels': cout, 'kernel': kernel, 'stride': stride, 'batch': batch,
-          'dtype': dtype, 'threads': torch.get_num_threads(), 'stages': stages}
+          'dtype': dtype, 'threads': torch.get_num_threads(), 'stages': timed}
 
 
 def run_convgrad(batch: int, dtype: str, opts: TimingOptions, log: Callable) -> list[dict]:

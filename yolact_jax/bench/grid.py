@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import jax.numpy as jnp
 
-SECTIONS = ('inference', 'nms', 'train', 'flops', 'convgrad', 'dcn', 'exported')
+SECTIONS = ('inference', 'nms', 'train', 'flops', 'convgrad', 'convnet', 'dcn', 'exported')
 DEFAULT_SECTIONS = ('inference', 'nms', 'train', 'flops')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 

@@ -191,6 +191,46 @@ def _convgrad_table(cases: list[dict]) -> list[str]:
   return lines + ['']
 
 
+def _convnet_table(result: dict[str, Any]) -> list[str]:
+  impls = result['impls']
+  names = {'yolact_jax': 'ours', 'pytorch': 'PyTorch'}
+  lines = ['## Convolutions of the network', '',
+           f'Every convolution of `{result["preset"]}`\'s train step at batch {result["batch"]} '
+           f'({result["num_convolutions"]} convolutions, {len(result["convolutions"])} distinct), '
+           'each jitted and timed alone (median ms), summed over the network with its count. '
+           '`ours`: the network\'s convolution (`yolact_jax/ops/conv.py`); `PyTorch`: the '
+           'original\'s kernels (NCHW), where installed.', '',
+           *_columns('convolutions', 'forward ms', 'input gradient ms', 'weight gradient ms',
+                     'total ms per step')]
+  for impl in impls:
+    t = result['totals'][impl]
+    mark = '' if t['complete'] else ' (incomplete: a convolution failed)'
+    lines.append(_row(f'{names.get(impl, impl)}{mark}', f'{t["forward_ms"]:.0f}',
+                      f'{t["input_gradient_ms"]:.0f}', f'{t["weight_gradient_ms"]:.0f}',
+                      f'**{t["total_ms"]:.0f}**'))
+
+  def cells(conv: dict, impl: str) -> tuple[str, float | None]:
+    case = conv['impls'].get(impl, {})
+    if 'error' in case or not case:
+      return f'failed: {case.get("error", "not run")[:40]}', None
+    ms = {s['stage']: s['median_ms'] for s in case['stages']}
+    text = ' / '.join('-' if k not in ms else f'{ms[k]:.1f}'
+                      for k in ('forward', 'input_gradient', 'weight_gradient'))
+    return text, conv['count'] * sum(ms.values())
+
+  rows = []
+  for conv in result['convolutions']:
+    per = [cells(conv, impl) for impl in impls]
+    gap = (per[0][1] - per[1][1]) if len(per) > 1 and None not in (per[0][1], per[1][1]) else None
+    rows.append((gap, _row(conv['conv'], conv['count'], *(c[0] for c in per),
+                           *(('-' if gap is None else f'{gap:+.0f}',) if len(impls) > 1 else ()))))
+  rows.sort(key=lambda r: -r[0] if r[0] is not None else 0.0)
+  head = ['convolution', 'count', *(f'{names.get(i, i)} forward / dx / dw ms' for i in impls)]
+  if len(impls) > 1:
+    head.append(f'{names.get(impls[0], impls[0])} - {names.get(impls[1], impls[1])}, ms per step')
+  return lines + ['', *_columns(*head), *(r[1] for r in rows), '']
+
+
 def _flops_section(f: dict[str, Any]) -> list[str]:
   lines = ['## FLOPs', '', f'Convention: {f["convention"]}.', '']
   for dtype, peak in f['peak'].items():
@@ -289,7 +329,8 @@ def _exported_table(cases: list[dict]) -> list[str]:
 
 # (results key, table of that section), in the report's order.
 SECTION_TABLES = (('inference', _inference_table), ('nms', _nms_table), ('train', _train_table),
-                  ('convgrad', _convgrad_table), ('dcn', _dcn_table),
+                  ('convgrad', _convgrad_table), ('convnet', _convnet_table),
+                  ('dcn', _dcn_table),
                   ('exported', _exported_table), ('flops', _flops_section))
 
 

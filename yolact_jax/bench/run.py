@@ -11,7 +11,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from yolact_jax.config import NMS_KINDS
-from yolact_jax.bench import convgrad, dcn, exported, flops, inference, nms, train
+from yolact_jax.bench import convgrad, convnet, dcn, exported, flops, inference, nms, train
 from yolact_jax.bench.grid import SECTIONS, Case, csv_list, resolve_cases
 from yolact_jax.bench.inputs import default_reference_dir
 from yolact_jax.bench.machine import PROJECT_ROOT, machine_info, machine_slug
@@ -62,6 +62,8 @@ def run_sections(args: argparse.Namespace, sections: Sequence[str], machine: dic
     results['train'] = train.run_train(train_cases, opts, log)
   if 'convgrad' in sections:
     results['convgrad'] = convgrad.run_convgrad(args.convgrad_batch, 'float32', opts, log)
+  if 'convnet' in sections:
+    results['convnet'] = convnet.run_convnet(args.convnet_preset, args.convgrad_batch, opts, log)
   if 'dcn' in sections:
     results['dcn'] = dcn.run_dcn(args.dcn_presets, args.dcn_dtype, args.dcn_batch,
                                  args.dcn_train_batch, opts, log, results)

@@ -5,6 +5,7 @@
     yolact-jax benchmark --only nms --repeats 50
     yolact-jax benchmark --presets yolact_base --batch_sizes 1,8 --dtypes float32,bfloat16
     yolact-jax benchmark --only convgrad                 # the convolutions' gradients
+    yolact-jax benchmark --only convnet                  # every convolution of a train step
     # YOLACT++ R50 next to R50, network only, and the DCN layers' share (network, train step)
     yolact-jax benchmark --only inference,dcn --batch_sizes 1 \
         --presets yolact_resnet50,yolact_plus_resnet50 --inference_stages network
@@ -36,9 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
   p = common.Parser(prog='yolact-jax benchmark', description=__doc__.split('\n\n')[0])
   p.add_argument('--only', default=','.join(DEFAULT_SECTIONS),
                  help=f'comma-separated sections to run, of {",".join(SECTIONS)} (default: all '
-                      'but convgrad, dcn and exported)')
+                      'but convgrad, convnet, dcn and exported)')
   p.add_argument('--convgrad_batch', type=int, default=2,
-                 help='batch of the convgrad section (the CPU train-step batch)')
+                 help='batch of the convgrad and convnet sections (the CPU train-step batch)')
+  p.add_argument('--convnet_preset', default='yolact_resnet50',
+                 help='preset whose every convolution the convnet section times')
   p.add_argument('--grid', choices=('auto', 'cpu', 'full'), default='auto',
                  help="default cases: 'cpu' (a few-core CPU subset), 'full' (every preset x "
                       "batch 1,8 x float32,bfloat16); 'auto' = cpu on a CPU backend, else full")
