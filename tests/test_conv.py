@@ -57,19 +57,42 @@ def test_forward_and_gradients_match_lax(name, size, cin, cout, kernel, stride, 
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=f'{name}: {label}')
 
 
-@pytest.mark.parametrize('im2col_max_channels', [0, 64], ids=['per tap', 'im2col'])
+PER_TAP = cpu_conv.WeightGradRule(0, 0, per_row=False, stacked_max_channels=0)
+PER_ROW = cpu_conv.WeightGradRule(0, 0, per_row=True, stacked_max_channels=4)
+
+
+@pytest.mark.parametrize('rule', [PER_TAP, PER_ROW], ids=['per tap', 'per row, stacked stem'])
 @pytest.mark.parametrize('name,size,cin,cout,kernel,stride,padding', CASES,
                          ids=[c[0] for c in CASES])
 def test_weight_grad_by_matmul_matches_xla(name, size, cin, cout, kernel, stride, padding,
-                                           im2col_max_channels):
-  """Every form of the products (per tap; im2col with the gradient transposed; channels-first
-  im2col for the stem's 3 channels) gives XLA's weight gradient."""
+                                           rule):
+  """Every form of the products (per tap; per kernel row with the gradient transposed;
+  channels-first, all taps at once, for the stem's 3 channels) gives XLA's weight gradient."""
   x, w, g = make_case(size, cin, cout, kernel, stride, padding, seed=1)
   _, vjp = jax.vjp(lambda w: lax.conv_general_dilated(x, w, (stride, stride), padding,
                                                        dimension_numbers=NHWC), w)
   got = jax.jit(lambda x, g: cpu_conv.weight_grad_by_matmul(
-      x, g, (kernel, kernel), (stride, stride), padding, im2col_max_channels))(x, g)
+      x, g, (kernel, kernel), (stride, stride), padding, rule))(x, g)
   np.testing.assert_allclose(got, vjp(g)[0], rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+def test_weight_grad_forms_group_the_taps_as_the_rule_says():
+  """Per tap: 9 products of a 3x3; per row: 3, each over the row's 3 windows side by side
+  ([M, 3 x Cin]); the stem's few channels: 1 over all 49 taps of a 7x7 ([147, M])."""
+  def dots(kernel, cin, rule):
+    x, dy = jnp.ones((1, 10, 10, cin)), jnp.ones((1, 10, 10, 8))
+    pad = ((kernel // 2,) * 2,) * 2
+    text = jax.jit(lambda x, dy: cpu_conv.weight_grad_by_matmul(
+        x, dy, (kernel, kernel), (1, 1), pad, rule)).lower(x, dy).as_text()
+    return [line for line in text.splitlines() if 'stablehlo.dot_general' in line]
+
+  assert len(dots(3, 16, PER_TAP)) == 9
+  per_row = dots(3, 16, PER_ROW)
+  assert len(per_row) == 3 and all('tensor<100x48xf32>' in line for line in per_row)
+  assert all('contracting_dims = [1] x [0]' in line for line in per_row)  # plain [M,K]x[K,N]
+  stem = dots(7, 3, PER_ROW)
+  assert len(stem) == 1 and 'tensor<147x100xf32>' in stem[0]
+  assert len(dots(7, 3, PER_TAP)) == 49
 
 
 AMD = cpu_conv.WEIGHT_GRAD_RULES['AuthenticAMD']
@@ -100,14 +123,16 @@ def test_weight_grad_rule_by_vendor():
   assert cpu_conv.weight_grad_rule('SomeOtherVendor') is cpu_conv.WEIGHT_GRAD_RULES[
       cpu_conv.DEFAULT_VENDOR]
   assert cpu_conv.weight_grad_rule() is cpu_conv.weight_grad_rule(cpu_conv.cpu_vendor())
-  assert AMD.im2col_max_channels == 0  # AMD keeps one product per tap everywhere
+  # AMD keeps one product per tap everywhere; Intel one per kernel row and the stem stacked
+  assert (AMD.per_row, AMD.stacked_max_channels) == (False, 0)
+  assert (INTEL.per_row, INTEL.stacked_max_channels) == (True, 4)
 
 
 @pytest.mark.parametrize('rule', [AMD, INTEL], ids=['amd rule', 'intel rule'])
 def test_3x3_through_the_vjp_under_either_rule(rule, monkeypatch):
   """The network's convolution gives XLA's value and gradients whichever rule picks the path:
-  a 64-channel 3x3 takes XLA's weight gradient under the AMD rule and the im2col product under
-  the Intel one; a 256-channel one past 16384 positions takes the per-tap products."""
+  a 64-channel 3x3 takes XLA's weight gradient under the AMD rule and the per-row products
+  under the Intel one; a 256-channel one past 16384 positions takes the products under both."""
   monkeypatch.setattr(cpu_conv, 'weight_grad_rule', lambda vendor=None: rule)
   rng = np.random.default_rng(3)
   for cin, size, batch in ((64, 32, 1), (256, 64, 4)):
@@ -128,7 +153,7 @@ def test_weight_grad_products_are_plain_matrix_products():
     x = jnp.ones((2, 6, 6, cin))
     dy = jnp.ones((2, 6, 6, cout))
     lowered = jax.jit(lambda x, dy: cpu_conv.weight_grad_by_matmul(
-        x, dy, (3, 3), (1, 1), ((1, 1), (1, 1)))).lower(x, dy)
+        x, dy, (3, 3), (1, 1), ((1, 1), (1, 1)), PER_TAP)).lower(x, dy)
     text = lowered.as_text()
     dots = [line for line in text.splitlines() if 'stablehlo.dot_general' in line]
     assert len(dots) == 9
@@ -148,7 +173,7 @@ def test_transposes_do_not_recompute_their_operands():
     x, s, dy = jnp.ones((2, 16, 16, 4)), jnp.ones((4,)), jnp.ones((2, 16, 16, 32))
     def wgrad(x, s, dy):  # Cin < Cout: the input windows are the transposed operand
       return cpu_conv.weight_grad_by_matmul(jnp.maximum(x * s, 0), dy, (3, 3), (1, 1),
-                                            ((1, 1), (1, 1)))
+                                            ((1, 1), (1, 1)), PER_TAP)
     with pytest.MonkeyPatch.context() as patch:
       patch.setattr(cpu_conv, '_transposed', transposed)
       text = jax.jit(wgrad).lower(x, s, dy).compile().as_text()
@@ -222,7 +247,7 @@ def test_other_platforms_keep_xla_convolutions(kernel, monkeypatch):
 
   # the 3x3 weight gradient takes the products too (on CPU)
   monkeypatch.setattr(cpu_conv, 'weight_grad_rule',
-                      lambda vendor=None: cpu_conv.WeightGradRule(1, 1, 0))
+                      lambda vendor=None: cpu_conv.WeightGradRule(1, 1, False, 0))
   traced = jax.jit(jax.grad(loss, (0, 1))).trace(x, w)
   cuda = traced.lower(lowering_platforms=('cuda',)).as_text()
   cpu = traced.lower(lowering_platforms=('cpu',)).as_text()

@@ -77,7 +77,7 @@ def _weight_grad(x, w, dy, strides, padding, precision):
 
   def by_matmul(x, dy):
     return cpu_conv.weight_grad_by_matmul(x, dy, w.shape[:2], strides, padding,
-                                          rule.im2col_max_channels).astype(w.dtype)
+                                          rule).astype(w.dtype)
 
   def by_xla(x, dy):
     return jax.vjp(lambda w: _xla_conv(x, w, strides, padding, precision), w)[1](dy)[0]

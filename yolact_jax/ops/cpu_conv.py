@@ -6,8 +6,8 @@ Two rewrites, each the same sums in another order (float32 rounding differences 
   the FPN laterals) IS a matrix product over the channels: :func:`pointwise_conv` and its input
   gradient :func:`pointwise_input_grad`; its weight gradient is :func:`weight_grad_by_matmul`
   with one tap.
-* The weight gradient of any convolution is, per kernel tap, one matrix product, or for inputs
-  with few channels one product over all taps at once (:func:`weight_grad_by_matmul`).
+* The weight gradient of any convolution is one matrix product per kernel tap, per kernel row
+  or, for inputs with few channels, over all taps at once (:func:`weight_grad_by_matmul`).
 
 XLA:CPU's own convolutions are slow for these cases; :func:`weight_grad_rule` says for which
 weight shapes the products win on this machine's CPU. Nothing here looks at the JAX platform:
@@ -32,21 +32,25 @@ MATMUL_MAX_FEW_INPUT_CHANNELS = 4
 class WeightGradRule:
   """When and how the weight gradient of a kernel larger than 1x1 is computed as products.
 
-  XLA:CPU's own weight gradient runs at very different speeds on different CPUs, so the rule
-  is measured per CPU vendor (docs/performance.md, CPU convolutions)."""
+  XLA:CPU's own weight gradient and its products run at very different speeds on different
+  CPUs, so the rule is measured per CPU vendor (docs/performance.md, CPU convolutions)."""
   min_positions: int  # products from this many contracted positions (batch x output positions)
   min_channels: int  # ... with at least this many channels on both sides
-  # inputs with at most this many channels: one product over all taps (im2col), not one per tap
-  im2col_max_channels: int
+  per_row: bool  # one product per kernel row (its taps' windows side by side), not per tap
+  # inputs with at most this many channels: one product over all taps, channels first
+  stacked_max_channels: int
 
 
 WEIGHT_GRAD_RULES = {
     # AMD EPYC: XLA's weight gradient holds 130-180 GFLOP/s below ~10 000 contracted positions
     # and for the 64-channel ResNet layer1, so the products only pay past both.
-    'AuthenticAMD': WeightGradRule(min_positions=16384, min_channels=128, im2col_max_channels=0),
+    'AuthenticAMD': WeightGradRule(min_positions=16384, min_channels=128, per_row=False,
+                                   stacked_max_channels=0),
     # Intel Xeon (Sapphire Rapids): XLA's weight gradient is 1.4-4.9x slower than the products at
     # every 3x3 size of the network; only narrow outputs (the box head's 12 channels) keep it.
-    'GenuineIntel': WeightGradRule(min_positions=0, min_channels=32, im2col_max_channels=64),
+    # A product per kernel row beats one per tap by 1.1-1.6x (wider products).
+    'GenuineIntel': WeightGradRule(min_positions=0, min_channels=32, per_row=True,
+                                   stacked_max_channels=MATMUL_MAX_FEW_INPUT_CHANNELS),
 }
 DEFAULT_VENDOR = 'GenuineIntel'  # any other CPU
 
@@ -101,7 +105,7 @@ def pointwise_input_grad(dy: jnp.ndarray, w: jnp.ndarray, x_shape: Sequence[int]
 
 def weight_grad_by_matmul(x: jnp.ndarray, dy: jnp.ndarray, kernel_hw: tuple[int, int],
                           strides: tuple[int, int], padding: tuple[tuple[int, int], ...],
-                          im2col_max_channels: int = 0) -> jnp.ndarray:
+                          rule: WeightGradRule | None = None) -> jnp.ndarray:
   """dW [kh, kw, Cin, Cout] of an NHWC/HWIO convolution from its input x [N, H, W, Cin] and
   output gradient dy [N, Ho, Wo, Cout]: per kernel tap, the input window shifted by (i, j)
   contracted with the output gradient over the batch and the output positions:
@@ -109,38 +113,42 @@ def weight_grad_by_matmul(x: jnp.ndarray, dy: jnp.ndarray, kernel_hw: tuple[int,
       dW[i, j] = sum_{n, y, x} X_pad[n, s*y + i, s*x + j, :]^T  dY[n, y, x, :]     ([Cin, Cout])
 
   Both operands hold the contracted positions as rows, so one is transposed first
-  (:func:`_transposed`) and every product has the plain [M, K] x [K, N] form:
+  (:func:`_transposed`) and every product has the plain [M, K] x [K, N] form. How the taps
+  are grouped into products is ``rule``'s (default: this CPU's :func:`weight_grad_rule`):
 
-  * by default one product per tap; the operand with fewer channels is transposed (the input
-    windows, or else the output gradient once for all taps);
-  * for inputs of at most ``im2col_max_channels`` channels, one product over all taps, whose
-    output has taps x Cin rows instead of Cin: the taps' windows side by side (im2col,
-    [M, taps x Cin]) against the output gradient transposed once, or, for inputs of at most
-    ``MATMUL_MAX_FEW_INPUT_CHANNELS`` channels, the padded input transposed once to channels
-    first and its windows stacked as rows ([taps x Cin, M]) against the output gradient.
+  * one product per tap; the operand with fewer channels is transposed (the input windows, or
+    else the output gradient once for all taps);
+  * with ``rule.per_row``, one product per kernel row: the output gradient transposed once
+    against the row's windows side by side ([M, kw x Cin]);
+  * for inputs of at most ``rule.stacked_max_channels`` channels (the stem's 3), one product
+    over all taps: the padded input transposed once to channels first and its windows stacked
+    as rows ([taps x Cin, M]) against the output gradient.
   """
+  rule = weight_grad_rule() if rule is None else rule
   # Accumulate in float32 at least (XLA:CPU has no bf16 x bf16 -> f32 product).
   accumulate = jnp.promote_types(x.dtype, jnp.float32)
   x, dy = x.astype(accumulate), dy.astype(accumulate)
   (n, ho, wo, cout), cin = dy.shape, x.shape[-1]
-  rows, taps = n * ho * wo, kernel_hw[0] * kernel_hw[1]
+  (kh, kw), positions = kernel_hw, n * ho * wo
   xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  if taps > 1 and cin <= min(im2col_max_channels, MATMUL_MAX_FEW_INPUT_CHANNELS):
+  if kh * kw > 1 and cin <= rule.stacked_max_channels:
     xt = _transposed(xp, (3, 0, 1, 2))  # [Cin, N, Hp, Wp]
     windows = jnp.stack(_windows(xt, (ho, wo), kernel_hw, strides, first_spatial_axis=2))
-    return jnp.dot(windows.reshape(taps * cin, rows), dy.reshape(rows, cout)).reshape(
-        *kernel_hw, cin, cout)
-  dy = dy.reshape(rows, cout)
-  windows = [w.reshape(rows, cin) for w in _windows(xp, (ho, wo), kernel_hw, strides)]
-  if taps > 1 and cin <= im2col_max_channels:
-    columns = jnp.concatenate(windows, axis=1)  # [M, taps x Cin]
-    return jnp.dot(_transposed(dy), columns).T.reshape(*kernel_hw, cin, cout)
+    return jnp.dot(windows.reshape(kh * kw * cin, positions), dy.reshape(positions, cout)).reshape(
+        kh, kw, cin, cout)
+  dy = dy.reshape(positions, cout)
+  windows = [w.reshape(positions, cin) for w in _windows(xp, (ho, wo), kernel_hw, strides)]
+  if kh * kw > 1 and rule.per_row:
+    dy_t = _transposed(dy)
+    dw = jnp.stack([jnp.dot(dy_t, jnp.concatenate(windows[i * kw:(i + 1) * kw], axis=1))
+                    for i in range(kh)])  # [kh, Cout, kw x Cin]
+    return dw.reshape(kh, cout, kw, cin).transpose(0, 2, 3, 1)
   if cin < cout:
     dw = jnp.stack([jnp.dot(_transposed(w), dy) for w in windows])  # [taps, Cin, Cout]
   else:
     dy_t = _transposed(dy)
     dw = jnp.stack([jnp.dot(dy_t, w).T for w in windows])
-  return dw.reshape(*kernel_hw, cin, cout)
+  return dw.reshape(kh, kw, cin, cout)
 
 
 def _windows(xp: jnp.ndarray, out_hw: tuple[int, int], kernel_hw: tuple[int, int],
