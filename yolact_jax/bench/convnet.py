@@ -42,13 +42,13 @@ def network_convolutions(preset: str, batch: int) -> list[dict[str, Any]]:
   the order the forward first meets them: name, input_hw, in/out channels, kernel, stride,
   padding, count (how many the network has) and input_gradient (False where the input is the
   image)."""
-  from yolact_jax import train_step as ts
   from yolact_jax.config import get_config
-  from yolact_jax.model.variables import init_variables
+  from yolact_jax.model.variables import abstract_variables
+  from yolact_jax.model.yolact import Yolact
 
   cfg = get_config(preset)
-  model = ts.build_training(cfg).model
-  variables = jax.eval_shape(lambda: init_variables(cfg, seed=0))
+  model = Yolact(cfg.model, num_classes=cfg.num_classes)
+  variables = abstract_variables(cfg)
   image = jax.ShapeDtypeStruct((batch, cfg.max_size, cfg.max_size, 3), jnp.float32)
   jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats'])[0])(
       variables, image)
